@@ -1,0 +1,69 @@
+// Command portcullis is a pull-through registry mirror that verifies and
+// caches what it serves. main is wiring only.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+const usage = `portcullis: a pull-through OCI registry mirror
+
+Usage:
+  portcullis serve [flags]     run the mirror (no flags needed: 127.0.0.1:5000, ./portcullis-data)
+  portcullis version           print the version
+
+Run 'portcullis serve -h' for the serve flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "portcullis", version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "portcullis: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if err == errUsage {
+			return 2
+		}
+		fmt.Fprintln(stderr, "portcullis:", err)
+		return 1
+	}
+	return 0
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return bi.Main.Version + " (" + s.Value + ")"
+			}
+		}
+		return bi.Main.Version
+	}
+	return "unknown"
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/proxy/cache"
+	"github.com/portcullis/portcullis/proxy/upstream"
+	"github.com/portcullis/portcullis/store"
+)
+
+var errUsage = errors.New("usage")
+
+// upstreamFlags collects repeated --upstream NAME=URL flags.
+type upstreamFlags []config.Upstream
+
+func (u *upstreamFlags) String() string { return fmt.Sprint(len(*u), " upstreams") }
+
+func (u *upstreamFlags) Set(v string) error {
+	name, url, ok := strings.Cut(v, "=")
+	if !ok || name == "" || url == "" {
+		return fmt.Errorf("want NAME=URL, e.g. ghcr.io=https://ghcr.io")
+	}
+	*u = append(*u, config.Upstream{Name: name, URL: url})
+	return nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", os.Getenv("PORTCULLIS_CONFIG"), "YAML configuration `file` (also $PORTCULLIS_CONFIG)")
+	listen := fs.String("listen", "", "`address` to listen on (default 127.0.0.1:5000)")
+	dataDir := fs.String("data", "", "data `directory` for the cache and state (default ./portcullis-data)")
+	defaultUpstream := fs.String("default-upstream", "", "upstream `name` for requests that name no registry (default docker.io when configured)")
+	var upstreams upstreamFlags
+	fs.Var(&upstreams, "upstream", "upstream registry as `NAME=URL`; repeatable; replaces the configured list")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+
+	cfg := config.Default()
+	if *configPath != "" {
+		var err error
+		if cfg, err = config.Load(*configPath); err != nil {
+			return err
+		}
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *dataDir != "" {
+		cfg.DataDir = *dataDir
+	}
+	if len(upstreams) > 0 {
+		cfg.Upstreams = upstreams
+	}
+	if *defaultUpstream != "" {
+		cfg.DefaultUpstream = *defaultUpstream
+	}
+	if err := cfg.Finish(); err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	return runServer(ctx, cfg, log)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	state, err := store.OpenBolt(filepath.Join(cfg.DataDir, "state.db"))
+	if err != nil {
+		return err
+	}
+	defer state.Close()
+	content, err := cache.Open(ctx, cache.Config{
+		Driver:     cfg.Storage.Driver,
+		Parameters: cfg.Storage.Parameters,
+		SpoolDir:   filepath.Join(cfg.DataDir, "spool"),
+		MaxBytes:   int64(cfg.Cache.MaxBytes),
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	var ups []proxy.Upstream
+	for _, u := range cfg.Upstreams {
+		password, err := u.Password()
+		if err != nil {
+			return err
+		}
+		client, err := upstream.New(upstream.Config{
+			Name: u.Name, URL: u.URL, Username: u.Username, Password: password,
+			CAFile: u.CAFile, Insecure: u.Insecure, Timeout: time.Duration(u.Timeout), Retries: u.Retries,
+		})
+		if err != nil {
+			return err
+		}
+		ups = append(ups, proxy.Upstream{Client: client, TagTTL: time.Duration(u.TagTTL)})
+	}
+	p, err := proxy.New(proxy.Options{
+		Upstreams:       ups,
+		DefaultUpstream: cfg.DefaultUpstream,
+		Cache:           content,
+		Fetcher:         cache.NewFetcher(content, time.Duration(cfg.Cache.FetchTimeout), time.Duration(cfg.Cache.IdleTimeout), log),
+		State:           state,
+		Logger:          log,
+	})
+	if err != nil {
+		return err
+	}
+
+	var ready atomic.Bool
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/"):
+			p.ServeHTTP(w, r)
+		case r.URL.Path == "/healthz":
+			io.WriteString(w, "ok\n")
+		case r.URL.Path == "/readyz":
+			if !ready.Load() {
+				http.Error(w, "shutting down", http.StatusServiceUnavailable)
+				return
+			}
+			io.WriteString(w, "ready\n")
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	names := make([]string, len(cfg.Upstreams))
+	for i, u := range cfg.Upstreams {
+		names[i] = u.Name + "=" + u.URL
+	}
+	log.Info("portcullis listening", "addr", ln.Addr().String(), "tls", cfg.TLS.CertFile != "",
+		"data_dir", cfg.DataDir, "storage", cfg.Storage.Driver, "upstreams", names, "default_upstream", cfg.DefaultUpstream)
+
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLS.CertFile != "" {
+			errc <- srv.ServeTLS(ln, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	ready.Store(true)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	ready.Store(false)
+	log.Info("shutting down: finishing requests in flight")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("shutdown deadline passed; closing remaining connections", "err", err)
+		srv.Close()
+	}
+	return nil
+}

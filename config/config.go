@@ -1,0 +1,216 @@
+// Package config reads Portcullis' YAML configuration. Every key has a
+// default, so running with no file at all works.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen          string     `yaml:"listen"`
+	DataDir         string     `yaml:"data_dir"`
+	DefaultUpstream string     `yaml:"default_upstream"`
+	Upstreams       []Upstream `yaml:"upstreams"`
+	TLS             TLS        `yaml:"tls"`
+	Cache           Cache      `yaml:"cache"`
+	Storage         Storage    `yaml:"storage"`
+	Log             Log        `yaml:"log"`
+}
+
+// Upstream is one registry Portcullis mirrors.
+type Upstream struct {
+	Name         string   `yaml:"name"`
+	URL          string   `yaml:"url"`
+	Username     string   `yaml:"username"`
+	PasswordFile string   `yaml:"password_file"`
+	PasswordEnv  string   `yaml:"password_env"`
+	CAFile       string   `yaml:"ca_file"`
+	Insecure     bool     `yaml:"insecure"`
+	Timeout      Duration `yaml:"timeout"`
+	TagTTL       Duration `yaml:"tag_ttl"`
+	Retries      int      `yaml:"retries"`
+}
+
+// TLS enables HTTPS serving when both files are set.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Cache bounds the content cache and downloads.
+type Cache struct {
+	MaxBytes     ByteSize `yaml:"max_bytes"`
+	FetchTimeout Duration `yaml:"fetch_timeout"`
+	IdleTimeout  Duration `yaml:"idle_timeout"`
+}
+
+// Storage selects the distribution storage driver for cached content.
+type Storage struct {
+	Driver     string         `yaml:"driver"`
+	Parameters map[string]any `yaml:"parameters"`
+}
+
+// Log configures the logger.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or text
+}
+
+// Default is the configuration used when no file is given.
+func Default() Config {
+	return Config{
+		Listen:  "127.0.0.1:5000",
+		DataDir: "./portcullis-data",
+		Upstreams: []Upstream{
+			{Name: "docker.io", URL: "https://registry-1.docker.io"},
+			{Name: "ghcr.io", URL: "https://ghcr.io"},
+			{Name: "quay.io", URL: "https://quay.io"},
+			{Name: "registry.k8s.io", URL: "https://registry.k8s.io"},
+			{Name: "gcr.io", URL: "https://gcr.io"},
+		},
+		Cache: Cache{
+			FetchTimeout: Duration(time.Hour),
+			IdleTimeout:  Duration(2 * time.Minute),
+		},
+		Storage: Storage{Driver: "filesystem"},
+		Log:     Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are errors, with
+// their line numbers, so a typo never silently falls back to a default.
+func Load(path string) (Config, error) {
+	c := Default()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	if err := Parse(raw, &c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML onto c (which holds the defaults). A file that lists
+// upstreams replaces the default list.
+func Parse(raw []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	upstreams := c.Upstreams
+	c.Upstreams = nil
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // empty file: all defaults
+		return err
+	}
+	if c.Upstreams == nil {
+		c.Upstreams = upstreams
+	}
+	return nil
+}
+
+// Finish fills values derived from others and checks the whole
+// configuration; call it after flags were applied.
+func (c *Config) Finish() error {
+	var problems []string
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if c.Listen == "" {
+		add("listen: must not be empty")
+	}
+	if c.DataDir == "" {
+		add("data_dir: must not be empty")
+	}
+	seen := map[string]bool{}
+	for i, u := range c.Upstreams {
+		u.Name = strings.ToLower(strings.TrimSpace(u.Name))
+		c.Upstreams[i].Name = u.Name
+		where := fmt.Sprintf("upstreams[%d] (%s)", i, u.Name)
+		switch {
+		case u.Name == "":
+			add("upstreams[%d]: name is required", i)
+		case strings.ContainsAny(u.Name, "/ \t"):
+			add("%s: name must be a registry host name like ghcr.io", where)
+		case seen[u.Name]:
+			add("%s: configured twice", where)
+		}
+		seen[u.Name] = true
+		if pu, err := url.Parse(u.URL); err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
+			add("%s: url %q must be http(s)://host[:port]", where, u.URL)
+		}
+		if u.PasswordFile != "" && u.PasswordEnv != "" {
+			add("%s: set password_file or password_env, not both", where)
+		}
+		if (u.PasswordFile != "" || u.PasswordEnv != "") && u.Username == "" {
+			add("%s: a password needs a username", where)
+		}
+	}
+	if c.DefaultUpstream == "" && seen["docker.io"] {
+		c.DefaultUpstream = "docker.io"
+	}
+	c.DefaultUpstream = strings.ToLower(c.DefaultUpstream)
+	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] {
+		add("default_upstream: %q is not a configured upstream", c.DefaultUpstream)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		add("tls: set both cert_file and key_file, or neither")
+	}
+	if c.Cache.MaxBytes < 0 {
+		add("cache.max_bytes: must not be negative")
+	}
+	if c.Cache.FetchTimeout <= 0 || c.Cache.IdleTimeout <= 0 {
+		add("cache.fetch_timeout and cache.idle_timeout must be positive")
+	}
+	if c.Storage.Driver == "" {
+		c.Storage.Driver = "filesystem"
+	}
+	if c.Storage.Parameters == nil {
+		c.Storage.Parameters = map[string]any{}
+	}
+	if c.Storage.Driver == "filesystem" {
+		if _, ok := c.Storage.Parameters["rootdirectory"]; !ok {
+			abs, err := filepath.Abs(filepath.Join(c.DataDir, "cache"))
+			if err != nil {
+				add("data_dir: %v", err)
+			}
+			c.Storage.Parameters["rootdirectory"] = abs
+		}
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		add("log.format: %q must be json or text", c.Log.Format)
+	}
+	if len(problems) > 0 {
+		return errors.New("invalid configuration:\n  " + strings.Join(problems, "\n  "))
+	}
+	return nil
+}
+
+// Password reads the upstream's password from its file or environment
+// variable; it is never part of the configuration itself.
+func (u Upstream) Password() (string, error) {
+	switch {
+	case u.PasswordFile != "":
+		b, err := os.ReadFile(u.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("upstream %s: read password_file: %w", u.Name, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	case u.PasswordEnv != "":
+		v, ok := os.LookupEnv(u.PasswordEnv)
+		if !ok {
+			return "", fmt.Errorf("upstream %s: environment variable %s (password_env) is not set", u.Name, u.PasswordEnv)
+		}
+		return v, nil
+	}
+	return "", nil
+}

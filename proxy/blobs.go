@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/proxy/cache"
+)
+
+func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info *requestInfo) *regError {
+	d, _ := parseDigest(rt.ref)
+	up := p.upstreamFor(rt)
+	what := "blob " + up.Client.Name() + "/" + rt.repo + "@" + d.String()
+	if r.Method == http.MethodHead {
+		return p.headBlob(w, r, rt, d, info, what)
+	}
+	h, err := p.fetcher.Open(r.Context(), d, func(ctx context.Context) (io.ReadCloser, int64, error) {
+		return up.Client.GetBlob(ctx, rt.repo, d)
+	})
+	if err != nil {
+		if r.Context().Err() != nil {
+			return errorf(499, "UNKNOWN", "client went away")
+		}
+		return fromUpstream("fetch "+what, err, "BLOB_UNKNOWN")
+	}
+	defer h.Close()
+	info.cache = h.Source
+
+	start, length, status, rerr := parseRange(r.Header.Get("Range"), h.Size)
+	if rerr != nil {
+		return rerr
+	}
+	rc, err := h.Reader(r.Context(), start)
+	if err != nil {
+		return errInternal("read "+what, err)
+	}
+	defer rc.Close()
+
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/octet-stream")
+	hdr.Set("Docker-Content-Digest", d.String())
+	hdr.Set("Etag", `"`+d.String()+`"`)
+	hdr.Set("Accept-Ranges", "bytes")
+	hdr.Set("Portcullis-Cache", h.Source)
+	if length >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(length, 10))
+	}
+	if status == http.StatusPartialContent {
+		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, h.Size))
+	}
+	w.WriteHeader(status)
+	var body io.Reader = rc
+	if length >= 0 {
+		body = io.LimitReader(rc, length)
+	}
+	n, err := io.Copy(w, body)
+	if err == nil && length >= 0 && n != length {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		// Headers are gone; make the client see a broken transfer rather
+		// than a short body it might take as complete.
+		info.abort = true
+		if r.Context().Err() == nil {
+			p.log.Warn("blob transfer failed", "digest", d, "sent", n, "err", err)
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) headBlob(w http.ResponseWriter, r *http.Request, rt route, d digest.Digest, info *requestInfo, what string) *regError {
+	size, err := p.cache.Stat(r.Context(), d)
+	info.cache = cacheHit
+	switch {
+	case errors.Is(err, cache.ErrNotFound):
+		ctx, cancel := p.detach(r.Context())
+		defer cancel()
+		size, err = p.upstreamFor(rt).Client.HeadBlob(ctx, rt.repo, d)
+		if err != nil {
+			return fromUpstream("look up "+what, err, "BLOB_UNKNOWN")
+		}
+		info.cache = cacheMiss
+	case err != nil:
+		return errInternal("stat "+what, err)
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/octet-stream")
+	hdr.Set("Docker-Content-Digest", d.String())
+	hdr.Set("Etag", `"`+d.String()+`"`)
+	hdr.Set("Accept-Ranges", "bytes")
+	hdr.Set("Portcullis-Cache", info.cache)
+	if size >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// parseRange reads a single-range "bytes=" header (RFC 9110 §14.1.2) against
+// a blob of size bytes (-1 if unknown). It returns where to start, how many
+// bytes to send (-1: to the end, length unknown) and the status. A header we
+// do not support (several ranges, other units, a suffix of an unknown size)
+// is ignored, as the RFC allows, and the whole blob is sent.
+func parseRange(h string, size int64) (start, length int64, status int, err *regError) {
+	whole := func() (int64, int64, int, *regError) { return 0, size, http.StatusOK, nil }
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if h == "" || !ok || strings.Contains(spec, ",") {
+		return whole()
+	}
+	first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return whole()
+	}
+	unsatisfiable := errorf(http.StatusRequestedRangeNotSatisfiable, "UNSUPPORTED",
+		"range %q not satisfiable for a blob of %d bytes", h, size)
+	if first == "" { // suffix: the last N bytes
+		n, perr := strconv.ParseInt(last, 10, 64)
+		if perr != nil || n < 0 || size < 0 {
+			return whole()
+		}
+		if n == 0 {
+			return 0, 0, 0, unsatisfiable
+		}
+		n = min(n, size)
+		return size - n, n, http.StatusPartialContent, nil
+	}
+	start, perr := strconv.ParseInt(first, 10, 64)
+	if perr != nil || start < 0 {
+		return whole()
+	}
+	end := int64(-1)
+	if last != "" {
+		end, perr = strconv.ParseInt(last, 10, 64)
+		if perr != nil || end < start {
+			return whole()
+		}
+	}
+	if size < 0 {
+		return whole() // no Content-Range without the size
+	}
+	if start >= size {
+		return 0, 0, 0, unsatisfiable
+	}
+	if end < 0 || end >= size {
+		end = size - 1
+	}
+	return start, end - start + 1, http.StatusPartialContent, nil
+}

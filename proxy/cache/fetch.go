@@ -1,0 +1,310 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Source opens a blob's bytes upstream. size is -1 when unknown.
+type Source func(ctx context.Context) (body io.ReadCloser, size int64, err error)
+
+// Fetcher serves blobs from the store, or else from one shared upstream
+// download per digest that every concurrent request reads as it arrives.
+type Fetcher struct {
+	store   *Store
+	timeout time.Duration
+	idle    time.Duration
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	inflight map[digest.Digest]*download
+}
+
+// NewFetcher makes a fetcher. timeout bounds a whole download, idle the time
+// without a byte from upstream; a download runs to completion (or to these
+// limits) even when every client that wanted it has gone.
+func NewFetcher(s *Store, timeout, idle time.Duration, log *slog.Logger) *Fetcher {
+	return &Fetcher{store: s, timeout: timeout, idle: idle, log: log, inflight: map[digest.Digest]*download{}}
+}
+
+// Where a Handle's bytes come from.
+const (
+	SourceHit       = "hit"       // the store
+	SourceMiss      = "miss"      // a download this request started
+	SourceCoalesced = "coalesced" // a download another request started
+)
+
+// Handle is a blob being served. Close it when done.
+type Handle struct {
+	Size   int64 // -1 when the upstream did not say
+	Source string
+	blob   *Blob
+	dl     *download
+}
+
+// Reader returns the bytes from offset on.
+func (h *Handle) Reader(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	if h.blob != nil {
+		return h.blob.Reader(ctx, offset)
+	}
+	return &downloadReader{ctx: ctx, dl: h.dl, off: offset}, nil
+}
+
+// Close releases the handle.
+func (h *Handle) Close() error {
+	if h.blob != nil {
+		return h.blob.Close()
+	}
+	h.dl.release()
+	return nil
+}
+
+// Open returns d from the store, or joins or starts its download from src.
+func (f *Fetcher) Open(ctx context.Context, d digest.Digest, src Source) (*Handle, error) {
+	b, err := f.store.Open(ctx, d)
+	if err == nil {
+		return &Handle{Size: b.Size, Source: SourceHit, blob: b}, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	f.mu.Lock()
+	dl, joined := f.inflight[d]
+	if !joined {
+		dl = &download{d: d, started: make(chan struct{}), changed: make(chan struct{}), refs: 1}
+		f.inflight[d] = dl
+		go f.run(dl, src)
+	}
+	dl.acquire()
+	f.mu.Unlock()
+
+	select {
+	case <-dl.started:
+	case <-ctx.Done():
+		dl.release()
+		return nil, ctx.Err()
+	}
+	if dl.startErr != nil {
+		dl.release()
+		return nil, dl.startErr
+	}
+	source := SourceMiss
+	if joined {
+		source = SourceCoalesced
+	}
+	return &Handle{Size: dl.size, Source: source, dl: dl}, nil
+}
+
+// InFlight reports whether d is being downloaded right now.
+func (f *Fetcher) InFlight(d digest.Digest) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.inflight[d]
+	return ok
+}
+
+func (f *Fetcher) run(dl *download, src Source) {
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	defer cancel()
+	start := time.Now()
+	if err := f.download(ctx, cancel, dl, src); err != nil {
+		dl.fail(err)
+		f.log.Warn("blob download failed", "digest", dl.d, "err", err, "duration", time.Since(start))
+	} else {
+		f.log.Info("blob cached", "digest", dl.d, "bytes", dl.written, "duration", time.Since(start))
+	}
+	// Remove before releasing our reference: later requests find the
+	// committed blob in the store, earlier ones still hold the spool open.
+	f.mu.Lock()
+	delete(f.inflight, dl.d)
+	f.mu.Unlock()
+	dl.release()
+}
+
+const chunkSize = 256 << 10
+
+func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *download, src Source) error {
+	body, size, err := src(ctx)
+	if err != nil {
+		dl.begin(0, nil, err)
+		return err
+	}
+	defer body.Close()
+	in, err := f.store.newIngest(dl.d.Algorithm())
+	if err != nil {
+		dl.begin(0, nil, err)
+		return err
+	}
+	rf, err := os.Open(in.path)
+	if err != nil {
+		in.cancel()
+		err = fmt.Errorf("open spool file: %w", err)
+		dl.begin(0, nil, err)
+		return err
+	}
+	dl.begin(size, rf, nil)
+
+	idle := time.AfterFunc(f.idle, cancel)
+	defer idle.Stop()
+	buf := make([]byte, chunkSize)
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			idle.Reset(f.idle)
+			if _, werr := in.Write(buf[:n]); werr != nil {
+				in.cancel()
+				return werr
+			}
+			dl.advance(int64(n))
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			in.cancel()
+			if ctx.Err() != nil {
+				return fmt.Errorf("download blob %s: stalled or exceeded its time limit after %d bytes: %w", dl.d, in.n, ctx.Err())
+			}
+			return fmt.Errorf("download blob %s after %d bytes: %w", dl.d, in.n, rerr)
+		}
+	}
+	idle.Stop()
+	if size >= 0 && in.n != size {
+		in.cancel()
+		return fmt.Errorf("download blob %s: upstream announced %d bytes, sent %d", dl.d, size, in.n)
+	}
+	if got := in.hasher.Digest(); got != dl.d {
+		in.cancel()
+		return fmt.Errorf("download blob %s: %w: upstream bytes hash to %s", dl.d, ErrDigestMismatch, got)
+	}
+	dl.finish() // verified: readers may have the last byte now
+	commitCtx, cancelCommit := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancelCommit()
+	if err := in.commit(commitCtx, dl.d); err != nil {
+		// The bytes were good and served; only caching failed.
+		f.log.Error("cache blob", "digest", dl.d, "err", err)
+	}
+	return nil
+}
+
+// download is one upstream fetch shared by every reader of the digest.
+type download struct {
+	d        digest.Digest
+	started  chan struct{} // closed once size/rf or startErr is set
+	startErr error
+	size     int64
+	rf       *os.File // read handle on the spool file
+
+	mu      sync.Mutex
+	written int64
+	done    bool // every byte written and verified
+	err     error
+	changed chan struct{} // closed and replaced on every change
+	refs    int
+}
+
+func (dl *download) begin(size int64, rf *os.File, err error) {
+	dl.size, dl.rf, dl.startErr = size, rf, err
+	close(dl.started)
+}
+
+func (dl *download) notifyLocked() {
+	close(dl.changed)
+	dl.changed = make(chan struct{})
+}
+
+func (dl *download) advance(n int64) {
+	dl.mu.Lock()
+	dl.written += n
+	dl.notifyLocked()
+	dl.mu.Unlock()
+}
+
+func (dl *download) finish() {
+	dl.mu.Lock()
+	dl.done = true
+	dl.notifyLocked()
+	dl.mu.Unlock()
+}
+
+func (dl *download) fail(err error) {
+	dl.mu.Lock()
+	if !dl.done {
+		dl.err = err
+	}
+	dl.notifyLocked()
+	dl.mu.Unlock()
+}
+
+// visible is how far readers may read. The last byte is held back until
+// the digest is verified, so no client ever receives a complete body that
+// failed verification: it sees the connection fail instead.
+func (dl *download) visible() (avail int64, done bool, err error, changed <-chan struct{}) {
+	dl.mu.Lock()
+	defer dl.mu.Unlock()
+	avail = dl.written
+	if !dl.done && avail > 0 {
+		avail--
+	}
+	return avail, dl.done, dl.err, dl.changed
+}
+
+func (dl *download) acquire() {
+	dl.mu.Lock()
+	dl.refs++
+	dl.mu.Unlock()
+}
+
+func (dl *download) release() {
+	dl.mu.Lock()
+	dl.refs--
+	last := dl.refs == 0
+	dl.mu.Unlock()
+	if last && dl.rf != nil {
+		dl.rf.Close()
+	}
+}
+
+// downloadReader follows a download in progress.
+type downloadReader struct {
+	ctx context.Context
+	dl  *download
+	off int64
+}
+
+func (r *downloadReader) Read(p []byte) (int, error) {
+	for {
+		avail, done, err, changed := r.dl.visible()
+		if r.off < avail {
+			n := min(int64(len(p)), avail-r.off)
+			got, rerr := r.dl.rf.ReadAt(p[:n], r.off)
+			r.off += int64(got)
+			if rerr != nil && !(errors.Is(rerr, io.EOF) && got > 0) {
+				return got, fmt.Errorf("read spool of %s: %w", r.dl.d, rerr)
+			}
+			return got, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		if done {
+			return 0, io.EOF
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+// Close is a no-op: the Handle owns the download reference.
+func (r *downloadReader) Close() error { return nil }

@@ -1,0 +1,109 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// ingest is a write in progress: a local spool file hashed as it is written.
+// Nothing of it is visible under a digest until commit verified it.
+type ingest struct {
+	s      *Store
+	f      *os.File
+	path   string
+	hasher digest.Digester
+	n      int64
+}
+
+func (s *Store) newIngest(alg digest.Algorithm) (*ingest, error) {
+	if !alg.Available() {
+		return nil, fmt.Errorf("digest algorithm %s: %w", alg, digest.ErrDigestUnsupported)
+	}
+	f, err := os.CreateTemp(s.spoolDir, "ingest-")
+	if err != nil {
+		return nil, fmt.Errorf("create spool file: %w", err)
+	}
+	return &ingest{s: s, f: f, path: f.Name(), hasher: alg.Digester()}, nil
+}
+
+func (in *ingest) Write(p []byte) (int, error) {
+	n, err := in.f.Write(p)
+	in.hasher.Hash().Write(p[:n])
+	in.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("write spool file: %w", err)
+	}
+	return n, nil
+}
+
+func (in *ingest) cancel() {
+	in.f.Close()
+	os.Remove(in.path)
+}
+
+// commit verifies the bytes against want and moves them into place. With the
+// filesystem driver that is one rename; other drivers get an upload that is
+// moved into place once complete, so a reader never sees a partial object.
+func (in *ingest) commit(ctx context.Context, want digest.Digest) error {
+	if got := in.hasher.Digest(); got != want {
+		in.cancel()
+		return fmt.Errorf("%w: expected %s, got %s", ErrDigestMismatch, want, got)
+	}
+	// Durable before visible: after a power loss the name must not point at
+	// bytes that never reached the disk.
+	if err := in.f.Sync(); err != nil {
+		in.cancel()
+		return fmt.Errorf("sync spool file: %w", err)
+	}
+	if err := in.f.Close(); err != nil {
+		os.Remove(in.path)
+		return fmt.Errorf("close spool file: %w", err)
+	}
+	defer os.Remove(in.path) // no-op after a rename
+	s := in.s
+	if s.spoolRel != "" {
+		if err := s.driver.Move(ctx, s.spoolRel+"/"+filepath.Base(in.path), dataPath(want)); err != nil {
+			return fmt.Errorf("commit %s: %w", want, err)
+		}
+	} else if err := in.upload(ctx, want); err != nil {
+		return err
+	}
+	s.index.add(want, in.n)
+	s.evict(ctx)
+	return nil
+}
+
+func (in *ingest) upload(ctx context.Context, want digest.Digest) error {
+	s := in.s
+	f, err := os.Open(in.path)
+	if err != nil {
+		return fmt.Errorf("reopen spool file: %w", err)
+	}
+	defer f.Close()
+	tmp := "/_uploads/" + filepath.Base(in.path) + "/data"
+	w, err := s.driver.Writer(ctx, tmp, false)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", want, err)
+	}
+	if _, err := io.Copy(w, f); err != nil {
+		_ = w.Cancel(ctx)
+		return fmt.Errorf("upload %s: %w", want, err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		_ = w.Cancel(ctx)
+		return fmt.Errorf("upload %s: %w", want, err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("upload %s: %w", want, err)
+	}
+	if err := s.driver.Move(ctx, tmp, dataPath(want)); err != nil {
+		return fmt.Errorf("commit %s: %w", want, err)
+	}
+	_ = s.driver.Delete(ctx, "/_uploads/"+filepath.Base(in.path))
+	return nil
+}

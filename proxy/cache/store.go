@@ -1,0 +1,286 @@
+// Package cache keeps verified, content-addressed manifests and blobs on a
+// distribution storage driver (filesystem by default; s3, gcs, azure), with
+// size-bounded LRU eviction and one upstream download per digest.
+package cache
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	"github.com/opencontainers/go-digest"
+)
+
+// ErrNotFound means the store does not hold the digest.
+var ErrNotFound = errors.New("not in cache")
+
+// Config selects the storage driver and bounds the cache.
+type Config struct {
+	Driver     string         // distribution driver name; "" means "filesystem"
+	Parameters map[string]any // driver parameters (filesystem: rootdirectory)
+	// SpoolDir holds downloads in progress when the driver is not the local
+	// filesystem. With the filesystem driver they live inside its root so a
+	// verified download is committed by a rename.
+	SpoolDir string
+	MaxBytes int64 // 0 means unbounded
+	// MaxManifestMemory bounds the in-memory manifest cache; 0 means 16 MiB.
+	MaxManifestMemory int64
+	Logger            *slog.Logger
+}
+
+// Store is the content store. Nothing is visible under a digest until its
+// bytes were verified against it, and a crash never exposes a partial write:
+// writes go to a spool or upload location and are moved into place.
+type Store struct {
+	driver      storagedriver.StorageDriver
+	spoolDir    string
+	spoolRel    string // spoolDir as a driver path, when it lives inside the driver
+	maxBytes    int64
+	index       *index
+	manifests   *memCache
+	log         *slog.Logger
+	indexLoaded chan struct{}
+}
+
+const spoolName = "_spool"
+
+// Open creates the driver, clears what a previous process left half-written,
+// and starts indexing what is stored.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	name := cmp.Or(cfg.Driver, "filesystem")
+	params := cfg.Parameters
+	if params == nil {
+		params = map[string]any{}
+	}
+	drv, err := factory.Create(ctx, name, params)
+	if err != nil {
+		return nil, fmt.Errorf("create storage driver %s: %w", name, err)
+	}
+	s := &Store{
+		driver:      drv,
+		spoolDir:    cfg.SpoolDir,
+		maxBytes:    cfg.MaxBytes,
+		index:       newIndex(),
+		manifests:   newMemCache(cmp.Or(cfg.MaxManifestMemory, 16<<20)),
+		log:         cmp.Or(cfg.Logger, slog.Default()),
+		indexLoaded: make(chan struct{}),
+	}
+	if name == "filesystem" {
+		root, _ := params["rootdirectory"].(string)
+		if root == "" {
+			return nil, errors.New("filesystem storage: rootdirectory is required")
+		}
+		s.spoolDir = filepath.Join(root, spoolName)
+		s.spoolRel = "/" + spoolName
+	}
+	if s.spoolDir == "" {
+		return nil, errors.New("cache: SpoolDir is required for non-filesystem drivers")
+	}
+	// Whatever is in the spool was never verified and committed.
+	if err := os.RemoveAll(s.spoolDir); err != nil {
+		return nil, fmt.Errorf("clear spool %s: %w", s.spoolDir, err)
+	}
+	if err := os.MkdirAll(s.spoolDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create spool %s: %w", s.spoolDir, err)
+	}
+	if s.spoolRel == "" {
+		// Uploads a crashed process left on remote storage.
+		if err := drv.Delete(ctx, "/_uploads"); err != nil && !isPathNotFound(err) {
+			s.log.Warn("clear stale uploads", "err", err)
+		}
+	}
+	go s.loadIndex(context.WithoutCancel(ctx))
+	return s, nil
+}
+
+// WaitIndexed blocks until the start-up index scan finished (tests, metrics).
+func (s *Store) WaitIndexed(ctx context.Context) error {
+	select {
+	case <-s.indexLoaded:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Bytes is the size of everything indexed.
+func (s *Store) Bytes() int64 { return s.index.totalBytes() }
+
+func blobDir(d digest.Digest) string {
+	hex := d.Encoded()
+	return "/blobs/" + string(d.Algorithm()) + "/" + hex[:2] + "/" + hex
+}
+
+func dataPath(d digest.Digest) string      { return blobDir(d) + "/data" }
+func mediaTypePath(d digest.Digest) string { return blobDir(d) + "/mediatype" }
+
+func isPathNotFound(err error) bool {
+	var pnf storagedriver.PathNotFoundError
+	return errors.As(err, &pnf)
+}
+
+func (s *Store) loadIndex(ctx context.Context) {
+	defer close(s.indexLoaded)
+	type found struct {
+		d    digest.Digest
+		size int64
+		mod  time.Time
+	}
+	var all []found
+	err := s.driver.Walk(ctx, "/blobs", func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() || !strings.HasSuffix(fi.Path(), "/data") {
+			return nil
+		}
+		parts := strings.Split(strings.TrimPrefix(fi.Path(), "/blobs/"), "/")
+		if len(parts) != 4 {
+			return nil
+		}
+		d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[2])
+		if d.Validate() != nil {
+			return nil
+		}
+		all = append(all, found{d, fi.Size(), fi.ModTime()})
+		return nil
+	})
+	if err != nil && !isPathNotFound(err) {
+		s.log.Warn("index cache", "err", err)
+	}
+	slices.SortFunc(all, func(a, b found) int { return b.mod.Compare(a.mod) })
+	for _, f := range all {
+		s.index.addFound(f.d, f.size)
+	}
+	s.evict(ctx)
+}
+
+// Blob is an open handle on a stored blob; it is pinned against eviction
+// until Close.
+type Blob struct {
+	Size  int64
+	d     digest.Digest
+	s     *Store
+	close func()
+}
+
+// Reader returns the blob's bytes from offset. With the filesystem driver it
+// is an *os.File, so net/http can sendfile it.
+func (b *Blob) Reader(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	rc, err := b.s.driver.Reader(ctx, dataPath(b.d), offset)
+	if err != nil {
+		return nil, fmt.Errorf("read cached blob %s: %w", b.d, err)
+	}
+	return rc, nil
+}
+
+// Close unpins the blob.
+func (b *Blob) Close() error {
+	if b.close != nil {
+		b.close()
+		b.close = nil
+	}
+	return nil
+}
+
+// Open pins a stored blob and returns it, or ErrNotFound.
+func (s *Store) Open(ctx context.Context, d digest.Digest) (*Blob, error) {
+	size, ok := s.index.pin(d)
+	if !ok {
+		// Not indexed (yet): another replica may have stored it, or the
+		// start-up scan has not reached it.
+		fi, err := s.driver.Stat(ctx, dataPath(d))
+		if isPathNotFound(err) {
+			return nil, ErrNotFound
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stat cached blob %s: %w", d, err)
+		}
+		s.index.add(d, fi.Size())
+		if size, ok = s.index.pin(d); !ok {
+			return nil, ErrNotFound // evicted in between
+		}
+	}
+	return &Blob{Size: size, d: d, s: s, close: func() { s.index.unpin(d) }}, nil
+}
+
+// Stat returns a stored blob's size, or ErrNotFound.
+func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
+	b, err := s.Open(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Close()
+	return b.Size, nil
+}
+
+// Manifest returns a stored manifest and its media type, or ErrNotFound.
+func (s *Store) Manifest(ctx context.Context, d digest.Digest) ([]byte, string, error) {
+	if body, mt, ok := s.manifests.get(d); ok {
+		s.index.touch(d)
+		return body, mt, nil
+	}
+	mt, err := s.driver.GetContent(ctx, mediaTypePath(d))
+	if err == nil {
+		var body []byte
+		body, err = s.driver.GetContent(ctx, dataPath(d))
+		if err == nil {
+			s.index.add(d, int64(len(body)))
+			s.index.touch(d)
+			s.manifests.put(d, body, string(mt))
+			return body, string(mt), nil
+		}
+	}
+	if isPathNotFound(err) {
+		return nil, "", ErrNotFound
+	}
+	return nil, "", fmt.Errorf("read cached manifest %s: %w", d, err)
+}
+
+// PutManifest verifies and stores a manifest with its media type.
+func (s *Store) PutManifest(ctx context.Context, d digest.Digest, mediaType string, body []byte) error {
+	if got := d.Algorithm().FromBytes(body); got != d {
+		return fmt.Errorf("store manifest %s: %w (got %s)", d, ErrDigestMismatch, got)
+	}
+	// The media type goes first: the data file is the commit marker.
+	if err := s.driver.PutContent(ctx, mediaTypePath(d), []byte(mediaType)); err != nil {
+		return fmt.Errorf("store manifest %s media type: %w", d, err)
+	}
+	in, err := s.newIngest(d.Algorithm())
+	if err != nil {
+		return err
+	}
+	if _, err := in.Write(body); err != nil {
+		in.cancel()
+		return err
+	}
+	if err := in.commit(ctx, d); err != nil {
+		return err
+	}
+	s.manifests.put(d, body, mediaType)
+	return nil
+}
+
+// ErrDigestMismatch means bytes did not hash to the digest they were stored under.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+func (s *Store) evict(ctx context.Context) {
+	if s.maxBytes <= 0 {
+		return
+	}
+	for _, d := range s.index.victims(s.maxBytes) {
+		s.manifests.remove(d)
+		if err := s.driver.Delete(ctx, blobDir(d)); err != nil && !isPathNotFound(err) {
+			s.log.Warn("evict", "digest", d, "err", err)
+			continue
+		}
+		s.log.Debug("evicted", "digest", d)
+	}
+}

@@ -1,0 +1,97 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/portcullis/portcullis/proxy/upstream"
+)
+
+// regError is what a /v2/ handler returns; the root handler writes it once,
+// as the error body the distribution spec defines:
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+type regError struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration
+}
+
+func (e *regError) Error() string { return e.Code + ": " + e.Message }
+
+func (e *regError) write(w http.ResponseWriter, head bool) {
+	type item struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	body, _ := json.Marshal(struct {
+		Errors []item `json:"errors"`
+	}{[]item{{e.Code, e.Message}}})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Del("Docker-Content-Digest")
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	w.WriteHeader(e.Status)
+	if !head {
+		_, _ = w.Write(body)
+	}
+}
+
+func errorf(status int, code, format string, args ...any) *regError {
+	return &regError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func errUnsupported(format string, args ...any) *regError {
+	return errorf(http.StatusMethodNotAllowed, "UNSUPPORTED", format, args...)
+}
+
+func errNameInvalid(format string, args ...any) *regError {
+	return errorf(http.StatusBadRequest, "NAME_INVALID", format, args...)
+}
+
+func errNameUnknown(format string, args ...any) *regError {
+	return errorf(http.StatusNotFound, "NAME_UNKNOWN", format, args...)
+}
+
+func errInternal(what string, err error) *regError {
+	return errorf(http.StatusInternalServerError, "UNKNOWN", "%s: %v", what, err)
+}
+
+// fromUpstream translates an upstream failure into what the client sees.
+// notFoundCode is the code for a 404 (MANIFEST_UNKNOWN, BLOB_UNKNOWN, …).
+// Upstream credentials and challenges never reach the client: an upstream 401
+// becomes a plain UNAUTHORIZED error without a WWW-Authenticate header, so
+// clients do not try to log in to us with credentials meant for someone else.
+func fromUpstream(what string, err error, notFoundCode string) *regError {
+	var se *upstream.StatusError
+	switch {
+	case errors.As(err, &se):
+		switch se.Status {
+		case http.StatusNotFound:
+			return errorf(http.StatusNotFound, notFoundCode, "%s: %s", what, se.Detail())
+		case http.StatusUnauthorized:
+			return errorf(http.StatusUnauthorized, "UNAUTHORIZED", "%s: upstream refused the credentials of this mirror: %s", what, se.Detail())
+		case http.StatusForbidden:
+			return errorf(http.StatusForbidden, "DENIED", "%s: %s", what, se.Detail())
+		case http.StatusTooManyRequests:
+			return &regError{Status: http.StatusTooManyRequests, Code: "TOOMANYREQUESTS",
+				Message: fmt.Sprintf("%s: upstream rate limit: %s", what, se.Detail()), RetryAfter: se.RetryAfter}
+		case http.StatusBadRequest:
+			if se.Code != "" {
+				return errorf(http.StatusBadRequest, se.Code, "%s: %s", what, se.Detail())
+			}
+		}
+		return errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: %v", what, err)
+	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, upstream.ErrTooLarge):
+		return errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: %v", what, err)
+	default:
+		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%s: %v", what, err)
+	}
+}

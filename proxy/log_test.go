@@ -1,0 +1,8 @@
+package proxy_test
+
+import (
+	"io"
+	"log"
+)
+
+func nopLog() *log.Logger { return log.New(io.Discard, "", 0) }

@@ -1,0 +1,203 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/proxy/cache"
+	"github.com/portcullis/portcullis/proxy/upstream"
+	"github.com/portcullis/portcullis/store"
+)
+
+// Values of the Portcullis-Cache response header.
+const (
+	cacheHit         = "hit"         // served from cache without asking upstream
+	cacheMiss        = "miss"        // fetched from upstream now
+	cacheRevalidated = "revalidated" // tag checked upstream, content from cache
+	cacheStale       = "stale"       // upstream failed; last known content served
+)
+
+// defaultAccept is what we ask for when a client names no manifest types,
+// so upstreams do not fall back to legacy formats.
+func defaultAccept() []string {
+	return []string{
+		"application/vnd.oci.image.index.v1+json",
+		"application/vnd.oci.image.manifest.v1+json",
+		"application/vnd.docker.distribution.manifest.list.v2+json",
+		"application/vnd.docker.distribution.manifest.v2+json",
+	}
+}
+
+// acceptList is the client's Accept header as a list of media types, passed
+// upstream so the upstream picks the same manifest it would for the client.
+func acceptList(r *http.Request) []string {
+	var out []string
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil || mt == "" || mt == "*/*" || slices.Contains(out, mt) {
+				continue
+			}
+			out = append(out, mt)
+		}
+	}
+	if len(out) == 0 {
+		return defaultAccept()
+	}
+	return out
+}
+
+// acceptKey identifies a set of accepted types: the same tag can resolve to
+// different manifests for clients that accept different types.
+func acceptKey(accept []string) string {
+	sorted := slices.Sorted(slices.Values(accept))
+	h := fnv.New64a()
+	for _, s := range sorted {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return strconv.FormatUint(h.Sum64(), 36)
+}
+
+type manifestResult struct {
+	body      []byte
+	mediaType string
+	digest    digest.Digest
+	cache     string
+}
+
+func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, info *requestInfo) *regError {
+	ctx, cancel := p.detach(r.Context())
+	defer cancel()
+	up := p.upstreamFor(rt)
+	accept := acceptList(r)
+	var m manifestResult
+	var rerr *regError
+	if isDigest(rt.ref) {
+		d, _ := parseDigest(rt.ref)
+		m, rerr = p.manifestByDigest(ctx, up, rt.repo, d, accept)
+	} else {
+		m, rerr = p.manifestByTag(ctx, up, rt, accept)
+	}
+	if rerr != nil {
+		return rerr
+	}
+	info.cache = m.cache
+
+	dec, err := p.gate.Check(ctx, Subject{Upstream: rt.upstream, Repository: rt.repo, Reference: rt.ref, Digest: m.digest, MediaType: m.mediaType})
+	if err != nil {
+		return errInternal("evaluate "+rt.upstream+"/"+rt.repo+"@"+m.digest.String(), err)
+	}
+	h := w.Header()
+	switch dec.Verdict {
+	case Block:
+		return errorf(http.StatusForbidden, "DENIED", "%s", dec.Message)
+	case Warn:
+		h.Set("Portcullis-Verdict", "warn")
+		h.Set("Portcullis-Reason", dec.Message)
+	}
+
+	h.Set("Content-Type", m.mediaType)
+	h.Set("Docker-Content-Digest", m.digest.String())
+	h.Set("Content-Length", strconv.Itoa(len(m.body)))
+	h.Set("Etag", `"`+m.digest.String()+`"`)
+	h.Set("Portcullis-Cache", m.cache)
+	if m.cache == cacheStale {
+		h.Set("Warning", `110 portcullis "Response is Stale: upstream unavailable"`)
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(m.body)
+	}
+	return nil
+}
+
+// manifestByDigest serves from cache forever; a miss is fetched, verified
+// and stored.
+func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, d digest.Digest, accept []string) (manifestResult, *regError) {
+	body, mt, err := p.cache.Manifest(ctx, d)
+	if err == nil {
+		return manifestResult{body: body, mediaType: mt, digest: d, cache: cacheHit}, nil
+	}
+	if !errors.Is(err, cache.ErrNotFound) {
+		return manifestResult{}, errInternal("read cache", err)
+	}
+	m, err := up.Client.GetManifest(ctx, repo, d.String(), accept)
+	if err != nil {
+		return manifestResult{}, fromUpstream("fetch manifest "+up.Client.Name()+"/"+repo+"@"+d.String(), err, "MANIFEST_UNKNOWN")
+	}
+	p.storeManifest(ctx, m)
+	return manifestResult{body: m.Body, mediaType: m.MediaType, digest: m.Digest, cache: cacheMiss}, nil
+}
+
+func (p *Proxy) storeManifest(ctx context.Context, m *upstream.Manifest) {
+	if err := p.cache.PutManifest(ctx, m.Digest, m.MediaType, m.Body); err != nil {
+		// The client still gets verified bytes; only caching failed.
+		p.log.Error("cache manifest", "digest", m.Digest, "err", err)
+	}
+}
+
+// manifestByTag resolves a tag through the TTL cache, revalidating with a
+// HEAD upstream, and serves the last known digest when the upstream cannot
+// answer (stale-if-error).
+func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, accept []string) (manifestResult, *regError) {
+	name := up.Client.Name() + "/" + rt.repo + ":" + rt.ref
+	key := name + "@" + acceptKey(accept)
+	known, err := p.state.Tag(ctx, key)
+	have := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return manifestResult{}, errInternal("read tag cache", err)
+	}
+	if have && p.now().Sub(known.CheckedAt) < up.TagTTL {
+		m, rerr := p.manifestByDigest(ctx, up, rt.repo, digest.Digest(known.Digest), accept)
+		return m, rerr
+	}
+	if have {
+		desc, err := up.Client.HeadManifest(ctx, rt.repo, rt.ref, accept)
+		switch {
+		case err == nil && desc.Digest != "":
+			m, rerr := p.manifestByDigest(ctx, up, rt.repo, desc.Digest, accept)
+			if rerr != nil {
+				return m, rerr
+			}
+			if m.cache == cacheHit {
+				m.cache = cacheRevalidated
+			}
+			p.rememberTag(ctx, key, m)
+			return m, nil
+		case err == nil:
+			// No digest in the HEAD answer: fall through to a GET.
+		case upstream.Temporary(err):
+			if body, mt, cerr := p.cache.Manifest(ctx, digest.Digest(known.Digest)); cerr == nil {
+				p.log.Warn("serving stale tag", "tag", name, "digest", known.Digest, "err", err)
+				return manifestResult{body: body, mediaType: mt, digest: digest.Digest(known.Digest), cache: cacheStale}, nil
+			}
+			return manifestResult{}, fromUpstream("resolve "+name, err, "MANIFEST_UNKNOWN")
+		default:
+			return manifestResult{}, fromUpstream("resolve "+name, err, "MANIFEST_UNKNOWN")
+		}
+	}
+	mf, err := up.Client.GetManifest(ctx, rt.repo, rt.ref, accept)
+	if err != nil {
+		return manifestResult{}, fromUpstream("fetch manifest "+name, err, "MANIFEST_UNKNOWN")
+	}
+	p.storeManifest(ctx, mf)
+	m := manifestResult{body: mf.Body, mediaType: mf.MediaType, digest: mf.Digest, cache: cacheMiss}
+	p.rememberTag(ctx, key, m)
+	return m, nil
+}
+
+func (p *Proxy) rememberTag(ctx context.Context, key string, m manifestResult) {
+	e := store.TagEntry{Digest: m.digest.String(), MediaType: m.mediaType, Size: int64(len(m.body)), CheckedAt: p.now()}
+	if err := p.state.PutTag(ctx, key, e); err != nil {
+		p.log.Error("remember tag", "key", key, "err", err)
+	}
+}

@@ -1,0 +1,207 @@
+// Package proxy serves the pull side of the OCI distribution API in front of
+// several upstream registries, from a verified content cache.
+package proxy
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/portcullis/portcullis/proxy/cache"
+	"github.com/portcullis/portcullis/proxy/upstream"
+	"github.com/portcullis/portcullis/store"
+)
+
+// Upstream is one configured registry as the proxy uses it.
+type Upstream struct {
+	Client *upstream.Client
+	// TagTTL is how long a tag → digest resolution is trusted before it is
+	// revalidated upstream; 0 means 5 minutes.
+	TagTTL time.Duration
+}
+
+// Options wires a Proxy.
+type Options struct {
+	Upstreams       []Upstream
+	DefaultUpstream string // name of the upstream for requests that name none
+	Cache           *cache.Store
+	Fetcher         *cache.Fetcher
+	State           store.Store
+	Gate            Gate // nil allows everything
+	Logger          *slog.Logger
+	// ManifestTimeout bounds upstream work for one manifest, tag or
+	// referrers request; 0 means 60 s.
+	ManifestTimeout time.Duration
+}
+
+// Proxy is the /v2/ handler.
+type Proxy struct {
+	upstreams       map[string]Upstream
+	router          *router
+	cache           *cache.Store
+	fetcher         *cache.Fetcher
+	state           store.Store
+	gate            Gate
+	log             *slog.Logger
+	manifestTimeout time.Duration
+	now             func() time.Time
+}
+
+// New builds the proxy. It does not contact any upstream.
+func New(o Options) (*Proxy, error) {
+	p := &Proxy{
+		upstreams:       map[string]Upstream{},
+		cache:           o.Cache,
+		fetcher:         o.Fetcher,
+		state:           o.State,
+		gate:            cmp.Or[Gate](o.Gate, allowAll{}),
+		log:             cmp.Or(o.Logger, slog.Default()),
+		manifestTimeout: cmp.Or(o.ManifestTimeout, 60*time.Second),
+		now:             time.Now,
+	}
+	var names []string
+	for _, u := range o.Upstreams {
+		name := u.Client.Name()
+		if _, dup := p.upstreams[name]; dup {
+			return nil, fmt.Errorf("upstream %s configured twice", name)
+		}
+		u.TagTTL = cmp.Or(u.TagTTL, 5*time.Minute)
+		p.upstreams[name] = u
+		names = append(names, name)
+	}
+	if o.DefaultUpstream != "" {
+		if _, ok := p.upstreams[o.DefaultUpstream]; !ok {
+			return nil, fmt.Errorf("default upstream %s is not a configured upstream", o.DefaultUpstream)
+		}
+	}
+	p.router = newRouter(names, o.DefaultUpstream)
+	return p, nil
+}
+
+// requestInfo collects what the request log reports about one request.
+type requestInfo struct {
+	upstream string
+	repo     string
+	cache    string
+	abort    bool // the response broke after its headers went out
+}
+
+// ServeHTTP routes a /v2/ request, writes any error as an OCI error body,
+// and logs the request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	lw := &loggingWriter{ResponseWriter: w}
+	info := &requestInfo{}
+	if err := p.serve(lw, r, info); err != nil {
+		if !lw.wroteHeader {
+			err.write(lw, r.Method == http.MethodHead)
+		}
+		info.cache = cmp.Or(info.cache, "-")
+	}
+	level := slog.LevelInfo
+	if lw.status >= 500 {
+		level = slog.LevelWarn
+	}
+	p.log.LogAttrs(r.Context(), level, "request",
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.String("query", r.URL.RawQuery),
+		slog.Int("status", cmp.Or(lw.status, http.StatusOK)),
+		slog.Int64("bytes", lw.bytes),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("upstream", info.upstream),
+		slog.String("repo", info.repo),
+		slog.String("cache", info.cache),
+		slog.String("remote", r.RemoteAddr),
+		slog.Bool("aborted", info.abort),
+	)
+	if info.abort {
+		panic(http.ErrAbortHandler) // net/http resets the connection, quietly
+	}
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo) *regError {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rt, rerr := p.router.parse(r.URL)
+	if rerr != nil {
+		return rerr
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return errUnsupported("portcullis is a read-only pull-through mirror: %s is not supported", r.Method)
+	}
+	info.upstream, info.repo = rt.upstream, rt.repo
+	switch rt.endpoint {
+	case endpointBase:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		if r.Method == http.MethodGet {
+			_, _ = io.WriteString(w, "{}")
+		}
+		return nil
+	case endpointCatalog:
+		return errorf(http.StatusNotFound, "UNSUPPORTED", "listing repositories (_catalog) is not supported by this mirror")
+	case endpointUpload:
+		return errUnsupported("portcullis is a read-only pull-through mirror: uploads are not supported")
+	case endpointManifest:
+		return p.serveManifest(w, r, rt, info)
+	case endpointBlob:
+		return p.serveBlob(w, r, rt, info)
+	case endpointTags:
+		return p.serveTags(w, r, rt)
+	case endpointReferrers:
+		return p.serveReferrers(w, r, rt)
+	}
+	return errorf(http.StatusNotFound, "NAME_UNKNOWN", "unknown endpoint")
+}
+
+// loggingWriter records status and size for the request log. It keeps
+// io.ReaderFrom so cached blobs still go out with sendfile.
+type loggingWriter struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+}
+
+func (lw *loggingWriter) WriteHeader(code int) {
+	if !lw.wroteHeader {
+		lw.status, lw.wroteHeader = code, true
+	}
+	lw.ResponseWriter.WriteHeader(code)
+}
+
+func (lw *loggingWriter) Write(b []byte) (int, error) {
+	if !lw.wroteHeader {
+		lw.WriteHeader(http.StatusOK)
+	}
+	n, err := lw.ResponseWriter.Write(b)
+	lw.bytes += int64(n)
+	return n, err
+}
+
+func (lw *loggingWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !lw.wroteHeader {
+		lw.WriteHeader(http.StatusOK)
+	}
+	n, err := lw.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
+	lw.bytes += n
+	return n, err
+}
+
+func (lw *loggingWriter) Flush() {
+	if f, ok := lw.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (p *Proxy) upstreamFor(rt route) Upstream { return p.upstreams[rt.upstream] }
+
+// detach gives upstream work its own deadline; the client's cancellation
+// still applies.
+func (p *Proxy) detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, p.manifestTimeout)
+}

@@ -1,0 +1,151 @@
+package proxy_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/proxy/cache"
+	"github.com/portcullis/portcullis/proxy/upstream"
+	"github.com/portcullis/portcullis/store"
+)
+
+// env is an upstream registry and a proxy in front of it, both on loopback.
+type env struct {
+	upstream     *httptest.Server
+	proxy        *httptest.Server
+	gets         atomic.Int64 // upstream blob GETs
+	upstreamHost string
+	proxyHost    string
+	dataDir      string
+}
+
+type envOption func(*envConfig)
+
+type envConfig struct {
+	tagTTL   time.Duration
+	maxBytes int64
+}
+
+func withTagTTL(d time.Duration) envOption  { return func(c *envConfig) { c.tagTTL = d } }
+func withMaxBytes(n int64) envOption        { return func(c *envConfig) { c.maxBytes = n } }
+func quietLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newEnv(t *testing.T, opts ...envOption) *env {
+	t.Helper()
+	var cfg envConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e := &env{dataDir: t.TempDir()}
+	reg := ggcr.New(ggcr.WithReferrersSupport(true), ggcr.Logger(nopLog()))
+	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			e.gets.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(e.upstream.Close)
+	e.upstreamHost = strings.TrimPrefix(e.upstream.URL, "http://")
+
+	ctx := context.Background()
+	content, err := cache.Open(ctx, cache.Config{
+		Parameters: map[string]any{"rootdirectory": filepath.Join(e.dataDir, "cache")},
+		MaxBytes:   cfg.maxBytes,
+		Logger:     quietLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := store.OpenBolt(filepath.Join(e.dataDir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { state.Close() })
+	client, err := upstream.New(upstream.Config{Name: "up.test", URL: e.upstream.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := proxy.New(proxy.Options{
+		Upstreams:       []proxy.Upstream{{Client: client, TagTTL: cfg.tagTTL}},
+		DefaultUpstream: "up.test",
+		Cache:           content,
+		Fetcher:         cache.NewFetcher(content, time.Minute, 10*time.Second, quietLogger(t)),
+		State:           state,
+		Logger:          quietLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy = httptest.NewServer(p)
+	t.Cleanup(e.proxy.Close)
+	e.proxyHost = strings.TrimPrefix(e.proxy.URL, "http://")
+	return e
+}
+
+func (e *env) push(t *testing.T, ref string, img v1.Image) v1.Hash {
+	t.Helper()
+	r, err := name.ParseReference(e.upstreamHost + "/" + ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestPullThroughPathPrefixAndDefault(t *testing.T) {
+	e := newEnv(t)
+	img, err := random.Image(1024, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := e.push(t, "team/app:1.0", img)
+	for _, ref := range []string{
+		e.proxyHost + "/up.test/team/app:1.0", // path prefix
+		e.proxyHost + "/team/app:1.0",         // default upstream
+		e.proxyHost + "/team/app@" + want.String(),
+	} {
+		t.Run(ref, func(t *testing.T) {
+			r, err := name.ParseReference(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := remote.Image(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := validate.Image(got); err != nil {
+				t.Fatalf("image through proxy does not validate: %v", err)
+			}
+			if d, _ := got.Digest(); d != want {
+				t.Fatalf("digest through proxy %s, want %s", d, want)
+			}
+		})
+	}
+	if n := e.gets.Load(); n != 4 { // 3 layers + config, each fetched once
+		t.Errorf("upstream blob GETs = %d, want 4 (one per blob)", n)
+	}
+}

@@ -1,0 +1,94 @@
+package upstream
+
+import (
+	"strings"
+)
+
+// challenge is one WWW-Authenticate challenge (RFC 7235 §4.1), e.g.
+// `Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`.
+type challenge struct {
+	scheme string // lower case
+	params map[string]string
+}
+
+// parseChallenges reads WWW-Authenticate header values. It is lenient the way
+// registries need (unquoted values, stray spaces) and never panics on junk:
+// unparsable parts are skipped.
+func parseChallenges(values []string) []challenge {
+	var out []challenge
+	for _, v := range values {
+		out = append(out, parseChallengeValue(v)...)
+	}
+	return out
+}
+
+func parseChallengeValue(s string) []challenge {
+	var out []challenge
+	var cur *challenge
+	for {
+		s = strings.TrimLeft(s, " \t,")
+		if s == "" {
+			break
+		}
+		tok, rest := readToken(s)
+		if tok == "" {
+			// Not a token character: skip it so we always make progress.
+			s = s[1:]
+			continue
+		}
+		after := strings.TrimLeft(rest, " \t")
+		if strings.HasPrefix(after, "=") && cur != nil {
+			val, rest2 := readValue(strings.TrimLeft(after[1:], " \t"))
+			cur.params[strings.ToLower(tok)] = val
+			s = rest2
+			continue
+		}
+		// A token not followed by '=' starts a new challenge.
+		out = append(out, challenge{scheme: strings.ToLower(tok), params: map[string]string{}})
+		cur = &out[len(out)-1]
+		s = rest
+	}
+	return out
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~/:", c) >= 0
+}
+
+func readToken(s string) (string, string) {
+	i := 0
+	for i < len(s) && isTokenChar(s[i]) {
+		i++
+	}
+	return s[:i], s[i:]
+}
+
+// readValue reads a token or a quoted-string with backslash escapes.
+func readValue(s string) (string, string) {
+	if !strings.HasPrefix(s, `"`) {
+		i := 0
+		for i < len(s) && s[i] != ',' && s[i] != ' ' && s[i] != '\t' {
+			i++
+		}
+		return s[:i], s[i:]
+	}
+	var b strings.Builder
+	for i := 1; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			if i+1 < len(s) {
+				i++
+				b.WriteByte(s[i])
+			}
+		case '"':
+			return b.String(), s[i+1:]
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String(), "" // unterminated quote: take what there is
+}

@@ -1,0 +1,75 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var tagsBucket = []byte("tags")
+
+// Bolt is the embedded Store: one bbolt file in the data directory.
+type Bolt struct {
+	db *bolt.DB
+}
+
+// OpenBolt opens (creating if needed) the state file at path.
+func OpenBolt(path string) (*Bolt, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	// A short lock timeout: a second process on the same data directory
+	// must fail clearly instead of hanging.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open state %s (is another portcullis using this data directory?): %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(tagsBucket)
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	return &Bolt{db: db}, nil
+}
+
+// Tag implements Store.
+func (b *Bolt) Tag(_ context.Context, key string) (TagEntry, error) {
+	var e TagEntry
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(tagsBucket).Get([]byte(key))
+		if v == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v, &e)
+	})
+	if err != nil && err != ErrNotFound {
+		return TagEntry{}, fmt.Errorf("read tag %s: %w", key, err)
+	}
+	return e, err
+}
+
+// PutTag implements Store.
+func (b *Bolt) PutTag(_ context.Context, key string, e TagEntry) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(tagsBucket).Put([]byte(key), v)
+	})
+	if err != nil {
+		return fmt.Errorf("write tag %s: %w", key, err)
+	}
+	return nil
+}
+
+// Close implements Store.
+func (b *Bolt) Close() error { return b.db.Close() }
