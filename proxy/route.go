@@ -142,6 +142,9 @@ func (rt *router) pickUpstream(ns string, segs []string) (string, []string, *reg
 		}
 		return name, segs, nil
 	}
+	if len(segs) == 1 && rt.upstreams[strings.ToLower(segs[0])] {
+		return "", nil, errNameInvalid("%q names a registry but no repository in it", segs[0])
+	}
 	if len(segs) > 1 && looksLikeRegistry(segs[0]) {
 		name := strings.ToLower(segs[0])
 		if !rt.upstreams[name] {

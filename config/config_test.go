@@ -1,0 +1,164 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsFinish(t *testing.T) {
+	c := Default()
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:5000" || c.DefaultUpstream != "docker.io" || len(c.Upstreams) != 5 {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if root, _ := c.Storage.Parameters["rootdirectory"].(string); !filepath.IsAbs(root) || !strings.HasSuffix(root, filepath.Join("portcullis-data", "cache")) {
+		t.Fatalf("rootdirectory %q", root)
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		check      func(t *testing.T, c Config)
+		errHas     string
+	}{
+		{name: "empty file keeps defaults", yaml: "", check: func(t *testing.T, c Config) {
+			if len(c.Upstreams) != 5 {
+				t.Fatalf("upstreams %v", c.Upstreams)
+			}
+		}},
+		{name: "full", yaml: `
+listen: 0.0.0.0:443
+data_dir: /var/lib/portcullis
+default_upstream: ghcr.io
+upstreams:
+  - name: ghcr.io
+    url: https://ghcr.io
+    username: bot
+    password_env: GHCR_TOKEN
+    tag_ttl: 1m
+    timeout: 10s
+  - {name: local, url: "http://127.0.0.1:5001", insecure: true}
+cache: {max_bytes: 20GiB, fetch_timeout: 2h, idle_timeout: 1m}
+tls: {cert_file: c.pem, key_file: k.pem}
+`, check: func(t *testing.T, c Config) {
+			if c.Listen != "0.0.0.0:443" || c.DefaultUpstream != "ghcr.io" || len(c.Upstreams) != 2 {
+				t.Fatalf("%+v", c)
+			}
+			if c.Upstreams[0].TagTTL != Duration(time.Minute) || c.Cache.MaxBytes != 20<<30 || c.Upstreams[0].PasswordEnv != "GHCR_TOKEN" {
+				t.Fatalf("%+v", c)
+			}
+		}},
+		{name: "unknown key has its line", yaml: "listen: x\nlisten_addr: y\n", errHas: "line 2"},
+		{name: "bad size", yaml: "cache:\n  max_bytes: lots\n", errHas: "line 2"},
+		{name: "bad duration", yaml: "upstreams:\n  - name: a\n    url: https://a\n    tag_ttl: soon\n", errHas: "line 4"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			err := Parse([]byte(tc.yaml), &c)
+			if tc.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+					t.Fatalf("error %v, want it to contain %q", err, tc.errHas)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestFinishRejects(t *testing.T) {
+	tests := map[string]func(c *Config){
+		"unknown default":       func(c *Config) { c.DefaultUpstream = "nope.io" },
+		"duplicate upstream":    func(c *Config) { c.Upstreams = append(c.Upstreams, Upstream{Name: "GHCR.io", URL: "https://x"}) },
+		"bad url":               func(c *Config) { c.Upstreams[0].URL = "ftp://x" },
+		"name with slash":       func(c *Config) { c.Upstreams[0].Name = "a/b" },
+		"password without user": func(c *Config) { c.Upstreams[0].PasswordFile = "/p" },
+		"half tls":              func(c *Config) { c.TLS.CertFile = "c.pem" },
+		"bad log format":        func(c *Config) { c.Log.Format = "xml" },
+	}
+	for name, mutate := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := Default()
+			mutate(&c)
+			if err := c.Finish(); err == nil {
+				t.Fatal("Finish accepted an invalid configuration")
+			}
+		})
+	}
+}
+
+func TestPassword(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "pw")
+	if err := os.WriteFile(f, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if pw, err := (Upstream{Name: "a", PasswordFile: f}).Password(); err != nil || pw != "s3cret" {
+		t.Fatalf("file: %q %v", pw, err)
+	}
+	t.Setenv("PORTCULLIS_TEST_PW", "fromenv")
+	if pw, err := (Upstream{Name: "a", PasswordEnv: "PORTCULLIS_TEST_PW"}).Password(); err != nil || pw != "fromenv" {
+		t.Fatalf("env: %q %v", pw, err)
+	}
+	if _, err := (Upstream{Name: "a", PasswordEnv: "PORTCULLIS_TEST_UNSET_VAR"}).Password(); err == nil {
+		t.Fatal("unset env var accepted")
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	tests := map[string]int64{"0": 0, "1024": 1024, "1KiB": 1024, "1.5GiB": 3 << 29, "10GB": 10e9, "512M": 512 << 20, "2 TiB": 2 << 40, "7B": 7}
+	for in, want := range tests {
+		if got, err := ParseByteSize(in); err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "GiB", "1XB", "NaN", "1e400", "Inf"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	tests := map[string]time.Duration{"30s": 30 * time.Second, "5m": 5 * time.Minute, "7d": 7 * 24 * time.Hour, "1h30m": 90 * time.Minute}
+	for in, want := range tests {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "d", "-1d", "1.5d", "soon"} {
+		if _, err := ParseDuration(bad); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("listen: x\nupstreams:\n  - {name: a, url: 'http://a'}\ncache: {max_bytes: 1GiB}\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		c := Default()
+		if err := Parse(raw, &c); err != nil {
+			return
+		}
+		_ = c.Finish()
+	})
+}
+
+func FuzzParseByteSize(f *testing.F) {
+	f.Add("1.5GiB")
+	f.Fuzz(func(t *testing.T, s string) {
+		if v, err := ParseByteSize(s); err == nil && v < 0 {
+			t.Fatalf("ParseByteSize(%q) = %d", s, v)
+		}
+	})
+}
