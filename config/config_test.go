@@ -162,3 +162,17 @@ func FuzzParseByteSize(f *testing.F) {
 		}
 	})
 }
+
+// The documented example must stay a valid configuration.
+func TestDeployExampleLoads(t *testing.T) {
+	c, err := Load(filepath.Join("..", "deploy", "portcullis.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Upstreams) != 5 || c.Upstreams[0].TagTTL != Duration(5*time.Minute) {
+		t.Fatalf("%+v", c.Upstreams)
+	}
+}

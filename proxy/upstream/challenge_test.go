@@ -60,9 +60,9 @@ func TestParseRetryAfter(t *testing.T) {
 
 func TestNextLink(t *testing.T) {
 	tests := map[string]string{
-		`</v2/r/tags/list?n=2&last=b>; rel="next"`: "/v2/r/tags/list?n=2&last=b",
+		`</v2/r/tags/list?n=2&last=b>; rel="next"`:             "/v2/r/tags/list?n=2&last=b",
 		`<https://x/a>; rel="prev", <https://x/b>; rel="next"`: "https://x/b",
-		``: "",
+		``:                "",
 		`<x>; rel="prev"`: "",
 	}
 	for in, want := range tests {

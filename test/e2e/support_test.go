@@ -1,0 +1,26 @@
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/portcullis/portcullis/test/testregistry"
+)
+
+func startUpstream(t *testing.T) *testregistry.Registry { return testregistry.Start(t) }
+
+func testregistryImage(t *testing.T, size int64) v1.Image {
+	return testregistry.RandomImage(t, 1, size, types.OCIManifestSchema1)
+}
+
+func runBinary(t *testing.T, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	return string(out), err
+}

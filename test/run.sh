@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine: installs the real clients
+# the end-to-end tests drive, then runs every Go test (fuzz seeds included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+need=()
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v containerd >/dev/null && command -v ctr >/dev/null || need+=(containerd)
+if [ ${#need[@]} -gt 0 ]; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+go vet ./...
+go test -timeout 25m "$@" ./...
