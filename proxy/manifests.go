@@ -130,18 +130,39 @@ func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, 
 	if !errors.Is(err, cache.ErrNotFound) {
 		return manifestResult{}, errInternal("read cache", err)
 	}
-	m, err := up.Client.GetManifest(ctx, repo, d.String(), accept)
+	m, err := p.fetchManifest(ctx, up, repo, d.String(), accept)
 	if err != nil {
 		return manifestResult{}, fromUpstream("fetch manifest "+up.Client.Name()+"/"+repo+"@"+d.String(), err, "MANIFEST_UNKNOWN")
 	}
-	p.storeManifest(ctx, m)
 	return manifestResult{body: m.Body, mediaType: m.MediaType, digest: m.Digest, cache: cacheMiss}, nil
 }
 
-func (p *Proxy) storeManifest(ctx context.Context, m *upstream.Manifest) {
-	if err := p.cache.PutManifest(ctx, m.Digest, m.MediaType, m.Body); err != nil {
-		// The client still gets verified bytes; only caching failed.
-		p.log.Error("cache manifest", "digest", m.Digest, "err", err)
+// fetchManifest gets a manifest from upstream and caches it, once however
+// many requests ask at the same time. The shared fetch does not depend on
+// the request that started it: a client that leaves does not fail the others.
+func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string, accept []string) (*upstream.Manifest, error) {
+	key := up.Client.Name() + "/" + repo + "@" + ref + "#" + acceptKey(accept)
+	ch := p.manifestFlight.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.manifestTimeout)
+		defer cancel()
+		m, err := up.Client.GetManifest(fctx, repo, ref, accept)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.cache.PutManifest(fctx, m.Digest, m.MediaType, m.Body); err != nil {
+			// The client still gets verified bytes; only caching failed.
+			p.log.Error("cache manifest", "digest", m.Digest, "err", err)
+		}
+		return m, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*upstream.Manifest), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
@@ -185,11 +206,10 @@ func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, accept
 			return manifestResult{}, fromUpstream("resolve "+name, err, "MANIFEST_UNKNOWN")
 		}
 	}
-	mf, err := up.Client.GetManifest(ctx, rt.repo, rt.ref, accept)
+	mf, err := p.fetchManifest(ctx, up, rt.repo, rt.ref, accept)
 	if err != nil {
 		return manifestResult{}, fromUpstream("fetch manifest "+name, err, "MANIFEST_UNKNOWN")
 	}
-	p.storeManifest(ctx, mf)
 	m := manifestResult{body: mf.Body, mediaType: mf.MediaType, digest: mf.Digest, cache: cacheMiss}
 	p.rememberTag(ctx, key, m)
 	return m, nil

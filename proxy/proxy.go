@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/proxy/upstream"
 	"github.com/portcullis/portcullis/store"
@@ -48,6 +50,7 @@ type Proxy struct {
 	gate            Gate
 	log             *slog.Logger
 	manifestTimeout time.Duration
+	manifestFlight  singleflight.Group
 	now             func() time.Time
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ type env struct {
 	upstream     *httptest.Server
 	proxy        *httptest.Server
 	gets         atomic.Int64 // upstream blob GETs
+	onUpstream   func(*http.Request)
 	upstreamHost string
 	proxyHost    string
 	dataDir      string
@@ -59,6 +61,9 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			e.gets.Add(1)
+		}
+		if e.onUpstream != nil {
+			e.onUpstream(r)
 		}
 		reg.ServeHTTP(w, r)
 	}))
@@ -147,5 +152,59 @@ func TestPullThroughPathPrefixAndDefault(t *testing.T) {
 	}
 	if n := e.gets.Load(); n != 4 { // 3 layers + config, each fetched once
 		t.Errorf("upstream blob GETs = %d, want 4 (one per blob)", n)
+	}
+}
+
+func TestAcceptHeaderReachesUpstream(t *testing.T) {
+	e := newEnv(t)
+	img, _ := random.Image(256, 1)
+	e.push(t, "team/app:1.0", img)
+	seen := make(chan string, 10)
+	e.onUpstream = func(r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			seen <- r.Header.Get("Accept")
+		}
+	}
+	req, _ := http.NewRequest("GET", e.proxy.URL+"/v2/team/app/manifests/1.0", nil)
+	req.Header.Add("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	req.Header.Add("Accept", "application/vnd.oci.image.manifest.v1+json;q=0.9")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := <-seen; got != "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json" {
+		t.Fatalf("upstream saw Accept %q", got)
+	}
+}
+
+func TestConcurrentManifestRequestsFetchOnce(t *testing.T) {
+	e := newEnv(t)
+	img, _ := random.Image(256, 1)
+	want := e.push(t, "team/app:1.0", img)
+	var manifestGets atomic.Int64
+	e.onUpstream = func(r *http.Request) {
+		if r.Method == "GET" && strings.Contains(r.URL.Path, "/manifests/") {
+			manifestGets.Add(1)
+			time.Sleep(100 * time.Millisecond) // hold the fetch open so requests overlap
+		}
+	}
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			resp, err := http.Get(e.proxy.URL + "/v2/team/app/manifests/" + want.String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	if n := manifestGets.Load(); n != 1 {
+		t.Fatalf("upstream manifest GETs = %d, want 1", n)
 	}
 }
