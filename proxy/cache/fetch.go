@@ -115,40 +115,46 @@ func (f *Fetcher) run(dl *download, src Source) {
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
 	start := time.Now()
-	if err := f.download(ctx, cancel, dl, src); err != nil {
+	began, err := f.download(ctx, cancel, dl, src)
+	// Leave the in-flight table before anyone hears of a failure, so a
+	// client that retries starts a fresh download instead of rejoining this
+	// one. On success the blob is committed by now: later requests find it
+	// in the store, earlier ones still hold the spool open.
+	f.mu.Lock()
+	delete(f.inflight, dl.d)
+	f.mu.Unlock()
+	switch {
+	case err != nil && !began:
+		dl.begin(0, nil, err)
+	case err != nil:
 		dl.fail(err)
+	}
+	if err != nil {
 		f.log.Warn("blob download failed", "digest", dl.d, "err", err, "duration", time.Since(start))
 	} else {
 		f.log.Info("blob cached", "digest", dl.d, "bytes", dl.written, "duration", time.Since(start))
 	}
-	// Remove before releasing our reference: later requests find the
-	// committed blob in the store, earlier ones still hold the spool open.
-	f.mu.Lock()
-	delete(f.inflight, dl.d)
-	f.mu.Unlock()
 	dl.release()
 }
 
 const chunkSize = 256 << 10
 
-func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *download, src Source) error {
+// download streams src into a spool file that readers follow. began reports
+// whether readers were let in (dl.begin) before an error.
+func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *download, src Source) (began bool, err error) {
 	body, size, err := src(ctx)
 	if err != nil {
-		dl.begin(0, nil, err)
-		return err
+		return false, err
 	}
 	defer body.Close()
 	in, err := f.store.newIngest(dl.d.Algorithm())
 	if err != nil {
-		dl.begin(0, nil, err)
-		return err
+		return false, err
 	}
 	rf, err := os.Open(in.path)
 	if err != nil {
 		in.cancel()
-		err = fmt.Errorf("open spool file: %w", err)
-		dl.begin(0, nil, err)
-		return err
+		return false, fmt.Errorf("open spool file: %w", err)
 	}
 	dl.begin(size, rf, nil)
 
@@ -161,7 +167,7 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 			idle.Reset(f.idle)
 			if _, werr := in.Write(buf[:n]); werr != nil {
 				in.cancel()
-				return werr
+				return true, werr
 			}
 			dl.advance(int64(n))
 		}
@@ -171,19 +177,19 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 		if rerr != nil {
 			in.cancel()
 			if ctx.Err() != nil {
-				return fmt.Errorf("download blob %s: stalled or exceeded its time limit after %d bytes: %w", dl.d, in.n, ctx.Err())
+				return true, fmt.Errorf("download blob %s: stalled or exceeded its time limit after %d bytes: %w", dl.d, in.n, ctx.Err())
 			}
-			return fmt.Errorf("download blob %s after %d bytes: %w", dl.d, in.n, rerr)
+			return true, fmt.Errorf("download blob %s after %d bytes: %w", dl.d, in.n, rerr)
 		}
 	}
 	idle.Stop()
 	if size >= 0 && in.n != size {
 		in.cancel()
-		return fmt.Errorf("download blob %s: upstream announced %d bytes, sent %d", dl.d, size, in.n)
+		return true, fmt.Errorf("download blob %s: upstream announced %d bytes, sent %d", dl.d, size, in.n)
 	}
 	if got := in.hasher.Digest(); got != dl.d {
 		in.cancel()
-		return fmt.Errorf("download blob %s: %w: upstream bytes hash to %s", dl.d, ErrDigestMismatch, got)
+		return true, fmt.Errorf("download blob %s: %w: upstream bytes hash to %s", dl.d, ErrDigestMismatch, got)
 	}
 	dl.finish() // verified: readers may have the last byte now
 	commitCtx, cancelCommit := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
@@ -192,7 +198,7 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 		// The bytes were good and served; only caching failed.
 		f.log.Error("cache blob", "digest", dl.d, "err", err)
 	}
-	return nil
+	return true, nil
 }
 
 // download is one upstream fetch shared by every reader of the digest.

@@ -436,8 +436,21 @@ cache: {max_bytes: 7MiB}
 		if r := do(t, "GET", pc.URL+"/v2/team/app/blobs/"+b); r.status != 200 {
 			t.Fatal(r.status)
 		}
+		// A commit lands just after its response; wait for it so the
+		// blobs are used, and committed, in order.
+		for deadline := time.Now().Add(10 * time.Second); !cachedBlobs(t, pc.DataDir)[b] && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
+	// Commits (and the eviction they trigger) finish just after the
+	// responses: wait, bounded, for the last one to land.
 	cached := cachedBlobs(t, pc.DataDir)
+	for deadline := time.Now().Add(10 * time.Second); !cached[blobs[3]] || cached[blobs[0]]; cached = cachedBlobs(t, pc.DataDir) {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if cached[blobs[0]] {
 		t.Error("least recently used blob survived past max_bytes")
 	}
