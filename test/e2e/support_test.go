@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os/exec"
+	"strconv"
 	"testing"
 	"time"
 
@@ -24,3 +25,5 @@ func runBinary(t *testing.T, bin string, args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	return string(out), err
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/test/harness"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and its key, and returns a
+// pool that trusts it.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "portcullis test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestServesTLS(t *testing.T) {
+	up := startUpstream(t)
+	img := ociImage(t, 1024)
+	want := up.Push(t, "team/app", "1.0", img)
+	dir := t.TempDir()
+	cert, key, pool := selfSigned(t, dir)
+	cfg := filepath.Join(dir, "portcullis.yaml")
+	os.WriteFile(cfg, []byte("default_upstream: up.test\nupstreams: [{name: up.test, url: "+up.URL()+"}]\ntls: {cert_file: "+cert+", key_file: "+key+"}\n"), 0o600)
+	port := harness.FreePort(t)
+	addr := "127.0.0.1:" + itoa(port)
+	// The harness probes readiness over plain http; start it by hand.
+	proc, err := harness.StartProcess(harness.BuildPortcullis(t), []string{"serve", "--config", cfg, "--listen", addr, "--data", t.TempDir()}, nil, &harness.LogBuffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Stop(5 * time.Second) })
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	var resp *http.Response
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err = c.Get("https://" + addr + "/v2/team/app/manifests/1.0")
+		if err == nil || time.Now().After(deadline) || !strings.Contains(err.Error(), "refused") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want.String() || resp.TLS == nil {
+		t.Fatalf("over TLS: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+func TestStaleIfUpstreamFails(t *testing.T) {
+	up := startUpstream(t)
+	pc := withConfig(t, up, `
+default_upstream: up.test
+upstreams: [{name: up.test, url: UPSTREAM_URL, tag_ttl: 1s, retries: -1}]
+`)
+	want := up.Push(t, "team/app", "1.0", ociImage(t, 1024))
+	if r := do(t, "GET", pc.URL+"/v2/team/app/manifests/1.0"); r.status != 200 {
+		t.Fatal(r.status)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	for _, status := range []int{http.StatusInternalServerError, http.StatusServiceUnavailable, http.StatusTooManyRequests} {
+		up.Fail("/manifests/1.0", status, 1, "")
+		r := do(t, "GET", pc.URL+"/v2/team/app/manifests/1.0")
+		if r.status != 200 || r.header.Get("Docker-Content-Digest") != want.String() || r.header.Get("Portcullis-Cache") != "stale" {
+			t.Fatalf("upstream %d: got %d %v", status, r.status, r.header)
+		}
+	}
+	// A real answer (404: the tag is gone) is not papered over.
+	up.Fail("/manifests/1.0", http.StatusNotFound, 1, "")
+	wantError(t, do(t, "GET", pc.URL+"/v2/team/app/manifests/1.0"), http.StatusNotFound, "MANIFEST_UNKNOWN")
+}
