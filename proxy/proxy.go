@@ -190,7 +190,13 @@ func (lw *loggingWriter) ReadFrom(r io.Reader) (int64, error) {
 	if !lw.wroteHeader {
 		lw.WriteHeader(http.StatusOK)
 	}
-	n, err := lw.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
+	var n int64
+	var err error
+	if rf, ok := lw.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else { // HTTP/2 has no ReadFrom
+		n, err = io.Copy(struct{ io.Writer }{lw.ResponseWriter}, r)
+	}
 	lw.bytes += n
 	return n, err
 }

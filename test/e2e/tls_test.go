@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -71,7 +72,7 @@ func TestServesTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { proc.Stop(5 * time.Second) })
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	var resp *http.Response
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		resp, err = c.Get("https://" + addr + "/v2/team/app/manifests/1.0")
@@ -86,6 +87,18 @@ func TestServesTLS(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want.String() || resp.TLS == nil {
 		t.Fatalf("over TLS: %d %v", resp.StatusCode, resp.Header)
+	}
+	// Blobs too, over HTTP/2 (negotiated by ALPN), which has no sendfile path.
+	for _, l := range layers(t, img) {
+		resp, err := c.Get("https://" + addr + "/v2/team/app/blobs/" + l.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || sha(body) != l.String() || resp.ProtoMajor != 2 {
+			t.Fatalf("blob over TLS: %d %s %v", resp.StatusCode, resp.Proto, err)
+		}
 	}
 }
 
