@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ type regError struct {
 	Code       string
 	Message    string
 	RetryAfter time.Duration
+	cause      error // logged, never sent: it may name internal addresses
 }
 
 func (e *regError) Error() string { return e.Code + ": " + e.Message }
@@ -91,7 +93,13 @@ func fromUpstream(what string, err error, notFoundCode string) *regError {
 		return errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: %v", what, err)
 	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, upstream.ErrTooLarge):
 		return errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: %v", what, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		e := errorf(http.StatusGatewayTimeout, "UNAVAILABLE", "%s: upstream did not answer in time", what)
+		e.cause = err
+		return e
 	default:
-		return errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%s: %v", what, err)
+		e := errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%s: upstream unreachable", what)
+		e.cause = err
+		return e
 	}
 }

@@ -197,9 +197,8 @@ func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, accept
 		case err == nil:
 			// No digest in the HEAD answer: fall through to a GET.
 		case upstream.Temporary(err):
-			if body, mt, cerr := p.cache.Manifest(ctx, digest.Digest(known.Digest)); cerr == nil {
-				p.log.Warn("serving stale tag", "tag", name, "digest", known.Digest, "err", err)
-				return manifestResult{body: body, mediaType: mt, digest: digest.Digest(known.Digest), cache: cacheStale}, nil
+			if m, ok := p.stale(ctx, name, &known, accept, err); ok {
+				return m, nil
 			}
 			return manifestResult{}, fromUpstream("resolve "+name, err, "MANIFEST_UNKNOWN")
 		default:
@@ -208,6 +207,11 @@ func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, accept
 	}
 	mf, err := p.fetchManifest(ctx, up, rt.repo, rt.ref, accept)
 	if err != nil {
+		if upstream.Temporary(err) {
+			if m, ok := p.stale(ctx, name, nil, accept, err); ok {
+				return m, nil
+			}
+		}
 		return manifestResult{}, fromUpstream("fetch manifest "+name, err, "MANIFEST_UNKNOWN")
 	}
 	m := manifestResult{body: mf.Body, mediaType: mf.MediaType, digest: mf.Digest, cache: cacheMiss}
@@ -215,9 +219,35 @@ func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, accept
 	return m, nil
 }
 
+// stale finds the last known manifest for a tag when the upstream cannot
+// answer: the one resolved for this client's Accept set, else the last one
+// resolved for any client, if this client accepts its media type.
+func (p *Proxy) stale(ctx context.Context, name string, known *store.TagEntry, accept []string, cause error) (manifestResult, bool) {
+	var candidates []store.TagEntry
+	if known != nil {
+		candidates = append(candidates, *known)
+	}
+	if e, err := p.state.Tag(ctx, name); err == nil && slices.Contains(accept, e.MediaType) {
+		candidates = append(candidates, e)
+	}
+	for _, e := range candidates {
+		d := digest.Digest(e.Digest)
+		if body, mt, err := p.cache.Manifest(ctx, d); err == nil {
+			p.log.Warn("serving stale tag", "tag", name, "digest", d, "err", cause)
+			return manifestResult{body: body, mediaType: mt, digest: d, cache: cacheStale}, true
+		}
+	}
+	return manifestResult{}, false
+}
+
+// rememberTag records what the tag resolved to for this Accept set, and as
+// the tag's latest answer for any client (the stale fallback).
 func (p *Proxy) rememberTag(ctx context.Context, key string, m manifestResult) {
 	e := store.TagEntry{Digest: m.digest.String(), MediaType: m.mediaType, Size: int64(len(m.body)), CheckedAt: p.now()}
-	if err := p.state.PutTag(ctx, key, e); err != nil {
-		p.log.Error("remember tag", "key", key, "err", err)
+	name, _, _ := strings.Cut(key, "@")
+	for _, k := range []string{key, name} {
+		if err := p.state.PutTag(ctx, k, e); err != nil {
+			p.log.Error("remember tag", "key", k, "err", err)
+		}
 	}
 }

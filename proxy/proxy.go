@@ -99,11 +99,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	lw := &loggingWriter{ResponseWriter: w}
 	info := &requestInfo{}
+	var errAttrs []slog.Attr
 	if err := p.serve(lw, r, info); err != nil {
 		if !lw.wroteHeader {
 			err.write(lw, r.Method == http.MethodHead)
 		}
 		info.cache = cmp.Or(info.cache, "-")
+		errAttrs = append(errAttrs, slog.String("error", err.Error()))
+		if err.cause != nil {
+			errAttrs = append(errAttrs, slog.String("cause", err.cause.Error()))
+		}
 	}
 	level := slog.LevelInfo
 	if lw.status >= 500 {
@@ -121,6 +126,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.String("cache", info.cache),
 		slog.String("remote", r.RemoteAddr),
 		slog.Bool("aborted", info.abort),
+		slog.Attr{Key: "failure", Value: slog.GroupValue(errAttrs...)},
 	)
 	if info.abort {
 		panic(http.ErrAbortHandler) // net/http resets the connection, quietly

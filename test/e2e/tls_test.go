@@ -120,6 +120,19 @@ upstreams: [{name: up.test, url: UPSTREAM_URL, tag_ttl: 1s, retries: -1}]
 			t.Fatalf("upstream %d: got %d %v", status, r.status, r.header)
 		}
 	}
+	// A client with an Accept set never seen before still gets the last
+	// known manifest, since it accepts its media type.
+	up.Fail("/manifests/1.0", http.StatusServiceUnavailable, 1, "")
+	r := do(t, "GET", pc.URL+"/v2/team/app/manifests/1.0", "Accept", "application/vnd.oci.image.manifest.v1+json")
+	if r.status != 200 || r.header.Get("Docker-Content-Digest") != want.String() || r.header.Get("Portcullis-Cache") != "stale" {
+		t.Fatalf("new Accept set, upstream failing: %d %v", r.status, r.header)
+	}
+	// One that does not accept it gets the error.
+	up.Fail("/manifests/1.0", http.StatusServiceUnavailable, 1, "")
+	r = do(t, "GET", pc.URL+"/v2/team/app/manifests/1.0", "Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	if msg := wantError(t, r, http.StatusBadGateway, "UNAVAILABLE"); strings.Contains(msg, "127.0.0.1") {
+		t.Errorf("client error names the upstream's address: %q", msg)
+	}
 	// A real answer (404: the tag is gone) is not papered over.
 	up.Fail("/manifests/1.0", http.StatusNotFound, 1, "")
 	wantError(t, do(t, "GET", pc.URL+"/v2/team/app/manifests/1.0"), http.StatusNotFound, "MANIFEST_UNKNOWN")
