@@ -144,7 +144,10 @@ func (c *Config) Finish() error {
 		}
 		seen[u.Name] = true
 		if pu, err := url.Parse(u.URL); err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") {
-			add("%s: url %q must be http(s)://host[:port]", where, u.URL)
+			add("%s: url must be http(s)://host[:port]", where)
+		} else if pu.User != nil {
+			// The URL is logged; credentials belong in username/password_file.
+			add("%s: url must not carry credentials; use username and password_file or password_env", where)
 		}
 		if u.PasswordFile != "" && u.PasswordEnv != "" {
 			add("%s: set password_file or password_env, not both", where)

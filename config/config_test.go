@@ -81,6 +81,7 @@ func TestFinishRejects(t *testing.T) {
 		"unknown default":       func(c *Config) { c.DefaultUpstream = "nope.io" },
 		"duplicate upstream":    func(c *Config) { c.Upstreams = append(c.Upstreams, Upstream{Name: "GHCR.io", URL: "https://x"}) },
 		"bad url":               func(c *Config) { c.Upstreams[0].URL = "ftp://x" },
+		"credentials in url":    func(c *Config) { c.Upstreams[0].URL = "https://bot:secret@ghcr.io" },
 		"name with slash":       func(c *Config) { c.Upstreams[0].Name = "a/b" },
 		"password without user": func(c *Config) { c.Upstreams[0].PasswordFile = "/p" },
 		"half tls":              func(c *Config) { c.TLS.CertFile = "c.pem" },
