@@ -43,17 +43,9 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	}
 	defer rc.Close()
 
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/octet-stream")
-	hdr.Set("Docker-Content-Digest", d.String())
-	hdr.Set("Etag", `"`+d.String()+`"`)
-	hdr.Set("Accept-Ranges", "bytes")
-	hdr.Set("Portcullis-Cache", h.Source)
-	if length >= 0 {
-		hdr.Set("Content-Length", strconv.FormatInt(length, 10))
-	}
+	setBlobHeaders(w.Header(), d, h.Source, length)
 	if status == http.StatusPartialContent {
-		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, h.Size))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, h.Size))
 	}
 	w.WriteHeader(status)
 	var body io.Reader = rc
@@ -90,17 +82,22 @@ func (p *Proxy) headBlob(w http.ResponseWriter, r *http.Request, rt route, d dig
 	case err != nil:
 		return errInternal("stat "+what, err)
 	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/octet-stream")
-	hdr.Set("Docker-Content-Digest", d.String())
-	hdr.Set("Etag", `"`+d.String()+`"`)
-	hdr.Set("Accept-Ranges", "bytes")
-	hdr.Set("Portcullis-Cache", info.cache)
-	if size >= 0 {
-		hdr.Set("Content-Length", strconv.FormatInt(size, 10))
-	}
+	setBlobHeaders(w.Header(), d, info.cache, size)
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+// setBlobHeaders writes what GET and HEAD of a blob share; length -1 means
+// unknown (no Content-Length, the body is chunked).
+func setBlobHeaders(h http.Header, d digest.Digest, source string, length int64) {
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Etag", `"`+d.String()+`"`)
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Portcullis-Cache", source)
+	if length >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(length, 10))
+	}
 }
 
 // parseRange reads a single-range "bytes=" header (RFC 9110 §14.1.2) against
