@@ -1,0 +1,291 @@
+package bench
+
+import (
+	"math"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/test/testregistry"
+)
+
+// BenchmarkWarmBlobGet compares a cached blob served by portcullis with the
+// same file (the one in portcullis's cache) served by http.FileServer from
+// the same disk, to the same client. Every iteration has warmRounds rounds of
+// one GET from each, back to back, alternating which goes first; the ratio
+// is the median over rounds, so that a burst of outside load during one GET
+// does not decide it.
+func BenchmarkWarmBlobGet(b *testing.B) {
+	const (
+		size       = 256 << 20
+		repo       = "bench/warm"
+		warmRounds = 4
+	)
+	up := testregistry.Start(b)
+	_, blob := up.PushLargeBlobImage(b, repo, "v1", size, 1)
+	pc := startPortcullis(b, up, "")
+	c := newClient(b)
+	buf := make([]byte, copyBufSize)
+
+	// Warm-up: one cold GET fills the cache; the next must be a hit.
+	pcURL := blobURL(pc.URL, repo, blob)
+	if r := mustFetchBlob(b, c, pcURL, blob, size, true, buf); r.cache != "miss" {
+		b.Fatalf("first GET: Portcullis-Cache %q, want miss", r.cache)
+	}
+	waitCached(b, pc.DataDir, blob, size)
+	if r := mustFetchBlob(b, c, pcURL, blob, size, true, buf); r.cache != "hit" {
+		b.Fatalf("second GET: Portcullis-Cache %q, want hit", r.cache)
+	}
+
+	// The baseline serves the very file portcullis serves.
+	cached := cachedBlobPath(pc.DataDir, blob)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fs := &http.Server{Handler: http.FileServer(http.Dir(filepath.Dir(cached))), ReadHeaderTimeout: 10 * time.Second}
+	go fs.Serve(ln) //nolint:errcheck // ErrServerClosed on Close
+	b.Cleanup(func() { fs.Close() })
+	fsURL := "http://" + ln.Addr().String() + "/" + filepath.Base(cached)
+	mustFetchBlob(b, c, fsURL, blob, size, true, buf)
+
+	var pcTime, fsTime time.Duration
+	var pairRatios []float64
+	for i := 0; b.Loop(); i++ {
+		for round := range warmRounds {
+			var pcDur, fsDur time.Duration
+			pcFirst := (i*warmRounds+round)%2 == 0
+			for _, toPC := range []bool{pcFirst, !pcFirst} {
+				if toPC {
+					r := mustFetchBlob(b, c, pcURL, blob, size, false, buf)
+					if r.cache != "hit" {
+						b.Fatalf("Portcullis-Cache %q, want hit", r.cache)
+					}
+					pcDur = r.dur
+				} else {
+					fsDur = mustFetchBlob(b, c, fsURL, blob, size, false, buf).dur
+				}
+			}
+			pcTime += pcDur
+			fsTime += fsDur
+			pairRatios = append(pairRatios, fsDur.Seconds()/pcDur.Seconds())
+		}
+	}
+	total := float64(len(pairRatios)) * size
+	b.ReportMetric(total/mb/pcTime.Seconds(), "portcullis-MB/s")
+	b.ReportMetric(total/mb/fsTime.Seconds(), "fileserver-MB/s")
+	b.ReportMetric(median(pairRatios), "ratio-portcullis/fileserver")
+}
+
+// median of xs (which it sorts).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
+}
+
+// BenchmarkColdPull256MiB compares the time to GET an uncached 256 MiB blob
+// through portcullis with the time to GET it from the upstream directly.
+// Every iteration starts portcullis on an empty data directory (untimed) and
+// fetches once each way, alternating which goes first; both bodies are
+// hashed and checked against the digest.
+func BenchmarkColdPull256MiB(b *testing.B) {
+	const (
+		size = 256 << 20
+		repo = "bench/cold"
+	)
+	up := testregistry.Start(b)
+	_, blob := up.PushLargeBlobImage(b, repo, "v1", size, 2)
+	c := newClient(b)
+	buf := make([]byte, copyBufSize)
+	directURL := blobURL(up.URL(), repo, blob)
+	mustFetchBlob(b, c, directURL, blob, size, true, buf) // page cache and connection warm
+
+	var proxyTime, directTime time.Duration
+	var proxyCPU, directCPU, pcCPU time.Duration
+	var pulls int
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		pc, stop := freshPortcullis(b, up)
+		pcURL := blobURL(pc.URL, repo, blob)
+		if _, err := fetch(b.Context(), c, pc.URL+"/v2/", nil, false, buf); err != nil { // connection up, like the direct side's
+			b.Fatal(err)
+		}
+		b.StartTimer()
+
+		direct := func() {
+			cpu0 := selfCPU()
+			directTime += mustFetchBlob(b, c, directURL, blob, size, true, buf).dur
+			directCPU += selfCPU() - cpu0
+		}
+		viaProxy := func() {
+			cpu0, pc0 := selfCPU(), mustProcCPU(b, pc.Pid())
+			r := mustFetchBlob(b, c, pcURL, blob, size, true, buf)
+			cpu1, pc1 := selfCPU(), mustProcCPU(b, pc.Pid())
+			if r.cache != "miss" {
+				b.Fatalf("Portcullis-Cache %q, want miss", r.cache)
+			}
+			proxyTime += r.dur
+			pcCPU += pc1 - pc0
+			proxyCPU += cpu1 - cpu0 + pc1 - pc0
+			// Keep the commit's fsync out of the other measurement.
+			b.StopTimer()
+			waitCached(b, pc.DataDir, blob, size)
+			b.StartTimer()
+		}
+		if i%2 == 0 {
+			direct()
+			viaProxy()
+		} else {
+			viaProxy()
+			direct()
+		}
+		pulls++
+
+		b.StopTimer()
+		stop()
+		b.StartTimer()
+	}
+	perPull := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 / float64(pulls) }
+	b.ReportMetric(perPull(directTime), "direct-ms")
+	b.ReportMetric(perPull(proxyTime), "proxy-ms")
+	b.ReportMetric(proxyTime.Seconds()/directTime.Seconds(), "ratio-proxy/direct")
+	b.ReportMetric(perPull(directCPU), "direct-cpu-ms")
+	b.ReportMetric(perPull(proxyCPU), "proxy-cpu-ms")
+	b.ReportMetric(perPull(pcCPU), "portcullis-cpu-ms")
+}
+
+// BenchmarkConcurrentColdBlob has concurrentClients clients GET one uncached
+// 64 MiB blob through a fresh portcullis at once and counts the GETs of it
+// that reach the upstream (the target is one). Every body is hashed; a wrong
+// one fails the benchmark. For scale, the same clients also GET the blob from
+// the upstream directly, and the wall times are compared.
+func BenchmarkConcurrentColdBlob(b *testing.B) {
+	const (
+		size              = 64 << 20
+		repo              = "bench/concurrent"
+		concurrentClients = 50
+	)
+	up := testregistry.Start(b)
+	_, blob := up.PushLargeBlobImage(b, repo, "v1", size, 3)
+	c := newClient(b)
+	directURL := blobURL(up.URL(), repo, blob)
+	blobPath := "/blobs/" + blob.String() + "$"
+
+	check := func(side string, results []fetchResult, errs []error) {
+		b.Helper()
+		for i, err := range errs {
+			if err != nil {
+				b.Fatalf("%s client %d: %v", side, i, err)
+			}
+			if results[i].n != size || results[i].digest != blob.String() {
+				b.Fatalf("%s client %d: %d bytes hashing to %s, want %d bytes of %s",
+					side, i, results[i].n, results[i].digest, size, blob)
+			}
+		}
+	}
+
+	var proxyWall, directWall time.Duration
+	var maxUpstream, runs int
+	sources := map[string]int{}
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		pc, stop := freshPortcullis(b, up)
+		pcURL := blobURL(pc.URL, repo, blob)
+		b.StartTimer()
+
+		direct := func() {
+			wall, results, errs := concurrentFetch(b.Context(), c, directURL, concurrentClients)
+			check("direct", results, errs)
+			directWall += wall
+		}
+		viaProxy := func() {
+			b.StopTimer()
+			up.ResetCounts()
+			b.StartTimer()
+			wall, results, errs := concurrentFetch(b.Context(), c, pcURL, concurrentClients)
+			check("portcullis", results, errs)
+			proxyWall += wall
+			b.StopTimer()
+			waitCached(b, pc.DataDir, blob, size)
+			n := up.Count(http.MethodGet, blobPath)
+			maxUpstream = max(maxUpstream, n)
+			if n != 1 {
+				b.Logf("iteration %d: %d upstream GETs of the blob for %d clients", i, n, concurrentClients)
+			}
+			for _, r := range results {
+				sources[r.cache]++
+			}
+			b.StartTimer()
+		}
+		if i%2 == 0 {
+			direct()
+			viaProxy()
+		} else {
+			viaProxy()
+			direct()
+		}
+		runs++
+
+		b.StopTimer()
+		stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(maxUpstream), "upstream-GETs")
+	for _, s := range []string{"miss", "coalesced", "hit"} {
+		b.ReportMetric(float64(sources[s])/float64(runs), s+"-clients")
+	}
+	b.ReportMetric(float64(directWall.Milliseconds())/float64(runs), "direct-wall-ms")
+	b.ReportMetric(float64(proxyWall.Milliseconds())/float64(runs), "proxy-wall-ms")
+	b.ReportMetric(proxyWall.Seconds()/directWall.Seconds(), "ratio-proxy/direct")
+}
+
+// BenchmarkColdBlobRSS streams a 1 GiB uncached blob through a fresh
+// portcullis to a client that discards it and reports the process's peak
+// resident set (VmHWM), read after the blob was committed and before the
+// process exits. The baseline is the same process's VmHWM just before the
+// GET.
+func BenchmarkColdBlobRSS(b *testing.B) {
+	const (
+		size = 1 << 30
+		repo = "bench/rss"
+	)
+	up := testregistry.Start(b)
+	_, blob := up.PushLargeBlobImage(b, repo, "v1", size, 5)
+	c := newClient(b)
+	buf := make([]byte, copyBufSize)
+
+	var peak, idle int64
+	var streamTime time.Duration
+	var runs int
+	for b.Loop() {
+		b.StopTimer()
+		pc, stop := freshPortcullis(b, up)
+		idle = max(idle, mustProcStatusBytes(b, pc.Pid(), "VmHWM"))
+		b.StartTimer()
+
+		r := mustFetchBlob(b, c, blobURL(pc.URL, repo, blob), blob, size, false, buf)
+		if r.cache != "miss" {
+			b.Fatalf("Portcullis-Cache %q, want miss", r.cache)
+		}
+		streamTime += r.dur
+		runs++
+
+		b.StopTimer()
+		waitCached(b, pc.DataDir, blob, size)
+		peak = max(peak, mustProcStatusBytes(b, pc.Pid(), "VmHWM"))
+		stop()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(peak)/mb, "peak-RSS-MB")
+	b.ReportMetric(float64(idle)/mb, "idle-RSS-MB")
+	b.ReportMetric(float64(runs)*size/mb/streamTime.Seconds(), "cold-MB/s")
+}
