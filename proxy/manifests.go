@@ -36,11 +36,11 @@ func defaultAccept() []string {
 	}
 }
 
-// acceptList is the client's Accept header as a list of media types, passed
+// parseAccept turns Accept header values into a list of media types, passed
 // upstream so the upstream picks the same manifest it would for the client.
-func acceptList(r *http.Request) []string {
+func parseAccept(values []string) []string {
 	var out []string
-	for _, v := range r.Header.Values("Accept") {
+	for _, v := range values {
 		for _, part := range strings.Split(v, ",") {
 			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
 			if err != nil || mt == "" || mt == "*/*" || slices.Contains(out, mt) {
@@ -78,12 +78,12 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	ctx, cancel := p.detach(r.Context())
 	defer cancel()
 	up := p.upstreamFor(rt)
-	accept := acceptList(r)
+	accept := p.accepts.lookup(r.Header.Values("Accept"))
 	var m manifestResult
 	var rerr *regError
 	if isDigest(rt.ref) {
 		d, _ := parseDigest(rt.ref)
-		m, rerr = p.manifestByDigest(ctx, up, rt.repo, d, accept)
+		m, rerr = p.manifestByDigest(ctx, up, rt.repo, d, accept.types)
 	} else {
 		m, rerr = p.manifestByTag(ctx, up, rt, accept)
 	}
@@ -169,13 +169,21 @@ func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string
 // manifestByTag resolves a tag through the TTL cache, revalidating with a
 // HEAD upstream, and serves the last known digest when the upstream cannot
 // answer (stale-if-error).
-func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, accept []string) (manifestResult, *regError) {
+func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, pa parsedAccept) (manifestResult, *regError) {
+	accept := pa.types
 	name := up.Client.Name() + "/" + rt.repo + ":" + rt.ref
-	key := name + "@" + acceptKey(accept)
-	known, err := p.state.Tag(ctx, key)
-	have := err == nil
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return manifestResult{}, errInternal("read tag cache", err)
+	key := name + "@" + pa.key
+	known, have := p.tags.get(key)
+	if !have || p.now().Sub(known.CheckedAt) >= up.TagTTL {
+		// Another replica may have revalidated it since.
+		e, err := p.state.Tag(ctx, key)
+		switch {
+		case err == nil:
+			known, have = e, true
+			p.tags.put(key, e)
+		case !errors.Is(err, store.ErrNotFound):
+			return manifestResult{}, errInternal("read tag cache", err)
+		}
 	}
 	if have && p.now().Sub(known.CheckedAt) < up.TagTTL {
 		m, rerr := p.manifestByDigest(ctx, up, rt.repo, digest.Digest(known.Digest), accept)
@@ -245,6 +253,7 @@ func (p *Proxy) stale(ctx context.Context, name string, known *store.TagEntry, a
 func (p *Proxy) rememberTag(ctx context.Context, key string, m manifestResult) {
 	e := store.TagEntry{Digest: m.digest.String(), MediaType: m.mediaType, Size: int64(len(m.body)), CheckedAt: p.now()}
 	name, _, _ := strings.Cut(key, "@")
+	p.tags.put(key, e)
 	for _, k := range []string{key, name} {
 		if err := p.state.PutTag(ctx, k, e); err != nil {
 			p.log.Error("remember tag", "key", k, "err", err)

@@ -51,6 +51,8 @@ type Proxy struct {
 	log             *slog.Logger
 	manifestTimeout time.Duration
 	manifestFlight  singleflight.Group
+	tags            tagMemo
+	accepts         acceptMemo
 	now             func() time.Time
 }
 

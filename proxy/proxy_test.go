@@ -48,9 +48,9 @@ type envConfig struct {
 
 func withTagTTL(d time.Duration) envOption  { return func(c *envConfig) { c.tagTTL = d } }
 func withMaxBytes(n int64) envOption        { return func(c *envConfig) { c.maxBytes = n } }
-func quietLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	var cfg envConfig
 	for _, o := range opts {
@@ -105,7 +105,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	return e
 }
 
-func (e *env) push(t *testing.T, ref string, img v1.Image) v1.Hash {
+func (e *env) push(t testing.TB, ref string, img v1.Image) v1.Hash {
 	t.Helper()
 	r, err := name.ParseReference(e.upstreamHost + "/" + ref)
 	if err != nil {

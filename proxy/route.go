@@ -3,7 +3,6 @@ package proxy
 import (
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -32,12 +31,63 @@ type route struct {
 	ref      string // tag or digest (manifests), digest (blobs, referrers)
 }
 
-// Grammar from the distribution spec:
+// Grammar from the distribution spec, checked by hand because it runs on
+// every request (route_test.go holds the spec's regular expressions and a
+// fuzzer that compares them):
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
-var (
-	pathComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	tagPattern    = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+const (
+	componentGrammar = `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+	tagGrammar       = `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`
 )
+
+func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// validComponent matches componentGrammar.
+func validComponent(s string) bool {
+	i := 0
+	for {
+		start := i
+		for i < len(s) && isLowerAlnum(s[i]) {
+			i++
+		}
+		if i == start {
+			return false
+		}
+		if i == len(s) {
+			return true
+		}
+		switch s[i] {
+		case '.':
+			i++
+		case '_':
+			i++
+			if i < len(s) && s[i] == '_' {
+				i++
+			}
+		case '-':
+			for i < len(s) && s[i] == '-' {
+				i++
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// validTag matches tagGrammar.
+func validTag(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || (i > 0 && (c == '.' || c == '-'))
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
 
 // maxNameLength follows distribution's limit for a repository name.
 const maxNameLength = 255
@@ -111,7 +161,11 @@ func (rt *router) parse(u *url.URL) (route, *regError) {
 	}
 	r.name = strings.Join(nameSegs, "/")
 
-	upstreamName, repoSegs, err := rt.pickUpstream(u.Query().Get("ns"), nameSegs)
+	ns := ""
+	if u.RawQuery != "" {
+		ns = u.Query().Get("ns")
+	}
+	upstreamName, repoSegs, err := rt.pickUpstream(ns, nameSegs)
 	if err != nil {
 		return route{}, err
 	}
@@ -177,8 +231,8 @@ func validateRepo(repo string) *regError {
 		return errNameInvalid("repository name longer than %d characters", maxNameLength)
 	}
 	for _, c := range strings.Split(repo, "/") {
-		if !pathComponent.MatchString(c) {
-			return errNameInvalid("invalid repository name %q: component %q must match %s", repo, c, pathComponent)
+		if !validComponent(c) {
+			return errNameInvalid("invalid repository name %q: component %q must match %s", repo, c, componentGrammar)
 		}
 	}
 	return nil
@@ -193,8 +247,8 @@ func validateRef(e endpoint, ref string) *regError {
 			}
 			return nil
 		}
-		if !tagPattern.MatchString(ref) {
-			return errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid tag %q: must match %s", ref, tagPattern)
+		if !validTag(ref) {
+			return errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid tag %q: must match %s", ref, tagGrammar)
 		}
 	case endpointBlob, endpointReferrers:
 		if _, err := parseDigest(ref); err != nil {

@@ -3,9 +3,41 @@ package proxy
 import (
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 )
+
+// The spec's own expressions, the oracle for the hand-written matchers.
+var (
+	specComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$`)
+	specTag       = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+func TestGrammarMatchesSpec(t *testing.T) {
+	for _, s := range []string{"", "a", "a.b", "a..b", "a_b", "a__b", "a___b", "a-b", "a---b", "-a", "a-", "a.", ".a", "A", "a/b",
+		"_", "_a", "a_", "9", "a.b-c__d_e", strings.Repeat("x", 128), strings.Repeat("x", 129), "Tag.1-rc_2", "-tag", ".tag"} {
+		if got, want := validComponent(s), specComponent.MatchString(s); got != want {
+			t.Errorf("validComponent(%q) = %v, spec says %v", s, got, want)
+		}
+		if got, want := validTag(s), specTag.MatchString(s); got != want {
+			t.Errorf("validTag(%q) = %v, spec says %v", s, got, want)
+		}
+	}
+}
+
+func FuzzGrammar(f *testing.F) {
+	f.Add("a.b-c__d")
+	f.Add("Tag_1.0-rc")
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validComponent(s), specComponent.MatchString(s); got != want {
+			t.Fatalf("validComponent(%q) = %v, spec says %v", s, got, want)
+		}
+		if got, want := validTag(s), specTag.MatchString(s); got != want {
+			t.Fatalf("validTag(%q) = %v, spec says %v", s, got, want)
+		}
+	})
+}
 
 func TestRouteParse(t *testing.T) {
 	rt := newRouter([]string{"docker.io", "ghcr.io", "127.0.0.1:5001"}, "docker.io")

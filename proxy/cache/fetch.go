@@ -79,6 +79,13 @@ func (f *Fetcher) Open(ctx context.Context, d digest.Digest, src Source) (*Handl
 	f.mu.Lock()
 	dl, joined := f.inflight[d]
 	if !joined {
+		// A download may have committed and left the table since the
+		// lookup above; the table is only left after the commit, so a
+		// second look under the lock settles it.
+		if b, err := f.store.Open(ctx, d); err == nil {
+			f.mu.Unlock()
+			return &Handle{Size: b.Size, Source: SourceHit, blob: b}, nil
+		}
 		dl = &download{d: d, started: make(chan struct{}), changed: make(chan struct{}), refs: 1}
 		f.inflight[d] = dl
 		go f.run(dl, src)
