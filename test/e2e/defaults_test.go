@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,4 +31,20 @@ func TestRunsWithNoConfiguration(t *testing.T) {
 	if err != nil || !strings.HasPrefix(out, "portcullis ") {
 		t.Fatalf("version: %q %v", out, err)
 	}
+}
+
+// Flags win over the configuration file.
+func TestFlagsOverrideConfigFile(t *testing.T) {
+	fileUp, flagUp := startUpstream(t), startUpstream(t)
+	fromFile := fileUp.Push(t, "team/app", "1.0", ociImage(t, 256))
+	fromFlag := flagUp.Push(t, "team/app", "1.0", ociImage(t, 256))
+	path := filepath.Join(t.TempDir(), "portcullis.yaml")
+	os.WriteFile(path, []byte("default_upstream: file.test\nupstreams: [{name: file.test, url: "+fileUp.URL()+"}]\n"), 0o600)
+	pc := harness.StartPortcullis(t, harness.BuildPortcullis(t), "--config", path,
+		"--upstream", "flag.test="+flagUp.URL(), "--default-upstream", "flag.test")
+	r := do(t, "GET", pc.URL+"/v2/team/app/manifests/1.0")
+	if got := r.header.Get("Docker-Content-Digest"); got != fromFlag.String() {
+		t.Fatalf("served %s; want the flag's upstream (%s), not the file's (%s)", got, fromFlag, fromFile)
+	}
+	wantError(t, do(t, "GET", pc.URL+"/v2/file.test/team/app/manifests/1.0"), 404, "NAME_UNKNOWN")
 }
