@@ -11,7 +11,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-var tagsBucket = []byte("tags")
+var (
+	tagsBucket  = []byte("tags")
+	scansBucket = []byte("scans")
+)
 
 // Bolt is the embedded Store: one bbolt file in the data directory.
 type Bolt struct {
@@ -30,8 +33,12 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open state %s (is another portcullis using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(tagsBucket)
-		return err
+		for _, b := range [][]byte{tagsBucket, scansBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -73,3 +80,51 @@ func (b *Bolt) PutTag(_ context.Context, key string, e TagEntry) error {
 
 // Close implements Store.
 func (b *Bolt) Close() error { return b.db.Close() }
+
+// Scan implements ScanStore.
+func (b *Bolt) Scan(_ context.Context, digest string) (ScanRecord, error) {
+	var r ScanRecord
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(scansBucket).Get([]byte(digest))
+		if v == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v, &r)
+	})
+	if err != nil && err != ErrNotFound {
+		return ScanRecord{}, fmt.Errorf("read scan %s: %w", digest, err)
+	}
+	return r, err
+}
+
+// PutScan implements ScanStore.
+func (b *Bolt) PutScan(_ context.Context, r ScanRecord) error {
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(scansBucket).Put([]byte(r.Digest), v)
+	})
+	if err != nil {
+		return fmt.Errorf("write scan %s: %w", r.Digest, err)
+	}
+	return nil
+}
+
+// Scans implements ScanStore.
+func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
+	return b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(scansBucket).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var r ScanRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("read scan %s: %w", k, err)
+			}
+			if !fn(r) {
+				return nil
+			}
+		}
+		return nil
+	})
+}

@@ -5,6 +5,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -20,11 +21,47 @@ type TagEntry struct {
 	CheckedAt time.Time `json:"checkedAt"`
 }
 
-// Store is the state shared by the proxy's request handlers.
+// Store is the state shared by the proxy's request handlers and the
+// background pipeline.
 type Store interface {
+	ScanStore
 	// Tag returns the cached resolution of key, or ErrNotFound.
 	Tag(ctx context.Context, key string) (TagEntry, error)
 	// PutTag records a resolution.
 	PutTag(ctx context.Context, key string, e TagEntry) error
 	Close() error
+}
+
+// Scan states.
+const (
+	ScanPending = "pending"
+	ScanDone    = "done"
+	ScanFailed  = "failed"
+)
+
+// ScanRecord is the scan result of one image manifest digest. The store
+// keeps the inventory and findings as the scanner wrote them (JSON): it
+// sits below the scanner and does not know its types.
+type ScanRecord struct {
+	Digest         string          `json:"digest"`
+	State          string          `json:"state"`
+	Error          string          `json:"error,omitempty"`
+	Upstream       string          `json:"upstream,omitempty"` // where its layers can be fetched
+	Repository     string          `json:"repository,omitempty"`
+	ScannerVersion string          `json:"scannerVersion,omitempty"`
+	DBVersion      string          `json:"dbVersion,omitempty"`
+	Stale          bool            `json:"stale,omitempty"` // the DB changed since the findings were matched
+	QueuedAt       time.Time       `json:"queuedAt"`
+	UpdatedAt      time.Time       `json:"updatedAt"`
+	Inventory      json.RawMessage `json:"inventory,omitempty"`
+	Findings       json.RawMessage `json:"findings,omitempty"`
+}
+
+// ScanStore keeps scan results by manifest digest.
+type ScanStore interface {
+	// Scan returns the record for digest, or ErrNotFound.
+	Scan(ctx context.Context, digest string) (ScanRecord, error)
+	PutScan(ctx context.Context, r ScanRecord) error
+	// Scans calls fn for every record, in digest order, until fn returns false.
+	Scans(ctx context.Context, fn func(ScanRecord) bool) error
 }

@@ -55,6 +55,41 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 			}
 		}
 	})
+	t.Run("scan records", func(t *testing.T) {
+		s := newStore(t)
+		if _, err := s.Scan(ctx, "sha256:none"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("missing scan: %v", err)
+		}
+		at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+		for i, state := range []string{store.ScanPending, store.ScanDone, store.ScanFailed} {
+			r := store.ScanRecord{
+				Digest: fmt.Sprintf("sha256:%064x", i), State: state, Upstream: "ghcr.io", Repository: "org/app",
+				QueuedAt: at, UpdatedAt: at.Add(time.Minute), Inventory: []byte(`{"packages":[]}`), Findings: []byte(`[]`),
+			}
+			if state == store.ScanFailed {
+				r.Error = "boom"
+			}
+			if err := s.PutScan(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Scan(ctx, r.Digest)
+			if err != nil || got.State != state || got.Error != r.Error || string(got.Inventory) != string(r.Inventory) || !got.UpdatedAt.Equal(r.UpdatedAt) {
+				t.Fatalf("round trip: %+v, %v", got, err)
+			}
+		}
+		var seen []string
+		if err := s.Scans(ctx, func(r store.ScanRecord) bool { seen = append(seen, r.State); return true }); err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != 3 || seen[0] != store.ScanPending {
+			t.Fatalf("Scans visited %v", seen)
+		}
+		n := 0
+		s.Scans(ctx, func(store.ScanRecord) bool { n++; return false })
+		if n != 1 {
+			t.Fatalf("Scans did not stop when told: %d", n)
+		}
+	})
 	t.Run("concurrent writers", func(t *testing.T) {
 		s := newStore(t)
 		var wg sync.WaitGroup
