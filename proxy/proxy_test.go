@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/opencontainers/go-digest"
 
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 
@@ -34,6 +36,7 @@ type env struct {
 	proxy        *httptest.Server
 	gets         atomic.Int64 // upstream blob GETs
 	onUpstream   func(*http.Request)
+	p            *proxy.Proxy
 	upstreamHost string
 	proxyHost    string
 	dataDir      string
@@ -99,6 +102,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.p = p
 	e.proxy = httptest.NewServer(p)
 	t.Cleanup(e.proxy.Close)
 	e.proxyHost = strings.TrimPrefix(e.proxy.URL, "http://")
@@ -206,5 +210,37 @@ func TestConcurrentManifestRequestsFetchOnce(t *testing.T) {
 	wg.Wait()
 	if n := manifestGets.Load(); n != 1 {
 		t.Fatalf("upstream manifest GETs = %d, want 1", n)
+	}
+}
+
+func TestImageReadsThroughTheCache(t *testing.T) {
+	e := newEnv(t)
+	img, _ := random.Image(4096, 3)
+	want := e.push(t, "team/app:1.0", img)
+	ctx := context.Background()
+	for round := range 2 {
+		got, err := e.p.Image(ctx, "up.test", "team/app", digest.Digest(want.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate.Image(got); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	if n := e.gets.Load(); n != 4 {
+		t.Fatalf("upstream blob GETs = %d, want 4: the second read must come from the cache", n)
+	}
+	idx, _ := random.Index(256, 1, 2)
+	r, _ := name.ParseReference(e.upstreamHost + "/team/multi:1")
+	if err := remote.WriteIndex(r, idx); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := idx.Digest()
+	if _, err := e.p.Image(ctx, "up.test", "team/multi", digest.Digest(d.String())); !errors.Is(err, proxy.ErrNotAnImage) {
+		t.Fatalf("index as image: %v", err)
+	}
+	children, err := e.p.IndexChildren(ctx, "up.test", "team/multi", digest.Digest(d.String()))
+	if err != nil || len(children) != 2 {
+		t.Fatalf("children: %v %v", children, err)
 	}
 }

@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/proxy/cache"
+)
+
+// ErrNotAnImage means a digest names an index or an artifact, not an image
+// with layers.
+var ErrNotAnImage = errors.New("not an image manifest")
+
+// maxConfigSize bounds an image config read into memory.
+const maxConfigSize = 8 << 20
+
+// Image returns manifest d of repo on the named upstream as an image whose
+// bytes come through the cache like any client's: reading it warms the
+// cache, and nothing cached is downloaded again. ctx bounds every read made
+// through the returned image.
+func (p *Proxy) Image(ctx context.Context, upstreamName, repo string, d digest.Digest) (v1.Image, error) {
+	up, ok := p.upstreams[upstreamName]
+	if !ok {
+		return nil, fmt.Errorf("image %s/%s@%s: upstream %q is not configured", upstreamName, repo, d, upstreamName)
+	}
+	m, rerr := p.manifestByDigest(ctx, up, repo, d, defaultAccept())
+	if rerr != nil {
+		return nil, fmt.Errorf("image %s/%s@%s: %w", upstreamName, repo, d, rerr)
+	}
+	switch types.MediaType(m.mediaType) {
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
+	default:
+		return nil, fmt.Errorf("image %s/%s@%s (%s): %w", upstreamName, repo, d, m.mediaType, ErrNotAnImage)
+	}
+	var parsed v1.Manifest
+	if err := json.Unmarshal(m.body, &parsed); err != nil {
+		return nil, fmt.Errorf("image %s/%s@%s: parse manifest: %w", upstreamName, repo, d, err)
+	}
+	return partial.CompressedToImage(&cachedImage{ctx: ctx, p: p, up: up, repo: repo, raw: m.body, mediaType: m.mediaType, manifest: &parsed})
+}
+
+// IndexChildren lists the manifests an index refers to, with their platforms.
+func (p *Proxy) IndexChildren(ctx context.Context, upstreamName, repo string, d digest.Digest) ([]v1.Descriptor, error) {
+	up, ok := p.upstreams[upstreamName]
+	if !ok {
+		return nil, fmt.Errorf("index %s/%s@%s: upstream %q is not configured", upstreamName, repo, d, upstreamName)
+	}
+	m, rerr := p.manifestByDigest(ctx, up, repo, d, defaultAccept())
+	if rerr != nil {
+		return nil, fmt.Errorf("index %s/%s@%s: %w", upstreamName, repo, d, rerr)
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(m.body))
+	if err != nil {
+		return nil, fmt.Errorf("index %s/%s@%s: %w", upstreamName, repo, d, err)
+	}
+	return idx.Manifests, nil
+}
+
+// cachedImage implements partial.CompressedImageCore over the proxy.
+type cachedImage struct {
+	ctx       context.Context
+	p         *Proxy
+	up        Upstream
+	repo      string
+	raw       []byte
+	mediaType string
+	manifest  *v1.Manifest
+}
+
+func (ci *cachedImage) RawManifest() ([]byte, error) { return ci.raw, nil }
+
+func (ci *cachedImage) MediaType() (types.MediaType, error) { return types.MediaType(ci.mediaType), nil }
+
+func (ci *cachedImage) RawConfigFile() ([]byte, error) {
+	rc, err := ci.open(ci.manifest.Config.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", ci.manifest.Config.Digest, err)
+	}
+	if len(b) > maxConfigSize {
+		return nil, fmt.Errorf("config %s larger than %d bytes", ci.manifest.Config.Digest, maxConfigSize)
+	}
+	return b, nil
+}
+
+func (ci *cachedImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	for _, l := range ci.manifest.Layers {
+		if l.Digest == h {
+			return &cachedLayer{ci: ci, desc: l}, nil
+		}
+	}
+	if ci.manifest.Config.Digest == h {
+		return &cachedLayer{ci: ci, desc: ci.manifest.Config}, nil
+	}
+	return nil, fmt.Errorf("blob %s is not in manifest", h)
+}
+
+// open reads a blob through the fetcher: from the cache, or one shared
+// download that also fills the cache.
+func (ci *cachedImage) open(h v1.Hash) (io.ReadCloser, error) {
+	d, err := digest.Parse(h.String())
+	if err != nil {
+		return nil, err
+	}
+	handle, err := ci.p.fetcher.Open(ci.ctx, d, func(ctx context.Context) (io.ReadCloser, int64, error) {
+		return ci.up.Client.GetBlob(ctx, ci.repo, d)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", d, err)
+	}
+	rc, err := handle.Reader(ci.ctx, 0)
+	if err != nil {
+		handle.Close()
+		return nil, err
+	}
+	return &handleReader{ReadCloser: rc, handle: handle}, nil
+}
+
+type handleReader struct {
+	io.ReadCloser
+	handle *cache.Handle
+}
+
+func (r *handleReader) Close() error {
+	err := r.ReadCloser.Close()
+	r.handle.Close()
+	return err
+}
+
+type cachedLayer struct {
+	ci   *cachedImage
+	desc v1.Descriptor
+}
+
+func (l *cachedLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
+func (l *cachedLayer) Size() (int64, error)                { return l.desc.Size, nil }
+func (l *cachedLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
+
+// Compressed refuses non-distributable layers: they live on foreign servers
+// the mirror does not fetch from.
+func (l *cachedLayer) Compressed() (io.ReadCloser, error) {
+	if !l.desc.MediaType.IsDistributable() {
+		return nil, fmt.Errorf("layer %s (%s) is non-distributable: %w", l.desc.Digest, l.desc.MediaType, ErrForeignLayer)
+	}
+	return l.ci.open(l.desc.Digest)
+}
+
+// ErrForeignLayer marks a layer the mirror does not fetch.
+var ErrForeignLayer = errors.New("foreign layer")
