@@ -78,7 +78,9 @@ type cachedImage struct {
 
 func (ci *cachedImage) RawManifest() ([]byte, error) { return ci.raw, nil }
 
-func (ci *cachedImage) MediaType() (types.MediaType, error) { return types.MediaType(ci.mediaType), nil }
+func (ci *cachedImage) MediaType() (types.MediaType, error) {
+	return types.MediaType(ci.mediaType), nil
+}
 
 func (ci *cachedImage) RawConfigFile() ([]byte, error) {
 	rc, err := ci.open(ci.manifest.Config.Digest)
