@@ -1,0 +1,337 @@
+// Package pipeline evaluates images in the background: the first time a
+// manifest digest is served it is queued, scanned once (however many pulls
+// race), matched against the vulnerability database, and the result stored
+// by digest. Blob serving never waits for it.
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/store"
+)
+
+// Images gives the pipeline the images it scans, through the proxy's cache.
+type Images interface {
+	Image(ctx context.Context, upstream, repo string, d digest.Digest) (v1.Image, error)
+	IndexChildren(ctx context.Context, upstream, repo string, d digest.Digest) ([]v1.Descriptor, error)
+}
+
+// Scanner extracts an image's inventory.
+type Scanner interface {
+	Scan(ctx context.Context, img v1.Image) (*scanner.Inventory, error)
+}
+
+// Matcher finds the vulnerabilities of packages.
+type Matcher interface {
+	Match(ctx context.Context, qs []vulndb.Query) ([]vulndb.Finding, error)
+	Version() string
+}
+
+// Options wires a Pipeline.
+type Options struct {
+	Store          store.ScanStore
+	Images         Images
+	Scanner        Scanner
+	ScannerVersion string
+	Matcher        Matcher // nil: inventories only, until a database is imported
+	Workers        int     // concurrent scans; 0 means 2
+	ScanTimeout    time.Duration
+	// AllPlatforms scans every child of an index when the index is served;
+	// otherwise only the platform manifests clients pull are scanned.
+	AllPlatforms bool
+	// RetryFailedAfter is how long a failed scan is kept before a pull
+	// queues it again; 0 means 10 minutes.
+	RetryFailedAfter time.Duration
+	Logger           *slog.Logger
+}
+
+// Pipeline queues and runs scans. Its Check makes it the proxy's Gate: it
+// allows every pull and queues what it has not seen.
+type Pipeline struct {
+	o   Options
+	log *slog.Logger
+	now func() time.Time
+
+	mu     sync.Mutex
+	queue  []job
+	queued map[digest.Digest]bool // queued or running in this process
+	// settled holds digests with a current result, so the manifest path
+	// does not read the store on every pull.
+	settled map[digest.Digest]bool
+	wake    chan struct{}
+}
+
+// settledLimit bounds the settled set; when full it starts over.
+const settledLimit = 100_000
+
+func (p *Pipeline) settle(d digest.Digest) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.settled) >= settledLimit {
+		p.settled = map[digest.Digest]bool{}
+	}
+	p.settled[d] = true
+}
+
+type job struct {
+	upstream, repo string
+	digest         digest.Digest
+}
+
+// New makes a pipeline; Run starts its workers.
+func New(o Options) *Pipeline {
+	o.Workers = cmp.Or(o.Workers, 2)
+	o.ScanTimeout = cmp.Or(o.ScanTimeout, 30*time.Minute)
+	o.RetryFailedAfter = cmp.Or(o.RetryFailedAfter, 10*time.Minute)
+	return &Pipeline{
+		o:      o,
+		log:    cmp.Or(o.Logger, slog.Default()),
+		now:     time.Now,
+		queued:  map[digest.Digest]bool{},
+		settled: map[digest.Digest]bool{},
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+// Check implements proxy.Gate: queue the manifest and let the pull go on.
+func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, error) {
+	if err := p.Enqueue(ctx, s.Upstream, s.Repository, s.Digest, s.MediaType); err != nil {
+		p.log.Warn("queue scan", "digest", s.Digest, "err", err)
+	}
+	return proxy.Decision{Verdict: proxy.Allow}, nil
+}
+
+func isIndex(mediaType string) bool {
+	return mediaType == string(types.OCIImageIndex) || mediaType == string(types.DockerManifestList)
+}
+
+// Enqueue queues a scan of manifest d unless a usable result exists or one
+// is already queued. Indexes queue their children when AllPlatforms is set.
+func (p *Pipeline) Enqueue(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error {
+	p.mu.Lock()
+	settled := p.settled[d]
+	p.mu.Unlock()
+	if settled {
+		return nil
+	}
+	if isIndex(mediaType) {
+		if !p.o.AllPlatforms {
+			return nil // the children clients pull are queued when served
+		}
+		children, err := p.o.Images.IndexChildren(ctx, upstream, repo, d)
+		if err != nil {
+			return err
+		}
+		for _, c := range children {
+			if err := p.Enqueue(ctx, upstream, repo, digest.Digest(c.Digest.String()), string(c.MediaType)); err != nil {
+				return err
+			}
+		}
+		p.settle(d)
+		return nil
+	}
+	p.mu.Lock()
+	already := p.queued[d]
+	p.mu.Unlock()
+	if already {
+		return nil
+	}
+	rec, err := p.o.Store.Scan(ctx, d.String())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	case rec.State == store.ScanDone && rec.ScannerVersion == p.o.ScannerVersion:
+		p.settle(d)
+		return nil
+	case rec.State == store.ScanFailed && p.now().Sub(rec.UpdatedAt) < p.o.RetryFailedAfter:
+		return nil
+	case rec.State == store.ScanPending && p.now().Sub(rec.QueuedAt) < p.o.ScanTimeout:
+		// Queued by another replica, or by this process before a
+		// restart (Run resumes those).
+		return nil
+	}
+	p.mu.Lock()
+	if p.queued[d] {
+		p.mu.Unlock()
+		return nil
+	}
+	p.queued[d] = true
+	p.mu.Unlock()
+	now := p.now()
+	if err := p.o.Store.PutScan(ctx, store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: upstream, Repository: repo, QueuedAt: now, UpdatedAt: now}); err != nil {
+		p.mu.Lock()
+		delete(p.queued, d)
+		p.mu.Unlock()
+		return err
+	}
+	p.push(job{upstream: upstream, repo: repo, digest: d})
+	return nil
+}
+
+func (p *Pipeline) push(j job) {
+	p.mu.Lock()
+	p.queue = append(p.queue, j)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Pipeline) pop() (job, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 {
+		return job{}, false
+	}
+	j := p.queue[0]
+	p.queue = p.queue[1:]
+	return j, true
+}
+
+// Run resumes scans left pending by an earlier process and runs the workers
+// until ctx ends.
+func (p *Pipeline) Run(ctx context.Context) error {
+	var resume []job
+	err := p.o.Store.Scans(ctx, func(r store.ScanRecord) bool {
+		if r.State == store.ScanPending && r.Upstream != "" {
+			resume = append(resume, job{upstream: r.Upstream, repo: r.Repository, digest: digest.Digest(r.Digest)})
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("resume pending scans: %w", err)
+	}
+	for _, j := range resume {
+		p.mu.Lock()
+		p.queued[j.digest] = true
+		p.mu.Unlock()
+		p.push(j)
+	}
+	var wg sync.WaitGroup
+	for range p.o.Workers {
+		wg.Go(func() { p.work(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+func (p *Pipeline) work(ctx context.Context) {
+	for {
+		j, ok := p.pop()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.wake:
+				continue
+			case <-time.After(time.Second):
+				// A wake-up can be taken by another worker; look again.
+				continue
+			}
+		}
+		p.scan(ctx, j)
+		p.mu.Lock()
+		delete(p.queued, j.digest)
+		p.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// Idle reports whether nothing is queued or running (tests, shutdown).
+func (p *Pipeline) Idle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queued) == 0
+}
+
+func (p *Pipeline) scan(ctx context.Context, j job) {
+	ctx, cancel := context.WithTimeout(ctx, p.o.ScanTimeout)
+	defer cancel()
+	started := p.now()
+	rec := store.ScanRecord{Digest: j.digest.String(), Upstream: j.upstream, Repository: j.repo, QueuedAt: started, ScannerVersion: p.o.ScannerVersion}
+	if old, err := p.o.Store.Scan(ctx, rec.Digest); err == nil {
+		rec.QueuedAt = old.QueuedAt
+	}
+	inv, findings, dbVersion, err := p.evaluate(ctx, j)
+	rec.UpdatedAt = p.now()
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return // shutting down: stays pending and resumes on restart
+		}
+		rec.State, rec.Error = store.ScanFailed, err.Error()
+		p.log.Warn("scan failed", "digest", j.digest, "upstream", j.upstream, "repo", j.repo, "err", err, "duration", rec.UpdatedAt.Sub(started))
+	} else {
+		rec.State, rec.DBVersion = store.ScanDone, dbVersion
+		if rec.Inventory, err = json.Marshal(inv); err == nil {
+			rec.Findings, err = json.Marshal(findings)
+		}
+		if err != nil {
+			rec.State, rec.Error = store.ScanFailed, "encode result: "+err.Error()
+		}
+		p.log.Info("scanned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo,
+			"packages", len(inv.Packages), "findings", len(findings), "duration", rec.UpdatedAt.Sub(started))
+	}
+	if err := p.o.Store.PutScan(context.WithoutCancel(ctx), rec); err != nil {
+		p.log.Error("store scan result", "digest", j.digest, "err", err)
+	} else if rec.State == store.ScanDone {
+		p.settle(j.digest)
+	}
+}
+
+func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, string, error) {
+	img, err := p.o.Images.Image(ctx, j.upstream, j.repo, j.digest)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	inv, err := p.o.Scanner.Scan(ctx, img)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("scan %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
+	}
+	inv.ImageDigest = j.digest.String()
+	findings, dbVersion, err := p.match(ctx, inv)
+	return inv, findings, dbVersion, err
+}
+
+// match finds the vulnerabilities of an inventory's packages.
+func (p *Pipeline) match(ctx context.Context, inv *scanner.Inventory) ([]vulndb.Finding, string, error) {
+	if p.o.Matcher == nil {
+		return []vulndb.Finding{}, "", nil
+	}
+	findings, err := p.o.Matcher.Match(ctx, Queries(inv))
+	if err != nil {
+		return nil, "", fmt.Errorf("match vulnerabilities: %w", err)
+	}
+	if findings == nil {
+		findings = []vulndb.Finding{}
+	}
+	return findings, p.o.Matcher.Version(), nil
+}
+
+// Queries turns an inventory into vulnerability queries, one per package,
+// in package order (Finding.Query indexes inv.Packages).
+func Queries(inv *scanner.Inventory) []vulndb.Query {
+	qs := make([]vulndb.Query, len(inv.Packages))
+	for i, pkg := range inv.Packages {
+		qs[i] = vulndb.Query{Ecosystem: pkg.Ecosystem, Name: pkg.Name, Version: pkg.Version,
+			SourceName: pkg.SourceName, SourceVersion: pkg.SourceVersion, PURL: pkg.PURL}
+	}
+	return qs
+}
