@@ -315,7 +315,7 @@ func (p *Pipeline) match(ctx context.Context, inv *scanner.Inventory) ([]vulndb.
 	if p.o.Matcher == nil {
 		return []vulndb.Finding{}, "", nil
 	}
-	findings, err := p.o.Matcher.Match(ctx, Queries(inv))
+	findings, err := p.o.Matcher.Match(ctx, inv.Queries())
 	if err != nil {
 		return nil, "", fmt.Errorf("match vulnerabilities: %w", err)
 	}
@@ -323,15 +323,4 @@ func (p *Pipeline) match(ctx context.Context, inv *scanner.Inventory) ([]vulndb.
 		findings = []vulndb.Finding{}
 	}
 	return findings, p.o.Matcher.Version(), nil
-}
-
-// Queries turns an inventory into vulnerability queries, one per package,
-// in package order (Finding.Query indexes inv.Packages).
-func Queries(inv *scanner.Inventory) []vulndb.Query {
-	qs := make([]vulndb.Query, len(inv.Packages))
-	for i, pkg := range inv.Packages {
-		qs[i] = vulndb.Query{Ecosystem: pkg.Ecosystem, Name: pkg.Name, Version: pkg.Version,
-			SourceName: pkg.SourceName, SourceVersion: pkg.SourceVersion, PURL: pkg.PURL}
-	}
-	return qs
 }
