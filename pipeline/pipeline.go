@@ -98,8 +98,8 @@ func New(o Options) *Pipeline {
 	o.ScanTimeout = cmp.Or(o.ScanTimeout, 30*time.Minute)
 	o.RetryFailedAfter = cmp.Or(o.RetryFailedAfter, 10*time.Minute)
 	return &Pipeline{
-		o:      o,
-		log:    cmp.Or(o.Logger, slog.Default()),
+		o:       o,
+		log:     cmp.Or(o.Logger, slog.Default()),
 		now:     time.Now,
 		queued:  map[digest.Digest]bool{},
 		settled: map[digest.Digest]bool{},
