@@ -244,3 +244,25 @@ func TestImageReadsThroughTheCache(t *testing.T) {
 		t.Fatalf("children: %v %v", children, err)
 	}
 }
+
+func TestResolve(t *testing.T) {
+	e := newEnv(t)
+	img, _ := random.Image(256, 1)
+	want := e.push(t, "team/app:1.0", img)
+	e.push(t, "team/app:latest", img)
+	ctx := context.Background()
+	for _, ref := range []string{"up.test/team/app:1.0", "team/app:1.0", "team/app", "team/app@" + want.String()} {
+		r, err := e.p.Resolve(ctx, ref)
+		if err != nil {
+			t.Fatalf("%s: %v", ref, err)
+		}
+		if r.Upstream != "up.test" || r.Repository != "team/app" || r.Digest.String() != want.String() {
+			t.Fatalf("%s resolved to %+v", ref, r)
+		}
+	}
+	for _, ref := range []string{"", "evil.example/x:1", "Team/App:1", "team/app:bad tag"} {
+		if _, err := e.p.Resolve(ctx, ref); !errors.Is(err, proxy.ErrBadReference) {
+			t.Errorf("%q: %v, want ErrBadReference", ref, err)
+		}
+	}
+}

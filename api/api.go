@@ -1,0 +1,121 @@
+// Package api is the status API admission controllers, CI gates, dashboards
+// and people query: what Portcullis knows about an image digest, from the
+// store, without touching any upstream unless asked to resolve a tag.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/store"
+)
+
+// Resolver resolves references through the mirror.
+type Resolver interface {
+	Resolve(ctx context.Context, ref string) (proxy.Resolved, error)
+}
+
+// Queue queues scans.
+type Queue interface {
+	Enqueue(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error
+}
+
+// Handler serves /api/v1/.
+type Handler struct {
+	Scans    store.ScanStore
+	Resolver Resolver
+	Queue    Queue
+	Log      *slog.Logger
+}
+
+// ServeHTTP routes:
+//
+//	GET  /api/v1/scans/{digest}          the stored result of a manifest digest
+//	POST /api/v1/scans?image=REF         resolve REF through the mirror, queue its scan, answer its state
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rest, ok := strings.CutPrefix(r.URL.Path, "/api/v1/scans")
+	switch {
+	case !ok:
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	case rest == "" && r.Method == http.MethodPost:
+		h.requestScan(w, r)
+	case strings.HasPrefix(rest, "/") && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		h.getScan(w, r, strings.TrimPrefix(rest, "/"))
+	default:
+		writeError(w, http.StatusMethodNotAllowed, "use GET /api/v1/scans/{digest} or POST /api/v1/scans?image=REF")
+	}
+}
+
+func (h *Handler) getScan(w http.ResponseWriter, r *http.Request, raw string) {
+	d, err := digest.Parse(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid digest "+quote(raw)+": "+err.Error())
+		return
+	}
+	rec, err := h.Scans.Scan(r.Context(), d.String())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no scan of "+d.String()+" yet: pull it through the mirror, or POST /api/v1/scans?image=REF")
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, rec)
+	}
+}
+
+func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
+	ref := r.URL.Query().Get("image")
+	if ref == "" {
+		writeError(w, http.StatusBadRequest, "missing ?image=REF, e.g. ?image=ghcr.io/org/app:1.0")
+		return
+	}
+	res, err := h.Resolver.Resolve(r.Context(), ref)
+	if err != nil {
+		status := http.StatusBadGateway
+		if errors.Is(err, proxy.ErrBadReference) {
+			status = http.StatusBadRequest
+		}
+		writeError(w, status, "resolve "+quote(ref)+": "+err.Error())
+		return
+	}
+	if err := h.Queue.Enqueue(r.Context(), res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
+		writeError(w, http.StatusInternalServerError, "queue scan: "+err.Error())
+		return
+	}
+	rec, err := h.Scans.Scan(r.Context(), res.Digest.String())
+	if errors.Is(err, store.ErrNotFound) {
+		// An index: its children were queued, the index itself has no scan.
+		writeJSON(w, http.StatusAccepted, map[string]string{"digest": res.Digest.String(), "mediaType": res.MediaType, "state": "queued-children"})
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	status := http.StatusOK
+	if rec.State == store.ScanPending {
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, rec)
+}
+
+func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Resolved is an image reference resolved through the proxy.
+type Resolved struct {
+	Upstream   string
+	Repository string
+	Digest     digest.Digest
+	MediaType  string
+}
+
+// ErrBadReference means a reference could not be parsed or routed.
+var ErrBadReference = errors.New("bad image reference")
+
+// Resolve resolves "ghcr.io/org/app:1.0", "org/app@sha256:…" (default
+// upstream) and the like exactly as a pull of it through the mirror would:
+// same routing, same tag cache, and the manifest ends up cached.
+func (p *Proxy) Resolve(ctx context.Context, ref string) (Resolved, error) {
+	repoPath, tagOrDigest := splitReference(ref)
+	if repoPath == "" || tagOrDigest == "" {
+		return Resolved{}, fmt.Errorf("%w: %q: want [registry/]repository(:tag|@digest)", ErrBadReference, ref)
+	}
+	rt, rerr := p.router.parse(&url.URL{Path: "/v2/" + repoPath + "/manifests/" + tagOrDigest})
+	if rerr != nil {
+		return Resolved{}, fmt.Errorf("%w: %q: %s", ErrBadReference, ref, rerr.Message)
+	}
+	up := p.upstreamFor(rt)
+	var m manifestResult
+	if isDigest(rt.ref) {
+		d, _ := parseDigest(rt.ref)
+		m, rerr = p.manifestByDigest(ctx, up, rt.repo, d, defaultAccept())
+	} else {
+		m, rerr = p.manifestByTag(ctx, up, rt, p.accepts.lookup(nil))
+	}
+	if rerr != nil {
+		return Resolved{}, rerr
+	}
+	return Resolved{Upstream: rt.upstream, Repository: rt.repo, Digest: m.digest, MediaType: m.mediaType}, nil
+}
+
+// splitReference splits at "@" or at the tag's ":" (a ":" before the last
+// "/" belongs to a registry port). A reference without either means latest.
+func splitReference(ref string) (repo, tagOrDigest string) {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		return ref[:i], ref[i+1:]
+	}
+	slash := strings.LastIndex(ref, "/")
+	if i := strings.LastIndex(ref, ":"); i > slash {
+		return ref[:i], ref[i+1:]
+	}
+	return ref, "latest"
+}
