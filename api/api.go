@@ -22,9 +22,9 @@ type Resolver interface {
 	Resolve(ctx context.Context, ref string) (proxy.Resolved, error)
 }
 
-// Queue queues scans.
+// Queue queues scans; for an index, of all its platforms.
 type Queue interface {
-	Enqueue(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error
+	Request(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error
 }
 
 // Handler serves /api/v1/.
@@ -85,7 +85,7 @@ func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, "resolve "+quote(ref)+": "+err.Error())
 		return
 	}
-	if err := h.Queue.Enqueue(r.Context(), res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
+	if err := h.Queue.Request(r.Context(), res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
 		writeError(w, http.StatusInternalServerError, "queue scan: "+err.Error())
 		return
 	}

@@ -122,6 +122,16 @@ func isIndex(mediaType string) bool {
 // Enqueue queues a scan of manifest d unless a usable result exists or one
 // is already queued. Indexes queue their children when AllPlatforms is set.
 func (p *Pipeline) Enqueue(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error {
+	return p.enqueue(ctx, upstream, repo, d, mediaType, p.o.AllPlatforms)
+}
+
+// Request is Enqueue for someone asking explicitly (the API): an index
+// queues all its platforms.
+func (p *Pipeline) Request(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error {
+	return p.enqueue(ctx, upstream, repo, d, mediaType, true)
+}
+
+func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string, allPlatforms bool) error {
 	p.mu.Lock()
 	settled := p.settled[d]
 	p.mu.Unlock()
@@ -129,7 +139,7 @@ func (p *Pipeline) Enqueue(ctx context.Context, upstream, repo string, d digest.
 		return nil
 	}
 	if isIndex(mediaType) {
-		if !p.o.AllPlatforms {
+		if !allPlatforms {
 			return nil // the children clients pull are queued when served
 		}
 		children, err := p.o.Images.IndexChildren(ctx, upstream, repo, d)
@@ -137,11 +147,13 @@ func (p *Pipeline) Enqueue(ctx context.Context, upstream, repo string, d digest.
 			return err
 		}
 		for _, c := range children {
-			if err := p.Enqueue(ctx, upstream, repo, digest.Digest(c.Digest.String()), string(c.MediaType)); err != nil {
+			if err := p.enqueue(ctx, upstream, repo, digest.Digest(c.Digest.String()), string(c.MediaType), allPlatforms); err != nil {
 				return err
 			}
 		}
-		p.settle(d)
+		if allPlatforms == p.o.AllPlatforms {
+			p.settle(d)
+		}
 		return nil
 	}
 	p.mu.Lock()
