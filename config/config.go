@@ -25,7 +25,24 @@ type Config struct {
 	TLS             TLS        `yaml:"tls"`
 	Cache           Cache      `yaml:"cache"`
 	Storage         Storage    `yaml:"storage"`
+	Scan            Scan       `yaml:"scan"`
+	VulnDB          VulnDB     `yaml:"vulndb"`
 	Log             Log        `yaml:"log"`
+}
+
+// Scan configures the background scans of pulled images.
+type Scan struct {
+	Enabled      bool     `yaml:"enabled"`
+	Workers      int      `yaml:"workers"`
+	Timeout      Duration `yaml:"timeout"`
+	AllPlatforms bool     `yaml:"all_platforms"` // scan every platform of an index, not only those pulled
+}
+
+// VulnDB configures the vulnerability database in <data_dir>/vulndb.
+type VulnDB struct {
+	// UpdateInterval downloads the OSV database this often; 0 never does
+	// (import with 'portcullis db import' instead, e.g. offline).
+	UpdateInterval Duration `yaml:"update_interval"`
 }
 
 // Upstream is one registry Portcullis mirrors.
@@ -84,6 +101,7 @@ func Default() Config {
 			IdleTimeout:  Duration(2 * time.Minute),
 		},
 		Storage: Storage{Driver: "filesystem"},
+		Scan:    Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute)},
 		Log:     Log{Level: "info", Format: "json"},
 	}
 }
@@ -171,6 +189,12 @@ func (c *Config) Finish() error {
 	}
 	if c.Cache.FetchTimeout <= 0 || c.Cache.IdleTimeout <= 0 {
 		add("cache.fetch_timeout and cache.idle_timeout must be positive")
+	}
+	if c.Scan.Workers < 1 || c.Scan.Timeout <= 0 {
+		add("scan.workers must be at least 1 and scan.timeout positive")
+	}
+	if c.VulnDB.UpdateInterval < 0 {
+		add("vulndb.update_interval must not be negative")
 	}
 	if c.Storage.Driver == "" {
 		c.Storage.Driver = "filesystem"

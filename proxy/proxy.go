@@ -217,6 +217,10 @@ func (lw *loggingWriter) Flush() {
 
 func (p *Proxy) upstreamFor(rt route) Upstream { return p.upstreams[rt.upstream] }
 
+// SetGate installs the gate; call it before serving. It exists because the
+// gate (the evaluation pipeline) reads images through the proxy itself.
+func (p *Proxy) SetGate(g Gate) { p.gate = g }
+
 // detach gives upstream work its own deadline; the client's cancellation
 // still applies.
 func (p *Proxy) detach(ctx context.Context) (context.Context, context.CancelFunc) {
