@@ -1,5 +1,3 @@
-// Package vulndb imports OSV vulnerability records into an on-disk index and
-// matches packages against it with each ecosystem's own version order.
 package vulndb
 
 // Query is one package to match.
@@ -14,11 +12,15 @@ type Query struct {
 
 // Finding is one vulnerability affecting one queried package.
 type Finding struct {
-	ID               string   `json:"id"` // OSV id: CVE-…, GHSA-…, ALPINE-CVE-…, DEBIAN-CVE-…, GO-…
-	Aliases          []string `json:"aliases,omitempty"`
-	Summary          string   `json:"summary,omitempty"`
-	Ecosystem        string   `json:"ecosystem"`
-	Package          string   `json:"package"` // the queried package's Name
+	ID        string   `json:"id"` // OSV id: CVE-…, GHSA-…, ALPINE-CVE-…, DEBIAN-CVE-…, GO-…
+	Aliases   []string `json:"aliases,omitempty"`
+	Upstream  []string `json:"upstream,omitempty"` // OSV "upstream": the CVE behind an ALPINE-/DEBIAN- id
+	Summary   string   `json:"summary,omitempty"`
+	Ecosystem string   `json:"ecosystem"`
+	Package   string   `json:"package"` // the queried package's Name
+	// AffectedPackage is the package the record names when it is not
+	// Package: the source package ("busybox" for ssl_client).
+	AffectedPackage  string   `json:"affectedPackage,omitempty"`
 	InstalledVersion string   `json:"installedVersion"`
 	FixedVersions    []string `json:"fixedVersions,omitempty"` // from the affected ranges that contain the installed version
 	Severity         string   `json:"severity"`                // CRITICAL, HIGH, MEDIUM, LOW, or UNKNOWN

@@ -1,0 +1,262 @@
+package vulndb
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Layout of the bbolt file. Matching reads only "index" under the queried
+// (ecosystem, package) prefix; "records" says what each record put in the
+// index, so that a re-import replaces it cleanly; "meta" holds the format,
+// the version and the per-source download state.
+const (
+	bucketMeta    = "meta"
+	bucketRecords = "records"
+	bucketIndex   = "index"
+	keyFormat     = "format"
+	keyStatus     = "status"
+)
+
+// formatVersion names the on-disk layout and the matching rules. It is part
+// of the content hash, so changing what import stores changes Version.
+const formatVersion = "portcullis-vulndb/1"
+
+// fileName is the bbolt file inside the directory given to Open.
+const fileName = "vulndb.bolt"
+
+// DB is an on-disk index of OSV records by (ecosystem, package). It is safe
+// for concurrent use; imports are serialised and never seen half-done.
+type DB struct {
+	dir  string
+	bolt *bolt.DB
+}
+
+// Status describes the database's content.
+type Status struct {
+	Version    string         `json:"version"` // "" until the first import
+	BuiltAt    time.Time      `json:"builtAt"` // when the content last changed
+	Records    int            `json:"records"`
+	Ecosystems map[string]int `json:"ecosystems"` // records per ecosystem, with release: "Debian:12"
+	Sources    []SourceStatus `json:"sources,omitempty"`
+}
+
+// SourceStatus is the download state of one Update source.
+type SourceStatus struct {
+	Ecosystem    string    `json:"ecosystem"`
+	URL          string    `json:"url"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"lastModified,omitempty"`
+	CheckedAt    time.Time `json:"checkedAt"`           // last request, whatever the answer
+	ChangedAt    time.Time `json:"changedAt,omitempty"` // last download that was imported
+	Records      int       `json:"records"`             // records in the last imported download
+	Error        string    `json:"error,omitempty"`     // why the last check failed; "" if it did not
+}
+
+// storedStatus is the "status" value in the meta bucket.
+type storedStatus struct {
+	Hash       string                  `json:"hash"` // hex sha256 of the content
+	BuiltAt    time.Time               `json:"builtAt"`
+	Records    int                     `json:"records"`
+	Ecosystems map[string]int          `json:"ecosystems"`
+	Sources    map[string]SourceStatus `json:"sources,omitempty"` // by URL
+}
+
+// ErrInUse means another process holds the database open.
+var ErrInUse = errors.New("in use by another process")
+
+// Open opens the database in dir, creating dir and an empty database if
+// needed. It reads only the meta data, whatever the database's size.
+func Open(dir string) (*DB, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create vulnerability database directory: %w", err)
+	}
+	path := filepath.Join(dir, fileName)
+	// bbolt locks the file; a second process (a CLI import while the
+	// server runs) gets a clear error after a second instead of hanging.
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("open vulnerability database %s: %w", path, ErrInUse)
+	case err != nil:
+		return nil, fmt.Errorf("open vulnerability database %s: %w (damaged, or not a vulnerability database: move it away and import again)", path, err)
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket([]byte(bucketMeta))
+		if meta == nil {
+			// A new file, or one some other program made.
+			if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				return fmt.Errorf("has a bucket %q and no format marker", name)
+			}); err != nil {
+				return err
+			}
+			for _, name := range []string{bucketMeta, bucketRecords, bucketIndex} {
+				if _, err := tx.CreateBucket([]byte(name)); err != nil {
+					return fmt.Errorf("create bucket %s: %w", name, err)
+				}
+			}
+			return tx.Bucket([]byte(bucketMeta)).Put([]byte(keyFormat), []byte(formatVersion))
+		}
+		if f := meta.Get([]byte(keyFormat)); string(f) != formatVersion {
+			return fmt.Errorf("format is %q, want %q", f, formatVersion)
+		}
+		if tx.Bucket([]byte(bucketRecords)) == nil || tx.Bucket([]byte(bucketIndex)) == nil {
+			return errors.New("buckets are missing")
+		}
+		return nil
+	})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open vulnerability database %s: not a portcullis vulnerability database: %w (move it away and import again)", path, err)
+	}
+	// Downloads left by a process that died during Update: the file lock
+	// above says no other process is using this directory.
+	if stale, err := filepath.Glob(filepath.Join(dir, downloadPattern)); err == nil {
+		for _, f := range stale {
+			os.Remove(f)
+		}
+	}
+	return &DB{dir: dir, bolt: b}, nil
+}
+
+// Close closes the database; it waits for running matches to finish.
+func (db *DB) Close() error {
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("close vulnerability database: %w", err)
+	}
+	return nil
+}
+
+// Version identifies the database content: "sha256:<content hash>@<time
+// the content last changed>". It changes whenever an import changes what
+// matching could answer, and not when identical data is imported again.
+// "" for a database nothing was imported into.
+func (db *DB) Version() string {
+	st, err := db.Status()
+	if err != nil {
+		return ""
+	}
+	return st.Version
+}
+
+// Status reports the database's version, size and sources.
+func (db *DB) Status() (Status, error) {
+	var st storedStatus
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		st, err = readStatus(tx)
+		return err
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	out := Status{
+		Version:    versionString(st),
+		BuiltAt:    st.BuiltAt,
+		Records:    st.Records,
+		Ecosystems: st.Ecosystems,
+	}
+	if out.Ecosystems == nil {
+		out.Ecosystems = map[string]int{}
+	}
+	for _, s := range st.Sources {
+		out.Sources = append(out.Sources, s)
+	}
+	sortSources(out.Sources)
+	return out, nil
+}
+
+func versionString(st storedStatus) string {
+	if st.Hash == "" {
+		return ""
+	}
+	return "sha256:" + st.Hash + "@" + st.BuiltAt.UTC().Format(time.RFC3339)
+}
+
+func readStatus(tx *bolt.Tx) (storedStatus, error) {
+	var st storedStatus
+	raw := tx.Bucket([]byte(bucketMeta)).Get([]byte(keyStatus))
+	if raw == nil {
+		return st, nil
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, fmt.Errorf("read vulnerability database status: %w", err)
+	}
+	return st, nil
+}
+
+func writeStatus(tx *bolt.Tx, st storedStatus) error {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode vulnerability database status: %w", err)
+	}
+	if err := tx.Bucket([]byte(bucketMeta)).Put([]byte(keyStatus), raw); err != nil {
+		return fmt.Errorf("write vulnerability database status: %w", err)
+	}
+	return nil
+}
+
+// recordMeta is the "records" value: what one record put into the index.
+type recordMeta struct {
+	Hash   [32]byte
+	Source string   // URL of the Update source it came from; "" for Import
+	Keys   []string // "ecosystem\x00name" prefixes of its index entries
+}
+
+// encode lays recordMeta out as hash | uvarint len + source | uvarint n |
+// n × (uvarint len + key): the content hash walks every record after each
+// import, and this is quicker to read than JSON.
+func (m recordMeta) encode() []byte {
+	b := make([]byte, 0, 32+len(m.Source)+8+len(m.Keys)*24)
+	b = append(b, m.Hash[:]...)
+	b = binary.AppendUvarint(b, uint64(len(m.Source)))
+	b = append(b, m.Source...)
+	b = binary.AppendUvarint(b, uint64(len(m.Keys)))
+	for _, k := range m.Keys {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+	}
+	return b
+}
+
+func decodeRecordMeta(b []byte) (recordMeta, error) {
+	var m recordMeta
+	if len(b) < 32 {
+		return m, errors.New("record metadata is truncated")
+	}
+	copy(m.Hash[:], b)
+	b = b[32:]
+	next := func() (string, error) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return "", errors.New("record metadata is truncated")
+		}
+		s := string(b[w : w+int(n)])
+		b = b[w+int(n):]
+		return s, nil
+	}
+	var err error
+	if m.Source, err = next(); err != nil {
+		return m, err
+	}
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)) {
+		return m, errors.New("record metadata is truncated")
+	}
+	b = b[w:]
+	for range n {
+		k, err := next()
+		if err != nil {
+			return m, err
+		}
+		m.Keys = append(m.Keys, k)
+	}
+	return m, nil
+}

@@ -1,0 +1,318 @@
+package vulndb
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ImportStats counts what an Import or Update did.
+type ImportStats struct {
+	Records    int            // records read and stored (new, changed or unchanged)
+	Skipped    int            // records refused as malformed; Problems says why
+	Ecosystems map[string]int // records read per ecosystem, with release ("Alpine:v3.16")
+	Removed    int            // records withdrawn, or gone from an updated source
+	Unchanged  int            // Update: sources that answered 304 Not Modified
+	Problems   []string       // the first maxProblems reasons for Skipped, each naming its file
+}
+
+// maxProblems bounds ImportStats.Problems: an import of a broken archive
+// should say what is wrong, not repeat it 100,000 times.
+const maxProblems = 100
+
+// maxRecordSize bounds one record read into memory. The largest records on
+// osv.dev (kernel CVEs listing every version) are a few MiB.
+const maxRecordSize = 32 << 20
+
+// Import reads OSV records from paths — directories (every *.json and *.zip
+// below them), single JSON files holding one record or an array of records,
+// and osv.dev all.zip archives — and stores them in one transaction: an
+// error or a cancelled ctx leaves the database as it was. A record with the
+// id of a stored one replaces it. Malformed records are skipped and counted;
+// a missing path or an unreadable archive is an error naming the file.
+// progress, if not nil, gets a progress line rewritten in place ("\r").
+func (db *DB) Import(ctx context.Context, paths []string, progress io.Writer) (ImportStats, error) {
+	if len(paths) == 0 {
+		return ImportStats{}, errors.New("import vulnerability records: no paths given")
+	}
+	files, err := expandPaths(paths)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	pl := newProgress(progress)
+	// Records are read and checked before the write transaction starts:
+	// other writers wait only for the writing.
+	im := newImporter(ctx, pl)
+	for _, f := range files {
+		if err := im.importFile(f); err != nil {
+			pl.abort()
+			return ImportStats{}, err
+		}
+	}
+	err = db.bolt.Update(func(tx *bolt.Tx) error {
+		changed, err := im.flush(tx)
+		if err != nil {
+			return err
+		}
+		return finishImport(tx, changed, nil)
+	})
+	if err != nil {
+		pl.abort()
+		return ImportStats{}, fmt.Errorf("import vulnerability records: %w", err)
+	}
+	pl.done("imported %d records, skipped %d", im.stats.Records, im.stats.Skipped)
+	return im.stats, nil
+}
+
+// expandPaths turns the arguments into the list of files to read, failing
+// before anything is imported if one is missing.
+func expandPaths(paths []string) ([]string, error) {
+	var files []string
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("import vulnerability records from %s: %w", p, err)
+		}
+		if !info.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		// WalkDir does not descend into a root that is a symlink.
+		root, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return nil, fmt.Errorf("import vulnerability records from %s: %w", p, err)
+		}
+		err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			ext := strings.ToLower(filepath.Ext(path))
+			if d.Type().IsRegular() && (ext == ".json" || ext == ".zip") {
+				files = append(files, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("import vulnerability records: list %s: %w", p, err)
+		}
+	}
+	return files, nil
+}
+
+// importFile reads one file, deciding by its first bytes whether it is a
+// zip archive or JSON, so that a misnamed file still imports.
+func (im *importer) importFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("import vulnerability records from %s: %w", path, err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 64<<10)
+	head, _ := br.Peek(4)
+	if bytes.Equal(head, []byte("PK\x03\x04")) || bytes.Equal(head, []byte("PK\x05\x06")) {
+		return im.importZip(path)
+	}
+	return im.importJSON(path, br)
+}
+
+// importZip reads every *.json entry of an archive laid out like osv.dev's
+// all.zip (one record per entry).
+func (im *importer) importZip(path string) error {
+	zr, err := zip.OpenReader(path)
+	if err != nil {
+		return fmt.Errorf("import vulnerability records: open zip archive %s: %w", path, err)
+	}
+	defer zr.Close()
+	for _, zf := range zr.File {
+		if zf.FileInfo().IsDir() || !strings.EqualFold(filepath.Ext(zf.Name), ".json") {
+			continue
+		}
+		name := path + ":" + zf.Name
+		data, err := readZipEntry(zf)
+		if err != nil {
+			im.skip(name, err)
+			continue
+		}
+		if err := im.add(name, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readZipEntry(zf *zip.File) ([]byte, error) {
+	if zf.UncompressedSize64 > maxRecordSize {
+		return nil, fmt.Errorf("record is %d bytes, more than %d", zf.UncompressedSize64, maxRecordSize)
+	}
+	rc, err := zf.Open()
+	if err != nil {
+		return nil, fmt.Errorf("open archive entry: %w", err)
+	}
+	defer rc.Close()
+	// The header's size can lie (a zip bomb): read at most the limit.
+	data, err := io.ReadAll(io.LimitReader(rc, maxRecordSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read archive entry: %w", err)
+	}
+	if len(data) > maxRecordSize {
+		return nil, fmt.Errorf("record is more than %d bytes", maxRecordSize)
+	}
+	return data, nil
+}
+
+// importJSON reads a file holding one record, or a JSON array of records
+// (decoded one element at a time, so a large array needs no more memory
+// than its largest record).
+func (im *importer) importJSON(path string, br *bufio.Reader) error {
+	first, err := firstNonSpace(br)
+	if err != nil {
+		im.skip(path, errors.New("empty file"))
+		return nil
+	}
+	if first != '[' {
+		data, err := io.ReadAll(io.LimitReader(br, maxRecordSize+1))
+		switch {
+		case err != nil:
+			return fmt.Errorf("import vulnerability records: read %s: %w", path, err)
+		case len(data) > maxRecordSize:
+			im.skip(path, fmt.Errorf("record is more than %d bytes", maxRecordSize))
+			return nil
+		}
+		return im.add(path, data)
+	}
+	dec := json.NewDecoder(br)
+	if _, err := dec.Token(); err != nil {
+		im.skip(path, fmt.Errorf("invalid JSON array: %w", err))
+		return nil
+	}
+	for i := 0; dec.More(); i++ {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			// The decoder cannot resynchronise after a syntax error:
+			// the rest of the file is lost, and said so.
+			im.skip(fmt.Sprintf("%s[%d]", path, i), fmt.Errorf("invalid JSON, rest of the file not read: %w", err))
+			return nil
+		}
+		if err := im.add(fmt.Sprintf("%s[%d]", path, i), raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// firstNonSpace peeks past leading white space and returns the first byte
+// without consuming it.
+func firstNonSpace(br *bufio.Reader) (byte, error) {
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		if b != ' ' && b != '\t' && b != '\n' && b != '\r' {
+			return b, br.UnreadByte()
+		}
+	}
+}
+
+// finishImport recomputes the content hash and the counts, and moves the
+// build time only when the content changed. sources, if not nil, replaces
+// the stored per-source state.
+func finishImport(tx *bolt.Tx, changed bool, sources map[string]SourceStatus) error {
+	st, err := readStatus(tx)
+	if err != nil {
+		return err
+	}
+	if sources != nil {
+		st.Sources = sources
+	}
+	if changed || st.Hash == "" {
+		h := sha256.New()
+		h.Write([]byte(formatVersion + "\x00"))
+		st.Records, st.Ecosystems = 0, map[string]int{}
+		err := tx.Bucket([]byte(bucketRecords)).ForEach(func(id, v []byte) error {
+			m, err := decodeRecordMeta(v)
+			if err != nil {
+				return fmt.Errorf("read stored record %s: %w", id, err)
+			}
+			h.Write(id)
+			h.Write([]byte{0})
+			h.Write(m.Hash[:])
+			st.Records++
+			var last string
+			for _, k := range m.Keys {
+				if eco, _, _ := strings.Cut(k, "\x00"); eco != last {
+					st.Ecosystems[eco]++
+					last = eco
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if hash := hex.EncodeToString(h.Sum(nil)); hash != st.Hash {
+			st.Hash, st.BuiltAt = hash, time.Now().UTC().Truncate(time.Second)
+		}
+	}
+	return writeStatus(tx, st)
+}
+
+// progress rewrites one line on a terminal, at most a few times a second.
+type progress struct {
+	w    io.Writer
+	last time.Time
+	used bool
+}
+
+func newProgress(w io.Writer) *progress { return &progress{w: w} }
+
+func (p *progress) update(format string, args ...any) {
+	if p == nil || p.w == nil || time.Since(p.last) < 200*time.Millisecond {
+		return
+	}
+	p.last, p.used = time.Now(), true
+	fmt.Fprintf(p.w, "\r\x1b[K"+format, args...)
+}
+
+// abort ends a progress line that was drawn, leaving the error to the
+// caller.
+func (p *progress) abort() {
+	if p != nil && p.w != nil && p.used {
+		fmt.Fprintln(p.w)
+	}
+	p.used = false
+}
+
+// done ends the line with a final message.
+func (p *progress) done(format string, args ...any) {
+	if p == nil || p.w == nil {
+		return
+	}
+	fmt.Fprintf(p.w, "\r\x1b[K"+format+"\n", args...)
+	p.used, p.last = false, time.Time{}
+}
+
+// sortSources orders sources for Status by ecosystem, then URL.
+func sortSources(s []SourceStatus) {
+	slices.SortFunc(s, func(a, b SourceStatus) int {
+		if c := strings.Compare(a.Ecosystem, b.Ecosystem); c != 0 {
+			return c
+		}
+		return strings.Compare(a.URL, b.URL)
+	})
+}

@@ -1,0 +1,239 @@
+package vulndb
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/osv-scalibr/semantic"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Match returns the vulnerabilities affecting each query, sorted by query
+// index, then id. It reads only the index entries of the queried packages,
+// in one read transaction, so an import running meanwhile is either wholly
+// seen or not at all.
+//
+// A query with SourceName (Debian and Alpine name source packages) is
+// matched on the source package with SourceVersion (else Version), and on
+// Name with Version, since some records name binaries; an id is reported
+// once per query, the source match first.
+func (db *DB) Match(ctx context.Context, qs []Query) ([]Finding, error) {
+	var out []Finding
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]entry{}}
+		for i, q := range qs {
+			if i%64 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			fs, err := m.match(i, q)
+			if err != nil {
+				return err
+			}
+			out = append(out, fs...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("match %d packages against the vulnerability database: %w", len(qs), err)
+	}
+	slices.SortStableFunc(out, func(a, b Finding) int {
+		if a.Query != b.Query {
+			return a.Query - b.Query
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// matcher holds what one Match call has read, so that the binaries of one
+// source package (libc6, libc-bin, … of glibc) decode its entries once.
+type matcher struct {
+	index *bolt.Bucket
+	cache map[string][]entry
+}
+
+// candidate is one (package, version) to look up for a query.
+type candidate struct{ name, version string }
+
+func (m *matcher) match(qi int, q Query) ([]Finding, error) {
+	q = fromPURL(q)
+	eco := normalizeEcosystem(q.Ecosystem)
+	if eco == "" || q.Name == "" || q.Version == "" {
+		return nil, nil
+	}
+	var cands []candidate
+	if q.SourceName != "" {
+		v := q.SourceVersion
+		if v == "" {
+			v = q.Version
+		}
+		cands = append(cands, candidate{q.SourceName, v})
+	}
+	if c := (candidate{q.Name, q.Version}); !slices.Contains(cands, c) {
+		cands = append(cands, c)
+	}
+	var out []Finding
+	seen := map[string]bool{}
+	for _, c := range cands {
+		entries, err := m.entries(eco, normalizeName(eco, c.name))
+		if err != nil {
+			return nil, err
+		}
+		if len(entries) == 0 {
+			continue
+		}
+		v := queryVersion(eco, c.name, c.version)
+		iv := parsedVersions{eco: eco, v: v}
+		for i := range entries {
+			e := &entries[i]
+			if seen[e.ID] {
+				continue
+			}
+			f, ok := matchEntry(e, &iv)
+			if !ok {
+				continue
+			}
+			seen[e.ID] = true
+			f.Ecosystem = q.Ecosystem
+			if f.Ecosystem == "" {
+				f.Ecosystem = eco
+			}
+			f.Package, f.InstalledVersion, f.Query = q.Name, q.Version, qi
+			if e.Package != q.Name {
+				f.AffectedPackage = e.Package
+			}
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// queryVersion puts an installed version in the form records use: Go
+// toolchain releases as semver ("go1.21.3" → "1.21.3"), Go module
+// versions without the "v" that build info has and records lack.
+func queryVersion(eco, name, v string) string {
+	v = strings.TrimSpace(v)
+	switch {
+	case isGoToolchain(eco, name):
+		return goToolchainVersion(v)
+	case baseEcosystem(eco) == "Go":
+		return strings.TrimPrefix(v, "v")
+	}
+	return v
+}
+
+// parsedVersions parses the installed version at most once per kind of
+// range (ecosystem order, semver order).
+type parsedVersions struct {
+	eco              string
+	v                string
+	ecoDone, semDone bool
+	ecoVer, semVer   semantic.Version
+}
+
+func (p *parsedVersions) get(semver bool) semantic.Version {
+	if semver {
+		if !p.semDone {
+			p.semVer, p.semDone = parseOrNil(p.v, p.eco, true), true
+		}
+		return p.semVer
+	}
+	if !p.ecoDone {
+		p.ecoVer, p.ecoDone = parseOrNil(p.v, p.eco, false), true
+	}
+	return p.ecoVer
+}
+
+func parseOrNil(v, eco string, semver bool) semantic.Version {
+	pv, err := parseVersion(v, eco, semver)
+	if err != nil {
+		return nil
+	}
+	return pv
+}
+
+// matchEntry decides whether an entry affects the version; the finding has
+// the entry's fields, the fixed versions of the spans that contain the
+// version, and the worst severity of the parts that matched.
+func matchEntry(e *entry, iv *parsedVersions) (Finding, bool) {
+	var (
+		hit   bool
+		fixed []string
+		sev   severity
+	)
+	for _, p := range e.Parts {
+		partHit := slices.Contains(p.Versions, iv.v)
+		for _, r := range p.Ranges {
+			ok, fix := r.contains(iv.get(r.Semver))
+			if !ok {
+				continue
+			}
+			partHit = true
+			if fix != "" && !slices.Contains(fixed, fix) {
+				fixed = append(fixed, fix)
+			}
+		}
+		if !partHit {
+			continue
+		}
+		if !hit || worse(p.Severity, sev) {
+			sev = p.Severity
+		}
+		hit = true
+	}
+	if !hit {
+		return Finding{}, false
+	}
+	slices.SortFunc(fixed, func(a, b string) int {
+		if c, err := compareStrings(a, b, iv.eco, false); err == nil && c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	if sev.Level == "" {
+		sev.Level = SeverityUnknown
+	}
+	return Finding{
+		ID:            e.ID,
+		Aliases:       slices.Clone(e.Aliases),
+		Upstream:      slices.Clone(e.Upstream),
+		Summary:       e.Summary,
+		FixedVersions: fixed,
+		Severity:      sev.Level,
+		Score:         sev.Score,
+		CVSSVector:    sev.Vector,
+	}, true
+}
+
+func worse(a, b severity) bool {
+	if ra, rb := SeverityRank(a.Level), SeverityRank(b.Level); ra != rb {
+		return ra > rb
+	}
+	return a.Score > b.Score
+}
+
+// entries reads the index entries of one package, through the cache.
+func (m *matcher) entries(eco, name string) ([]entry, error) {
+	prefix := eco + "\x00" + name + "\x00"
+	if es, ok := m.cache[prefix]; ok {
+		return es, nil
+	}
+	var es []entry
+	c := m.index.Cursor()
+	p := []byte(prefix)
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		var e entry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("read index entry %q: %w", k, err)
+		}
+		es = append(es, e)
+	}
+	m.cache[prefix] = es
+	return es, nil
+}

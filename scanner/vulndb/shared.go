@@ -1,0 +1,101 @@
+package vulndb
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// OpenWait is Open that waits, up to ctx, while another process (a running
+// server matching, or an import) holds the database.
+func OpenWait(ctx context.Context, dir string) (*DB, error) {
+	for {
+		db, err := Open(dir)
+		if !errors.Is(err, ErrInUse) {
+			return db, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Shared keeps the database open only while something uses it, so another
+// process can import into it in between: a server matching now and then
+// never locks out 'portcullis db import'. Safe for concurrent use.
+type Shared struct {
+	dir string
+
+	mu      sync.Mutex
+	db      *DB
+	users   int
+	version string // last version seen, for Version when the file is busy
+}
+
+// NewShared opens nothing yet.
+func NewShared(dir string) *Shared { return &Shared{dir: dir} }
+
+func (s *Shared) acquire(ctx context.Context) (*DB, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db == nil {
+		db, err := OpenWait(ctx, s.dir)
+		if err != nil {
+			return nil, err
+		}
+		s.db = db
+	}
+	s.users++
+	return s.db, nil
+}
+
+func (s *Shared) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users--
+	if s.users == 0 {
+		s.version = s.db.Version()
+		s.db.Close()
+		s.db = nil
+	}
+}
+
+// Match implements the pipeline's Matcher.
+func (s *Shared) Match(ctx context.Context, qs []Query) ([]Finding, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.release()
+	return db.Match(ctx, qs)
+}
+
+// Version is the current database version; while another process holds
+// the file for longer than two seconds, the last version seen.
+func (s *Shared) Version() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	db, err := s.acquire(ctx)
+	if err != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.version
+	}
+	defer s.release()
+	return db.Version()
+}
+
+// Update downloads and imports sources, holding the database meanwhile.
+func (s *Shared) Update(ctx context.Context, sources []Source, client *http.Client, progress io.Writer) (ImportStats, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return ImportStats{}, err
+	}
+	defer s.release()
+	return db.Update(ctx, sources, client, progress)
+}
