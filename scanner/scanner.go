@@ -1,0 +1,167 @@
+package scanner
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Version identifies the extraction logic. Bump it whenever the same image
+// could give a different inventory, so stored inventories can be redone.
+const Version = "portcullis-scanner/1"
+
+const (
+	// defaultMaxFileSize bounds each file read into memory for an extractor
+	// (package databases, jars, executables). Go and Rust binaries are the
+	// large ones; a few reach 200 MB, so the default leaves room for them.
+	defaultMaxFileSize = 256 << 20
+	// defaultMaxLayerSize bounds the uncompressed bytes read from one layer,
+	// so a decompression bomb costs bounded CPU time rather than forever.
+	defaultMaxLayerSize = 64 << 30
+	// defaultMaxEntries bounds the tar entries of one layer for the same
+	// reason (millions of empty entries compress to almost nothing).
+	defaultMaxEntries = 5_000_000
+)
+
+// Scanner extracts the package inventory of container images. It is safe
+// for concurrent use: Scan keeps all its state on the stack of the call.
+type Scanner struct {
+	maxFileSize  int64
+	maxLayerSize int64
+	maxEntries   int
+	log          *slog.Logger
+	extractors   []*extractorSpec
+}
+
+// Option configures a Scanner.
+type Option func(*Scanner)
+
+// WithMaxFileSize bounds the size of each file read into memory for an
+// extractor (package databases, jars, executables); larger files are
+// skipped and logged. Default 256 MiB.
+func WithMaxFileSize(n int64) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxFileSize = n
+		}
+	}
+}
+
+// WithMaxLayerSize bounds the uncompressed bytes read from one layer; a
+// layer that expands beyond it fails the scan. Default 64 GiB.
+func WithMaxLayerSize(n int64) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxLayerSize = n
+		}
+	}
+}
+
+// WithMaxEntries bounds the number of tar entries in one layer. Default five
+// million.
+func WithMaxEntries(n int) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxEntries = n
+		}
+	}
+}
+
+// WithLogger sets where skipped files and extractor failures are reported.
+// Default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Scanner) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// New returns a Scanner with the given options.
+func New(opts ...Option) *Scanner {
+	s := &Scanner{
+		maxFileSize:  defaultMaxFileSize,
+		maxLayerSize: defaultMaxLayerSize,
+		maxEntries:   defaultMaxEntries,
+		log:          slog.Default(),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.extractors = newExtractors(s.maxFileSize)
+	return s
+}
+
+// Scan reads every layer of img once, in order, through layer.Compressed()
+// (gzip, zstd or plain tar, recognised by their magic bytes), and returns
+// the packages present in the final filesystem, each attributed to the
+// layer that introduced it. Nothing is written to the host filesystem.
+func (s *Scanner) Scan(ctx context.Context, img v1.Image) (*Inventory, error) {
+	digest, err := img.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("image digest: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("layers of %s: %w", digest, err)
+	}
+	// Diff IDs come from the config: asking a layer for its DiffID may
+	// decompress the whole blob (go-containerregistry's partial images do),
+	// which would read it a second time.
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("config of %s: %w", digest, err)
+	}
+	var diffIDs []v1.Hash
+	if cfg != nil && len(cfg.RootFS.DiffIDs) == len(layers) {
+		diffIDs = cfg.RootFS.DiffIDs
+	}
+	inv := &Inventory{
+		ImageDigest:    digest.String(),
+		Layers:         make([]Layer, 0, len(layers)),
+		Packages:       []Package{},
+		ScannerVersion: Version,
+	}
+	st := newFSState()
+	for i, l := range layers {
+		var diffID v1.Hash
+		if diffIDs != nil {
+			diffID = diffIDs[i]
+		}
+		meta, err := describeLayer(l, diffID)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d of %s: %w", i, digest, err)
+		}
+		inv.Layers = append(inv.Layers, meta)
+		if err := s.scanLayer(ctx, st, i, l); err != nil {
+			return nil, fmt.Errorf("layer %d (%s) of %s: %w", i, meta.Digest, digest, err)
+		}
+	}
+	inv.OS = detectOS(st)
+	inv.Packages = st.packages(inv.OS, inv.Layers)
+	return inv, nil
+}
+
+// describeLayer reads the layer's metadata; for registry and cached layers
+// these come from the manifest, without reading the blob.
+func describeLayer(l v1.Layer, diffID v1.Hash) (Layer, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return Layer{}, fmt.Errorf("digest: %w", err)
+	}
+	size, err := l.Size()
+	if err != nil {
+		return Layer{}, fmt.Errorf("size of %s: %w", d, err)
+	}
+	mt, err := l.MediaType()
+	if err != nil {
+		return Layer{}, fmt.Errorf("media type of %s: %w", d, err)
+	}
+	meta := Layer{Digest: d.String(), Size: size, MediaType: string(mt)}
+	if diffID.Hex != "" {
+		meta.DiffID = diffID.String()
+	}
+	return meta, nil
+}
