@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,10 +16,15 @@ import (
 const usage = `portcullis: a pull-through OCI registry mirror
 
 Usage:
-  portcullis serve [flags]     run the mirror (no flags needed: 127.0.0.1:5000, ./portcullis-data)
-  portcullis version           print the version
+  portcullis serve [flags]               run the mirror (no flags needed: 127.0.0.1:5000, ./portcullis-data)
+  portcullis scan [flags] REF            scan an image from any registry (or through a Portcullis)
+  portcullis scan [flags] --archive FILE scan a docker-archive or OCI layout tarball
+  portcullis db import [--data DIR] PATH…  import OSV records (directories, .json, all.zip)
+  portcullis db update [--data DIR]      download the OSV database
+  portcullis db status [--data DIR]      show the database version and contents
+  portcullis version                     print the version
 
-Run 'portcullis serve -h' for the serve flags.
+Every command takes --data DIR; run 'portcullis COMMAND -h' for its flags.
 `
 
 func main() {
@@ -36,6 +42,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(ctx, args[1:], stderr)
+	case "scan":
+		err = scanCommand(ctx, args[1:], stdout, stderr)
+	case "db":
+		err = dbCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "portcullis", version())
 		return 0
@@ -46,14 +56,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "portcullis: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	if err != nil {
-		if err == errUsage {
-			return 2
-		}
-		fmt.Fprintln(stderr, "portcullis:", err)
-		return 1
+	var found errFindings
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	case errors.As(err, &found):
+		return found.code
 	}
-	return 0
+	fmt.Fprintln(stderr, "portcullis:", err)
+	return 1
 }
 
 func version() string {

@@ -140,12 +140,19 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, log)
+	if err != nil {
+		return err
+	}
+	defer stopBackground()
 
 	var ready atomic.Bool
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/"):
 			p.ServeHTTP(w, r)
+		case strings.HasPrefix(r.URL.Path, "/api/"):
+			apiHandler.ServeHTTP(w, r)
 		case r.URL.Path == "/healthz":
 			io.WriteString(w, "ok\n")
 		case r.URL.Path == "/readyz":

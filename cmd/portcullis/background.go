@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/portcullis/portcullis/api"
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/pipeline"
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/store"
+)
+
+// startBackground opens the vulnerability database, starts the scan
+// pipeline (installed as the proxy's gate) and returns the status API. stop
+// waits for the background work to end after ctx is cancelled.
+func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, log *slog.Logger) (http.Handler, func(), error) {
+	// Shared: the server holds the database only while matching, so
+	// 'portcullis db import' works while it runs.
+	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
+	pl := pipeline.New(pipeline.Options{
+		Store:          state,
+		Images:         p,
+		Scanner:        scanner.New(scanner.WithLogger(log)),
+		ScannerVersion: scanner.Version,
+		Matcher:        db,
+		Workers:        cfg.Scan.Workers,
+		ScanTimeout:    time.Duration(cfg.Scan.Timeout),
+		AllPlatforms:   cfg.Scan.AllPlatforms,
+		Logger:         log,
+	})
+	bg, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if cfg.Scan.Enabled {
+		p.SetGate(pl)
+		wg.Go(func() {
+			if err := pl.Run(bg); err != nil {
+				log.Error("scan pipeline", "err", err)
+			}
+		})
+		wg.Go(func() { pl.WatchDB(bg, 5*time.Second) })
+	}
+	if every := time.Duration(cfg.VulnDB.UpdateInterval); every > 0 {
+		wg.Go(func() { updateLoop(bg, db, every, log) })
+	}
+	stop := func() {
+		cancel()
+		wg.Wait()
+	}
+	return &api.Handler{Scans: state, Resolver: p, Queue: pl, Log: log}, stop, nil
+}
+
+// updateLoop downloads the OSV database now and then every interval.
+func updateLoop(ctx context.Context, db *vulndb.Shared, every time.Duration, log *slog.Logger) {
+	client := &http.Client{Timeout: 30 * time.Minute}
+	for {
+		st, err := db.Update(ctx, vulndb.DefaultSources(), client, nil)
+		if err != nil {
+			log.Warn("vulnerability database update failed", "err", err)
+		} else {
+			log.Info("vulnerability database updated", "records", st.Records, "version", db.Version())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
