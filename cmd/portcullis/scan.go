@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/report"
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
@@ -41,6 +42,8 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	// The report goes to stdout; the extractors' chatter only at debug.
+	useScalibrLogger(newLogger(config.Log{Level: "warn", Format: "text"}, stderr))
 	levels, err := report.ParseSeverities(*severity)
 	if err != nil {
 		return err

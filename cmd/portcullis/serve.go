@@ -80,6 +80,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	useScalibrLogger(log)
 	return runServer(ctx, cfg, log)
 }
 
