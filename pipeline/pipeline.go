@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -313,6 +314,11 @@ func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []v
 	if err != nil {
 		return nil, nil, "", err
 	}
+	if why := notAContainerImage(img); why != "" {
+		// Signatures, SBOMs and other artifacts travel as manifests too;
+		// they have nothing to scan.
+		return &scanner.Inventory{ImageDigest: j.digest.String(), Packages: []scanner.Package{}, Note: why}, []vulndb.Finding{}, "", nil
+	}
 	inv, err := p.o.Scanner.Scan(ctx, img)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("scan %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
@@ -335,4 +341,27 @@ func (p *Pipeline) match(ctx context.Context, inv *scanner.Inventory) ([]vulndb.
 		findings = []vulndb.Finding{}
 	}
 	return findings, p.o.Matcher.Version(), nil
+}
+
+// notAContainerImage says why a manifest is an artifact rather than a
+// container image (a config that is not an image config, or layers that are
+// not filesystem tars), or "" for an image.
+func notAContainerImage(img v1.Image) string {
+	m, err := img.Manifest()
+	if err != nil {
+		return "" // let the scan report it
+	}
+	switch m.Config.MediaType {
+	case types.OCIConfigJSON, types.DockerConfigJSON:
+	default:
+		return "artifact, not a container image: config type " + string(m.Config.MediaType)
+	}
+	for _, l := range m.Layers {
+		switch mt := string(l.MediaType); {
+		case strings.Contains(mt, ".tar"), strings.Contains(mt, "rootfs"), strings.Contains(mt, "docker.image.rootfs"):
+		default:
+			return "artifact, not a container image: layer type " + mt
+		}
+	}
+	return ""
 }

@@ -18,9 +18,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/pipeline"
@@ -290,5 +292,30 @@ func TestIndexScansPulledOrAllPlatforms(t *testing.T) {
 		if rec := waitDone(t, r.state, digest.Digest(c.Digest.String())); rec.State != store.ScanDone {
 			t.Fatalf("child %s: %+v", c.Digest, rec)
 		}
+	}
+}
+
+// Artifacts (signatures, SBOMs) are manifests too; they are recorded as
+// such, not scanned and not failed.
+func TestArtifactsAreNotScanned(t *testing.T) {
+	r := newRig(t)
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifact := mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), "application/vnd.example.sbom+json")
+	ref, _ := name.ParseReference(r.upstreamHost + "/team/app:sbom")
+	if err := remote.Write(ref, artifact); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := artifact.Digest()
+	pl := r.pipeline(t)
+	run(t, pl)
+	pl.Enqueue(context.Background(), "docker.io", "team/app", digest.Digest(d.String()), string(types.OCIManifestSchema1))
+	rec := waitDone(t, r.state, digest.Digest(d.String()))
+	var inv scanner.Inventory
+	json.Unmarshal(rec.Inventory, &inv)
+	if rec.State != store.ScanDone || !strings.Contains(inv.Note, "artifact") || r.scans.calls.Load() != 0 {
+		t.Fatalf("artifact: %+v note %q, scans %d", rec, inv.Note, r.scans.calls.Load())
 	}
 }

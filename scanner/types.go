@@ -50,4 +50,7 @@ type Inventory struct {
 	// ScannerVersion changes whenever extraction could give a different
 	// answer for the same image, so stored inventories can be redone.
 	ScannerVersion string `json:"scannerVersion"`
+	// Note explains an empty inventory that is not an error, e.g. a
+	// signature or SBOM manifest that has no filesystem to scan.
+	Note string `json:"note,omitempty"`
 }
