@@ -25,6 +25,7 @@ type Config struct {
 	TLS             TLS        `yaml:"tls"`
 	Cache           Cache      `yaml:"cache"`
 	Storage         Storage    `yaml:"storage"`
+	Policy          string     `yaml:"policy"` // policy file; empty: the default policy (warn mode)
 	Scan            Scan       `yaml:"scan"`
 	VulnDB          VulnDB     `yaml:"vulndb"`
 	Log             Log        `yaml:"log"`

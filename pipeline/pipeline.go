@@ -19,7 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
@@ -29,6 +29,7 @@ import (
 type Images interface {
 	Image(ctx context.Context, upstream, repo string, d digest.Digest) (v1.Image, error)
 	IndexChildren(ctx context.Context, upstream, repo string, d digest.Digest) ([]v1.Descriptor, error)
+	Tags(ctx context.Context, upstream, repo string) ([]string, error)
 }
 
 // Scanner extracts an image's inventory.
@@ -48,8 +49,9 @@ type Options struct {
 	Images         Images
 	Scanner        Scanner
 	ScannerVersion string
-	Matcher        Matcher // nil: inventories only, until a database is imported
-	Workers        int     // concurrent scans; 0 means 2
+	Matcher        Matcher        // nil: inventories only, until a database is imported
+	Policy         *policy.Policy // nil: policy.Default()
+	Workers        int            // concurrent scans; 0 means 2
 	ScanTimeout    time.Duration
 	// AllPlatforms scans every child of an index when the index is served;
 	// otherwise only the platform manifests clients pull are scanned.
@@ -73,7 +75,13 @@ type Pipeline struct {
 	// settled holds digests with a current result, so the manifest path
 	// does not read the store on every pull.
 	settled map[digest.Digest]bool
-	wake    chan struct{}
+	// finished is closed when the queued scan of a digest ends, for gates
+	// waiting on it.
+	finished map[digest.Digest]chan struct{}
+	// decisions remembers served verdicts so the manifest path does not
+	// read the store on every pull; entries go when a result changes.
+	decisions map[digest.Digest]cachedDecision
+	wake      chan struct{}
 }
 
 // settledLimit bounds the settled set; when full it starts over.
@@ -99,21 +107,15 @@ func New(o Options) *Pipeline {
 	o.ScanTimeout = cmp.Or(o.ScanTimeout, 30*time.Minute)
 	o.RetryFailedAfter = cmp.Or(o.RetryFailedAfter, 10*time.Minute)
 	return &Pipeline{
-		o:       o,
-		log:     cmp.Or(o.Logger, slog.Default()),
-		now:     time.Now,
-		queued:  map[digest.Digest]bool{},
-		settled: map[digest.Digest]bool{},
-		wake:    make(chan struct{}, 1),
+		o:         o,
+		log:       cmp.Or(o.Logger, slog.Default()),
+		now:       time.Now,
+		queued:    map[digest.Digest]bool{},
+		settled:   map[digest.Digest]bool{},
+		finished:  map[digest.Digest]chan struct{}{},
+		decisions: map[digest.Digest]cachedDecision{},
+		wake:      make(chan struct{}, 1),
 	}
-}
-
-// Check implements proxy.Gate: queue the manifest and let the pull go on.
-func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, error) {
-	if err := p.Enqueue(ctx, s.Upstream, s.Repository, s.Digest, s.MediaType); err != nil {
-		p.log.Warn("queue scan", "digest", s.Digest, "err", err)
-	}
-	return proxy.Decision{Verdict: proxy.Allow}, nil
 }
 
 func isIndex(mediaType string) bool {
@@ -157,39 +159,45 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 		}
 		return nil
 	}
-	p.mu.Lock()
-	already := p.queued[d]
-	p.mu.Unlock()
-	if already {
-		return nil
-	}
-	rec, err := p.o.Store.Scan(ctx, d.String())
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return err
-	case rec.State == store.ScanDone && rec.ScannerVersion == p.o.ScannerVersion:
-		p.settle(d)
-		return nil
-	case rec.State == store.ScanFailed && p.now().Sub(rec.UpdatedAt) < p.o.RetryFailedAfter:
-		return nil
-	case rec.State == store.ScanPending && p.now().Sub(rec.QueuedAt) < p.o.ScanTimeout:
-		// Queued by another replica, or by this process before a
-		// restart (Run resumes those).
-		return nil
-	}
+	// Claim the digest before looking at the store, so a racing request
+	// cannot read "nothing yet" while this one's scan starts and ends.
 	p.mu.Lock()
 	if p.queued[d] {
 		p.mu.Unlock()
 		return nil
 	}
 	p.queued[d] = true
+	p.finished[d] = make(chan struct{})
 	p.mu.Unlock()
-	now := p.now()
-	if err := p.o.Store.PutScan(ctx, store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: upstream, Repository: repo, QueuedAt: now, UpdatedAt: now}); err != nil {
+	unclaim := func() {
 		p.mu.Lock()
 		delete(p.queued, d)
+		close(p.finished[d])
+		delete(p.finished, d)
 		p.mu.Unlock()
+	}
+	rec, err := p.o.Store.Scan(ctx, d.String())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		unclaim()
+		return err
+	case rec.State == store.ScanDone && rec.ScannerVersion == p.o.ScannerVersion:
+		unclaim()
+		p.settle(d)
+		return nil
+	case rec.State == store.ScanFailed && p.now().Sub(rec.UpdatedAt) < p.o.RetryFailedAfter:
+		unclaim()
+		return nil
+	case rec.State == store.ScanPending && p.now().Sub(rec.QueuedAt) < p.o.ScanTimeout:
+		// Queued by another replica, or by this process before a
+		// restart (Run resumes those).
+		unclaim()
+		return nil
+	}
+	now := p.now()
+	if err := p.o.Store.PutScan(ctx, store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: upstream, Repository: repo, QueuedAt: now, UpdatedAt: now}); err != nil {
+		unclaim()
 		return err
 	}
 	p.push(job{upstream: upstream, repo: repo, digest: d})
@@ -232,7 +240,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 	for _, j := range resume {
 		p.mu.Lock()
+		if p.queued[j.digest] { // queued by a pull since
+			p.mu.Unlock()
+			continue
+		}
 		p.queued[j.digest] = true
+		p.finished[j.digest] = make(chan struct{})
 		p.mu.Unlock()
 		p.push(j)
 	}
@@ -261,6 +274,10 @@ func (p *Pipeline) work(ctx context.Context) {
 		p.scan(ctx, j)
 		p.mu.Lock()
 		delete(p.queued, j.digest)
+		if ch := p.finished[j.digest]; ch != nil {
+			close(ch)
+			delete(p.finished, j.digest)
+		}
 		p.mu.Unlock()
 		if ctx.Err() != nil {
 			return
@@ -281,9 +298,12 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 	started := p.now()
 	rec := store.ScanRecord{Digest: j.digest.String(), Upstream: j.upstream, Repository: j.repo, QueuedAt: started, ScannerVersion: p.o.ScannerVersion}
 	if old, err := p.o.Store.Scan(ctx, rec.Digest); err == nil {
-		rec.QueuedAt = old.QueuedAt
+		if old.State == store.ScanDone && old.ScannerVersion == p.o.ScannerVersion {
+			return // a duplicate job (resumed and queued at once): already done
+		}
+		rec.QueuedAt, rec.FirstAllowedAt = old.QueuedAt, old.FirstAllowedAt
 	}
-	inv, findings, dbVersion, err := p.evaluate(ctx, j)
+	inv, findings, facts, dbVersion, err := p.evaluate(ctx, j)
 	rec.UpdatedAt = p.now()
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -294,7 +314,9 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 	} else {
 		rec.State, rec.DBVersion = store.ScanDone, dbVersion
 		if rec.Inventory, err = json.Marshal(inv); err == nil {
-			rec.Findings, err = json.Marshal(findings)
+			if rec.Findings, err = json.Marshal(findings); err == nil {
+				rec.Facts, err = json.Marshal(facts)
+			}
 		}
 		if err != nil {
 			rec.State, rec.Error = store.ScanFailed, "encode result: "+err.Error()
@@ -302,6 +324,8 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		p.log.Info("scanned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo,
 			"packages", len(inv.Packages), "findings", len(findings), "duration", rec.UpdatedAt.Sub(started))
 	}
+	p.decide(ctx, &rec, j.digest.String())
+	p.forget(j.digest)
 	if err := p.o.Store.PutScan(context.WithoutCancel(ctx), rec); err != nil {
 		p.log.Error("store scan result", "digest", j.digest, "err", err)
 	} else if rec.State == store.ScanDone {
@@ -309,23 +333,27 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 	}
 }
 
-func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, string, error) {
+func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, imageFacts, string, error) {
 	img, err := p.o.Images.Image(ctx, j.upstream, j.repo, j.digest)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, imageFacts{}, "", err
 	}
 	if why := notAContainerImage(img); why != "" {
 		// Signatures, SBOMs and other artifacts travel as manifests too;
 		// they have nothing to scan.
-		return &scanner.Inventory{ImageDigest: j.digest.String(), Packages: []scanner.Package{}, Note: why}, []vulndb.Finding{}, "", nil
+		return &scanner.Inventory{ImageDigest: j.digest.String(), Packages: []scanner.Package{}, Note: why}, []vulndb.Finding{}, imageFacts{}, "", nil
+	}
+	facts, err := readImageFacts(img)
+	if err != nil {
+		return nil, nil, imageFacts{}, "", fmt.Errorf("image %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
 	}
 	inv, err := p.o.Scanner.Scan(ctx, img)
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("scan %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
+		return nil, nil, imageFacts{}, "", fmt.Errorf("scan %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
 	}
 	inv.ImageDigest = j.digest.String()
 	findings, dbVersion, err := p.match(ctx, inv)
-	return inv, findings, dbVersion, err
+	return inv, findings, facts, dbVersion, err
 }
 
 // match finds the vulnerabilities of an inventory's packages.

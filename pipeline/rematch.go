@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/store"
 )
@@ -48,6 +50,8 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 			return n, err
 		}
 		r.DBVersion, r.Stale, r.UpdatedAt = dbVersion, false, p.now()
+		p.decide(ctx, &r, r.Digest)
+		p.forget(digest.Digest(r.Digest))
 		if err := p.o.Store.PutScan(ctx, r); err != nil {
 			return n, err
 		}

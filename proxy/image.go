@@ -162,3 +162,12 @@ func (l *cachedLayer) Compressed() (io.ReadCloser, error) {
 
 // ErrForeignLayer marks a layer the mirror does not fetch.
 var ErrForeignLayer = errors.New("foreign layer")
+
+// Tags lists a repository's tags upstream (for freshness checks).
+func (p *Proxy) Tags(ctx context.Context, upstreamName, repo string) ([]string, error) {
+	up, ok := p.upstreams[upstreamName]
+	if !ok {
+		return nil, fmt.Errorf("tags of %s/%s: upstream %q is not configured", upstreamName, repo, upstreamName)
+	}
+	return up.Client.Tags(ctx, repo)
+}

@@ -55,6 +55,15 @@ type ScanRecord struct {
 	UpdatedAt      time.Time       `json:"updatedAt"`
 	Inventory      json.RawMessage `json:"inventory,omitempty"`
 	Findings       json.RawMessage `json:"findings,omitempty"`
+	// Facts read from the image for the policy (age, size, layers), kept so
+	// re-evaluation needs no download.
+	Facts json.RawMessage `json:"facts,omitempty"`
+	// Decision is the policy's verdict and reasons, as the policy wrote
+	// them; Verdict is its effective verdict, for quick lookups.
+	Decision       json.RawMessage `json:"decision,omitempty"`
+	Verdict        string          `json:"verdict,omitempty"`
+	PolicyVersion  string          `json:"policyVersion,omitempty"`
+	FirstAllowedAt time.Time       `json:"firstAllowedAt,omitzero"`
 }
 
 // ScanStore keeps scan results by manifest digest.

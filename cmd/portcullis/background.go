@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/pipeline"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
@@ -24,7 +27,13 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	// Shared: the server holds the database only while matching, so
 	// 'portcullis db import' works while it runs.
 	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
+	pol, err := loadPolicy(cfg.Policy)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("policy loaded", "file", cfg.Policy, "version", pol.Version(), "rules", len(pol.Rules))
 	pl := pipeline.New(pipeline.Options{
+		Policy:         pol,
 		Store:          state,
 		Images:         p,
 		Scanner:        scanner.New(scanner.WithLogger(log)),
@@ -54,6 +63,22 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		wg.Wait()
 	}
 	return &api.Handler{Scans: state, Resolver: p, Queue: pl, Log: log}, stop, nil
+}
+
+// loadPolicy reads the policy file, or gives the default policy.
+func loadPolicy(path string) (*policy.Policy, error) {
+	if path == "" {
+		return policy.Default(), nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	pol, err := policy.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", path, err)
+	}
+	return pol, nil
 }
 
 // updateLoop downloads the OSV database now and then every interval.

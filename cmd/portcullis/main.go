@@ -22,6 +22,7 @@ Usage:
   portcullis db import [--data DIR] PATH…  import OSV records (directories, .json, all.zip)
   portcullis db update [--data DIR]      download the OSV database
   portcullis db status [--data DIR]      show the database version and contents
+  portcullis policy check --config FILE  validate a policy file
   portcullis version                     print the version
 
 Every command takes --data DIR; run 'portcullis COMMAND -h' for its flags.
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = scanCommand(ctx, args[1:], stdout, stderr)
 	case "db":
 		err = dbCommand(ctx, args[1:], stdout, stderr)
+	case "policy":
+		err = policyCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "portcullis", version())
 		return 0

@@ -1,0 +1,131 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/store"
+)
+
+// imageFacts are what the policy needs from the image itself, stored with
+// the scan so a re-evaluation downloads nothing.
+type imageFacts struct {
+	Created        time.Time `json:"created,omitzero"`
+	CompressedSize int64     `json:"compressedSize"`
+	LayerCount     int       `json:"layerCount"`
+}
+
+func readImageFacts(img v1.Image) (imageFacts, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return imageFacts{}, fmt.Errorf("read manifest: %w", err)
+	}
+	f := imageFacts{LayerCount: len(m.Layers)}
+	for _, l := range m.Layers {
+		f.CompressedSize += l.Size
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return imageFacts{}, fmt.Errorf("read config: %w", err)
+	}
+	f.Created = cfg.Created.Time
+	return f, nil
+}
+
+func (p *Pipeline) policy() *policy.Policy {
+	if p.o.Policy != nil {
+		return p.o.Policy
+	}
+	return policy.Default()
+}
+
+// dbBuiltAt reads the build time from the database version
+// ("sha256:…@2026-11-27T08:00:00Z"); zero means no database.
+func (p *Pipeline) dbBuiltAt() time.Time {
+	if p.o.Matcher == nil {
+		return time.Time{}
+	}
+	_, at, ok := strings.Cut(p.o.Matcher.Version(), "@")
+	if !ok {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339, at)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// facts assembles what the policy sees about a stored record.
+func (p *Pipeline) facts(ctx context.Context, rec store.ScanRecord, rule policy.Rule, reference string) policy.Facts {
+	f := policy.Facts{
+		Upstream: rec.Upstream, Repository: rec.Repository, Reference: reference, Digest: rec.Digest,
+		Signature: policy.SignatureFacts{State: policy.SignatureNotChecked},
+		ScanState: rec.State, ScanError: rec.Error,
+		DBBuiltAt: p.dbBuiltAt(), FirstAllowedAt: rec.FirstAllowedAt, Now: p.now(),
+	}
+	if !strings.Contains(reference, ":") {
+		f.CurrentTag = reference
+	}
+	var img imageFacts
+	if len(rec.Facts) > 0 && json.Unmarshal(rec.Facts, &img) == nil {
+		f.Created, f.CompressedSize, f.LayerCount = img.Created, img.CompressedSize, img.LayerCount
+	}
+	var findings []vulndb.Finding
+	if len(rec.Findings) > 0 && json.Unmarshal(rec.Findings, &findings) == nil {
+		for _, v := range findings {
+			f.Vulnerabilities = append(f.Vulnerabilities, policy.Vulnerability{
+				ID: v.ID, Aliases: slices.Concat(v.Aliases, v.Upstream), Package: v.Package, InstalledVersion: v.InstalledVersion,
+				FixedVersions: v.FixedVersions, Severity: v.Severity, Score: v.Score,
+			})
+		}
+	}
+	if rule.Freshness != nil && p.o.Images != nil {
+		// Tags change upstream; they are asked for at each evaluation.
+		if tags, err := p.o.Images.Tags(ctx, rec.Upstream, rec.Repository); err == nil {
+			f.Tags = tags
+		} else {
+			p.log.Warn("list tags for freshness", "repo", rec.Upstream+"/"+rec.Repository, "err", err)
+		}
+	}
+	return f
+}
+
+// decide evaluates the policy for a finished record and writes the decision
+// into it (not into the store).
+func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference string) policy.Decision {
+	pol := p.policy()
+	rule := pol.Select(rec.Upstream, rec.Repository)
+	d := policy.Evaluate(rule, p.facts(ctx, *rec, rule, reference))
+	raw, err := json.Marshal(d)
+	if err == nil {
+		rec.Decision = raw
+	}
+	rec.Verdict, rec.PolicyVersion = string(d.Effective), pol.Version()
+	if d.Effective != policy.Block && rec.FirstAllowedAt.IsZero() {
+		rec.FirstAllowedAt = p.now()
+	}
+	return d
+}
+
+// toGate turns a policy decision into what the proxy serves.
+func toGate(d policy.Decision, rec store.ScanRecord) proxy.Decision {
+	where := rec.Upstream + "/" + rec.Repository + "@" + rec.Digest
+	switch d.Effective {
+	case policy.Block:
+		return proxy.Decision{Verdict: proxy.Block,
+			Message: fmt.Sprintf("portcullis: blocked %s: %s; details: /api/v1/scans/%s", where, d.Message(300), rec.Digest)}
+	case policy.Warn:
+		return proxy.Decision{Verdict: proxy.Warn, Message: d.Message(300)}
+	}
+	return proxy.Decision{Verdict: proxy.Allow}
+}

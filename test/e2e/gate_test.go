@@ -1,0 +1,96 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/portcullis/portcullis/test/clients"
+	"github.com/portcullis/portcullis/test/harness"
+)
+
+// gateSetup serves the real Alpine 3.16.9 image (one known vulnerability,
+// severity UNKNOWN in Alpine's data) behind a portcullis with policyYAML.
+func gateSetup(t *testing.T, policyYAML string) (pc *harness.Portcullis, manifest string) {
+	t.Helper()
+	archive, osvDir := alpineFixtures(t)
+	bin := harness.BuildPortcullis(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if out, err := runBinary(t, bin, "db", "import", "--data", data, osvDir); err != nil {
+		t.Fatalf("db import: %v\n%s", err, out)
+	}
+	up := startUpstream(t)
+	img, err := tarball.ImageFromPath(archive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := up.Push(t, "library/alpine", "3.16.9", img)
+	policyFile := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(policyYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runBinary(t, bin, "policy", "check", "--config", policyFile); err != nil {
+		t.Fatalf("policy check: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(dir, "portcullis.yaml")
+	os.WriteFile(cfg, []byte("default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+"\n"), 0o600)
+	return harness.StartPortcullis(t, bin, "--config", cfg, "--data", data), d.String()
+}
+
+const blockingPolicy = `
+rules:
+  - name: no-known-vulnerabilities
+    match: {upstreams: [docker.io]}
+    mode: enforce
+    vulnerabilities: {block: UNKNOWN}
+    on_unscanned: {wait: 30s, then: block}
+    on_error: block
+`
+
+// The first pull waits for the scan, then is refused with the reasons, in
+// the client's own output; the blocked digest stays blocked.
+func TestBlockedImageIsRefusedWithReasons(t *testing.T) {
+	pc, d := gateSetup(t, blockingPolicy)
+	host := strings.TrimPrefix(pc.URL, "http://")
+
+	out, err := exec.Command("go", "tool", "crane", "manifest", "--insecure", host+"/alpine:3.16.9").CombinedOutput()
+	if err == nil {
+		t.Fatalf("crane got the manifest of a blocked image:\n%s", out)
+	}
+	for _, want := range []string{"DENIED", "portcullis: blocked docker.io/library/alpine@" + d, "ALPINE-CVE-2023-42366"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("crane output lacks %q:\n%s", want, out)
+		}
+	}
+	// By digest too, and for skopeo's users.
+	skopeoOut, err := clients.SkopeoCopy(t.Context(), t, "--src-tls-verify=false", "docker://"+host+"/library/alpine@"+d, "oci:"+filepath.Join(t.TempDir(), "x"))
+	if err == nil || !strings.Contains(skopeoOut, "ALPINE-CVE-2023-42366") {
+		t.Fatalf("skopeo: %v\n%s", err, skopeoOut)
+	}
+	r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/"+d)
+	if msg := wantError(t, r, http.StatusForbidden, "DENIED"); !strings.Contains(msg, "/api/v1/scans/"+d) {
+		t.Errorf("message does not point at the details: %q", msg)
+	}
+}
+
+// In warn mode the same image is served, marked, and recorded.
+func TestWarnModeServesWithHeader(t *testing.T) {
+	pc, d := gateSetup(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1))
+	r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9")
+	if r.status != 200 || r.header.Get("Docker-Content-Digest") != d {
+		t.Fatalf("warn mode: %d %s", r.status, r.body)
+	}
+	if r.header.Get("Portcullis-Verdict") != "warn" || !strings.Contains(r.header.Get("Portcullis-Reason"), "ALPINE-CVE-2023-42366") {
+		t.Fatalf("warn headers: %v", r.header)
+	}
+	rec := do(t, "GET", pc.URL+"/api/v1/scans/"+d)
+	if !strings.Contains(string(rec.body), `"verdict": "warn"`) {
+		t.Fatalf("stored verdict: %s", rec.body)
+	}
+}
