@@ -67,6 +67,12 @@ func (p *Pipeline) dbBuiltAt() time.Time {
 
 // facts assembles what the policy sees about a stored record.
 func (p *Pipeline) facts(ctx context.Context, rec store.ScanRecord, rule policy.Rule, reference string) policy.Facts {
+	return p.factsWith(ctx, rec, rule, reference, true)
+}
+
+// factsWith can leave signatures unchecked: an image still being scanned
+// gets its on_unscanned verdict without verification work on the pull path.
+func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, rule policy.Rule, reference string, signatures bool) policy.Facts {
 	f := policy.Facts{
 		Upstream: rec.Upstream, Repository: rec.Repository, Reference: reference, Digest: rec.Digest,
 		Signature: policy.SignatureFacts{State: policy.SignatureNotChecked},
@@ -88,6 +94,9 @@ func (p *Pipeline) facts(ctx context.Context, rec store.ScanRecord, rule policy.
 				FixedVersions: v.FixedVersions, Severity: v.Severity, Score: v.Score,
 			})
 		}
+	}
+	if rule.Signature != nil && signatures {
+		f.Signature = p.signatureFacts(ctx, rec, rule)
 	}
 	if rule.Freshness != nil && p.o.Images != nil {
 		// Tags change upstream; they are asked for at each evaluation.

@@ -19,7 +19,9 @@ import (
 // bound to digests: a tag that moves gets the new digest's verdict.
 func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, error) {
 	if isIndex(s.MediaType) {
-		// The gate applies to the platform manifest a client pulls next.
+		// The gate applies to the platform manifest a client pulls next;
+		// a signature on the index covers it.
+		p.noteChildren(ctx, s)
 		if err := p.Enqueue(ctx, s.Upstream, s.Repository, s.Digest, s.MediaType); err != nil {
 			p.log.Warn("queue scans of index", "digest", s.Digest, "err", err)
 		}
@@ -53,7 +55,7 @@ func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 	// Still not scanned: the policy decides what an unscanned image gets.
 	now := p.now()
 	pending := store.ScanRecord{Digest: s.Digest.String(), State: store.ScanPending, Upstream: s.Upstream, Repository: s.Repository, QueuedAt: now}
-	return toGate(policy.Evaluate(rule, p.facts(ctx, pending, rule, s.Reference)), pending), nil
+	return toGate(policy.Evaluate(rule, p.factsWith(ctx, pending, rule, s.Reference, false)), pending), nil
 }
 
 // current reads the stored record of d.

@@ -51,6 +51,7 @@ type Options struct {
 	ScannerVersion string
 	Matcher        Matcher        // nil: inventories only, until a database is imported
 	Policy         *policy.Policy // nil: policy.Default()
+	Registry       Registry       // where signatures are read; nil: not checked
 	Workers        int            // concurrent scans; 0 means 2
 	ScanTimeout    time.Duration
 	// AllPlatforms scans every child of an index when the index is served;
@@ -81,6 +82,7 @@ type Pipeline struct {
 	// decisions remembers served verdicts so the manifest path does not
 	// read the store on every pull; entries go when a result changes.
 	decisions map[digest.Digest]cachedDecision
+	parents   map[digest.Digest]digest.Digest // platform manifest → index it was served from
 	wake      chan struct{}
 }
 
@@ -114,6 +116,7 @@ func New(o Options) *Pipeline {
 		settled:   map[digest.Digest]bool{},
 		finished:  map[digest.Digest]chan struct{}{},
 		decisions: map[digest.Digest]cachedDecision{},
+		parents:   map[digest.Digest]digest.Digest{},
 		wake:      make(chan struct{}, 1),
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -14,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/proxy/cache"
+	"github.com/portcullis/portcullis/proxy/upstream"
 )
 
 // ErrNotAnImage means a digest names an index or an artifact, not an image
@@ -170,4 +172,70 @@ func (p *Proxy) Tags(ctx context.Context, upstreamName, repo string) ([]string, 
 		return nil, fmt.Errorf("tags of %s/%s: upstream %q is not configured", upstreamName, repo, upstreamName)
 	}
 	return up.Client.Tags(ctx, repo)
+}
+
+// ErrNotFound marks what the upstream does not have (wrapped).
+var ErrNotFound = errors.New("not found")
+
+// asError turns a handler error into a Go error for library callers.
+func asError(rerr *regError) error {
+	if rerr.Status == http.StatusNotFound {
+		return fmt.Errorf("%s: %w", rerr.Message, ErrNotFound)
+	}
+	return rerr
+}
+
+// Manifest returns a manifest by tag or digest through the cache, as a pull
+// would (signature discovery reads cosign's .sig tags this way).
+func (p *Proxy) Manifest(ctx context.Context, upstreamName, repo, reference string) ([]byte, string, digest.Digest, error) {
+	up, ok := p.upstreams[upstreamName]
+	if !ok {
+		return nil, "", "", fmt.Errorf("upstream %q is not configured", upstreamName)
+	}
+	var m manifestResult
+	var rerr *regError
+	if isDigest(reference) {
+		d, err := parseDigest(reference)
+		if err != nil {
+			return nil, "", "", err
+		}
+		m, rerr = p.manifestByDigest(ctx, up, repo, d, defaultAccept())
+	} else {
+		m, rerr = p.manifestByTag(ctx, up, route{upstream: upstreamName, repo: repo, ref: reference}, p.accepts.lookup(nil))
+	}
+	if rerr != nil {
+		return nil, "", "", asError(rerr)
+	}
+	return m.body, m.mediaType, m.digest, nil
+}
+
+// Blob reads a blob through the cache (one shared download on a miss).
+func (p *Proxy) Blob(ctx context.Context, upstreamName, repo string, d digest.Digest) (io.ReadCloser, error) {
+	up, ok := p.upstreams[upstreamName]
+	if !ok {
+		return nil, fmt.Errorf("upstream %q is not configured", upstreamName)
+	}
+	ci := &cachedImage{ctx: ctx, p: p, up: up, repo: repo}
+	h, err := v1.NewHash(d.String())
+	if err != nil {
+		return nil, err
+	}
+	rc, err := ci.open(h)
+	if upstream.IsNotFound(err) {
+		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	return rc, err
+}
+
+// Referrers returns the referrers index of d as the referrers API serves it.
+func (p *Proxy) Referrers(ctx context.Context, upstreamName, repo string, d digest.Digest, artifactType string) ([]byte, error) {
+	up, ok := p.upstreams[upstreamName]
+	if !ok {
+		return nil, fmt.Errorf("upstream %q is not configured", upstreamName)
+	}
+	idx, rerr := p.referrers(ctx, up, repo, d, artifactType)
+	if rerr != nil {
+		return nil, asError(rerr)
+	}
+	return json.Marshal(idx)
 }

@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
 	"sort"
 	"strconv"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/proxy/upstream"
 )
@@ -77,32 +80,42 @@ func (p *Proxy) serveReferrers(w http.ResponseWriter, r *http.Request, rt route)
 	artifactType := r.URL.Query().Get("artifactType")
 	ctx, cancel := p.detach(r.Context())
 	defer cancel()
-	up := p.upstreamFor(rt)
-	what := "referrers of " + up.Client.Name() + "/" + rt.repo + "@" + d.String()
+	idx, rerr := p.referrers(ctx, p.upstreamFor(rt), rt.repo, d, artifactType)
+	if rerr != nil {
+		return rerr
+	}
+	if artifactType != "" {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	return writeJSON(w, r, ociIndexType, idx)
+}
 
+// referrers lists the referrers of d, filtered by artifactType.
+func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d digest.Digest, artifactType string) (referrerIndex, *regError) {
+	what := "referrers of " + up.Client.Name() + "/" + repo + "@" + d.String()
 	var body []byte
 	filtered := false
-	ref, err := up.Client.Referrers(ctx, rt.repo, d, artifactType)
+	ref, err := up.Client.Referrers(ctx, repo, d, artifactType)
 	switch {
 	case err == nil:
 		body, filtered = ref.Body, ref.Filtered
 	case upstream.IsNotFound(err):
 		tag := string(d.Algorithm()) + "-" + d.Encoded()
-		m, terr := up.Client.GetManifest(ctx, rt.repo, tag, []string{ociIndexType})
+		m, terr := up.Client.GetManifest(ctx, repo, tag, []string{ociIndexType})
 		switch {
 		case terr == nil:
 			body = m.Body
 		case !upstream.IsNotFound(terr):
-			return fromUpstream(what+" (tag schema)", terr, "MANIFEST_UNKNOWN")
+			return referrerIndex{}, fromUpstream(what+" (tag schema)", terr, "MANIFEST_UNKNOWN")
 		}
 	default:
-		return fromUpstream(what, err, "MANIFEST_UNKNOWN")
+		return referrerIndex{}, fromUpstream(what, err, "MANIFEST_UNKNOWN")
 	}
 
 	var idx referrerIndex
 	if len(body) > 0 {
 		if err := json.Unmarshal(body, &idx); err != nil {
-			return errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: upstream sent an invalid index: %v", what, err)
+			return referrerIndex{}, errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: upstream sent an invalid index: %v", what, err)
 		}
 	}
 	if artifactType != "" && !filtered {
@@ -117,14 +130,11 @@ func (p *Proxy) serveReferrers(w http.ResponseWriter, r *http.Request, rt route)
 		}
 		idx.Manifests = kept
 	}
-	if artifactType != "" {
-		w.Header().Set("OCI-Filters-Applied", "artifactType")
-	}
 	if idx.Manifests == nil {
 		idx.Manifests = []json.RawMessage{}
 	}
 	idx.SchemaVersion, idx.MediaType = 2, ociIndexType
-	return writeJSON(w, r, ociIndexType, idx)
+	return idx, nil
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, contentType string, v any) *regError {

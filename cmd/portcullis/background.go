@@ -34,6 +34,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	log.Info("policy loaded", "file", cfg.Policy, "version", pol.Version(), "rules", len(pol.Rules))
 	pl := pipeline.New(pipeline.Options{
 		Policy:         pol,
+		Registry:       p,
 		Store:          state,
 		Images:         p,
 		Scanner:        scanner.New(scanner.WithLogger(log)),
