@@ -26,9 +26,11 @@ type Config struct {
 	Cache           Cache      `yaml:"cache"`
 	Storage         Storage    `yaml:"storage"`
 	Policy          string     `yaml:"policy"` // policy file; empty: the default policy (warn mode)
-	Scan            Scan       `yaml:"scan"`
-	VulnDB          VulnDB     `yaml:"vulndb"`
-	Log             Log        `yaml:"log"`
+	// GateBlobs refuses blobs that belong to blocked images.
+	GateBlobs bool   `yaml:"gate_blobs"`
+	Scan      Scan   `yaml:"scan"`
+	VulnDB    VulnDB `yaml:"vulndb"`
+	Log       Log    `yaml:"log"`
 }
 
 // Scan configures the background scans of pulled images.
@@ -101,9 +103,10 @@ func Default() Config {
 			FetchTimeout: Duration(time.Hour),
 			IdleTimeout:  Duration(2 * time.Minute),
 		},
-		Storage: Storage{Driver: "filesystem"},
-		Scan:    Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute)},
-		Log:     Log{Level: "info", Format: "json"},
+		Storage:   Storage{Driver: "filesystem"},
+		GateBlobs: true,
+		Scan:      Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute)},
+		Log:       Log{Level: "info", Format: "json"},
 	}
 }
 

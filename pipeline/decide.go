@@ -22,6 +22,9 @@ type imageFacts struct {
 	Created        time.Time `json:"created,omitzero"`
 	CompressedSize int64     `json:"compressedSize"`
 	LayerCount     int       `json:"layerCount"`
+	// Blobs are the config and layer digests, so blob requests can follow
+	// the verdict of the image they belong to.
+	Blobs []string `json:"blobs,omitempty"`
 }
 
 func readImageFacts(img v1.Image) (imageFacts, error) {
@@ -29,9 +32,10 @@ func readImageFacts(img v1.Image) (imageFacts, error) {
 	if err != nil {
 		return imageFacts{}, fmt.Errorf("read manifest: %w", err)
 	}
-	f := imageFacts{LayerCount: len(m.Layers)}
+	f := imageFacts{LayerCount: len(m.Layers), Blobs: []string{m.Config.Digest.String()}}
 	for _, l := range m.Layers {
 		f.CompressedSize += l.Size
+		f.Blobs = append(f.Blobs, l.Digest.String())
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {

@@ -79,6 +79,7 @@ func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *pol
 		if err := p.o.Store.PutScan(ctx, rec); err != nil {
 			p.log.Error("store decision", "digest", rec.Digest, "err", err)
 		}
+		p.noteBlobs(rec)
 	}
 	g := toGate(d, rec)
 	p.remember(s.Digest, pol.Version(), g)

@@ -83,6 +83,7 @@ type Pipeline struct {
 	// read the store on every pull; entries go when a result changes.
 	decisions map[digest.Digest]cachedDecision
 	parents   map[digest.Digest]digest.Digest // platform manifest → index it was served from
+	blobs     map[digest.Digest]blobVerdict
 	wake      chan struct{}
 }
 
@@ -117,6 +118,7 @@ func New(o Options) *Pipeline {
 		finished:  map[digest.Digest]chan struct{}{},
 		decisions: map[digest.Digest]cachedDecision{},
 		parents:   map[digest.Digest]digest.Digest{},
+		blobs:     map[digest.Digest]blobVerdict{},
 		wake:      make(chan struct{}, 1),
 	}
 }
@@ -241,6 +243,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("resume pending scans: %w", err)
 	}
+	if err := p.loadBlobVerdicts(ctx); err != nil {
+		return fmt.Errorf("load blob verdicts: %w", err)
+	}
 	for _, j := range resume {
 		p.mu.Lock()
 		if p.queued[j.digest] { // queued by a pull since
@@ -333,6 +338,7 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		p.log.Error("store scan result", "digest", j.digest, "err", err)
 	} else if rec.State == store.ScanDone {
 		p.settle(j.digest)
+		p.noteBlobs(rec)
 	}
 }
 

@@ -55,6 +55,7 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		if err := p.o.Store.PutScan(ctx, r); err != nil {
 			return n, err
 		}
+		p.noteBlobs(r)
 		n++
 	}
 	return n, nil

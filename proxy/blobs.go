@@ -18,6 +18,11 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	d, _ := parseDigest(rt.ref)
 	up := p.upstreamFor(rt)
 	what := "blob " + up.Client.Name() + "/" + rt.repo + "@" + d.String()
+	if bg, ok := p.gate.(BlobGate); ok && p.gateBlobs {
+		if allowed, msg := bg.AllowBlob(r.Context(), d); !allowed {
+			return errorf(http.StatusForbidden, "DENIED", "%s", msg)
+		}
+	}
 	if r.Method == http.MethodHead {
 		return p.headBlob(w, r, rt, d, info, what)
 	}

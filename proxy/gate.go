@@ -42,3 +42,9 @@ type allowAll struct{}
 func (allowAll) Check(context.Context, Subject) (Decision, error) {
 	return Decision{Verdict: Allow}, nil
 }
+
+// BlobGate is what a Gate may also implement to refuse blobs that belong to
+// blocked images, so nobody bypasses a block by asking for layers directly.
+type BlobGate interface {
+	AllowBlob(ctx context.Context, d digest.Digest) (allowed bool, message string)
+}

@@ -38,6 +38,8 @@ type Options struct {
 	// ManifestTimeout bounds upstream work for one manifest, tag or
 	// referrers request; 0 means 60 s.
 	ManifestTimeout time.Duration
+	// GateBlobs refuses blobs of blocked images when the gate is a BlobGate.
+	GateBlobs bool
 }
 
 // Proxy is the /v2/ handler.
@@ -50,6 +52,7 @@ type Proxy struct {
 	gate            Gate
 	log             *slog.Logger
 	manifestTimeout time.Duration
+	gateBlobs       bool
 	manifestFlight  singleflight.Group
 	tags            tagMemo
 	accepts         acceptMemo
@@ -66,6 +69,7 @@ func New(o Options) (*Proxy, error) {
 		gate:            cmp.Or[Gate](o.Gate, allowAll{}),
 		log:             cmp.Or(o.Logger, slog.Default()),
 		manifestTimeout: cmp.Or(o.ManifestTimeout, 60*time.Second),
+		gateBlobs:       o.GateBlobs,
 		now:             time.Now,
 	}
 	var names []string

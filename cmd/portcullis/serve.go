@@ -137,6 +137,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Fetcher:         cache.NewFetcher(content, time.Duration(cfg.Cache.FetchTimeout), time.Duration(cfg.Cache.IdleTimeout), log),
 		State:           state,
 		Logger:          log,
+		GateBlobs:       cfg.GateBlobs,
 	})
 	if err != nil {
 		return err

@@ -16,7 +16,7 @@ import (
 
 // gateSetup serves the real Alpine 3.16.9 image (one known vulnerability,
 // severity UNKNOWN in Alpine's data) behind a portcullis with policyYAML.
-func gateSetup(t *testing.T, policyYAML string) (pc *harness.Portcullis, manifest string) {
+func gateSetup(t *testing.T, policyYAML string) (pc *harness.Portcullis, manifest string, layer string) {
 	t.Helper()
 	archive, osvDir := alpineFixtures(t)
 	bin := harness.BuildPortcullis(t)
@@ -31,6 +31,14 @@ func gateSetup(t *testing.T, policyYAML string) (pc *harness.Portcullis, manifes
 		t.Fatal(err)
 	}
 	d := up.Push(t, "library/alpine", "3.16.9", img)
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ls[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
 	policyFile := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policyFile, []byte(policyYAML), 0o600); err != nil {
 		t.Fatal(err)
@@ -40,7 +48,7 @@ func gateSetup(t *testing.T, policyYAML string) (pc *harness.Portcullis, manifes
 	}
 	cfg := filepath.Join(dir, "portcullis.yaml")
 	os.WriteFile(cfg, []byte("default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+"\n"), 0o600)
-	return harness.StartPortcullis(t, bin, "--config", cfg, "--data", data), d.String()
+	return harness.StartPortcullis(t, bin, "--config", cfg, "--data", data), d.String(), l.String()
 }
 
 const blockingPolicy = `
@@ -56,7 +64,7 @@ rules:
 // The first pull waits for the scan, then is refused with the reasons, in
 // the client's own output; the blocked digest stays blocked.
 func TestBlockedImageIsRefusedWithReasons(t *testing.T) {
-	pc, d := gateSetup(t, blockingPolicy)
+	pc, d, layer := gateSetup(t, blockingPolicy)
 	host := strings.TrimPrefix(pc.URL, "http://")
 
 	out, err := exec.Command("go", "tool", "crane", "manifest", "--insecure", host+"/alpine:3.16.9").CombinedOutput()
@@ -77,17 +85,25 @@ func TestBlockedImageIsRefusedWithReasons(t *testing.T) {
 	if msg := wantError(t, r, http.StatusForbidden, "DENIED"); !strings.Contains(msg, "/api/v1/scans/"+d) {
 		t.Errorf("message does not point at the details: %q", msg)
 	}
+	// Nor layer by layer.
+	msg := wantError(t, do(t, "GET", pc.URL+"/v2/library/alpine/blobs/"+layer), http.StatusForbidden, "DENIED")
+	if !strings.Contains(msg, "blocked image "+d) {
+		t.Errorf("blob refusal: %q", msg)
+	}
 }
 
 // In warn mode the same image is served, marked, and recorded.
 func TestWarnModeServesWithHeader(t *testing.T) {
-	pc, d := gateSetup(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1))
+	pc, d, layer := gateSetup(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1))
 	r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9")
 	if r.status != 200 || r.header.Get("Docker-Content-Digest") != d {
 		t.Fatalf("warn mode: %d %s", r.status, r.body)
 	}
 	if r.header.Get("Portcullis-Verdict") != "warn" || !strings.Contains(r.header.Get("Portcullis-Reason"), "ALPINE-CVE-2023-42366") {
 		t.Fatalf("warn headers: %v", r.header)
+	}
+	if b := do(t, "GET", pc.URL+"/v2/library/alpine/blobs/"+layer); b.status != 200 || sha(b.body) != layer {
+		t.Fatalf("layer of a warned image: %d", b.status)
 	}
 	rec := do(t, "GET", pc.URL+"/api/v1/scans/"+d)
 	if !strings.Contains(string(rec.body), `"verdict": "warn"`) {
