@@ -9,6 +9,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
@@ -83,7 +84,7 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, rule pol
 		ScanState: rec.State, ScanError: rec.Error,
 		DBBuiltAt: p.dbBuiltAt(), FirstAllowedAt: rec.FirstAllowedAt, Now: p.now(),
 	}
-	if !strings.Contains(reference, ":") {
+	if reference != "" && !strings.Contains(reference, ":") {
 		f.CurrentTag = reference
 	}
 	var img imageFacts
@@ -116,6 +117,10 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, rule pol
 // decide evaluates the policy for a finished record and writes the decision
 // into it (not into the store).
 func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference string) policy.Decision {
+	if strings.Contains(reference, ":") { // a digest: use the tag it was pulled by
+		reference = p.tagOf(digest.Digest(rec.Digest), rec.Tag)
+	}
+	rec.Tag = reference
 	pol := p.policy()
 	rule := pol.Select(rec.Upstream, rec.Repository)
 	d := policy.Evaluate(rule, p.facts(ctx, *rec, rule, reference))
@@ -141,4 +146,26 @@ func toGate(d policy.Decision, rec store.ScanRecord) proxy.Decision {
 		return proxy.Decision{Verdict: proxy.Warn, Message: d.Message(300)}
 	}
 	return proxy.Decision{Verdict: proxy.Allow}
+}
+
+// noteTag remembers the tag a digest was pulled by.
+func (p *Pipeline) noteTag(d digest.Digest, reference string) {
+	if reference == "" || strings.Contains(reference, ":") {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.tags) >= settledLimit {
+		p.tags = map[digest.Digest]string{}
+	}
+	p.tags[d] = reference
+}
+
+func (p *Pipeline) tagOf(d digest.Digest, stored string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t, ok := p.tags[d]; ok {
+		return t
+	}
+	return stored
 }

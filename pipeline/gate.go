@@ -27,6 +27,7 @@ func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 		}
 		return proxy.Decision{Verdict: proxy.Allow}, nil
 	}
+	p.noteTag(s.Digest, s.Reference)
 	pol := p.policy()
 	if d, ok := p.remembered(s.Digest, pol.Version()); ok {
 		return d, nil

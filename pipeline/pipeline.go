@@ -84,6 +84,7 @@ type Pipeline struct {
 	decisions map[digest.Digest]cachedDecision
 	parents   map[digest.Digest]digest.Digest // platform manifest → index it was served from
 	blobs     map[digest.Digest]blobVerdict
+	tags      map[digest.Digest]string // the tag each digest was pulled by
 	wake      chan struct{}
 }
 
@@ -119,6 +120,7 @@ func New(o Options) *Pipeline {
 		decisions: map[digest.Digest]cachedDecision{},
 		parents:   map[digest.Digest]digest.Digest{},
 		blobs:     map[digest.Digest]blobVerdict{},
+		tags:      map[digest.Digest]string{},
 		wake:      make(chan struct{}, 1),
 	}
 }
@@ -309,7 +311,7 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		if old.State == store.ScanDone && old.ScannerVersion == p.o.ScannerVersion {
 			return // a duplicate job (resumed and queued at once): already done
 		}
-		rec.QueuedAt, rec.FirstAllowedAt = old.QueuedAt, old.FirstAllowedAt
+		rec.QueuedAt, rec.FirstAllowedAt, rec.Tag = old.QueuedAt, old.FirstAllowedAt, old.Tag
 	}
 	inv, findings, facts, dbVersion, err := p.evaluate(ctx, j)
 	rec.UpdatedAt = p.now()

@@ -26,6 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/pipeline"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/proxy/upstream"
@@ -317,5 +318,51 @@ func TestArtifactsAreNotScanned(t *testing.T) {
 	json.Unmarshal(rec.Inventory, &inv)
 	if rec.State != store.ScanDone || !strings.Contains(inv.Note, "artifact") || r.scans.calls.Load() != 0 {
 		t.Fatalf("artifact: %+v note %q, scans %d", rec, inv.Note, r.scans.calls.Load())
+	}
+}
+
+// The gate waits for the scan, then applies the rule; freshness compares
+// the tag the image was pulled by with the repository's tags upstream.
+func TestGateFreshnessAndSize(t *testing.T) {
+	r := newRig(t)
+	var old digest.Digest
+	for _, tag := range []string{"1.0.0", "1.0.1", "1.1.0"} {
+		img, err := random.Image(2048, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := name.ParseReference(r.upstreamHost + "/team/app:" + tag)
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatal(err)
+		}
+		if tag == "1.0.0" {
+			d, _ := img.Digest()
+			old = digest.Digest(d.String())
+		}
+	}
+	pol, err := policy.Parse([]byte(`
+rules:
+  - name: fresh
+    match: {upstreams: [docker.io]}
+    freshness: {newer_patch_available: block}
+    size: {max_layers: 1}
+    on_unscanned: {wait: 30s, then: block}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	run(t, pl)
+	dec, err := pl.Check(context.Background(), proxy.Subject{Upstream: "docker.io", Repository: "team/app", Reference: "1.0.0", Digest: old, MediaType: string(types.DockerManifestSchema2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "1.0.1") || !strings.Contains(dec.Message, "layers") {
+		t.Fatalf("decision %+v", dec)
+	}
+	rec, _ := r.state.Scan(context.Background(), old.String())
+	if rec.Tag != "1.0.0" || rec.Verdict != "block" || !strings.Contains(string(rec.Decision), "NEWER_RELEASE") || !strings.Contains(string(rec.Decision), "TOO_MANY_LAYERS") {
+		t.Fatalf("stored: tag %q verdict %q decision %s", rec.Tag, rec.Verdict, rec.Decision)
 	}
 }

@@ -48,6 +48,7 @@ type ScanRecord struct {
 	Error          string          `json:"error,omitempty"`
 	Upstream       string          `json:"upstream,omitempty"` // where its layers can be fetched
 	Repository     string          `json:"repository,omitempty"`
+	Tag            string          `json:"tag,omitempty"` // the tag it was pulled by, for freshness
 	ScannerVersion string          `json:"scannerVersion,omitempty"`
 	DBVersion      string          `json:"dbVersion,omitempty"`
 	Stale          bool            `json:"stale,omitempty"` // the DB changed since the findings were matched
