@@ -71,6 +71,7 @@ func TestBlockedImageIsRefusedWithReasons(t *testing.T) {
 	if err == nil {
 		t.Fatalf("crane got the manifest of a blocked image:\n%s", out)
 	}
+	t.Logf("crane prints: %s", out)
 	for _, want := range []string{"DENIED", "portcullis: blocked docker.io/library/alpine@" + d, "ALPINE-CVE-2023-42366"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("crane output lacks %q:\n%s", want, out)
@@ -108,5 +109,24 @@ func TestWarnModeServesWithHeader(t *testing.T) {
 	rec := do(t, "GET", pc.URL+"/api/v1/scans/"+d)
 	if !strings.Contains(string(rec.body), `"verdict": "warn"`) {
 		t.Fatalf("stored verdict: %s", rec.body)
+	}
+}
+
+// containerd pulls through its hosts.toml mirror are refused as well; ctr
+// reports the 403 (it does not print registry error messages).
+func TestBlockedImageRefusedToContainerd(t *testing.T) {
+	pc, _, _ := gateSetup(t, blockingPolicy)
+	ctrd := clients.StartContainerd(t)
+	hosts := t.TempDir()
+	clients.WriteHostsToml(t, hosts, "docker.io", pc.URL)
+	out, err := ctrd.Pull(t.Context(), t, hosts, "docker.io/library/alpine:3.16.9")
+	if err == nil {
+		t.Fatalf("ctr pulled a blocked image:\n%s", out)
+	}
+	if !strings.Contains(out, "403") {
+		t.Errorf("ctr output does not show the refusal:\n%s", out)
+	}
+	if !pc.Logs.Contains(`"status":403`) || !pc.Logs.Contains(`"query":"ns=docker.io"`) {
+		t.Errorf("portcullis did not refuse the containerd request:\n%s", pc.Logs.String())
 	}
 }
