@@ -169,3 +169,24 @@ func (p *Pipeline) tagOf(d digest.Digest, stored string) string {
 	}
 	return stored
 }
+
+// EvaluateOnce scans and judges one image like the gate, without storing
+// anything: 'portcullis policy test'. reference is the tag or digest asked.
+func (p *Pipeline) EvaluateOnce(ctx context.Context, upstream, repo, reference string, d digest.Digest) (policy.Decision, store.ScanRecord, error) {
+	inv, findings, facts, dbVersion, err := p.evaluate(ctx, job{upstream: upstream, repo: repo, digest: d})
+	if err != nil {
+		return policy.Decision{}, store.ScanRecord{}, err
+	}
+	rec := store.ScanRecord{Digest: d.String(), State: store.ScanDone, Upstream: upstream, Repository: repo,
+		ScannerVersion: p.o.ScannerVersion, DBVersion: dbVersion, QueuedAt: p.now(), UpdatedAt: p.now()}
+	if rec.Inventory, err = json.Marshal(inv); err != nil {
+		return policy.Decision{}, rec, err
+	}
+	if rec.Findings, err = json.Marshal(findings); err != nil {
+		return policy.Decision{}, rec, err
+	}
+	if rec.Facts, err = json.Marshal(facts); err != nil {
+		return policy.Decision{}, rec, err
+	}
+	return p.decide(ctx, &rec, reference), rec, nil
+}

@@ -2,34 +2,130 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/pipeline"
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
-// policyCommand validates a policy file: every problem, with its line.
-func policyCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: portcullis policy check --config POLICY.yaml")
+const policyUsage = `usage:
+  portcullis policy check --config POLICY.yaml
+  portcullis policy test  --config POLICY.yaml [--data DIR] [--platform P] [--format text|json] [--exit-code N] REF`
+
+// policyCommand validates a policy file, or judges one image under it.
+func policyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "check" && args[0] != "test") {
+		fmt.Fprintln(stderr, policyUsage)
 		return errUsage
 	}
-	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
+	fs := flag.NewFlagSet("policy "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "", "policy `file` to check")
+	path := fs.String("config", "", "policy `file`")
+	dataDir := fs.String("data", "./portcullis-data", "data `directory` holding the vulnerability database (test)")
+	platform := fs.String("platform", "linux/amd64", "`os/arch` to judge when REF is an index (test)")
+	format := fs.String("format", "text", "output `format`: text or json (test)")
+	exitCode := fs.Int("exit-code", 0, "exit with this `code` when the image would be blocked (test)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	if *path == "" && fs.NArg() == 1 {
+	if args[0] == "check" && *path == "" && fs.NArg() == 1 {
 		*path = fs.Arg(0)
 	}
 	if *path == "" {
-		fmt.Fprintln(stderr, "usage: portcullis policy check --config POLICY.yaml")
+		fmt.Fprintln(stderr, policyUsage)
 		return errUsage
 	}
 	pol, err := loadPolicy(*path)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok, %d rules, version %s\n", *path, len(pol.Rules), pol.Version())
+	if args[0] == "check" {
+		fmt.Fprintf(stdout, "%s: ok, %d rules, version %s\n", *path, len(pol.Rules), pol.Version())
+		return nil
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, policyUsage)
+		return errUsage
+	}
+	dec, err := policyTest(ctx, pol, *dataDir, *platform, fs.Arg(0), stderr)
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(dec)
+	} else {
+		err = printDecision(stdout, fs.Arg(0), dec)
+	}
+	if err != nil {
+		return err
+	}
+	if *exitCode != 0 && dec.Effective == policy.Block {
+		return errFindings{code: *exitCode, n: len(dec.Reasons)}
+	}
+	return nil
+}
+
+// policyTest scans and judges REF straight from its registry, no server.
+func policyTest(ctx context.Context, pol *policy.Policy, dataDir, platform, ref string, stderr io.Writer) (policy.Decision, error) {
+	useScalibrLogger(newLogger(config.Log{Level: "warn", Format: "text"}, stderr))
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return policy.Decision{}, fmt.Errorf("image reference %q: %w", ref, err)
+	}
+	img, err := remoteImage(ctx, ref, platform)
+	if err != nil {
+		return policy.Decision{}, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return policy.Decision{}, err
+	}
+	var matcher pipeline.Matcher
+	if _, err := os.Stat(filepath.Join(dataDir, "vulndb")); err == nil {
+		wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		db, err := vulndb.OpenWait(wait, filepath.Join(dataDir, "vulndb"))
+		if err != nil {
+			return policy.Decision{}, fmt.Errorf("open vulnerability database: %w", err)
+		}
+		defer db.Close()
+		matcher = db
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return policy.Decision{}, err
+	}
+	upstream := r.Context().RegistryStr()
+	if upstream == name.DefaultRegistry {
+		upstream = "docker.io" // how clients and policies name Docker Hub
+	}
+	pl := pipeline.New(pipeline.Options{Images: remoteRegistry{}, Registry: remoteRegistry{}, Scanner: scanner.New(),
+		ScannerVersion: scanner.Version, Matcher: matcher, Policy: pol})
+	progress(stderr, "judging %s", ref)
+	dec, _, err := pl.EvaluateOnce(ctx, upstream, r.Context().RepositoryStr(), r.Identifier(), digest.Digest(d.String()))
+	return dec, err
+}
+
+func printDecision(w io.Writer, ref string, d policy.Decision) error {
+	fmt.Fprintf(w, "%s: %s (rule %s, mode %s, verdict %s)\n", ref, d.Effective, d.Rule, d.Mode, d.Verdict)
+	for _, r := range d.Reasons {
+		fmt.Fprintf(w, "  %s %s: %s\n", r.Verdict, r.Code, r.Message)
+	}
+	if len(d.Reasons) == 0 {
+		fmt.Fprintln(w, "  no findings")
+	}
 	return nil
 }

@@ -130,3 +130,43 @@ func TestBlockedImageRefusedToContainerd(t *testing.T) {
 		t.Errorf("portcullis did not refuse the containerd request:\n%s", pc.Logs.String())
 	}
 }
+
+// 'portcullis policy test' judges an image straight from its registry.
+func TestPolicyTestCommand(t *testing.T) {
+	archive, osvDir := alpineFixtures(t)
+	bin := harness.BuildPortcullis(t)
+	data := t.TempDir()
+	if out, err := runBinary(t, bin, "db", "import", "--data", data, osvDir); err != nil {
+		t.Fatalf("db import: %v\n%s", err, out)
+	}
+	up := startUpstream(t)
+	img, err := tarball.ImageFromPath(archive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Push(t, "library/alpine", "3.16.9", img)
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(policyFile, []byte(strings.Replace(blockingPolicy, "match: {upstreams: [docker.io]}", "match: {}", 1)), 0o600)
+	cmd := exec.Command(bin, "policy", "test", "--config", policyFile, "--data", data, "--exit-code", "4", up.Host()+"/library/alpine:3.16.9")
+	out, err := cmd.Output()
+	if err == nil || cmd.ProcessState.ExitCode() != 4 {
+		t.Fatalf("policy test of a blocked image: %v\n%s", err, out)
+	}
+	for _, want := range []string{"block (rule no-known-vulnerabilities", "VULNERABLE", "ALPINE-CVE-2023-42366"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// Without a database the same rule cannot judge vulnerabilities: on_error.
+	out, _ = exec.Command(bin, "policy", "test", "--config", policyFile, "--data", t.TempDir(), up.Host()+"/library/alpine:3.16.9").Output()
+	if !strings.Contains(string(out), "EVALUATION_ERROR") {
+		t.Errorf("no database: %s", out)
+	}
+	// A bad policy file names the line.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("rules:\n  - name: x\n    vulnerabilities: {block: SEVERE}\n"), 0o600)
+	out, err = exec.Command(bin, "policy", "check", "--config", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "line 3") {
+		t.Fatalf("bad policy: %v %s", err, out)
+	}
+}
