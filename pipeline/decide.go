@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -128,6 +129,9 @@ func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference 
 	if err == nil {
 		rec.Decision = raw
 	}
+	if string(d.Effective) != rec.Verdict {
+		p.recordChange(rec, d, pol.Version())
+	}
 	rec.Verdict, rec.PolicyVersion = string(d.Effective), pol.Version()
 	if d.Effective != policy.Block && rec.FirstAllowedAt.IsZero() {
 		rec.FirstAllowedAt = p.now()
@@ -189,4 +193,26 @@ func (p *Pipeline) EvaluateOnce(ctx context.Context, upstream, repo, reference s
 		return policy.Decision{}, rec, err
 	}
 	return p.decide(ctx, &rec, reference), rec, nil
+}
+
+// maxHistory bounds the verdict history kept per digest.
+const maxHistory = 50
+
+// recordChange appends a verdict change to the record's history and
+// announces it: a digest that starts failing is what operators need to hear.
+func (p *Pipeline) recordChange(rec *store.ScanRecord, d policy.Decision, policyVersion string) {
+	change := store.VerdictChange{At: p.now(), From: rec.Verdict, To: string(d.Effective), PolicyVersion: policyVersion, DBVersion: rec.DBVersion}
+	for _, r := range d.Reasons {
+		change.Reasons = append(change.Reasons, r.Code)
+	}
+	rec.History = append(rec.History, change)
+	if len(rec.History) > maxHistory {
+		rec.History = rec.History[len(rec.History)-maxHistory:]
+	}
+	level := slog.LevelInfo
+	if change.From != "" && d.Effective == policy.Block {
+		level = slog.LevelWarn // newly failing
+	}
+	p.log.Log(context.Background(), level, "verdict changed", "image", rec.Upstream+"/"+rec.Repository+"@"+rec.Digest,
+		"from", change.From, "to", change.To, "reasons", change.Reasons, "policy_version", policyVersion, "db_version", rec.DBVersion)
 }

@@ -366,3 +366,40 @@ rules:
 		t.Fatalf("stored: tag %q verdict %q decision %s", rec.Tag, rec.Verdict, rec.Decision)
 	}
 }
+
+// A database import that makes an allowed image fail changes its verdict,
+// and the change is kept in its history.
+func TestVerdictHistoryOnDatabaseChange(t *testing.T) {
+	r := newRig(t)
+	d := r.pushAlpine(t)
+	pol, err := policy.Parse([]byte(`
+rules:
+  - name: strict
+    match: {}
+    vulnerabilities: {block: UNKNOWN}
+    on_unscanned: {wait: 30s, then: block}
+    on_error: allow
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	run(t, pl)
+	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
+	dec, err := pl.Check(context.Background(), subj)
+	if err != nil || dec.Verdict != proxy.Allow {
+		t.Fatalf("no database yet (on_error allow): %+v %v", dec, err)
+	}
+	r.importDB(t)
+	if _, err := pl.Rematch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if dec, _ := pl.Check(context.Background(), subj); dec.Verdict != proxy.Block {
+		t.Fatalf("after the import: %+v", dec)
+	}
+	rec, _ := r.state.Scan(context.Background(), d.String())
+	if len(rec.History) != 2 || rec.History[0].To != "allow" || rec.History[1].From != "allow" || rec.History[1].To != "block" {
+		t.Fatalf("history %+v", rec.History)
+	}
+}

@@ -65,6 +65,18 @@ type ScanRecord struct {
 	Verdict        string          `json:"verdict,omitempty"`
 	PolicyVersion  string          `json:"policyVersion,omitempty"`
 	FirstAllowedAt time.Time       `json:"firstAllowedAt,omitzero"`
+	// History lists verdict changes, oldest first (bounded).
+	History []VerdictChange `json:"history,omitempty"`
+}
+
+// VerdictChange is one change of a digest's effective verdict.
+type VerdictChange struct {
+	At            time.Time `json:"at"`
+	From          string    `json:"from,omitempty"` // "" for the first verdict
+	To            string    `json:"to"`
+	Reasons       []string  `json:"reasons,omitempty"` // reason codes
+	PolicyVersion string    `json:"policyVersion,omitempty"`
+	DBVersion     string    `json:"dbVersion,omitempty"`
 }
 
 // ScanStore keeps scan results by manifest digest.
