@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"strings"
 
@@ -32,7 +31,6 @@ type Handler struct {
 	Scans    store.ScanStore
 	Resolver Resolver
 	Queue    Queue
-	Log      *slog.Logger
 }
 
 // ServeHTTP routes:

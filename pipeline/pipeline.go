@@ -295,13 +295,6 @@ func (p *Pipeline) work(ctx context.Context) {
 	}
 }
 
-// Idle reports whether nothing is queued or running (tests, shutdown).
-func (p *Pipeline) Idle() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.queued) == 0
-}
-
 func (p *Pipeline) scan(ctx context.Context, j job) {
 	ctx, cancel := context.WithTimeout(ctx, p.o.ScanTimeout)
 	defer cancel()

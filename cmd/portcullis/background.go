@@ -63,7 +63,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		cancel()
 		wg.Wait()
 	}
-	return &api.Handler{Scans: state, Resolver: p, Queue: pl, Log: log}, stop, nil
+	return &api.Handler{Scans: state, Resolver: p, Queue: pl}, stop, nil
 }
 
 // loadPolicy reads the policy file, or gives the default policy.
