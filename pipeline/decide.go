@@ -97,7 +97,7 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, rule pol
 		for _, v := range findings {
 			f.Vulnerabilities = append(f.Vulnerabilities, policy.Vulnerability{
 				ID: v.ID, Aliases: slices.Concat(v.Aliases, v.Upstream), Package: v.Package, InstalledVersion: v.InstalledVersion,
-				FixedVersions: v.FixedVersions, Severity: v.Severity, Score: v.Score,
+				FixedVersions: v.FixedVersions, Severity: v.Severity, Score: v.Score, Published: v.Published,
 			})
 		}
 	}

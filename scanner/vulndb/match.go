@@ -204,6 +204,7 @@ func matchEntry(e *entry, iv *parsedVersions) (Finding, bool) {
 		Aliases:       slices.Clone(e.Aliases),
 		Upstream:      slices.Clone(e.Upstream),
 		Summary:       e.Summary,
+		Published:     e.Published,
 		FixedVersions: fixed,
 		Severity:      sev.Level,
 		Score:         sev.Score,

@@ -92,6 +92,12 @@ func TestMatchTestdata(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("lodash 4.17.4:\n got %v\nwant %v", got, want)
 		}
+		for _, f := range fs {
+			// The record's publication time, for the policy's grace window.
+			if f.ID == "GHSA-29mw-wpgm-hmr9" && f.Published.Format(time.RFC3339) != "2022-01-06T20:30:46Z" {
+				t.Errorf("%s published %v", f.ID, f.Published)
+			}
+		}
 		if fs := match(t, db, Query{Ecosystem: "npm", Name: "lodash", Version: "4.17.21"}); len(fs) != 0 {
 			t.Errorf("lodash 4.17.21: %v", ids(fs))
 		}

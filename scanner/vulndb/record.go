@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -18,6 +19,7 @@ type osvRecord struct {
 	Upstream         []string        `json:"upstream"`
 	Summary          string          `json:"summary"`
 	Details          string          `json:"details"`
+	Published        string          `json:"published"` // RFC 3339; kept as text so a bad date does not lose the record
 	Severity         []osvSeverity   `json:"severity"`
 	Affected         []osvAffected   `json:"affected"`
 	DatabaseSpecific json.RawMessage `json:"database_specific"`
@@ -60,6 +62,8 @@ type entry struct {
 	Aliases  []string `json:"al,omitempty"`
 	Upstream []string `json:"up,omitempty"`
 	Summary  string   `json:"su,omitempty"`
+	// Published lets a policy give images time after a disclosure (grace).
+	Published time.Time `json:"pu,omitzero"`
 	// Parts are the record's affected entries for this package; GHSA
 	// records list one package twice for two version lines.
 	Parts []part `json:"p"`
@@ -150,12 +154,13 @@ func convertRecord(raw *osvRecord) (*record, error) {
 			Ecosystem: neco,
 			Name:      normalizeName(neco, name),
 			Entry: entry{
-				ID:       raw.ID,
-				Package:  name,
-				Aliases:  raw.Aliases,
-				Upstream: raw.Upstream,
-				Summary:  summaryOf(raw),
-				Parts:    []part{p},
+				ID:        raw.ID,
+				Package:   name,
+				Aliases:   raw.Aliases,
+				Upstream:  raw.Upstream,
+				Summary:   summaryOf(raw),
+				Parts:     []part{p},
+				Published: publishedOf(raw),
 			},
 		})
 	}
@@ -246,4 +251,14 @@ func checkKeyPart(what, s string) error {
 		return fmt.Errorf("%s %q is not valid UTF-8", what, s)
 	}
 	return nil
+}
+
+// publishedOf reads the record's publication time; zero when absent or
+// malformed (a policy then gives no grace).
+func publishedOf(rec *osvRecord) time.Time {
+	t, err := time.Parse(time.RFC3339, strings.TrimSpace(rec.Published))
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }

@@ -1,5 +1,7 @@
 package vulndb
 
+import "time"
+
 // Query is one package to match.
 type Query struct {
 	Ecosystem     string // OSV ecosystem, with release for OS packages: "Debian:12", "Alpine:v3.16", "PyPI", "Go"
@@ -26,5 +28,7 @@ type Finding struct {
 	Severity         string   `json:"severity"`                // CRITICAL, HIGH, MEDIUM, LOW, or UNKNOWN
 	Score            float64  `json:"score,omitempty"`         // CVSS base score when a vector was present
 	CVSSVector       string   `json:"cvssVector,omitempty"`
-	Query            int      `json:"-"` // index of the Query it matched
+	// Published is when the vulnerability was disclosed; zero if unknown.
+	Published time.Time `json:"published,omitzero"`
+	Query     int       `json:"-"` // index of the Query it matched
 }
