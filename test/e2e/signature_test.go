@@ -118,3 +118,43 @@ rules:
 		})
 	}
 }
+
+// cosign's own verification code, pointed at the mirror, finds and verifies
+// the signature: the .sig tag passes through unchanged.
+func TestCosignVerifyThroughPortcullis(t *testing.T) {
+	up := startUpstream(t)
+	d := up.Push(t, "team/app", "1.0", ociImage(t, 512)).String()
+	pubFile := signWithKey(t, up, "team/app", d)
+	pc := withConfig(t, up, "default_upstream: up.test\nupstreams: [{name: up.test, url: UPSTREAM_URL}]\n")
+
+	pemBytes, err := os.ReadFile(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := cryptoutils.UnmarshalPEMToPublicKey(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := signature.LoadVerifier(pub, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewDigest(strings.TrimPrefix(pc.URL, "http://") + "/up.test/team/app@" + d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs, _, err := cosign.VerifyImageSignatures(t.Context(), ref, &cosign.CheckOpts{
+		SigVerifier: verifier, ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: true, Offline: true,
+	})
+	if err != nil || len(sigs) != 1 {
+		t.Fatalf("cosign verify through portcullis: %d signatures, %v", len(sigs), err)
+	}
+	// And a digest without a signature is reported as such.
+	other := up.Push(t, "team/app", "2.0", ociImage(t, 512)).String()
+	ref2, _ := name.NewDigest(strings.TrimPrefix(pc.URL, "http://") + "/up.test/team/app@" + other)
+	if _, _, err := cosign.VerifyImageSignatures(t.Context(), ref2, &cosign.CheckOpts{
+		SigVerifier: verifier, ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: true, Offline: true,
+	}); err == nil {
+		t.Fatal("an unsigned digest verified")
+	}
+}
