@@ -39,7 +39,8 @@ type Scanner interface {
 
 // Matcher finds the vulnerabilities of packages.
 type Matcher interface {
-	Match(ctx context.Context, qs []vulndb.Query) ([]vulndb.Finding, error)
+	// MatchVersioned also says which database version answered.
+	MatchVersioned(ctx context.Context, qs []vulndb.Query) ([]vulndb.Finding, string, error)
 	Version() string
 }
 
@@ -365,14 +366,14 @@ func (p *Pipeline) match(ctx context.Context, inv *scanner.Inventory) ([]vulndb.
 	if p.o.Matcher == nil {
 		return []vulndb.Finding{}, "", nil
 	}
-	findings, err := p.o.Matcher.Match(ctx, inv.Queries())
+	findings, version, err := p.o.Matcher.MatchVersioned(ctx, inv.Queries())
 	if err != nil {
 		return nil, "", fmt.Errorf("match vulnerabilities: %w", err)
 	}
 	if findings == nil {
 		findings = []vulndb.Finding{}
 	}
-	return findings, p.o.Matcher.Version(), nil
+	return findings, version, nil
 }
 
 // notAContainerImage says why a manifest is an artifact rather than a

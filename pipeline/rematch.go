@@ -20,10 +20,12 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	version := p.o.Matcher.Version()
-	var stale []store.ScanRecord
+	// Only digests are collected: memory stays flat however many images
+	// are stored, and each record is read again when its turn comes.
+	var stale []string
 	err := p.o.Store.Scans(ctx, func(r store.ScanRecord) bool {
 		if r.State == store.ScanDone && r.DBVersion != version {
-			stale = append(stale, r)
+			stale = append(stale, r.Digest)
 		}
 		return true
 	})
@@ -31,7 +33,14 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("list scans: %w", err)
 	}
 	n := 0
-	for _, r := range stale {
+	for _, d := range stale {
+		r, err := p.o.Store.Scan(ctx, d)
+		if err != nil {
+			return n, err
+		}
+		if r.State != store.ScanDone || r.DBVersion == version {
+			continue // changed since the listing
+		}
 		// Mark first, so readers see the findings are from an older
 		// database while they are redone.
 		r.Stale = true

@@ -21,6 +21,12 @@ import (
 // matched on the source package with SourceVersion (else Version), and on
 // Name with Version, since some records name binaries; an id is reported
 // once per query, the source match first.
+// MatchVersioned is Match plus the version of the data it matched against.
+func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string, error) {
+	f, err := db.Match(ctx, qs)
+	return f, db.Version(), err
+}
+
 func (db *DB) Match(ctx context.Context, qs []Query) ([]Finding, error) {
 	var out []Finding
 	err := db.bolt.View(func(tx *bolt.Tx) error {

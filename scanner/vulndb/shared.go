@@ -75,6 +75,17 @@ func (s *Shared) Match(ctx context.Context, qs []Query) ([]Finding, error) {
 	return db.Match(ctx, qs)
 }
 
+// MatchVersioned matches and says against which database version, with
+// one open of the file.
+func (s *Shared) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	defer s.release()
+	return db.MatchVersioned(ctx, qs)
+}
+
 // Version is the current database version; while another process holds
 // the file for longer than two seconds, the last version seen.
 func (s *Shared) Version() string {

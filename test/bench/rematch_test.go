@@ -197,7 +197,7 @@ func benchRematch(b *testing.B, dir, mode string, sources []string, invs []*scan
 	// Matching alone, for comparison: the same matcher, no store.
 	start := time.Now()
 	for _, inv := range invs {
-		if _, err := matcher.Match(ctx, inv.Queries()); err != nil {
+		if _, _, err := matcher.MatchVersioned(ctx, inv.Queries()); err != nil {
 			b.Fatal(err)
 		}
 	}
