@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/portcullis/portcullis/pipeline"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/store"
 )
@@ -26,18 +27,31 @@ type Queue interface {
 	Request(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error
 }
 
+// Events streams what the pipeline announces.
+type Events interface {
+	Subscribe() (<-chan pipeline.Event, func())
+}
+
 // Handler serves /api/v1/.
 type Handler struct {
 	Scans    store.ScanStore
 	Resolver Resolver
 	Queue    Queue
+	Events   Events
+	// Closing keeps event streams from holding up a graceful shutdown.
+	Closing <-chan struct{}
 }
 
 // ServeHTTP routes:
 //
 //	GET  /api/v1/scans/{digest}          the stored result of a manifest digest
 //	POST /api/v1/scans?image=REF         resolve REF through the mirror, queue its scan, answer its state
+//	GET  /api/v1/events                  server-sent events: finished scans and verdict changes
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/api/v1/events" && r.Method == http.MethodGet && h.Events != nil {
+		h.streamEvents(w, r)
+		return
+	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/api/v1/scans")
 	switch {
 	case !ok:

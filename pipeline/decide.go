@@ -209,6 +209,8 @@ func (p *Pipeline) recordChange(rec *store.ScanRecord, d policy.Decision, policy
 	if len(rec.History) > maxHistory {
 		rec.History = rec.History[len(rec.History)-maxHistory:]
 	}
+	p.publish(Event{Type: "verdict", At: change.At, Image: rec.Upstream + "/" + rec.Repository + "@" + rec.Digest, Digest: rec.Digest,
+		From: change.From, To: change.To, Reasons: change.Reasons})
 	level := slog.LevelInfo
 	if change.From != "" && d.Effective == policy.Block {
 		level = slog.LevelWarn // newly failing

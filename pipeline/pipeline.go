@@ -86,6 +86,7 @@ type Pipeline struct {
 	parents   map[digest.Digest]digest.Digest // platform manifest → index it was served from
 	blobs     map[digest.Digest]blobVerdict
 	tags      map[digest.Digest]string // the tag each digest was pulled by
+	events    broker
 	wake      chan struct{}
 }
 
@@ -336,6 +337,8 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		p.settle(j.digest)
 		p.noteBlobs(rec)
 	}
+	p.publish(Event{Type: "scan", At: rec.UpdatedAt, Image: j.upstream + "/" + j.repo + "@" + rec.Digest, Digest: rec.Digest,
+		State: rec.State, Findings: len(findings)})
 }
 
 func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, imageFacts, string, error) {

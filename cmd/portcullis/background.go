@@ -23,7 +23,7 @@ import (
 // startBackground opens the vulnerability database, starts the scan
 // pipeline (installed as the proxy's gate) and returns the status API. stop
 // waits for the background work to end after ctx is cancelled.
-func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, log *slog.Logger) (http.Handler, func(), error) {
+func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, closing <-chan struct{}, log *slog.Logger) (http.Handler, func(), error) {
 	// Shared: the server holds the database only while matching, so
 	// 'portcullis db import' works while it runs.
 	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
@@ -63,7 +63,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		cancel()
 		wg.Wait()
 	}
-	return &api.Handler{Scans: state, Resolver: p, Queue: pl}, stop, nil
+	return &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing}, stop, nil
 }
 
 // loadPolicy reads the policy file, or gives the default policy.

@@ -142,7 +142,8 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, log)
+	closing := make(chan struct{})
+	apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, closing, log)
 	if err != nil {
 		return err
 	}
@@ -173,6 +174,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(closing) })
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
