@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-
 	"github.com/portcullis/portcullis/test/clients"
 	"github.com/portcullis/portcullis/test/harness"
 )
@@ -18,19 +16,12 @@ import (
 // severity UNKNOWN in Alpine's data) behind a portcullis with policyYAML.
 func gateSetup(t *testing.T, policyYAML string) (pc *harness.Portcullis, manifest string, layer string) {
 	t.Helper()
-	archive, osvDir := alpineFixtures(t)
 	bin := harness.BuildPortcullis(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	if out, err := runBinary(t, bin, "db", "import", "--data", data, osvDir); err != nil {
-		t.Fatalf("db import: %v\n%s", err, out)
-	}
+	importAlpineDB(t, bin, data)
 	up := startUpstream(t)
-	img, err := tarball.ImageFromPath(archive, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := up.Push(t, "library/alpine", "3.16.9", img)
+	img, d := pushAlpine(t, up)
 	ls, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
@@ -133,18 +124,11 @@ func TestBlockedImageRefusedToContainerd(t *testing.T) {
 
 // 'portcullis policy test' judges an image straight from its registry.
 func TestPolicyTestCommand(t *testing.T) {
-	archive, osvDir := alpineFixtures(t)
 	bin := harness.BuildPortcullis(t)
 	data := t.TempDir()
-	if out, err := runBinary(t, bin, "db", "import", "--data", data, osvDir); err != nil {
-		t.Fatalf("db import: %v\n%s", err, out)
-	}
+	importAlpineDB(t, bin, data)
 	up := startUpstream(t)
-	img, err := tarball.ImageFromPath(archive, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up.Push(t, "library/alpine", "3.16.9", img)
+	pushAlpine(t, up)
 	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
 	os.WriteFile(policyFile, []byte(strings.Replace(blockingPolicy, "match: {upstreams: [docker.io]}", "match: {}", 1)), 0o600)
 	cmd := exec.Command(bin, "policy", "test", "--config", policyFile, "--data", data, "--exit-code", "4", up.Host()+"/library/alpine:3.16.9")

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/portcullis/portcullis/test/harness"
+	"github.com/portcullis/portcullis/test/testregistry"
 )
 
 // The real Alpine 3.16.9 image and real Alpine secdb records (shared/testdata).
@@ -26,6 +28,26 @@ func alpineFixtures(t *testing.T) (image, osvDir string) {
 	return filepath.Join(root, "images", "alpine-3.16.9.tar"), filepath.Join(root, "osv", "alpine")
 }
 
+// importAlpineDB imports the Alpine OSV records into data with the CLI.
+func importAlpineDB(t *testing.T, bin, data string) {
+	t.Helper()
+	_, osvDir := alpineFixtures(t)
+	if out, err := runBinary(t, bin, "db", "import", "--data", data, osvDir); err != nil {
+		t.Fatalf("db import: %v\n%s", err, out)
+	}
+}
+
+// pushAlpine pushes the Alpine 3.16.9 image to up as library/alpine:3.16.9.
+func pushAlpine(t *testing.T, up *testregistry.Registry) (v1.Image, v1.Hash) {
+	t.Helper()
+	archive, _ := alpineFixtures(t)
+	img, err := tarball.ImageFromPath(archive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, up.Push(t, "library/alpine", "3.16.9", img)
+}
+
 type finding struct {
 	ID               string   `json:"id"`
 	Package          string   `json:"package"`
@@ -36,18 +58,11 @@ type finding struct {
 // A pull through the mirror is scanned once, in the background, and the
 // status API then lists the findings.
 func TestPulledImageIsScanned(t *testing.T) {
-	archive, osvDir := alpineFixtures(t)
 	bin := harness.BuildPortcullis(t)
 	data := t.TempDir()
-	if out, err := runBinary(t, bin, "db", "import", "--data", data, osvDir); err != nil {
-		t.Fatalf("db import: %v\n%s", err, out)
-	}
+	importAlpineDB(t, bin, data)
 	up := startUpstream(t)
-	img, err := tarball.ImageFromPath(archive, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := up.Push(t, "library/alpine", "3.16.9", img)
+	_, want := pushAlpine(t, up)
 	pc := harness.StartPortcullis(t, bin, "--data", data, "--upstream", "docker.io="+up.URL(), "--default-upstream", "docker.io")
 
 	// Pull with a real client, Docker-style: no registry in the name.
@@ -153,14 +168,10 @@ func TestScanArchiveOfflineSARIF(t *testing.T) {
 // An import while the server runs reaches stored results without any layer
 // being read again.
 func TestDBImportWhileServingRematches(t *testing.T) {
-	archive, osvDir := alpineFixtures(t)
+	_, osvDir := alpineFixtures(t)
 	bin := harness.BuildPortcullis(t)
 	up := startUpstream(t)
-	img, err := tarball.ImageFromPath(archive, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := up.Push(t, "library/alpine", "3.16.9", img)
+	_, want := pushAlpine(t, up)
 	pc := harness.StartPortcullis(t, bin, "--upstream", "docker.io="+up.URL(), "--default-upstream", "docker.io")
 	if r := do(t, "POST", pc.URL+"/api/v1/scans?image=alpine:3.16.9"); r.status != http.StatusAccepted && r.status != http.StatusOK {
 		t.Fatalf("request scan: %d %s", r.status, r.body)

@@ -81,7 +81,7 @@ func TestWriteTreeKeepsHardLinks(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "a"), []byte("hello"), 0o644)
 	if err := os.Link(filepath.Join(dir, "a"), filepath.Join(dir, "b")); err != nil {
-		t.Skip("no hard links here:", err)
+		t.Fatal("hard link in a temp dir:", err)
 	}
 	os.Symlink("a", filepath.Join(dir, "c"))
 	var buf strings.Builder
