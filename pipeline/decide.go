@@ -27,6 +27,9 @@ type imageFacts struct {
 	// Blobs are the config and layer digests, so blob requests can follow
 	// the verdict of the image they belong to.
 	Blobs []string `json:"blobs,omitempty"`
+	// The manifest itself, the subject of published verdicts and SBOMs.
+	ManifestMediaType string `json:"manifestMediaType,omitempty"`
+	ManifestSize      int64  `json:"manifestSize,omitempty"`
 }
 
 func readImageFacts(img v1.Image) (imageFacts, error) {
@@ -35,6 +38,12 @@ func readImageFacts(img v1.Image) (imageFacts, error) {
 		return imageFacts{}, fmt.Errorf("read manifest: %w", err)
 	}
 	f := imageFacts{LayerCount: len(m.Layers), Blobs: []string{m.Config.Digest.String()}}
+	if raw, err := img.RawManifest(); err == nil {
+		f.ManifestSize = int64(len(raw))
+	}
+	if mt, err := img.MediaType(); err == nil {
+		f.ManifestMediaType = string(mt)
+	}
 	for _, l := range m.Layers {
 		f.CompressedSize += l.Size
 		f.Blobs = append(f.Blobs, l.Digest.String())
@@ -133,6 +142,9 @@ func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference 
 		p.recordChange(rec, d, pol.Version())
 	}
 	rec.Verdict, rec.PolicyVersion = string(d.Effective), pol.Version()
+	if err := p.publishArtifacts(ctx, *rec, d); err != nil {
+		p.log.Error("publish verdict and SBOM", "digest", rec.Digest, "err", err)
+	}
 	if d.Effective != policy.Block && rec.FirstAllowedAt.IsZero() {
 		rec.FirstAllowedAt = p.now()
 	}

@@ -50,10 +50,11 @@ type Options struct {
 	Images         Images
 	Scanner        Scanner
 	ScannerVersion string
-	Matcher        Matcher        // nil: inventories only, until a database is imported
-	Policy         *policy.Policy // nil: policy.Default()
-	Registry       Registry       // where signatures are read; nil: not checked
-	Workers        int            // concurrent scans; 0 means 2
+	Matcher        Matcher             // nil: inventories only, until a database is imported
+	Policy         *policy.Policy      // nil: policy.Default()
+	Registry       Registry            // where signatures are read; nil: not checked
+	Artifacts      store.ArtifactStore // where verdicts and SBOMs are published; nil: not published
+	Workers        int                 // concurrent scans; 0 means 2
 	ScanTimeout    time.Duration
 	// AllPlatforms scans every child of an index when the index is served;
 	// otherwise only the platform manifests clients pull are scanned.

@@ -23,6 +23,18 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 			return errorf(http.StatusForbidden, "DENIED", "%s", msg)
 		}
 	}
+	if !p.cache.Has(d) {
+		// Not cached: it may be something Portcullis published itself.
+		if c, ok := p.localContent(r.Context(), d); ok && !isManifestType(c.MediaType) {
+			info.cache = cacheLocal
+			setBlobHeaders(w.Header(), d, cacheLocal, int64(len(c.Body)))
+			w.WriteHeader(http.StatusOK)
+			if r.Method == http.MethodGet {
+				_, _ = w.Write(c.Body)
+			}
+			return nil
+		}
+	}
 	if r.Method == http.MethodHead {
 		return p.headBlob(w, r, rt, d, info, what)
 	}

@@ -118,6 +118,15 @@ func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d diges
 			return referrerIndex{}, errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: upstream sent an invalid index: %v", what, err)
 		}
 	}
+	if p.local != nil {
+		// What Portcullis published about d (verdict, SBOM) joins the list.
+		own, err := p.local.Referrers(ctx, d.String())
+		if err != nil {
+			return referrerIndex{}, errInternal(what, err)
+		}
+		idx.Manifests = append(idx.Manifests, own...)
+		filtered = filtered && len(own) == 0
+	}
 	if artifactType != "" && !filtered {
 		kept := idx.Manifests[:0]
 		for _, raw := range idx.Manifests {

@@ -23,7 +23,26 @@ const (
 	cacheMiss        = "miss"        // fetched from upstream now
 	cacheRevalidated = "revalidated" // tag checked upstream, content from cache
 	cacheStale       = "stale"       // upstream failed; last known content served
+	cacheLocal       = "local"       // published by Portcullis itself (verdicts, SBOMs)
 )
+
+// localContent looks up content Portcullis published itself.
+func (p *Proxy) localContent(ctx context.Context, d digest.Digest) (store.Content, bool) {
+	if p.local == nil {
+		return store.Content{}, false
+	}
+	c, err := p.local.Content(ctx, d.String())
+	return c, err == nil
+}
+
+func isManifestType(mt string) bool {
+	switch mt {
+	case "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
+		"application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json":
+		return true
+	}
+	return false
+}
 
 // defaultAccept is what we ask for when a client names no manifest types,
 // so upstreams do not fall back to legacy formats.
@@ -129,6 +148,9 @@ func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, 
 	}
 	if !errors.Is(err, cache.ErrNotFound) {
 		return manifestResult{}, errInternal("read cache", err)
+	}
+	if c, ok := p.localContent(ctx, d); ok && isManifestType(c.MediaType) {
+		return manifestResult{body: c.Body, mediaType: c.MediaType, digest: d, cache: cacheLocal}, nil
 	}
 	m, err := p.fetchManifest(ctx, up, repo, d.String(), accept)
 	if err != nil {

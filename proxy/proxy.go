@@ -40,6 +40,9 @@ type Options struct {
 	ManifestTimeout time.Duration
 	// GateBlobs refuses blobs of blocked images when the gate is a BlobGate.
 	GateBlobs bool
+	// Local is content Portcullis publishes itself (verdicts, SBOMs),
+	// served by digest and listed in its subject's referrers. May be nil.
+	Local store.ArtifactStore
 }
 
 // Proxy is the /v2/ handler.
@@ -53,6 +56,7 @@ type Proxy struct {
 	log             *slog.Logger
 	manifestTimeout time.Duration
 	gateBlobs       bool
+	local           store.ArtifactStore
 	manifestFlight  singleflight.Group
 	tags            tagMemo
 	accepts         acceptMemo
@@ -70,6 +74,7 @@ func New(o Options) (*Proxy, error) {
 		log:             cmp.Or(o.Logger, slog.Default()),
 		manifestTimeout: cmp.Or(o.ManifestTimeout, 60*time.Second),
 		gateBlobs:       o.GateBlobs,
+		local:           o.Local,
 		now:             time.Now,
 	}
 	var names []string

@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 var (
-	tagsBucket  = []byte("tags")
-	scansBucket = []byte("scans")
+	tagsBucket      = []byte("tags")
+	scansBucket     = []byte("scans")
+	referrersBucket = []byte("referrers") // subject → {descriptors, digests of their contents}
+	contentBucket   = []byte("content")   // digest → Content
 )
 
 // Bolt is the embedded Store: one bbolt file in the data directory.
@@ -33,7 +36,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open state %s (is another portcullis using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{tagsBucket, scansBucket} {
+		for _, b := range [][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -127,4 +130,103 @@ func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
 		}
 		return nil
 	})
+}
+
+type referrerSet struct {
+	Descriptors []json.RawMessage `json:"descriptors"`
+	Contents    []string          `json:"contents"`
+}
+
+// PutReferrers implements ArtifactStore. Contents are reference-counted by
+// scanning the other subjects' sets only for digests being dropped, which
+// keeps shared blobs (the empty config) alive.
+func (b *Bolt) PutReferrers(_ context.Context, subject string, descriptors []json.RawMessage, contents map[string]Content) error {
+	set := referrerSet{Descriptors: descriptors}
+	for d := range contents {
+		set.Contents = append(set.Contents, d)
+	}
+	v, err := json.Marshal(set)
+	if err != nil {
+		return err
+	}
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		refs, content := tx.Bucket(referrersBucket), tx.Bucket(contentBucket)
+		for d, c := range contents {
+			raw, err := json.Marshal(c)
+			if err != nil {
+				return err
+			}
+			if err := content.Put([]byte(d), raw); err != nil {
+				return err
+			}
+		}
+		var old referrerSet
+		if prev := refs.Get([]byte(subject)); prev != nil {
+			if err := json.Unmarshal(prev, &old); err != nil {
+				return err
+			}
+		}
+		if err := refs.Put([]byte(subject), v); err != nil {
+			return err
+		}
+		for _, d := range old.Contents {
+			if _, kept := contents[d]; kept || usedElsewhere(refs, subject, d) {
+				continue
+			}
+			if err := content.Delete([]byte(d)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write referrers of %s: %w", subject, err)
+	}
+	return nil
+}
+
+func usedElsewhere(refs *bolt.Bucket, subject, d string) bool {
+	used := false
+	_ = refs.ForEach(func(k, v []byte) error {
+		if string(k) == subject {
+			return nil
+		}
+		var set referrerSet
+		if json.Unmarshal(v, &set) == nil && slices.Contains(set.Contents, d) {
+			used = true
+		}
+		return nil
+	})
+	return used
+}
+
+// Referrers implements ArtifactStore.
+func (b *Bolt) Referrers(_ context.Context, subject string) ([]json.RawMessage, error) {
+	var set referrerSet
+	err := b.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(referrersBucket).Get([]byte(subject)); v != nil {
+			return json.Unmarshal(v, &set)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read referrers of %s: %w", subject, err)
+	}
+	return set.Descriptors, nil
+}
+
+// Content implements ArtifactStore.
+func (b *Bolt) Content(_ context.Context, digest string) (Content, error) {
+	var c Content
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(contentBucket).Get([]byte(digest))
+		if v == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v, &c)
+	})
+	if err != nil && err != ErrNotFound {
+		return Content{}, fmt.Errorf("read content %s: %w", digest, err)
+	}
+	return c, err
 }

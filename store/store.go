@@ -21,10 +21,31 @@ type TagEntry struct {
 	CheckedAt time.Time `json:"checkedAt"`
 }
 
+// Content is a manifest or blob Portcullis made itself (verdicts, SBOMs).
+type Content struct {
+	MediaType string `json:"mediaType"`
+	Body      []byte `json:"body"`
+}
+
+// ArtifactStore keeps what Portcullis publishes about an image as OCI
+// referrers. It lives with the state, not in the evictable cache: these
+// bytes cannot be fetched again from any upstream.
+type ArtifactStore interface {
+	// PutReferrers replaces the referrers Portcullis publishes for subject:
+	// descriptors (OCI descriptor JSON) and the contents they need, by digest.
+	// Contents of the referrers it replaces are deleted unless still used.
+	PutReferrers(ctx context.Context, subject string, descriptors []json.RawMessage, contents map[string]Content) error
+	// Referrers lists the descriptors published for subject (none: empty).
+	Referrers(ctx context.Context, subject string) ([]json.RawMessage, error)
+	// Content returns published content by digest, or ErrNotFound.
+	Content(ctx context.Context, digest string) (Content, error)
+}
+
 // Store is the state shared by the proxy's request handlers and the
 // background pipeline.
 type Store interface {
 	ScanStore
+	ArtifactStore
 	// Tag returns the cached resolution of key, or ErrNotFound.
 	Tag(ctx context.Context, key string) (TagEntry, error)
 	// PutTag records a resolution.

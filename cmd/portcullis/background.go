@@ -35,6 +35,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	pl := pipeline.New(pipeline.Options{
 		Policy:         pol,
 		Registry:       p,
+		Artifacts:      state,
 		Store:          state,
 		Images:         p,
 		Scanner:        scanner.New(scanner.WithLogger(log)),

@@ -211,6 +211,15 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (*Blob, error) {
 	return &Blob{Size: size, d: d, s: s, close: func() { s.index.unpin(d) }}, nil
 }
 
+// Has reports, from memory only, whether d is known to be stored. False
+// can still mean stored (not indexed yet); callers use it to skip work.
+func (s *Store) Has(d digest.Digest) bool {
+	s.index.mu.Lock()
+	defer s.index.mu.Unlock()
+	_, ok := s.index.entries[d]
+	return ok
+}
+
 // Stat returns a stored blob's size, or ErrNotFound.
 func (s *Store) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 	b, err := s.Open(ctx, d)

@@ -3,6 +3,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -88,6 +89,39 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		s.Scans(ctx, func(store.ScanRecord) bool { n++; return false })
 		if n != 1 {
 			t.Fatalf("Scans did not stop when told: %d", n)
+		}
+	})
+	t.Run("published referrers", func(t *testing.T) {
+		s := newStore(t)
+		subject := fmt.Sprintf("sha256:%064x", 7)
+		if refs, err := s.Referrers(ctx, subject); err != nil || len(refs) != 0 {
+			t.Fatalf("no referrers yet: %v %v", refs, err)
+		}
+		empty := store.Content{MediaType: "application/vnd.oci.empty.v1+json", Body: []byte("{}")}
+		first := map[string]store.Content{"sha256:m1": {MediaType: "m", Body: []byte("1")}, "sha256:b1": {MediaType: "b", Body: []byte("x")}, "sha256:e": empty}
+		if err := s.PutReferrers(ctx, subject, []json.RawMessage{[]byte(`{"digest":"sha256:m1"}`)}, first); err != nil {
+			t.Fatal(err)
+		}
+		other := fmt.Sprintf("sha256:%064x", 8)
+		if err := s.PutReferrers(ctx, other, []json.RawMessage{[]byte(`{"digest":"sha256:m9"}`)}, map[string]store.Content{"sha256:e": empty}); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := s.Content(ctx, "sha256:b1"); err != nil || string(c.Body) != "x" || c.MediaType != "b" {
+			t.Fatalf("content: %+v %v", c, err)
+		}
+		// Replacing drops the old contents, but not what another subject uses.
+		second := map[string]store.Content{"sha256:m2": {MediaType: "m", Body: []byte("2")}}
+		if err := s.PutReferrers(ctx, subject, []json.RawMessage{[]byte(`{"digest":"sha256:m2"}`)}, second); err != nil {
+			t.Fatal(err)
+		}
+		refs, err := s.Referrers(ctx, subject)
+		if err != nil || len(refs) != 1 || string(refs[0]) != `{"digest":"sha256:m2"}` {
+			t.Fatalf("referrers after replace: %s %v", refs, err)
+		}
+		for d, want := range map[string]error{"sha256:m1": store.ErrNotFound, "sha256:b1": store.ErrNotFound, "sha256:e": nil, "sha256:m2": nil} {
+			if _, err := s.Content(ctx, d); !errors.Is(err, want) && err != want {
+				t.Errorf("content %s after replace: %v, want %v", d, err, want)
+			}
 		}
 	})
 	t.Run("concurrent writers", func(t *testing.T) {

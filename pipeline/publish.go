@@ -1,0 +1,116 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/store"
+)
+
+// Artifact types of what Portcullis publishes as referrers of an image.
+const (
+	VerdictArtifactType = "application/vnd.portcullis.verdict.v1+json"
+	SBOMArtifactType    = "application/vnd.cyclonedx+json"
+	ociManifestType     = "application/vnd.oci.image.manifest.v1+json"
+	ociEmptyType        = "application/vnd.oci.empty.v1+json"
+)
+
+// verdictDocument is the published verdict: what an admission controller
+// needs to decide offline.
+type verdictDocument struct {
+	Image         string          `json:"image"`
+	Digest        string          `json:"digest"`
+	Decision      policy.Decision `json:"decision"`
+	DBVersion     string          `json:"dbVersion,omitempty"`
+	ScannerVer    string          `json:"scannerVersion,omitempty"`
+	EvaluatedAt   time.Time       `json:"evaluatedAt"`
+	Vulnerability int             `json:"vulnerabilities"`
+}
+
+// publishArtifacts replaces the verdict and SBOM referrers of a scanned image.
+func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d policy.Decision) error {
+	if p.o.Artifacts == nil || rec.State != store.ScanDone {
+		return nil
+	}
+	var f imageFacts
+	if json.Unmarshal(rec.Facts, &f) != nil || f.ManifestMediaType == "" {
+		return nil // an artifact, or a record from before subjects were kept
+	}
+	var inv scanner.Inventory
+	var findings []vulndb.Finding
+	if err := json.Unmarshal(rec.Inventory, &inv); err != nil {
+		return fmt.Errorf("stored inventory: %w", err)
+	}
+	if len(rec.Findings) > 0 {
+		if err := json.Unmarshal(rec.Findings, &findings); err != nil {
+			return fmt.Errorf("stored findings: %w", err)
+		}
+	}
+	verdict, err := json.Marshal(verdictDocument{Image: rec.Upstream + "/" + rec.Repository, Digest: rec.Digest, Decision: d,
+		DBVersion: rec.DBVersion, ScannerVer: rec.ScannerVersion, EvaluatedAt: p.now().UTC(), Vulnerability: len(findings)})
+	if err != nil {
+		return err
+	}
+	var sbom bytes.Buffer
+	if err := scanner.WriteCycloneDX(&sbom, &inv, findings); err != nil {
+		return fmt.Errorf("sbom: %w", err)
+	}
+	subject := descriptor{MediaType: f.ManifestMediaType, Digest: rec.Digest, Size: f.ManifestSize}
+	contents := map[string]store.Content{}
+	var descs []json.RawMessage
+	for _, a := range []struct {
+		artifactType string
+		body         []byte
+	}{{VerdictArtifactType, verdict}, {SBOMArtifactType, sbom.Bytes()}} {
+		desc, err := artifactManifest(a.artifactType, a.body, subject, p.now(), contents)
+		if err != nil {
+			return err
+		}
+		descs = append(descs, desc)
+	}
+	return p.o.Artifacts.PutReferrers(ctx, rec.Digest, descs, contents)
+}
+
+type descriptor struct {
+	MediaType    string            `json:"mediaType"`
+	Digest       string            `json:"digest"`
+	Size         int64             `json:"size"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+}
+
+// artifactManifest builds an OCI 1.1 artifact manifest (empty config, one
+// layer, a subject), adds its content to contents and returns its
+// descriptor as the referrers API lists it:
+// https://github.com/opencontainers/image-spec/blob/main/manifest.md#guidelines-for-artifact-usage
+func artifactManifest(artifactType string, body []byte, subject descriptor, now time.Time, contents map[string]store.Content) (json.RawMessage, error) {
+	empty := []byte("{}")
+	layer := descriptor{MediaType: artifactType, Digest: digest.FromBytes(body).String(), Size: int64(len(body))}
+	created := map[string]string{"org.opencontainers.image.created": now.UTC().Format(time.RFC3339)}
+	m, err := json.Marshal(struct {
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		ArtifactType  string            `json:"artifactType"`
+		Config        descriptor        `json:"config"`
+		Layers        []descriptor      `json:"layers"`
+		Subject       descriptor        `json:"subject"`
+		Annotations   map[string]string `json:"annotations"`
+	}{2, ociManifestType, artifactType, descriptor{MediaType: ociEmptyType, Digest: digest.FromBytes(empty).String(), Size: 2},
+		[]descriptor{layer}, subject, created})
+	if err != nil {
+		return nil, err
+	}
+	md := digest.FromBytes(m).String()
+	contents[digest.FromBytes(empty).String()] = store.Content{MediaType: ociEmptyType, Body: empty}
+	contents[layer.Digest] = store.Content{MediaType: artifactType, Body: body}
+	contents[md] = store.Content{MediaType: ociManifestType, Body: m}
+	return json.Marshal(descriptor{MediaType: ociManifestType, Digest: md, Size: int64(len(m)), ArtifactType: artifactType, Annotations: created})
+}

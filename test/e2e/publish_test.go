@@ -1,0 +1,58 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// After evaluation the verdict and the SBOM are published as OCI referrers
+// of the image, served by the mirror like any content.
+func TestVerdictAndSBOMArePublishedAsReferrers(t *testing.T) {
+	pc, d, _ := gateSetup(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1))
+	if r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
+		t.Fatalf("pull: %d", r.status)
+	}
+	r := do(t, "GET", pc.URL+"/v2/library/alpine/referrers/"+d)
+	var idx v1.IndexManifest
+	if r.status != 200 || json.Unmarshal(r.body, &idx) != nil {
+		t.Fatalf("referrers: %d %s", r.status, r.body)
+	}
+	byType := map[string]v1.Descriptor{}
+	for _, m := range idx.Manifests {
+		byType[m.ArtifactType] = m
+	}
+	verdict, ok := byType["application/vnd.portcullis.verdict.v1+json"]
+	if !ok || byType["application/vnd.cyclonedx+json"].Digest.Hex == "" {
+		t.Fatalf("published referrers: %s", r.body)
+	}
+	// The artifact manifest and its layer come back by digest.
+	m := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/"+verdict.Digest.String())
+	var man v1.Manifest
+	if m.status != 200 || json.Unmarshal(m.body, &man) != nil || sha(m.body) != verdict.Digest.String() {
+		t.Fatalf("verdict manifest: %d %s", m.status, m.body)
+	}
+	if man.Subject == nil || man.Subject.Digest.String() != d || len(man.Layers) != 1 {
+		t.Fatalf("verdict manifest: %+v", man)
+	}
+	b := do(t, "GET", pc.URL+"/v2/library/alpine/blobs/"+man.Layers[0].Digest.String())
+	var doc struct {
+		Digest   string `json:"digest"`
+		Decision struct {
+			Effective string `json:"effective"`
+			Reasons   []struct {
+				Code string `json:"code"`
+			} `json:"reasons"`
+		} `json:"decision"`
+	}
+	if b.status != 200 || json.Unmarshal(b.body, &doc) != nil || doc.Digest != d || doc.Decision.Effective != "warn" || doc.Decision.Reasons[0].Code != "VULNERABLE" {
+		t.Fatalf("verdict document: %d %s", b.status, b.body)
+	}
+	// The artifactType filter applies to published referrers too.
+	r = do(t, "GET", pc.URL+"/v2/library/alpine/referrers/"+d+"?artifactType=application/vnd.cyclonedx%2Bjson")
+	if err := json.Unmarshal(r.body, &idx); err != nil || len(idx.Manifests) != 1 || idx.Manifests[0].ArtifactType != "application/vnd.cyclonedx+json" {
+		t.Fatalf("filtered: %s", r.body)
+	}
+}
