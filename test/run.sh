@@ -8,6 +8,7 @@ sudo=""
 need=()
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v containerd >/dev/null && command -v ctr >/dev/null || need+=(containerd)
+command -v podman >/dev/null || need+=(podman)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"

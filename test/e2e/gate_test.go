@@ -154,3 +154,38 @@ func TestPolicyTestCommand(t *testing.T) {
 		t.Fatalf("bad policy: %v %s", err, out)
 	}
 }
+
+// podman prints the reasons of a refused pull, as skopeo does (same
+// containers/image library).
+func TestBlockedImageRefusedToPodman(t *testing.T) {
+	podman, err := exec.LookPath("podman")
+	if err != nil {
+		t.Fatal("podman is not installed (./test/run.sh installs it):", err)
+	}
+	pc, _, _ := gateSetup(t, blockingPolicy)
+	dir := t.TempDir()
+	// podman refuses a runroot path longer than 50 characters.
+	run, err := os.MkdirTemp("/tmp", "pm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(run) })
+	policyJSON := filepath.Join(dir, "policy.json")
+	os.WriteFile(policyJSON, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o600)
+	registries := filepath.Join(dir, "registries.conf")
+	os.WriteFile(registries, []byte("unqualified-search-registries = []\n"), 0o600)
+	cmd := exec.CommandContext(t.Context(), podman, "--root", filepath.Join(dir, "root"), "--runroot", run,
+		"--storage-driver", "vfs", "pull", "--tls-verify=false", "--signature-policy", policyJSON,
+		strings.TrimPrefix(pc.URL, "http://")+"/library/alpine:3.16.9")
+	cmd.Env = append(os.Environ(), "CONTAINERS_REGISTRIES_CONF="+registries)
+	out, err := cmd.CombinedOutput()
+	t.Logf("podman: %v\n%s", err, out)
+	if err == nil {
+		t.Fatalf("podman pulled a blocked image:\n%s", out)
+	}
+	for _, want := range []string{"denied", "portcullis: blocked docker.io/library/alpine@", "ALPINE-CVE-2023-42366"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("podman output lacks %q:\n%s", want, out)
+		}
+	}
+}
