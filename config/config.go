@@ -27,10 +27,15 @@ type Config struct {
 	Storage         Storage    `yaml:"storage"`
 	Policy          string     `yaml:"policy"` // policy file; empty: the default policy (warn mode)
 	// GateBlobs refuses blobs that belong to blocked images.
-	GateBlobs bool   `yaml:"gate_blobs"`
-	Scan      Scan   `yaml:"scan"`
-	VulnDB    VulnDB `yaml:"vulndb"`
-	Log       Log    `yaml:"log"`
+	GateBlobs bool `yaml:"gate_blobs"`
+	// SigningKey is a cosign private key (cosign.key) that signs the
+	// verdicts and SBOMs Portcullis publishes; its password comes from the
+	// environment variable SigningKeyPasswordEnv (default COSIGN_PASSWORD).
+	SigningKey            string `yaml:"signing_key"`
+	SigningKeyPasswordEnv string `yaml:"signing_key_password_env"`
+	Scan                  Scan   `yaml:"scan"`
+	VulnDB                VulnDB `yaml:"vulndb"`
+	Log                   Log    `yaml:"log"`
 }
 
 // Scan configures the background scans of pulled images.

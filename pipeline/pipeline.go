@@ -18,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scanner"
@@ -54,6 +55,7 @@ type Options struct {
 	Policy         *policy.Policy      // nil: policy.Default()
 	Registry       Registry            // where signatures are read; nil: not checked
 	Artifacts      store.ArtifactStore // where verdicts and SBOMs are published; nil: not published
+	Signer         signature.Signer    // signs published artifacts (cosign key); nil: unsigned
 	Workers        int                 // concurrent scans; 0 means 2
 	ScanTimeout    time.Duration
 	// AllPlatforms scans every child of an index when the index is served;

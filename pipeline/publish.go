@@ -66,17 +66,33 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 	subject := descriptor{MediaType: f.ManifestMediaType, Digest: rec.Digest, Size: f.ManifestSize}
 	contents := map[string]store.Content{}
 	var descs []json.RawMessage
+	sigTags := map[string]string{}
 	for _, a := range []struct {
 		artifactType string
 		body         []byte
 	}{{VerdictArtifactType, verdict}, {SBOMArtifactType, sbom.Bytes()}} {
-		desc, err := artifactManifest(a.artifactType, a.body, subject, p.now(), contents)
+		desc, md, err := artifactManifest(a.artifactType, a.body, subject, p.now(), contents)
 		if err != nil {
 			return err
 		}
 		descs = append(descs, desc)
+		if p.o.Signer != nil {
+			tag, sigDigest, err := signArtifact(p.o.Signer, rec.Upstream+"/"+rec.Repository, md, contents)
+			if err != nil {
+				return fmt.Errorf("sign %s: %w", a.artifactType, err)
+			}
+			sigTags[tag] = sigDigest
+		}
 	}
-	return p.o.Artifacts.PutReferrers(ctx, rec.Digest, descs, contents)
+	if err := p.o.Artifacts.PutReferrers(ctx, rec.Digest, descs, contents); err != nil {
+		return err
+	}
+	for tag, d := range sigTags {
+		if err := p.o.Artifacts.PutLocalTag(ctx, tag, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type descriptor struct {
@@ -91,7 +107,7 @@ type descriptor struct {
 // layer, a subject), adds its content to contents and returns its
 // descriptor as the referrers API lists it:
 // https://github.com/opencontainers/image-spec/blob/main/manifest.md#guidelines-for-artifact-usage
-func artifactManifest(artifactType string, body []byte, subject descriptor, now time.Time, contents map[string]store.Content) (json.RawMessage, error) {
+func artifactManifest(artifactType string, body []byte, subject descriptor, now time.Time, contents map[string]store.Content) (json.RawMessage, string, error) {
 	empty := []byte("{}")
 	layer := descriptor{MediaType: artifactType, Digest: digest.FromBytes(body).String(), Size: int64(len(body))}
 	created := map[string]string{"org.opencontainers.image.created": now.UTC().Format(time.RFC3339)}
@@ -106,11 +122,12 @@ func artifactManifest(artifactType string, body []byte, subject descriptor, now 
 	}{2, ociManifestType, artifactType, descriptor{MediaType: ociEmptyType, Digest: digest.FromBytes(empty).String(), Size: 2},
 		[]descriptor{layer}, subject, created})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	md := digest.FromBytes(m).String()
 	contents[digest.FromBytes(empty).String()] = store.Content{MediaType: ociEmptyType, Body: empty}
 	contents[layer.Digest] = store.Content{MediaType: artifactType, Body: body}
 	contents[md] = store.Content{MediaType: ociManifestType, Body: m}
-	return json.Marshal(descriptor{MediaType: ociManifestType, Digest: md, Size: int64(len(m)), ArtifactType: artifactType, Annotations: created})
+	desc, err := json.Marshal(descriptor{MediaType: ociManifestType, Digest: md, Size: int64(len(m)), ArtifactType: artifactType, Annotations: created})
+	return desc, md, err
 }

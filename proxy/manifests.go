@@ -35,6 +35,23 @@ func (p *Proxy) localContent(ctx context.Context, d digest.Digest) (store.Conten
 	return c, err == nil
 }
 
+// localSignature serves cosign's signature tag of content Portcullis
+// published and signed itself; such digests exist nowhere upstream.
+func (p *Proxy) localSignature(ctx context.Context, tag string) (manifestResult, bool) {
+	if p.local == nil || !strings.HasPrefix(tag, "sha256-") || !strings.HasSuffix(tag, ".sig") {
+		return manifestResult{}, false
+	}
+	d, err := p.local.LocalTag(ctx, tag)
+	if err != nil {
+		return manifestResult{}, false
+	}
+	c, ok := p.localContent(ctx, digest.Digest(d))
+	if !ok {
+		return manifestResult{}, false
+	}
+	return manifestResult{body: c.Body, mediaType: c.MediaType, digest: digest.Digest(d), cache: cacheLocal}, true
+}
+
 func isManifestType(mt string) bool {
 	switch mt {
 	case "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
@@ -192,6 +209,9 @@ func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string
 // HEAD upstream, and serves the last known digest when the upstream cannot
 // answer (stale-if-error).
 func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, pa parsedAccept) (manifestResult, *regError) {
+	if m, ok := p.localSignature(ctx, rt.ref); ok {
+		return m, nil
+	}
 	accept := pa.types
 	name := up.Client.Name() + "/" + rt.repo + ":" + rt.ref
 	key := name + "@" + pa.key

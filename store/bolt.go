@@ -17,6 +17,7 @@ var (
 	scansBucket     = []byte("scans")
 	referrersBucket = []byte("referrers") // subject → {descriptors, digests of their contents}
 	contentBucket   = []byte("content")   // digest → Content
+	localTagsBucket = []byte("localtags") // tag → digest of published content
 )
 
 // Bolt is the embedded Store: one bbolt file in the data directory.
@@ -36,7 +37,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open state %s (is another portcullis using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket} {
+		for _, b := range [][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -229,4 +230,32 @@ func (b *Bolt) Content(_ context.Context, digest string) (Content, error) {
 		return Content{}, fmt.Errorf("read content %s: %w", digest, err)
 	}
 	return c, err
+}
+
+// PutLocalTag implements ArtifactStore.
+func (b *Bolt) PutLocalTag(_ context.Context, tag, digest string) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(localTagsBucket).Put([]byte(tag), []byte(digest))
+	})
+	if err != nil {
+		return fmt.Errorf("write local tag %s: %w", tag, err)
+	}
+	return nil
+}
+
+// LocalTag implements ArtifactStore.
+func (b *Bolt) LocalTag(_ context.Context, tag string) (string, error) {
+	var d string
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(localTagsBucket).Get([]byte(tag))
+		if v == nil {
+			return ErrNotFound
+		}
+		d = string(v)
+		return nil
+	})
+	if err != nil && err != ErrNotFound {
+		return "", fmt.Errorf("read local tag %s: %w", tag, err)
+	}
+	return d, err
 }

@@ -39,6 +39,10 @@ type ArtifactStore interface {
 	Referrers(ctx context.Context, subject string) ([]json.RawMessage, error)
 	// Content returns published content by digest, or ErrNotFound.
 	Content(ctx context.Context, digest string) (Content, error)
+	// PutTag names published content, e.g. cosign's sha256-<hex>.sig tag
+	// of a published artifact; LocalTag resolves it, or ErrNotFound.
+	PutLocalTag(ctx context.Context, tag, digest string) error
+	LocalTag(ctx context.Context, tag string) (string, error)
 }
 
 // Store is the state shared by the proxy's request handlers and the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,9 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/config"
@@ -32,10 +36,15 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		return nil, nil, err
 	}
 	log.Info("policy loaded", "file", cfg.Policy, "version", pol.Version(), "rules", len(pol.Rules))
+	signer, err := loadSigningKey(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	pl := pipeline.New(pipeline.Options{
 		Policy:         pol,
 		Registry:       p,
 		Artifacts:      state,
+		Signer:         signer,
 		Store:          state,
 		Images:         p,
 		Scanner:        scanner.New(scanner.WithLogger(log)),
@@ -81,6 +90,23 @@ func loadPolicy(path string) (*policy.Policy, error) {
 		return nil, fmt.Errorf("policy %s: %w", path, err)
 	}
 	return pol, nil
+}
+
+// loadSigningKey reads the cosign key that signs published artifacts.
+func loadSigningKey(cfg config.Config) (signature.SignerVerifier, error) {
+	if cfg.SigningKey == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(cfg.SigningKey)
+	if err != nil {
+		return nil, fmt.Errorf("read signing_key: %w", err)
+	}
+	env := cmp.Or(cfg.SigningKeyPasswordEnv, "COSIGN_PASSWORD")
+	sv, err := cosign.LoadPrivateKey(pem, []byte(os.Getenv(env)), nil)
+	if err != nil {
+		return nil, fmt.Errorf("load signing_key %s (password from $%s): %w", cfg.SigningKey, env, err)
+	}
+	return sv, nil
 }
 
 // updateLoop downloads the OSV database now and then every interval.

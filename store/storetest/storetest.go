@@ -124,6 +124,18 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 			}
 		}
 	})
+	t.Run("local tags", func(t *testing.T) {
+		s := newStore(t)
+		if _, err := s.LocalTag(ctx, "sha256-abc.sig"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("missing local tag: %v", err)
+		}
+		if err := s.PutLocalTag(ctx, "sha256-abc.sig", "sha256:1"); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := s.LocalTag(ctx, "sha256-abc.sig"); err != nil || d != "sha256:1" {
+			t.Fatalf("local tag: %q %v", d, err)
+		}
+	})
 	t.Run("concurrent writers", func(t *testing.T) {
 		s := newStore(t)
 		var wg sync.WaitGroup

@@ -14,7 +14,7 @@ import (
 
 // gateSetup serves the real Alpine 3.16.9 image (one known vulnerability,
 // severity UNKNOWN in Alpine's data) behind a portcullis with policyYAML.
-func gateSetup(t *testing.T, policyYAML string) (pc *harness.Portcullis, manifest string, layer string) {
+func gateSetup(t *testing.T, policyYAML string, extraConfig ...string) (pc *harness.Portcullis, manifest string, layer string) {
 	t.Helper()
 	bin := harness.BuildPortcullis(t)
 	dir := t.TempDir()
@@ -38,7 +38,7 @@ func gateSetup(t *testing.T, policyYAML string) (pc *harness.Portcullis, manifes
 		t.Fatalf("policy check: %v\n%s", err, out)
 	}
 	cfg := filepath.Join(dir, "portcullis.yaml")
-	os.WriteFile(cfg, []byte("default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+"\n"), 0o600)
+	os.WriteFile(cfg, []byte("default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+"\n"+strings.Join(extraConfig, "\n")+"\n"), 0o600)
 	return harness.StartPortcullis(t, bin, "--config", cfg, "--data", data), d.String(), l.String()
 }
 
