@@ -133,7 +133,14 @@ func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference 
 	rec.Tag = reference
 	pol := p.policy()
 	rule := pol.Select(rec.Upstream, rec.Repository)
-	d := policy.Evaluate(rule, p.facts(ctx, *rec, rule, reference))
+	facts := p.facts(ctx, *rec, rule, reference)
+	d := policy.Evaluate(rule, facts)
+	if rule.Signature != nil {
+		// Who signed (key ids, identities) is kept with the result.
+		if raw, err := json.Marshal(facts.Signature); err == nil {
+			rec.Signature = raw
+		}
+	}
 	raw, err := json.Marshal(d)
 	if err == nil {
 		rec.Decision = raw

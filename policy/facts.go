@@ -42,9 +42,9 @@ const (
 // SignatureFacts is the verifier's result for a digest, checked against the
 // selected rule's keys and identities.
 type SignatureFacts struct {
-	State   string // one of the Signature* constants
-	Signers []Signer
-	Error   string
+	State   string   `json:"state"` // one of the Signature* constants
+	Signers []Signer `json:"signers,omitempty"`
+	Error   string   `json:"error,omitempty"`
 }
 
 // Signature states.

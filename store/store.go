@@ -88,6 +88,7 @@ type ScanRecord struct {
 	// them; Verdict is its effective verdict, for quick lookups.
 	Decision       json.RawMessage `json:"decision,omitempty"`
 	Verdict        string          `json:"verdict,omitempty"`
+	Signature      json.RawMessage `json:"signature,omitempty"` // signature check: state and signers
 	PolicyVersion  string          `json:"policyVersion,omitempty"`
 	FirstAllowedAt time.Time       `json:"firstAllowedAt,omitzero"`
 	// History lists verdict changes, oldest first (bounded).

@@ -97,6 +97,10 @@ func TestWarnModeServesWithHeader(t *testing.T) {
 	if b := do(t, "GET", pc.URL+"/v2/library/alpine/blobs/"+layer); b.status != 200 || sha(b.body) != layer {
 		t.Fatalf("layer of a warned image: %d", b.status)
 	}
+	// A real client pulls it whole.
+	if out, err := exec.Command("go", "tool", "crane", "pull", "--insecure", strings.TrimPrefix(pc.URL, "http://")+"/alpine:3.16.9", filepath.Join(t.TempDir(), "img.tar")).CombinedOutput(); err != nil {
+		t.Fatalf("crane pull of a warned image: %v\n%s", err, out)
+	}
 	rec := do(t, "GET", pc.URL+"/api/v1/scans/"+d)
 	if !strings.Contains(string(rec.body), `"verdict": "warn"`) {
 		t.Fatalf("stored verdict: %s", rec.body)

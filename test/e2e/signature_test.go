@@ -109,6 +109,11 @@ rules:
 				if r.status != 200 {
 					t.Fatalf("signed image refused: %d %s", r.status, r.body)
 				}
+				// Who signed is recorded with the result.
+				rec := do(t, "GET", pc.URL+"/api/v1/scans/"+signedDigest)
+				if !strings.Contains(string(rec.body), `"state": "verified"`) || !strings.Contains(string(rec.body), `"key_id"`) {
+					t.Fatalf("signature not recorded: %s", rec.body)
+				}
 				return
 			}
 			msg := wantError(t, r, 403, "DENIED")
