@@ -192,17 +192,7 @@ func (p *Proxy) Manifest(ctx context.Context, upstreamName, repo, reference stri
 	if !ok {
 		return nil, "", "", fmt.Errorf("upstream %q is not configured", upstreamName)
 	}
-	var m manifestResult
-	var rerr *regError
-	if isDigest(reference) {
-		d, err := parseDigest(reference)
-		if err != nil {
-			return nil, "", "", err
-		}
-		m, rerr = p.manifestByDigest(ctx, up, repo, d, defaultAccept())
-	} else {
-		m, rerr = p.manifestByTag(ctx, up, route{upstream: upstreamName, repo: repo, ref: reference}, p.accepts.lookup(nil))
-	}
+	m, rerr := p.manifest(ctx, up, route{upstream: upstreamName, repo: repo, ref: reference}, p.accepts.lookup(nil))
 	if rerr != nil {
 		return nil, "", "", asError(rerr)
 	}

@@ -115,14 +115,7 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	defer cancel()
 	up := p.upstreamFor(rt)
 	accept := p.accepts.lookup(r.Header.Values("Accept"))
-	var m manifestResult
-	var rerr *regError
-	if isDigest(rt.ref) {
-		d, _ := parseDigest(rt.ref)
-		m, rerr = p.manifestByDigest(ctx, up, rt.repo, d, accept.types)
-	} else {
-		m, rerr = p.manifestByTag(ctx, up, rt, accept)
-	}
+	m, rerr := p.manifest(ctx, up, rt, accept)
 	if rerr != nil {
 		return rerr
 	}
@@ -154,6 +147,19 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 		_, _ = w.Write(m.body)
 	}
 	return nil
+}
+
+// manifest resolves rt.ref, a tag or a digest, to a manifest: the one
+// lookup pulls, Resolve and Manifest share.
+func (p *Proxy) manifest(ctx context.Context, up Upstream, rt route, accept parsedAccept) (manifestResult, *regError) {
+	if !isDigest(rt.ref) {
+		return p.manifestByTag(ctx, up, rt, accept)
+	}
+	d, err := parseDigest(rt.ref)
+	if err != nil {
+		return manifestResult{}, errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid manifest digest %q: %v", rt.ref, err)
+	}
+	return p.manifestByDigest(ctx, up, rt.repo, d, accept.types)
 }
 
 // manifestByDigest serves from cache forever; a miss is fetched, verified

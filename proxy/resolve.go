@@ -33,14 +33,7 @@ func (p *Proxy) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	if rerr != nil {
 		return Resolved{}, fmt.Errorf("%w: %q: %s", ErrBadReference, ref, rerr.Message)
 	}
-	up := p.upstreamFor(rt)
-	var m manifestResult
-	if isDigest(rt.ref) {
-		d, _ := parseDigest(rt.ref)
-		m, rerr = p.manifestByDigest(ctx, up, rt.repo, d, defaultAccept())
-	} else {
-		m, rerr = p.manifestByTag(ctx, up, rt, p.accepts.lookup(nil))
-	}
+	m, rerr := p.manifest(ctx, p.upstreamFor(rt), rt, p.accepts.lookup(nil))
 	if rerr != nil {
 		return Resolved{}, rerr
 	}
