@@ -66,7 +66,7 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 	subject := descriptor{MediaType: f.ManifestMediaType, Digest: rec.Digest, Size: f.ManifestSize}
 	contents := map[string]store.Content{}
 	var descs []json.RawMessage
-	sigTags := map[string]string{}
+	localTags := map[string]string{}
 	for _, a := range []struct {
 		artifactType string
 		body         []byte
@@ -81,13 +81,23 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 			if err != nil {
 				return fmt.Errorf("sign %s: %w", a.artifactType, err)
 			}
-			sigTags[tag] = sigDigest
+			localTags[tag] = sigDigest
 		}
 	}
+	if p.o.Signer != nil {
+		tag, attDigest, err := attestImage(p.o.Signer, rec.Upstream+"/"+rec.Repository, rec.Digest,
+			[]attestation{{VerdictPredicateType, verdict}, {SBOMPredicateType, sbom.Bytes()}}, contents)
+		if err != nil {
+			return fmt.Errorf("attest %s: %w", rec.Digest, err)
+		}
+		localTags[tag] = attDigest
+	}
+	// The attestation image is content of this subject's set, so the next
+	// publication replaces it.
 	if err := p.o.Artifacts.PutReferrers(ctx, rec.Digest, descs, contents); err != nil {
 		return err
 	}
-	for tag, d := range sigTags {
+	for tag, d := range localTags {
 		if err := p.o.Artifacts.PutLocalTag(ctx, tag, d); err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/sigstore/cosign/v2/pkg/oci"
 	"github.com/sigstore/cosign/v2/pkg/oci/empty"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
@@ -40,56 +41,77 @@ func signArtifact(signer signature.Signer, repo, manifestDigest string, contents
 	if err != nil {
 		return "", "", err
 	}
-	sigs, err := mutate.AppendSignatures(empty.Signatures(), false, ociSig)
+	sigDigest, err := signatureImage(contents, ociSig)
 	if err != nil {
 		return "", "", err
 	}
-	raw, err := sigs.RawManifest()
+	tag, err := cosignTag(manifestDigest, ".sig")
+	return tag, sigDigest, err
+}
+
+// signatureImage builds cosign's signature image (an image whose layers are
+// the signatures, annotated) for sigs, adds its manifest, config and layers
+// to contents and returns the manifest's digest.
+func signatureImage(contents map[string]store.Content, sigs ...oci.Signature) (string, error) {
+	img, err := mutate.AppendSignatures(empty.Signatures(), false, sigs...)
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
-	mt, err := sigs.MediaType()
+	raw, err := img.RawManifest()
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
-	m, err := sigs.Manifest()
+	mt, err := img.MediaType()
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
-	cfg, err := sigs.RawConfigFile()
+	m, err := img.Manifest()
 	if err != nil {
-		return "", "", err
+		return "", err
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return "", err
 	}
 	contents[m.Config.Digest.String()] = store.Content{MediaType: string(m.Config.MediaType), Body: cfg}
-	layers, err := sigs.Layers()
+	layers, err := img.Layers()
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
 	for _, l := range layers {
 		d, err := l.Digest()
 		if err != nil {
-			return "", "", err
+			return "", err
 		}
 		rc, err := l.Compressed()
 		if err != nil {
-			return "", "", err
+			return "", err
 		}
 		body, err := io.ReadAll(rc)
 		rc.Close()
 		if err != nil {
-			return "", "", err
+			return "", err
 		}
-		lmt, _ := l.MediaType()
+		lmt, err := l.MediaType()
+		if err != nil {
+			return "", err
+		}
 		contents[d.String()] = store.Content{MediaType: string(lmt), Body: body}
 	}
-	sigDigest, err := sigs.Digest()
+	d, err := img.Digest()
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
-	contents[sigDigest.String()] = store.Content{MediaType: string(mt), Body: raw}
-	hex, ok := strings.CutPrefix(manifestDigest, "sha256:")
+	contents[d.String()] = store.Content{MediaType: string(mt), Body: raw}
+	return d.String(), nil
+}
+
+// cosignTag is cosign's tag schema for what belongs to a digest:
+// sha256-<hex><suffix> (".sig" signatures, ".att" attestations).
+func cosignTag(d, suffix string) (string, error) {
+	hex, ok := strings.CutPrefix(d, "sha256:")
 	if !ok {
-		return "", "", fmt.Errorf("artifact digest %s is not sha256", manifestDigest)
+		return "", fmt.Errorf("digest %s is not sha256", d)
 	}
-	return "sha256-" + hex + ".sig", sigDigest.String(), nil
+	return "sha256-" + hex + suffix, nil
 }

@@ -218,6 +218,15 @@ func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, pa par
 	if m, ok := p.localSignature(ctx, rt.ref); ok {
 		return m, nil
 	}
+	if ours, ok := p.localAttestations(ctx, rt.ref); ok {
+		theirs, rerr := p.upstreamTag(ctx, up, rt, pa)
+		return p.mergeAttestations(ctx, rt, ours, theirs, rerr)
+	}
+	return p.upstreamTag(ctx, up, rt, pa)
+}
+
+// upstreamTag is manifestByTag for tags only the upstream knows.
+func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parsedAccept) (manifestResult, *regError) {
 	accept := pa.types
 	name := up.Client.Name() + "/" + rt.repo + ":" + rt.ref
 	key := name + "@" + pa.key

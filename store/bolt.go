@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -136,7 +137,23 @@ func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
 type referrerSet struct {
 	Descriptors []json.RawMessage `json:"descriptors"`
 	Contents    []string          `json:"contents"`
+	// Added holds groups of digests added by AddContents, oldest first.
+	Added [][]string `json:"added,omitempty"`
 }
+
+// digests lists every content digest the set keeps alive.
+func (s referrerSet) digests() []string {
+	out := slices.Clone(s.Contents)
+	for _, g := range s.Added {
+		out = append(out, g...)
+	}
+	return out
+}
+
+// maxAddedGroups bounds what AddContents keeps per subject: a client
+// that fetched a composed manifest a moment ago can still fetch its
+// config, while compositions that changed many times do not pile up.
+const maxAddedGroups = 8
 
 // PutReferrers implements ArtifactStore. Contents are reference-counted by
 // scanning the other subjects' sets only for digests being dropped, which
@@ -170,7 +187,7 @@ func (b *Bolt) PutReferrers(_ context.Context, subject string, descriptors []jso
 		if err := refs.Put([]byte(subject), v); err != nil {
 			return err
 		}
-		for _, d := range old.Contents {
+		for _, d := range old.digests() {
 			if _, kept := contents[d]; kept || usedElsewhere(refs, subject, d) {
 				continue
 			}
@@ -193,12 +210,65 @@ func usedElsewhere(refs *bolt.Bucket, subject, d string) bool {
 			return nil
 		}
 		var set referrerSet
-		if json.Unmarshal(v, &set) == nil && slices.Contains(set.Contents, d) {
+		if json.Unmarshal(v, &set) == nil && slices.Contains(set.digests(), d) {
 			used = true
 		}
 		return nil
 	})
 	return used
+}
+
+// AddContents implements ArtifactStore.
+func (b *Bolt) AddContents(_ context.Context, subject string, contents map[string]Content) error {
+	group := slices.Sorted(maps.Keys(contents))
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		refs, content := tx.Bucket(referrersBucket), tx.Bucket(contentBucket)
+		var set referrerSet
+		if prev := refs.Get([]byte(subject)); prev != nil {
+			if err := json.Unmarshal(prev, &set); err != nil {
+				return err
+			}
+		}
+		for d, c := range contents {
+			raw, err := json.Marshal(c)
+			if err != nil {
+				return err
+			}
+			if err := content.Put([]byte(d), raw); err != nil {
+				return err
+			}
+		}
+		set.Added = slices.DeleteFunc(set.Added, func(g []string) bool { return slices.Equal(g, group) })
+		set.Added = append(set.Added, group)
+		var dropped []string
+		if n := len(set.Added) - maxAddedGroups; n > 0 {
+			for _, g := range set.Added[:n] {
+				dropped = append(dropped, g...)
+			}
+			set.Added = slices.Clone(set.Added[n:])
+		}
+		v, err := json.Marshal(set)
+		if err != nil {
+			return err
+		}
+		if err := refs.Put([]byte(subject), v); err != nil {
+			return err
+		}
+		kept := set.digests()
+		for _, d := range dropped {
+			if slices.Contains(kept, d) || usedElsewhere(refs, subject, d) {
+				continue
+			}
+			if err := content.Delete([]byte(d)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("add content for %s: %w", subject, err)
+	}
+	return nil
 }
 
 // Referrers implements ArtifactStore.

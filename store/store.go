@@ -35,6 +35,10 @@ type ArtifactStore interface {
 	// descriptors (OCI descriptor JSON) and the contents they need, by digest.
 	// Contents of the referrers it replaces are deleted unless still used.
 	PutReferrers(ctx context.Context, subject string, descriptors []json.RawMessage, contents map[string]Content) error
+	// AddContents keeps more contents with subject's published set (a
+	// manifest composed while serving it) until the set is replaced; only
+	// the most recent few additions are kept.
+	AddContents(ctx context.Context, subject string, contents map[string]Content) error
 	// Referrers lists the descriptors published for subject (none: empty).
 	Referrers(ctx context.Context, subject string) ([]json.RawMessage, error)
 	// Content returns published content by digest, or ErrNotFound.

@@ -124,6 +124,59 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 			}
 		}
 	})
+	t.Run("added contents", func(t *testing.T) {
+		s := newStore(t)
+		subject := fmt.Sprintf("sha256:%064x", 9)
+		shared := store.Content{MediaType: "b", Body: []byte("shared")}
+		if err := s.PutReferrers(ctx, subject, []json.RawMessage{[]byte(`{"digest":"sha256:r1"}`)},
+			map[string]store.Content{"sha256:r1": {MediaType: "m", Body: []byte("r")}, "sha256:s": shared}); err != nil {
+			t.Fatal(err)
+		}
+		// Added before any referrers were published, too.
+		lone := fmt.Sprintf("sha256:%064x", 10)
+		if err := s.AddContents(ctx, lone, map[string]store.Content{"sha256:lone": {MediaType: "m", Body: []byte("l")}}); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := s.Content(ctx, "sha256:lone"); err != nil || string(c.Body) != "l" {
+			t.Fatalf("content added without referrers: %+v %v", c, err)
+		}
+		// Groups beyond the most recent eight are dropped, except what the
+		// referrers themselves still use; adding a group again keeps it fresh.
+		const groups = 12
+		for i := range groups {
+			add := map[string]store.Content{fmt.Sprintf("sha256:a%d", i): {MediaType: "m", Body: []byte{byte(i)}}, "sha256:s": shared}
+			if err := s.AddContents(ctx, subject, add); err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				continue
+			}
+			if err := s.AddContents(ctx, subject, map[string]store.Content{"sha256:a0": {MediaType: "m", Body: []byte{0}}, "sha256:s": shared}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range groups {
+			_, err := s.Content(ctx, fmt.Sprintf("sha256:a%d", i))
+			if kept := i == 0 || i >= groups-7; kept != (err == nil) {
+				t.Errorf("added group %d: kept=%v, err=%v", i, kept, err)
+			}
+		}
+		if refs, err := s.Referrers(ctx, subject); err != nil || len(refs) != 1 {
+			t.Fatalf("referrers changed by AddContents: %s %v", refs, err)
+		}
+		// Replacing the referrers drops every added group.
+		if err := s.PutReferrers(ctx, subject, nil, map[string]store.Content{"sha256:s": shared}); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{"sha256:a0", "sha256:a11", "sha256:r1"} {
+			if _, err := s.Content(ctx, d); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("content %s after replace: %v", d, err)
+			}
+		}
+		if _, err := s.Content(ctx, "sha256:s"); err != nil {
+			t.Errorf("shared content after replace: %v", err)
+		}
+	})
 	t.Run("local tags", func(t *testing.T) {
 		s := newStore(t)
 		if _, err := s.LocalTag(ctx, "sha256-abc.sig"); !errors.Is(err, store.ErrNotFound) {

@@ -10,11 +10,26 @@ import (
 
 	"github.com/portcullis/portcullis/test/clients"
 	"github.com/portcullis/portcullis/test/harness"
+	"github.com/portcullis/portcullis/test/testregistry"
 )
 
 // gateSetup serves the real Alpine 3.16.9 image (one known vulnerability,
 // severity UNKNOWN in Alpine's data) behind a portcullis with policyYAML.
 func gateSetup(t *testing.T, policyYAML string, extraConfig ...string) (pc *harness.Portcullis, manifest string, layer string) {
+	t.Helper()
+	g := gateSetupWithUpstream(t, policyYAML, extraConfig...)
+	return g.pc, g.manifest, g.layer
+}
+
+// gated is a portcullis in front of an upstream serving Alpine 3.16.9.
+type gated struct {
+	pc       *harness.Portcullis
+	up       *testregistry.Registry
+	manifest string // digest of the Alpine image
+	layer    string // digest of its layer
+}
+
+func gateSetupWithUpstream(t *testing.T, policyYAML string, extraConfig ...string) gated {
 	t.Helper()
 	bin := harness.BuildPortcullis(t)
 	dir := t.TempDir()
@@ -39,7 +54,7 @@ func gateSetup(t *testing.T, policyYAML string, extraConfig ...string) (pc *harn
 	}
 	cfg := filepath.Join(dir, "portcullis.yaml")
 	os.WriteFile(cfg, []byte("default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+"\n"+strings.Join(extraConfig, "\n")+"\n"), 0o600)
-	return harness.StartPortcullis(t, bin, "--config", cfg, "--data", data), d.String(), l.String()
+	return gated{pc: harness.StartPortcullis(t, bin, "--config", cfg, "--data", data), up: up, manifest: d.String(), layer: l.String()}
 }
 
 const blockingPolicy = `

@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/store"
+)
+
+// localAttestations finds the attestations Portcullis published for the
+// digest named by cosign's tag sha256-<hex>.att.
+func (p *Proxy) localAttestations(ctx context.Context, tag string) (manifestResult, bool) {
+	if p.local == nil || !strings.HasPrefix(tag, "sha256-") || !strings.HasSuffix(tag, ".att") {
+		return manifestResult{}, false
+	}
+	d, err := p.local.LocalTag(ctx, tag)
+	if err != nil {
+		return manifestResult{}, false
+	}
+	c, ok := p.localContent(ctx, digest.Digest(d))
+	if !ok {
+		return manifestResult{}, false
+	}
+	return manifestResult{body: c.Body, mediaType: c.MediaType, digest: digest.Digest(d), cache: cacheLocal}, true
+}
+
+// mergeAttestations serves cosign's attestation tag of an image when both
+// Portcullis and the upstream attest it: one image whose layers are the
+// upstream's attestations followed by ours, so `cosign verify-attestation`
+// through the mirror checks either with the right key, and neither hides
+// the other. The composed manifest and its config are kept with the
+// image's published set, so fetching them by digest works on any replica.
+// Without an upstream answer ours alone are served: they are still true.
+func (p *Proxy) mergeAttestations(ctx context.Context, rt route, ours, theirs manifestResult, rerr *regError) (manifestResult, *regError) {
+	if rerr != nil {
+		if rerr.Status != http.StatusNotFound {
+			p.log.Warn("upstream attestations unavailable; serving Portcullis' own", "repo", rt.upstream+"/"+rt.repo, "tag", rt.ref, "err", rerr)
+		}
+		return ours, nil
+	}
+	var their, our map[string]json.RawMessage
+	if !isImageManifest(theirs.mediaType) || json.Unmarshal(theirs.body, &their) != nil || json.Unmarshal(ours.body, &our) != nil {
+		// Not an attestation image cosign would read: keep the upstream's answer.
+		p.log.Warn("upstream attestation tag is not an image manifest; not merging", "repo", rt.upstream+"/"+rt.repo, "tag", rt.ref, "mediaType", theirs.mediaType)
+		return theirs, nil
+	}
+	theirLayers, okTheirs := parseLayers(their["layers"])
+	ourLayers, okOurs := parseLayers(our["layers"])
+	var theirConfig descriptorRef
+	if !okTheirs || !okOurs || json.Unmarshal(their["config"], &theirConfig) != nil {
+		return theirs, nil
+	}
+	layers := []json.RawMessage{}
+	diffIDs := []string{}
+	for _, l := range append(theirLayers, ourLayers...) {
+		if slices.Contains(diffIDs, l.Digest) {
+			continue // already there
+		}
+		layers = append(layers, l.raw)
+		diffIDs = append(diffIDs, l.Digest)
+	}
+	if len(layers) == len(theirLayers) {
+		return theirs, nil
+	}
+	// Attestation layers are uncompressed DSSE envelopes: each one's diff
+	// id is its digest.
+	config, err := json.Marshal(map[string]any{"architecture": "", "os": "", "config": map[string]any{},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs}})
+	if err != nil {
+		return manifestResult{}, errInternal("compose attestations", err)
+	}
+	configDesc, err := json.Marshal(descriptorRef{MediaType: theirConfig.MediaType, Digest: digest.FromBytes(config).String(), Size: int64(len(config))})
+	if err != nil {
+		return manifestResult{}, errInternal("compose attestations", err)
+	}
+	their["config"] = configDesc
+	if their["layers"], err = json.Marshal(layers); err != nil {
+		return manifestResult{}, errInternal("compose attestations", err)
+	}
+	body, err := json.Marshal(their)
+	if err != nil {
+		return manifestResult{}, errInternal("compose attestations", err)
+	}
+	d := digest.FromBytes(body)
+	subject := "sha256:" + strings.TrimSuffix(strings.TrimPrefix(rt.ref, "sha256-"), ".att")
+	err = p.local.AddContents(ctx, subject, map[string]store.Content{
+		digest.FromBytes(config).String(): {MediaType: theirConfig.MediaType, Body: config},
+		d.String():                        {MediaType: theirs.mediaType, Body: body},
+	})
+	if err != nil {
+		return manifestResult{}, errInternal(fmt.Sprintf("keep attestations of %s", subject), err)
+	}
+	return manifestResult{body: body, mediaType: theirs.mediaType, digest: d, cache: cacheLocal}, nil
+}
+
+// descriptorRef is the part of an OCI descriptor merging needs.
+type descriptorRef struct {
+	MediaType string `json:"mediaType"`
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+}
+
+// layerRef is a layer descriptor kept verbatim (annotations carry the
+// attestation's metadata), with its digest.
+type layerRef struct {
+	descriptorRef
+	raw json.RawMessage
+}
+
+func parseLayers(raw json.RawMessage) ([]layerRef, bool) {
+	var list []json.RawMessage
+	if json.Unmarshal(raw, &list) != nil {
+		return nil, false
+	}
+	out := make([]layerRef, len(list))
+	for i, r := range list {
+		if json.Unmarshal(r, &out[i].descriptorRef) != nil || out[i].Digest == "" {
+			return nil, false
+		}
+		out[i].raw = r
+	}
+	return out, true
+}
+
+func isImageManifest(mt string) bool {
+	return mt == "application/vnd.oci.image.manifest.v1+json" || mt == "application/vnd.docker.distribution.manifest.v2+json"
+}
