@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -309,6 +310,10 @@ func (r *Registry) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			code = "TOOMANYREQUESTS"
 		}
 		writeError(w, f.status, code, fmt.Sprintf("testregistry: injected %d", f.status))
+		return
+	}
+	if r.cfg.referrers && (req.Method == http.MethodGet || req.Method == http.MethodHead) && strings.Contains(req.URL.Path, "/referrers/") {
+		r.serveReferrers(w, req)
 		return
 	}
 	r.reg.ServeHTTP(w, req)
