@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
+	cbundle "github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/cosign/v2/pkg/types"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
 
@@ -22,6 +25,8 @@ const (
 	VerdictPredicateType = "https://portcullis.dev/attestation/verdict/v1"
 	SBOMPredicateType    = "https://cyclonedx.org/bom"
 	inTotoStatementType  = "https://in-toto.io/Statement/v0.1"
+	// BundleArtifactType is a sigstore bundle as cosign v3 attaches it.
+	BundleArtifactType = "application/vnd.dev.sigstore.bundle.v0.3+json"
 )
 
 type inTotoSubject struct {
@@ -41,20 +46,28 @@ type attestation struct {
 	predicate     []byte // JSON
 }
 
-// attestImage signs each predicate as an in-toto statement about
-// repo@imageDigest in a DSSE envelope, the way `cosign attest --key` does
-// without a transparency log, and builds the image cosign reads from the
-// tag sha256-<hex>.att. Its content joins contents; it returns the tag and
-// the attestation image's digest. The proxy serves that tag merged with
-// the upstream's own attestations, so `cosign verify-attestation --key`
-// through the mirror sees both.
-func attestImage(signer signature.Signer, repo, imageDigest string, atts []attestation, contents map[string]store.Content) (string, string, error) {
-	hex, ok := strings.CutPrefix(imageDigest, "sha256:")
+// signedStatement is an attestation signed as an in-toto statement in a
+// DSSE envelope, the way `cosign attest --key` does.
+type signedStatement struct {
+	predicateType string
+	statement     []byte
+	envelope      []byte
+}
+
+// attest signs each predicate as a statement about repo@imageDigest and
+// publishes it in both of cosign's formats, since cosign reads only one
+// per image: the legacy tag sha256-<hex>.att (returned with the digest of
+// its image) and sigstore bundles as referrers (returned as referrer
+// descriptors; the proxy lists them only where the upstream attaches
+// bundles itself). No transparency log: verifiers use the proxy's key with
+// --insecure-ignore-tlog. Content of both joins contents.
+func attest(signer signature.Signer, repo string, subject descriptor, atts []attestation, now time.Time, contents map[string]store.Content) (tag, attDigest string, bundles []json.RawMessage, err error) {
+	hex, ok := strings.CutPrefix(subject.Digest, "sha256:")
 	if !ok {
-		return "", "", fmt.Errorf("image digest %s is not sha256", imageDigest)
+		return "", "", nil, fmt.Errorf("image digest %s is not sha256", subject.Digest)
 	}
 	envelopeSigner := dsse.WrapSigner(signer, types.IntotoPayloadType)
-	var sigs []oci.Signature
+	var signed []signedStatement
 	for _, a := range atts {
 		statement, err := json.Marshal(inTotoStatement{
 			Type:          inTotoStatementType,
@@ -63,23 +76,64 @@ func attestImage(signer signature.Signer, repo, imageDigest string, atts []attes
 			Predicate:     a.predicate,
 		})
 		if err != nil {
-			return "", "", fmt.Errorf("statement %s: %w", a.predicateType, err)
+			return "", "", nil, fmt.Errorf("statement %s: %w", a.predicateType, err)
 		}
 		envelope, err := envelopeSigner.SignMessage(bytes.NewReader(statement))
 		if err != nil {
-			return "", "", fmt.Errorf("sign statement %s: %w", a.predicateType, err)
+			return "", "", nil, fmt.Errorf("sign statement %s: %w", a.predicateType, err)
 		}
-		sig, err := static.NewAttestation(envelope, static.WithLayerMediaType(types.DssePayloadType),
-			static.WithAnnotations(map[string]string{"predicateType": a.predicateType}))
+		signed = append(signed, signedStatement{a.predicateType, statement, envelope})
+	}
+	if attDigest, err = attestationImage(signed, contents); err != nil {
+		return "", "", nil, fmt.Errorf("attestation image: %w", err)
+	}
+	if bundles, err = attestationBundles(signer, signed, subject, now, contents); err != nil {
+		return "", "", nil, fmt.Errorf("attestation bundles: %w", err)
+	}
+	return "sha256-" + hex + ".att", attDigest, bundles, nil
+}
+
+// attestationImage builds the image cosign reads from the .att tag: one
+// DSSE envelope per layer, annotated with its predicate type.
+func attestationImage(signed []signedStatement, contents map[string]store.Content) (string, error) {
+	var sigs []oci.Signature
+	for _, s := range signed {
+		sig, err := static.NewAttestation(s.envelope, static.WithLayerMediaType(types.DssePayloadType),
+			static.WithAnnotations(map[string]string{"predicateType": s.predicateType}))
 		if err != nil {
-			return "", "", err
+			return "", err
 		}
 		sigs = append(sigs, sig)
 	}
-	d, err := signatureImage(contents, sigs...)
+	return signatureImage(contents, sigs...)
+}
+
+// attestationBundles wraps each envelope in a sigstore bundle naming the
+// proxy's key, as an OCI 1.1 referrer of the image annotated the way
+// cosign's own are.
+func attestationBundles(signer signature.Signer, signed []signedStatement, subject descriptor, now time.Time, contents map[string]store.Content) ([]json.RawMessage, error) {
+	pub, err := signer.PublicKey()
 	if err != nil {
-		return "", "", fmt.Errorf("attestation image: %w", err)
+		return nil, err
 	}
-	tag, err := cosignTag(imageDigest, ".att")
-	return tag, d, err
+	pubPEM, err := cryptoutils.MarshalPublicKeyToPEM(pub)
+	if err != nil {
+		return nil, err
+	}
+	var descs []json.RawMessage
+	for _, s := range signed {
+		b, err := cbundle.MakeNewBundle(pub, nil, s.statement, s.envelope, pubPEM, nil)
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", s.predicateType, err)
+		}
+		desc, _, err := artifactManifest(BundleArtifactType, b, subject, now, contents, map[string]string{
+			"dev.sigstore.bundle.content":       "dsse-envelope",
+			"dev.sigstore.bundle.predicateType": s.predicateType,
+		})
+		if err != nil {
+			return nil, err
+		}
+		descs = append(descs, desc)
+	}
+	return descs, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -71,7 +72,7 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 		artifactType string
 		body         []byte
 	}{{VerdictArtifactType, verdict}, {SBOMArtifactType, sbom.Bytes()}} {
-		desc, md, err := artifactManifest(a.artifactType, a.body, subject, p.now(), contents)
+		desc, md, err := artifactManifest(a.artifactType, a.body, subject, p.now(), contents, nil)
 		if err != nil {
 			return err
 		}
@@ -85,12 +86,13 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 		}
 	}
 	if p.o.Signer != nil {
-		tag, attDigest, err := attestImage(p.o.Signer, rec.Upstream+"/"+rec.Repository, rec.Digest,
-			[]attestation{{VerdictPredicateType, verdict}, {SBOMPredicateType, sbom.Bytes()}}, contents)
+		tag, attDigest, bundles, err := attest(p.o.Signer, rec.Upstream+"/"+rec.Repository, subject,
+			[]attestation{{VerdictPredicateType, verdict}, {SBOMPredicateType, sbom.Bytes()}}, p.now(), contents)
 		if err != nil {
 			return fmt.Errorf("attest %s: %w", rec.Digest, err)
 		}
 		localTags[tag] = attDigest
+		descs = append(descs, bundles...)
 	}
 	// The attestation image is content of this subject's set, so the next
 	// publication replaces it.
@@ -117,10 +119,11 @@ type descriptor struct {
 // layer, a subject), adds its content to contents and returns its
 // descriptor as the referrers API lists it:
 // https://github.com/opencontainers/image-spec/blob/main/manifest.md#guidelines-for-artifact-usage
-func artifactManifest(artifactType string, body []byte, subject descriptor, now time.Time, contents map[string]store.Content) (json.RawMessage, string, error) {
+func artifactManifest(artifactType string, body []byte, subject descriptor, now time.Time, contents map[string]store.Content, extra map[string]string) (json.RawMessage, string, error) {
 	empty := []byte("{}")
 	layer := descriptor{MediaType: artifactType, Digest: digest.FromBytes(body).String(), Size: int64(len(body))}
-	created := map[string]string{"org.opencontainers.image.created": now.UTC().Format(time.RFC3339)}
+	annotations := map[string]string{"org.opencontainers.image.created": now.UTC().Format(time.RFC3339)}
+	maps.Copy(annotations, extra)
 	m, err := json.Marshal(struct {
 		SchemaVersion int               `json:"schemaVersion"`
 		MediaType     string            `json:"mediaType"`
@@ -130,7 +133,7 @@ func artifactManifest(artifactType string, body []byte, subject descriptor, now 
 		Subject       descriptor        `json:"subject"`
 		Annotations   map[string]string `json:"annotations"`
 	}{2, ociManifestType, artifactType, descriptor{MediaType: ociEmptyType, Digest: digest.FromBytes(empty).String(), Size: 2},
-		[]descriptor{layer}, subject, created})
+		[]descriptor{layer}, subject, annotations})
 	if err != nil {
 		return nil, "", err
 	}
@@ -138,6 +141,6 @@ func artifactManifest(artifactType string, body []byte, subject descriptor, now 
 	contents[digest.FromBytes(empty).String()] = store.Content{MediaType: ociEmptyType, Body: empty}
 	contents[layer.Digest] = store.Content{MediaType: artifactType, Body: body}
 	contents[md] = store.Content{MediaType: ociManifestType, Body: m}
-	desc, err := json.Marshal(descriptor{MediaType: ociManifestType, Digest: md, Size: int64(len(m)), ArtifactType: artifactType, Annotations: created})
+	desc, err := json.Marshal(descriptor{MediaType: ociManifestType, Digest: md, Size: int64(len(m)), ArtifactType: artifactType, Annotations: annotations})
 	return desc, md, err
 }

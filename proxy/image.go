@@ -217,13 +217,16 @@ func (p *Proxy) Blob(ctx context.Context, upstreamName, repo string, d digest.Di
 	return rc, err
 }
 
-// Referrers returns the referrers index of d as the referrers API serves it.
+// Referrers returns the upstream's referrers index of d, without what
+// Portcullis published about it.
 func (p *Proxy) Referrers(ctx context.Context, upstreamName, repo string, d digest.Digest, artifactType string) ([]byte, error) {
 	up, ok := p.upstreams[upstreamName]
 	if !ok {
 		return nil, fmt.Errorf("upstream %q is not configured", upstreamName)
 	}
-	idx, rerr := p.referrers(ctx, up, repo, d, artifactType)
+	// Only the upstream's: what Portcullis published is not evidence
+	// about the image (a proxy-signed verdict must not count as a signature).
+	idx, rerr := p.referrers(ctx, up, repo, d, artifactType, false)
 	if rerr != nil {
 		return nil, asError(rerr)
 	}

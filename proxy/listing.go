@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -80,7 +81,7 @@ func (p *Proxy) serveReferrers(w http.ResponseWriter, r *http.Request, rt route)
 	artifactType := r.URL.Query().Get("artifactType")
 	ctx, cancel := p.detach(r.Context())
 	defer cancel()
-	idx, rerr := p.referrers(ctx, p.upstreamFor(rt), rt.repo, d, artifactType)
+	idx, rerr := p.referrers(ctx, p.upstreamFor(rt), rt.repo, d, artifactType, true)
 	if rerr != nil {
 		return rerr
 	}
@@ -90,8 +91,9 @@ func (p *Proxy) serveReferrers(w http.ResponseWriter, r *http.Request, rt route)
 	return writeJSON(w, r, ociIndexType, idx)
 }
 
-// referrers lists the referrers of d, filtered by artifactType.
-func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d digest.Digest, artifactType string) (referrerIndex, *regError) {
+// referrers lists the referrers of d, filtered by artifactType, with what
+// Portcullis published about d if withOwn.
+func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d digest.Digest, artifactType string, withOwn bool) (referrerIndex, *regError) {
 	what := "referrers of " + up.Client.Name() + "/" + repo + "@" + d.String()
 	var body []byte
 	filtered := false
@@ -118,11 +120,17 @@ func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d diges
 			return referrerIndex{}, errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: upstream sent an invalid index: %v", what, err)
 		}
 	}
-	if p.local != nil {
+	if p.local != nil && withOwn {
 		// What Portcullis published about d (verdict, SBOM) joins the list.
 		own, err := p.local.Referrers(ctx, d.String())
 		if err != nil {
 			return referrerIndex{}, errInternal(what, err)
+		}
+		// cosign reads one format per image: sigstore bundles if any
+		// referrer is one, else the legacy .sig/.att tags. Our bundles
+		// follow the upstream's choice, so they never hide its signatures.
+		if !slices.ContainsFunc(idx.Manifests, isSigstoreBundle) {
+			own = slices.DeleteFunc(slices.Clone(own), isSigstoreBundle)
 		}
 		idx.Manifests = append(idx.Manifests, own...)
 		filtered = filtered && len(own) == 0
@@ -144,6 +152,16 @@ func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d diges
 	}
 	idx.SchemaVersion, idx.MediaType = 2, ociIndexType
 	return idx, nil
+}
+
+// isSigstoreBundle reports whether a referrer descriptor holds a sigstore
+// bundle (application/vnd.dev.sigstore.bundle.v0.3+json and its
+// predecessors).
+func isSigstoreBundle(desc json.RawMessage) bool {
+	var d struct {
+		ArtifactType string `json:"artifactType"`
+	}
+	return json.Unmarshal(desc, &d) == nil && strings.HasPrefix(d.ArtifactType, "application/vnd.dev.sigstore.bundle")
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, contentType string, v any) *regError {

@@ -15,11 +15,13 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
+	cbundle "github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	"github.com/sigstore/cosign/v2/pkg/oci/empty"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/cosign/v2/pkg/types"
+	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
@@ -289,4 +291,135 @@ func writeFile(t *testing.T, name string, data []byte) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// attestUpstreamBundle attests repo@digest on the upstream the way cosign v3
+// does by default (`cosign attest --key --tlog-upload=false`): a sigstore
+// bundle holding the DSSE envelope, attached as an OCI 1.1 referrer. It
+// returns the public key's PEM.
+func attestUpstreamBundle(t *testing.T, up *testregistry.Registry, repo, digest, predicateType string) []byte {
+	t.Helper()
+	priv, err := cosign.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewDigest(up.Host() + "/" + repo + "@" + digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statement, _ := json.Marshal(map[string]any{
+		"_type": "https://in-toto.io/Statement/v1", "predicateType": predicateType,
+		"subject":   []any{map[string]any{"name": up.Host() + "/" + repo, "digest": map[string]string{"sha256": strings.TrimPrefix(digest, "sha256:")}}},
+		"predicate": map[string]any{"builder": map[string]string{"id": "https://ci.example/v3"}},
+	})
+	envelope, err := dsse.WrapSigner(sv, types.IntotoPayloadType).SignMessage(bytes.NewReader(statement))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cbundle.MakeNewBundle(priv.Public(), nil, statement, envelope, pemBytes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ociremote.WriteAttestationNewBundleFormat(ref, b, predicateType); err != nil {
+		t.Fatal(err)
+	}
+	return pemBytes
+}
+
+// emptyTrustedRoot is the trusted root a key-only verifier hands cosign's
+// bundle path, which insists on one: no CA, no log, nothing to fetch.
+func emptyTrustedRoot(t *testing.T) string {
+	t.Helper()
+	return writeFile(t, "trusted_root.json", []byte(`{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`))
+}
+
+// cosign reads one format per image: sigstore bundles when any referrer is
+// one (cosign v3's default), else the legacy tags. Portcullis lists its
+// own bundles only when the upstream attaches bundles: an image attested
+// the v3 way gets our verdict as a bundle too, and an image signed the
+// legacy way keeps its signatures visible (checked above).
+func TestAttestationsFollowTheUpstreamsBundleFormat(t *testing.T) {
+	cfg, proxyPEM := signingKey(t)
+	g := gateSetupWithUpstream(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
+	upstreamPEM := attestUpstreamBundle(t, g.up, "library/alpine", g.manifest, provenancePredicate)
+	if r := do(t, "GET", g.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
+		t.Fatalf("pull: %d %s", r.status, r.body)
+	}
+	var idx v1.IndexManifest
+	if err := json.Unmarshal(do(t, "GET", g.pc.URL+"/v2/library/alpine/referrers/"+g.manifest).body, &idx); err != nil {
+		t.Fatal(err)
+	}
+	bundles := 0
+	for _, m := range idx.Manifests {
+		if m.ArtifactType == "application/vnd.dev.sigstore.bundle.v0.3+json" {
+			bundles++
+		}
+	}
+	if bundles != 3 || len(idx.Manifests) != 5 {
+		t.Fatalf("referrers: want the upstream's bundle, our two bundles, verdict and SBOM: %+v", idx.Manifests)
+	}
+
+	ref, err := name.NewDigest(strings.TrimPrefix(g.pc.URL, "http://") + "/library/alpine@" + g.manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := root.NewTrustedRootFromPath(emptyTrustedRoot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key  []byte
+		want []string
+	}{
+		{proxyPEM, []string{cyclonedxPredicate, verdictPredicate}},
+		{upstreamPEM, []string{provenancePredicate}},
+	} {
+		atts, _, err := cosign.VerifyImageAttestations(t.Context(), ref, &cosign.CheckOpts{
+			SigVerifier: verifierFromPEM(t, tc.key), ClaimVerifier: cosign.IntotoSubjectClaimVerifier,
+			IgnoreTlog: true, Offline: true, NewBundleFormat: true, TrustedMaterial: tr,
+		})
+		var got []string
+		for _, a := range atts {
+			pl, _ := a.Payload()
+			var env struct{ Payload string }
+			_ = json.Unmarshal(pl, &env)
+			raw, _ := base64.StdEncoding.DecodeString(env.Payload)
+			var st struct {
+				PredicateType string `json:"predicateType"`
+			}
+			_ = json.Unmarshal(raw, &st)
+			got = append(got, st.PredicateType)
+		}
+		slices.Sort(got)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Fatalf("bundles verified: %v, want %v (%v)", got, tc.want, err)
+		}
+	}
+
+	// And the CLI, which picks the bundle format by itself here.
+	trusted := emptyTrustedRoot(t)
+	proxyPub, upstreamPub := writeFile(t, "proxy.pub", proxyPEM), writeFile(t, "upstream.pub", upstreamPEM)
+	for _, tc := range []struct {
+		key, predicate string
+		ok             bool
+	}{
+		{proxyPub, verdictPredicate, true},
+		{proxyPub, "cyclonedx", true},
+		{upstreamPub, "slsaprovenance", true},
+		{upstreamPub, verdictPredicate, false},
+	} {
+		out, err := clients.CosignRun(t.Context(), t, "verify-attestation", "--insecure-ignore-tlog", "--allow-http-registry",
+			"--trusted-root", trusted, "--key", tc.key, "--type", tc.predicate, ref.String())
+		if (err == nil) != tc.ok {
+			t.Fatalf("cosign verify-attestation --type %s: err=%v, want ok=%v\n%s", tc.predicate, err, tc.ok, out)
+		}
+	}
 }
