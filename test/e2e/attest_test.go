@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -421,5 +422,38 @@ func TestAttestationsFollowTheUpstreamsBundleFormat(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Fatalf("cosign verify-attestation --type %s: err=%v, want ok=%v\n%s", tc.predicate, err, tc.ok, out)
 		}
+	}
+}
+
+// When the upstream cannot say what its attestation tag holds, Portcullis
+// still serves its own attestations (they stay true); when the tag holds
+// something cosign could not read as attestations, the upstream's answer
+// is passed on untouched.
+func TestAttestationTagWhenTheUpstreamMisbehaves(t *testing.T) {
+	cfg, proxyPEM := signingKey(t)
+	g := gateSetupWithUpstream(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
+	if r := do(t, "GET", g.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
+		t.Fatalf("pull: %d %s", r.status, r.body)
+	}
+	ref, err := name.NewDigest(strings.TrimPrefix(g.pc.URL, "http://") + "/library/alpine@" + g.manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := "sha256-" + strings.TrimPrefix(g.manifest, "sha256:") + ".att"
+
+	g.up.Fail(`/manifests/`+tag, http.StatusInternalServerError, -1, "")
+	if got, _, err := verifiedPredicates(t, ref, verifierFromPEM(t, proxyPEM)); err != nil || len(got) != 2 {
+		t.Fatalf("upstream failing: %v, %v", got, err)
+	}
+
+	idx := testregistry.MultiArchIndex(t, "application/vnd.oci.image.index.v1+json", "linux/amd64")
+	gg := gateSetupWithUpstream(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
+	oddDigest := gg.up.PushIndex(t, "library/alpine", tag, idx).String()
+	if r := do(t, "GET", gg.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
+		t.Fatalf("pull: %d %s", r.status, r.body)
+	}
+	r := do(t, "GET", gg.pc.URL+"/v2/library/alpine/manifests/"+tag)
+	if r.status != 200 || r.header.Get("Docker-Content-Digest") != oddDigest {
+		t.Fatalf("odd attestation tag: %d %s, want the upstream's %s", r.status, r.header.Get("Docker-Content-Digest"), oddDigest)
 	}
 }
