@@ -44,17 +44,42 @@ func (p *Proxy) mergeAttestations(ctx context.Context, rt route, ours, theirs ma
 		}
 		return ours, nil
 	}
-	var their, our map[string]json.RawMessage
-	if !isImageManifest(theirs.mediaType) || json.Unmarshal(theirs.body, &their) != nil || json.Unmarshal(ours.body, &our) != nil {
-		// Not an attestation image cosign would read: keep the upstream's answer.
+	if !isImageManifest(theirs.mediaType) {
 		p.log.Warn("upstream attestation tag is not an image manifest; not merging", "repo", rt.upstream+"/"+rt.repo, "tag", rt.ref, "mediaType", theirs.mediaType)
 		return theirs, nil
+	}
+	body, config, configType, ok := composeAttestations(theirs.body, ours.body)
+	if !ok {
+		// Nothing to add, or not an attestation image cosign could read:
+		// keep the upstream's answer.
+		return theirs, nil
+	}
+	d := digest.FromBytes(body)
+	subject := "sha256:" + strings.TrimSuffix(strings.TrimPrefix(rt.ref, "sha256-"), ".att")
+	err := p.local.AddContents(ctx, subject, map[string]store.Content{
+		digest.FromBytes(config).String(): {MediaType: configType, Body: config},
+		d.String():                        {MediaType: theirs.mediaType, Body: body},
+	})
+	if err != nil {
+		return manifestResult{}, errInternal(fmt.Sprintf("keep attestations of %s", subject), err)
+	}
+	return manifestResult{body: body, mediaType: theirs.mediaType, digest: d, cache: cacheLocal}, nil
+}
+
+// composeAttestations appends our attestation layers to theirs (an image
+// manifest from the upstream: outside input) and writes the config that
+// lists them all. ok is false when theirs is not an image manifest with a
+// config and well-formed layers, or already holds all of ours.
+func composeAttestations(theirs, ours []byte) (manifest, config []byte, configType string, ok bool) {
+	var their, our map[string]json.RawMessage
+	if json.Unmarshal(theirs, &their) != nil || json.Unmarshal(ours, &our) != nil {
+		return nil, nil, "", false
 	}
 	theirLayers, okTheirs := parseLayers(their["layers"])
 	ourLayers, okOurs := parseLayers(our["layers"])
 	var theirConfig descriptorRef
-	if !okTheirs || !okOurs || json.Unmarshal(their["config"], &theirConfig) != nil {
-		return theirs, nil
+	if !okTheirs || !okOurs || json.Unmarshal(their["config"], &theirConfig) != nil || theirConfig.MediaType == "" {
+		return nil, nil, "", false
 	}
 	layers := []json.RawMessage{}
 	diffIDs := []string{}
@@ -66,37 +91,25 @@ func (p *Proxy) mergeAttestations(ctx context.Context, rt route, ours, theirs ma
 		diffIDs = append(diffIDs, l.Digest)
 	}
 	if len(layers) == len(theirLayers) {
-		return theirs, nil
+		return nil, nil, "", false
 	}
 	// Attestation layers are uncompressed DSSE envelopes: each one's diff
 	// id is its digest.
 	config, err := json.Marshal(map[string]any{"architecture": "", "os": "", "config": map[string]any{},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs}})
 	if err != nil {
-		return manifestResult{}, errInternal("compose attestations", err)
+		return nil, nil, "", false
 	}
-	configDesc, err := json.Marshal(descriptorRef{MediaType: theirConfig.MediaType, Digest: digest.FromBytes(config).String(), Size: int64(len(config))})
-	if err != nil {
-		return manifestResult{}, errInternal("compose attestations", err)
+	if their["config"], err = json.Marshal(descriptorRef{MediaType: theirConfig.MediaType, Digest: digest.FromBytes(config).String(), Size: int64(len(config))}); err != nil {
+		return nil, nil, "", false
 	}
-	their["config"] = configDesc
 	if their["layers"], err = json.Marshal(layers); err != nil {
-		return manifestResult{}, errInternal("compose attestations", err)
+		return nil, nil, "", false
 	}
-	body, err := json.Marshal(their)
-	if err != nil {
-		return manifestResult{}, errInternal("compose attestations", err)
+	if manifest, err = json.Marshal(their); err != nil {
+		return nil, nil, "", false
 	}
-	d := digest.FromBytes(body)
-	subject := "sha256:" + strings.TrimSuffix(strings.TrimPrefix(rt.ref, "sha256-"), ".att")
-	err = p.local.AddContents(ctx, subject, map[string]store.Content{
-		digest.FromBytes(config).String(): {MediaType: theirConfig.MediaType, Body: config},
-		d.String():                        {MediaType: theirs.mediaType, Body: body},
-	})
-	if err != nil {
-		return manifestResult{}, errInternal(fmt.Sprintf("keep attestations of %s", subject), err)
-	}
-	return manifestResult{body: body, mediaType: theirs.mediaType, digest: d, cache: cacheLocal}, nil
+	return manifest, config, theirConfig.MediaType, true
 }
 
 // descriptorRef is the part of an OCI descriptor merging needs.
