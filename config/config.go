@@ -26,6 +26,10 @@ type Config struct {
 	Cache           Cache      `yaml:"cache"`
 	Storage         Storage    `yaml:"storage"`
 	Policy          string     `yaml:"policy"` // policy file; empty: the default policy (warn mode)
+	// PublicURL is where clients reach Portcullis (e.g. behind a load
+	// balancer), for the links in error messages; empty: the address the
+	// client used.
+	PublicURL string `yaml:"public_url"`
 	// GateBlobs refuses blobs that belong to blocked images.
 	GateBlobs bool `yaml:"gate_blobs"`
 	// SigningKey is a cosign private key (cosign.key) that signs the
@@ -189,6 +193,12 @@ func (c *Config) Finish() error {
 	c.DefaultUpstream = strings.ToLower(c.DefaultUpstream)
 	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] {
 		add("default_upstream: %q is not a configured upstream", c.DefaultUpstream)
+	}
+	if c.PublicURL != "" {
+		if pu, err := url.Parse(c.PublicURL); err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") || pu.RawQuery != "" || pu.Fragment != "" {
+			add("public_url: must be http(s)://host[:port][/path], got %q", c.PublicURL)
+		}
+		c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		add("tls: set both cert_file and key_file, or neither")

@@ -86,6 +86,9 @@ func TestFinishRejects(t *testing.T) {
 		"password without user": func(c *Config) { c.Upstreams[0].PasswordFile = "/p" },
 		"half tls":              func(c *Config) { c.TLS.CertFile = "c.pem" },
 		"bad log format":        func(c *Config) { c.Log.Format = "xml" },
+		"public_url no scheme":  func(c *Config) { c.PublicURL = "mirror.example.com" },
+		"public_url with query": func(c *Config) { c.PublicURL = "https://mirror.example.com/?x=1" },
+		"public_url ftp":        func(c *Config) { c.PublicURL = "ftp://mirror.example.com" },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -95,6 +98,14 @@ func TestFinishRejects(t *testing.T) {
 				t.Fatal("Finish accepted an invalid configuration")
 			}
 		})
+	}
+}
+
+func TestPublicURLLosesTrailingSlash(t *testing.T) {
+	c := Default()
+	c.PublicURL = "https://mirror.example.com/portcullis/"
+	if err := c.Finish(); err != nil || c.PublicURL != "https://mirror.example.com/portcullis" {
+		t.Fatalf("%q, %v", c.PublicURL, err)
 	}
 }
 

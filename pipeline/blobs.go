@@ -8,6 +8,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -39,17 +40,18 @@ func (p *Pipeline) noteBlobs(rec store.ScanRecord) {
 	}
 }
 
-// AllowBlob implements proxy.BlobGate: a blob is refused when it belongs to
+// CheckBlob implements proxy.BlobGate: a blob is refused when it belongs to
 // a blocked image and to no allowed one, so a blocked image cannot be pulled
 // layer by layer. Blobs of images never judged here are served.
-func (p *Pipeline) AllowBlob(_ context.Context, d digest.Digest) (bool, string) {
+func (p *Pipeline) CheckBlob(_ context.Context, d digest.Digest) proxy.Decision {
 	p.mu.Lock()
 	v, ok := p.blobs[d]
 	p.mu.Unlock()
 	if !ok || v.allowed > 0 || v.blocked == "" {
-		return true, ""
+		return proxy.Decision{Verdict: proxy.Allow}
 	}
-	return false, fmt.Sprintf("portcullis: blob %s belongs to blocked image %s; details: /api/v1/scans/%s", d, v.blocked, v.blocked)
+	return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + v.blocked.String(),
+		Message: fmt.Sprintf("portcullis: blob %s belongs to blocked image %s", d, v.blocked)}
 }
 
 // loadBlobVerdicts fills the blob verdicts from stored decisions at start.

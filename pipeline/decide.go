@@ -163,10 +163,10 @@ func toGate(d policy.Decision, rec store.ScanRecord) proxy.Decision {
 	where := rec.Upstream + "/" + rec.Repository + "@" + rec.Digest
 	switch d.Effective {
 	case policy.Block:
-		return proxy.Decision{Verdict: proxy.Block,
-			Message: fmt.Sprintf("portcullis: blocked %s: %s; details: /api/v1/scans/%s", where, d.Message(300), rec.Digest)}
+		return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + rec.Digest,
+			Message: fmt.Sprintf("portcullis: blocked %s: %s", where, d.Message(300))}
 	case policy.Warn:
-		return proxy.Decision{Verdict: proxy.Warn, Message: d.Message(300)}
+		return proxy.Decision{Verdict: proxy.Warn, Message: d.Message(300), Details: "/api/v1/scans/" + rec.Digest}
 	}
 	return proxy.Decision{Verdict: proxy.Allow}
 }

@@ -19,8 +19,8 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	up := p.upstreamFor(rt)
 	what := "blob " + up.Client.Name() + "/" + rt.repo + "@" + d.String()
 	if bg, ok := p.gate.(BlobGate); ok && p.gateBlobs {
-		if allowed, msg := bg.AllowBlob(r.Context(), d); !allowed {
-			return errorf(http.StatusForbidden, "DENIED", "%s", msg)
+		if dec := bg.CheckBlob(r.Context(), d); dec.Verdict == Block {
+			return errorf(http.StatusForbidden, "DENIED", "%s", p.withDetails(r, dec))
 		}
 	}
 	if !p.cache.Has(d) {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -29,12 +30,37 @@ const (
 type Decision struct {
 	Verdict Verdict
 	Message string // for Warn and Block: what a person should read
+	// Details is the path, on this server, of the record behind the
+	// decision (e.g. /api/v1/scans/<digest>); the proxy links it.
+	Details string
 }
 
 // Gate decides, per manifest digest, whether it may be served. It sits on
 // the manifest path only; blobs follow their manifest's decision.
 type Gate interface {
 	Check(ctx context.Context, s Subject) (Decision, error)
+}
+
+// withDetails is a decision's message with a link to its details: the one
+// line a client prints must lead a person to the whole record.
+func (p *Proxy) withDetails(r *http.Request, dec Decision) string {
+	if dec.Details == "" {
+		return dec.Message
+	}
+	return dec.Message + "; details: " + p.link(r, dec.Details)
+}
+
+// link makes path absolute: under public_url when configured, else at the
+// address and scheme the client used.
+func (p *Proxy) link(r *http.Request, path string) string {
+	if p.publicURL != "" {
+		return p.publicURL + path
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + path
 }
 
 type allowAll struct{}
@@ -45,6 +71,7 @@ func (allowAll) Check(context.Context, Subject) (Decision, error) {
 
 // BlobGate is what a Gate may also implement to refuse blobs that belong to
 // blocked images, so nobody bypasses a block by asking for layers directly.
+// It answers Allow or Block.
 type BlobGate interface {
-	AllowBlob(ctx context.Context, d digest.Digest) (allowed bool, message string)
+	CheckBlob(ctx context.Context, d digest.Digest) Decision
 }

@@ -128,10 +128,13 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	h := w.Header()
 	switch dec.Verdict {
 	case Block:
-		return errorf(http.StatusForbidden, "DENIED", "%s", dec.Message)
+		return errorf(http.StatusForbidden, "DENIED", "%s", p.withDetails(r, dec))
 	case Warn:
 		h.Set("Portcullis-Verdict", "warn")
 		h.Set("Portcullis-Reason", dec.Message)
+		if dec.Details != "" {
+			h.Set("Portcullis-Details", p.link(r, dec.Details))
+		}
 	}
 
 	h.Set("Content-Type", m.mediaType)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -40,6 +41,9 @@ type Options struct {
 	ManifestTimeout time.Duration
 	// GateBlobs refuses blobs of blocked images when the gate is a BlobGate.
 	GateBlobs bool
+	// PublicURL is the base of links in messages (no trailing slash);
+	// empty: the address each client used.
+	PublicURL string
 	// Local is content Portcullis publishes itself (verdicts, SBOMs),
 	// served by digest and listed in its subject's referrers. May be nil.
 	Local store.ArtifactStore
@@ -57,6 +61,7 @@ type Proxy struct {
 	manifestTimeout time.Duration
 	gateBlobs       bool
 	local           store.ArtifactStore
+	publicURL       string
 	manifestFlight  singleflight.Group
 	tags            tagMemo
 	accepts         acceptMemo
@@ -75,6 +80,7 @@ func New(o Options) (*Proxy, error) {
 		manifestTimeout: cmp.Or(o.ManifestTimeout, 60*time.Second),
 		gateBlobs:       o.GateBlobs,
 		local:           o.Local,
+		publicURL:       strings.TrimRight(o.PublicURL, "/"),
 		now:             time.Now,
 	}
 	var names []string

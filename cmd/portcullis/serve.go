@@ -138,6 +138,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		State:           state,
 		Logger:          log,
 		GateBlobs:       cfg.GateBlobs,
+		PublicURL:       cfg.PublicURL,
 		Local:           state,
 	})
 	if err != nil {

@@ -89,12 +89,18 @@ func TestBlockedImageIsRefusedWithReasons(t *testing.T) {
 		t.Fatalf("skopeo: %v\n%s", err, skopeoOut)
 	}
 	r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/"+d)
-	if msg := wantError(t, r, http.StatusForbidden, "DENIED"); !strings.Contains(msg, "/api/v1/scans/"+d) {
-		t.Errorf("message does not point at the details: %q", msg)
+	// The link is absolute, at the address the client used, and leads to
+	// the record.
+	details := pc.URL + "/api/v1/scans/" + d
+	if msg := wantError(t, r, http.StatusForbidden, "DENIED"); !strings.HasSuffix(msg, "; details: "+details) {
+		t.Errorf("message does not link the details: %q", msg)
+	}
+	if rec := do(t, "GET", details); rec.status != 200 || !strings.Contains(string(rec.body), `"verdict": "block"`) {
+		t.Errorf("details link: %d %s", rec.status, rec.body)
 	}
 	// Nor layer by layer.
 	msg := wantError(t, do(t, "GET", pc.URL+"/v2/library/alpine/blobs/"+layer), http.StatusForbidden, "DENIED")
-	if !strings.Contains(msg, "blocked image "+d) {
+	if !strings.Contains(msg, "blocked image "+d) || !strings.HasSuffix(msg, "; details: "+details) {
 		t.Errorf("blob refusal: %q", msg)
 	}
 }
@@ -106,7 +112,8 @@ func TestWarnModeServesWithHeader(t *testing.T) {
 	if r.status != 200 || r.header.Get("Docker-Content-Digest") != d {
 		t.Fatalf("warn mode: %d %s", r.status, r.body)
 	}
-	if r.header.Get("Portcullis-Verdict") != "warn" || !strings.Contains(r.header.Get("Portcullis-Reason"), "ALPINE-CVE-2023-42366") {
+	if r.header.Get("Portcullis-Verdict") != "warn" || !strings.Contains(r.header.Get("Portcullis-Reason"), "ALPINE-CVE-2023-42366") ||
+		r.header.Get("Portcullis-Details") != pc.URL+"/api/v1/scans/"+d {
 		t.Fatalf("warn headers: %v", r.header)
 	}
 	if b := do(t, "GET", pc.URL+"/v2/library/alpine/blobs/"+layer); b.status != 200 || sha(b.body) != layer {
@@ -119,6 +126,16 @@ func TestWarnModeServesWithHeader(t *testing.T) {
 	rec := do(t, "GET", pc.URL+"/api/v1/scans/"+d)
 	if !strings.Contains(string(rec.body), `"verdict": "warn"`) {
 		t.Fatalf("stored verdict: %s", rec.body)
+	}
+}
+
+// Behind a load balancer the link names the public address, not the one
+// the request reached.
+func TestBlockLinksPublicURL(t *testing.T) {
+	pc, d, _ := gateSetup(t, blockingPolicy, "public_url: https://mirror.example.com/")
+	msg := wantError(t, do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9"), http.StatusForbidden, "DENIED")
+	if !strings.HasSuffix(msg, "; details: https://mirror.example.com/api/v1/scans/"+d) {
+		t.Fatalf("message: %q", msg)
 	}
 }
 
