@@ -90,7 +90,8 @@ func attest(signer signature.Signer, repo string, subject descriptor, atts []att
 	if bundles, err = attestationBundles(signer, signed, subject, now, contents); err != nil {
 		return "", "", nil, fmt.Errorf("attestation bundles: %w", err)
 	}
-	return "sha256-" + hex + ".att", attDigest, bundles, nil
+	tag, err = cosignTag(subject.Digest, ".att")
+	return tag, attDigest, bundles, err
 }
 
 // attestationImage builds the image cosign reads from the .att tag: one
