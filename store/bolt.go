@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,6 +17,9 @@ var (
 	referrersBucket = []byte("referrers") // subject → {descriptors, digests of their contents}
 	contentBucket   = []byte("content")   // digest → Content
 	localTagsBucket = []byte("localtags") // tag → digest of published content
+	// contentRefsBucket counts, per content digest, the subjects whose
+	// referrer set keeps it; content is deleted when that reaches zero.
+	contentRefsBucket = []byte("contentrefs")
 )
 
 // Bolt is the embedded Store: one bbolt file in the data directory.
@@ -38,10 +39,15 @@ func OpenBolt(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("open state %s (is another portcullis using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket} {
+		countRefs := tx.Bucket(contentRefsBucket) == nil
+		for _, b := range [][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if countRefs {
+			// State written before reference counts: count once.
+			return countContentRefs(tx)
 		}
 		return nil
 	})
@@ -132,143 +138,6 @@ func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
 		}
 		return nil
 	})
-}
-
-type referrerSet struct {
-	Descriptors []json.RawMessage `json:"descriptors"`
-	Contents    []string          `json:"contents"`
-	// Added holds groups of digests added by AddContents, oldest first.
-	Added [][]string `json:"added,omitempty"`
-}
-
-// digests lists every content digest the set keeps alive.
-func (s referrerSet) digests() []string {
-	out := slices.Clone(s.Contents)
-	for _, g := range s.Added {
-		out = append(out, g...)
-	}
-	return out
-}
-
-// maxAddedGroups bounds what AddContents keeps per subject: a client
-// that fetched a composed manifest a moment ago can still fetch its
-// config, while compositions that changed many times do not pile up.
-const maxAddedGroups = 8
-
-// PutReferrers implements ArtifactStore. Contents are reference-counted by
-// scanning the other subjects' sets only for digests being dropped, which
-// keeps shared blobs (the empty config) alive.
-func (b *Bolt) PutReferrers(_ context.Context, subject string, descriptors []json.RawMessage, contents map[string]Content) error {
-	set := referrerSet{Descriptors: descriptors}
-	for d := range contents {
-		set.Contents = append(set.Contents, d)
-	}
-	v, err := json.Marshal(set)
-	if err != nil {
-		return err
-	}
-	err = b.db.Update(func(tx *bolt.Tx) error {
-		refs, content := tx.Bucket(referrersBucket), tx.Bucket(contentBucket)
-		for d, c := range contents {
-			raw, err := json.Marshal(c)
-			if err != nil {
-				return err
-			}
-			if err := content.Put([]byte(d), raw); err != nil {
-				return err
-			}
-		}
-		var old referrerSet
-		if prev := refs.Get([]byte(subject)); prev != nil {
-			if err := json.Unmarshal(prev, &old); err != nil {
-				return err
-			}
-		}
-		if err := refs.Put([]byte(subject), v); err != nil {
-			return err
-		}
-		for _, d := range old.digests() {
-			if _, kept := contents[d]; kept || usedElsewhere(refs, subject, d) {
-				continue
-			}
-			if err := content.Delete([]byte(d)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("write referrers of %s: %w", subject, err)
-	}
-	return nil
-}
-
-func usedElsewhere(refs *bolt.Bucket, subject, d string) bool {
-	used := false
-	_ = refs.ForEach(func(k, v []byte) error {
-		if string(k) == subject {
-			return nil
-		}
-		var set referrerSet
-		if json.Unmarshal(v, &set) == nil && slices.Contains(set.digests(), d) {
-			used = true
-		}
-		return nil
-	})
-	return used
-}
-
-// AddContents implements ArtifactStore.
-func (b *Bolt) AddContents(_ context.Context, subject string, contents map[string]Content) error {
-	group := slices.Sorted(maps.Keys(contents))
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		refs, content := tx.Bucket(referrersBucket), tx.Bucket(contentBucket)
-		var set referrerSet
-		if prev := refs.Get([]byte(subject)); prev != nil {
-			if err := json.Unmarshal(prev, &set); err != nil {
-				return err
-			}
-		}
-		for d, c := range contents {
-			raw, err := json.Marshal(c)
-			if err != nil {
-				return err
-			}
-			if err := content.Put([]byte(d), raw); err != nil {
-				return err
-			}
-		}
-		set.Added = slices.DeleteFunc(set.Added, func(g []string) bool { return slices.Equal(g, group) })
-		set.Added = append(set.Added, group)
-		var dropped []string
-		if n := len(set.Added) - maxAddedGroups; n > 0 {
-			for _, g := range set.Added[:n] {
-				dropped = append(dropped, g...)
-			}
-			set.Added = slices.Clone(set.Added[n:])
-		}
-		v, err := json.Marshal(set)
-		if err != nil {
-			return err
-		}
-		if err := refs.Put([]byte(subject), v); err != nil {
-			return err
-		}
-		kept := set.digests()
-		for _, d := range dropped {
-			if slices.Contains(kept, d) || usedElsewhere(refs, subject, d) {
-				continue
-			}
-			if err := content.Delete([]byte(d)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("add content for %s: %w", subject, err)
-	}
-	return nil
 }
 
 // Referrers implements ArtifactStore.
