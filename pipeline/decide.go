@@ -56,12 +56,7 @@ func readImageFacts(img v1.Image) (imageFacts, error) {
 	return f, nil
 }
 
-func (p *Pipeline) policy() *policy.Policy {
-	if p.o.Policy != nil {
-		return p.o.Policy
-	}
-	return policy.Default()
-}
+func (p *Pipeline) policy() *policy.Policy { return p.pol.Load() }
 
 // dbBuiltAt reads the build time from the database version
 // ("sha256:…@2026-11-27T08:00:00Z"); zero means no database.

@@ -77,7 +77,11 @@ func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *pol
 	var d policy.Decision
 	if rec.PolicyVersion != pol.Version() || len(rec.Decision) == 0 || json.Unmarshal(rec.Decision, &d) != nil {
 		d = p.decide(ctx, &rec, s.Reference)
-		if err := p.o.Store.PutScan(ctx, rec); err != nil {
+		switch err := p.o.Store.PutScan(ctx, &rec); {
+		case errors.Is(err, store.ErrConflict):
+			// Changed meanwhile (a re-match, a re-evaluation): that writer's
+			// record stands; this pull is served what was decided here.
+		case err != nil:
 			p.log.Error("store decision", "digest", rec.Digest, "err", err)
 		}
 		p.noteBlobs(rec)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -73,6 +74,8 @@ type Pipeline struct {
 	o   Options
 	log *slog.Logger
 	now func() time.Time
+	// pol is the policy in force; SetPolicy swaps it while pulls go on.
+	pol atomic.Pointer[policy.Policy]
 
 	mu     sync.Mutex
 	queue  []job
@@ -115,7 +118,7 @@ func New(o Options) *Pipeline {
 	o.Workers = cmp.Or(o.Workers, 2)
 	o.ScanTimeout = cmp.Or(o.ScanTimeout, 30*time.Minute)
 	o.RetryFailedAfter = cmp.Or(o.RetryFailedAfter, 10*time.Minute)
-	return &Pipeline{
+	p := &Pipeline{
 		o:         o,
 		log:       cmp.Or(o.Logger, slog.Default()),
 		now:       time.Now,
@@ -128,6 +131,12 @@ func New(o Options) *Pipeline {
 		tags:      map[digest.Digest]string{},
 		wake:      make(chan struct{}, 1),
 	}
+	pol := o.Policy
+	if pol == nil {
+		pol = policy.Default()
+	}
+	p.pol.Store(pol)
+	return p
 }
 
 func isIndex(mediaType string) bool {
@@ -191,6 +200,7 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 	rec, err := p.o.Store.Scan(ctx, d.String())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		rec = store.ScanRecord{}
 	case err != nil:
 		unclaim()
 		return err
@@ -207,9 +217,16 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 		unclaim()
 		return nil
 	}
+	// Pending again: the verdict history and what the policy remembers
+	// about the digest stay.
 	now := p.now()
-	if err := p.o.Store.PutScan(ctx, store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: upstream, Repository: repo, QueuedAt: now, UpdatedAt: now}); err != nil {
+	pending := store.ScanRecord{Digest: d.String(), Revision: rec.Revision, State: store.ScanPending, Upstream: upstream, Repository: repo,
+		QueuedAt: now, UpdatedAt: now, Tag: rec.Tag, Verdict: rec.Verdict, History: rec.History, FirstAllowedAt: rec.FirstAllowedAt}
+	if err := p.o.Store.PutScan(ctx, &pending); err != nil {
 		unclaim()
+		if errors.Is(err, store.ErrConflict) {
+			return nil // another replica queued or finished it meanwhile
+		}
 		return err
 	}
 	p.push(job{upstream: upstream, repo: repo, digest: d})
@@ -309,7 +326,7 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		if old.State == store.ScanDone && old.ScannerVersion == p.o.ScannerVersion {
 			return // a duplicate job (resumed and queued at once): already done
 		}
-		rec.QueuedAt, rec.FirstAllowedAt, rec.Tag = old.QueuedAt, old.FirstAllowedAt, old.Tag
+		keepFromPrevious(&rec, old)
 	}
 	inv, findings, facts, dbVersion, err := p.evaluate(ctx, j)
 	rec.UpdatedAt = p.now()
@@ -334,7 +351,7 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 	}
 	p.decide(ctx, &rec, j.digest.String())
 	p.forget(j.digest)
-	if err := p.o.Store.PutScan(context.WithoutCancel(ctx), rec); err != nil {
+	if err := p.storeResult(context.WithoutCancel(ctx), &rec); err != nil {
 		p.log.Error("store scan result", "digest", j.digest, "err", err)
 	} else if rec.State == store.ScanDone {
 		p.settle(j.digest)
@@ -343,6 +360,40 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 	p.publish(Event{Type: "scan", At: rec.UpdatedAt, Image: j.upstream + "/" + j.repo + "@" + rec.Digest, Digest: rec.Digest,
 		State: rec.State, Findings: len(findings)})
 }
+
+// keepFromPrevious carries over what a new result of the same digest keeps
+// from the previous record: its revision, queue time, the tag it was pulled
+// by and the verdict history.
+func keepFromPrevious(rec *store.ScanRecord, old store.ScanRecord) {
+	rec.Revision, rec.QueuedAt, rec.FirstAllowedAt, rec.Tag = old.Revision, old.QueuedAt, old.FirstAllowedAt, old.Tag
+	rec.Verdict, rec.History = old.Verdict, old.History
+}
+
+// storeResult writes a scan's result. If the record changed while the
+// scan ran (another replica queued it again, or a re-evaluation touched
+// it), the result still replaces it, keeping what the newer record keeps;
+// a result another replica finished meanwhile with this scanner stays.
+func (p *Pipeline) storeResult(ctx context.Context, rec *store.ScanRecord) error {
+	for range maxWriteAttempts {
+		err := p.o.Store.PutScan(ctx, rec)
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		now, err := p.o.Store.Scan(ctx, rec.Digest)
+		if err != nil {
+			return err
+		}
+		if now.State == store.ScanDone && now.ScannerVersion == rec.ScannerVersion {
+			return nil
+		}
+		keepFromPrevious(rec, now)
+	}
+	return fmt.Errorf("scan record %s kept changing: %w", rec.Digest, store.ErrConflict)
+}
+
+// maxWriteAttempts bounds how often a writer reads a record again after
+// another writer changed it.
+const maxWriteAttempts = 5
 
 func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, imageFacts, string, error) {
 	img, err := p.o.Images.Image(ctx, j.upstream, j.repo, j.digest)

@@ -254,7 +254,7 @@ func TestPendingScansResumeAfterRestart(t *testing.T) {
 	d := r.pushAlpine(t)
 	// A previous process queued it and died before scanning.
 	now := time.Now()
-	if err := r.state.PutScan(context.Background(), store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: "docker.io", Repository: "library/alpine", QueuedAt: now, UpdatedAt: now}); err != nil {
+	if err := r.state.PutScan(context.Background(), &store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: "docker.io", Repository: "library/alpine", QueuedAt: now, UpdatedAt: now}); err != nil {
 		t.Fatal(err)
 	}
 	run(t, r.pipeline(t))

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,54 +21,98 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	version := p.o.Matcher.Version()
-	// Only digests are collected: memory stays flat however many images
-	// are stored, and each record is read again when its turn comes.
-	var stale []string
+	outdated := func(r store.ScanRecord) bool { return r.State == store.ScanDone && r.DBVersion != version }
+	stale, err := p.digestsWhere(ctx, outdated)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range stale {
+		// Mark first, so readers see the findings are from an older
+		// database while they are redone.
+		if _, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
+			r.Stale = true
+			return outdated(*r), nil
+		}); err != nil {
+			return n, err
+		}
+		changed, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
+			if !outdated(*r) {
+				return false, nil // changed since the listing
+			}
+			var inv scanner.Inventory
+			if err := json.Unmarshal(r.Inventory, &inv); err != nil {
+				return false, fmt.Errorf("stored inventory of %s: %w", r.Digest, err)
+			}
+			findings, dbVersion, err := p.match(ctx, &inv)
+			if err != nil {
+				return false, err
+			}
+			if r.Findings, err = json.Marshal(findings); err != nil {
+				return false, err
+			}
+			r.DBVersion, r.Stale, r.UpdatedAt = dbVersion, false, p.now()
+			p.decide(ctx, r, r.Digest)
+			return true, nil
+		})
+		if err != nil {
+			return n, err
+		}
+		if changed != nil {
+			p.forget(digest.Digest(d))
+			p.noteBlobs(*changed)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// digestsWhere lists the digests of the stored records keep selects.
+// Digests only: memory stays flat however many images are stored, and
+// each record is read again when its turn comes.
+func (p *Pipeline) digestsWhere(ctx context.Context, keep func(store.ScanRecord) bool) ([]string, error) {
+	var out []string
 	err := p.o.Store.Scans(ctx, func(r store.ScanRecord) bool {
-		if r.State == store.ScanDone && r.DBVersion != version {
-			stale = append(stale, r.Digest)
+		if keep(r) {
+			out = append(out, r.Digest)
 		}
 		return true
 	})
 	if err != nil {
-		return 0, fmt.Errorf("list scans: %w", err)
+		return nil, fmt.Errorf("list scans: %w", err)
 	}
-	n := 0
-	for _, d := range stale {
+	return out, nil
+}
+
+// updateScan reads the record of d, lets change modify it and writes it
+// back; when another writer got there first it reads again and redoes the
+// change, a bounded number of times, so neither loses the other's work.
+// change returns false to leave the record alone. It returns the record
+// as written, or nil when nothing was written.
+func (p *Pipeline) updateScan(ctx context.Context, d string, change func(*store.ScanRecord) (bool, error)) (*store.ScanRecord, error) {
+	for range maxWriteAttempts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		r, err := p.o.Store.Scan(ctx, d)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
 		if err != nil {
-			return n, err
+			return nil, err
 		}
-		if r.State != store.ScanDone || r.DBVersion == version {
-			continue // changed since the listing
+		ok, err := change(&r)
+		if err != nil || !ok {
+			return nil, err
 		}
-		// Mark first, so readers see the findings are from an older
-		// database while they are redone.
-		r.Stale = true
-		if err := p.o.Store.PutScan(ctx, r); err != nil {
-			return n, err
+		switch err := p.o.Store.PutScan(ctx, &r); {
+		case err == nil:
+			return &r, nil
+		case !errors.Is(err, store.ErrConflict):
+			return nil, err
 		}
-		var inv scanner.Inventory
-		if err := json.Unmarshal(r.Inventory, &inv); err != nil {
-			return n, fmt.Errorf("stored inventory of %s: %w", r.Digest, err)
-		}
-		findings, dbVersion, err := p.match(ctx, &inv)
-		if err != nil {
-			return n, err
-		}
-		if r.Findings, err = json.Marshal(findings); err != nil {
-			return n, err
-		}
-		r.DBVersion, r.Stale, r.UpdatedAt = dbVersion, false, p.now()
-		p.decide(ctx, &r, r.Digest)
-		p.forget(digest.Digest(r.Digest))
-		if err := p.o.Store.PutScan(ctx, r); err != nil {
-			return n, err
-		}
-		p.noteBlobs(r)
-		n++
 	}
-	return n, nil
+	return nil, fmt.Errorf("scan record %s kept changing: %w", d, store.ErrConflict)
 }
 
 // WatchDB re-matches stored inventories whenever the database version

@@ -109,17 +109,32 @@ func (b *Bolt) Scan(_ context.Context, digest string) (ScanRecord, error) {
 }
 
 // PutScan implements ScanStore.
-func (b *Bolt) PutScan(_ context.Context, r ScanRecord) error {
-	v, err := json.Marshal(r)
+func (b *Bolt) PutScan(_ context.Context, r *ScanRecord) error {
+	next := *r
+	next.Revision++
+	v, err := json.Marshal(next)
 	if err != nil {
 		return err
 	}
 	err = b.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(scansBucket).Put([]byte(r.Digest), v)
+		scans := tx.Bucket(scansBucket)
+		var stored struct {
+			Revision uint64 `json:"revision"`
+		}
+		if old := scans.Get([]byte(r.Digest)); old != nil {
+			if err := json.Unmarshal(old, &stored); err != nil {
+				return err
+			}
+		}
+		if stored.Revision != r.Revision {
+			return fmt.Errorf("stored at revision %d, written from %d: %w", stored.Revision, r.Revision, ErrConflict)
+		}
+		return scans.Put([]byte(r.Digest), v)
 	})
 	if err != nil {
 		return fmt.Errorf("write scan %s: %w", r.Digest, err)
 	}
+	r.Revision = next.Revision
 	return nil
 }
 

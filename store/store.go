@@ -13,6 +13,10 @@ import (
 // ErrNotFound means the key is not in the store.
 var ErrNotFound = errors.New("not found")
 
+// ErrConflict means a record changed since it was read: read it again and
+// redo the change, so no writer loses another's result.
+var ErrConflict = errors.New("changed since it was read")
+
 // TagEntry is what a tag resolved to upstream, and when that was checked.
 type TagEntry struct {
 	Digest    string    `json:"digest"`
@@ -72,7 +76,10 @@ const (
 // keeps the inventory and findings as the scanner wrote them (JSON): it
 // sits below the scanner and does not know its types.
 type ScanRecord struct {
-	Digest         string          `json:"digest"`
+	Digest string `json:"digest"`
+	// Revision counts the writes of the record; PutScan takes a record only
+	// at the revision it was read at (0: absent).
+	Revision       uint64          `json:"revision"`
 	State          string          `json:"state"`
 	Error          string          `json:"error,omitempty"`
 	Upstream       string          `json:"upstream,omitempty"` // where its layers can be fetched
@@ -113,7 +120,9 @@ type VerdictChange struct {
 type ScanStore interface {
 	// Scan returns the record for digest, or ErrNotFound.
 	Scan(ctx context.Context, digest string) (ScanRecord, error)
-	PutScan(ctx context.Context, r ScanRecord) error
+	// PutScan writes r if the stored record is still at r.Revision (none
+	// stored: 0), and advances r.Revision; else it returns ErrConflict.
+	PutScan(ctx context.Context, r *ScanRecord) error
 	// Scans calls fn for every record, in digest order, until fn returns false.
 	Scans(ctx context.Context, fn func(ScanRecord) bool) error
 }

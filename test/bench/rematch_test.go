@@ -149,7 +149,7 @@ func benchRematch(b *testing.B, dir, mode string, sources []string, invs []*scan
 		if err != nil {
 			b.Fatal(err)
 		}
-		err = st.PutScan(ctx, store.ScanRecord{Digest: inv.ImageDigest, State: store.ScanDone,
+		err = st.PutScan(ctx, &store.ScanRecord{Digest: inv.ImageDigest, State: store.ScanDone,
 			Upstream: "docker.io", Repository: "library/app", ScannerVersion: inv.ScannerVersion,
 			QueuedAt: now, UpdatedAt: now, Inventory: raw, Findings: json.RawMessage("[]")})
 		if err != nil {

@@ -1,0 +1,54 @@
+package pipeline
+
+import (
+	"context"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/store"
+)
+
+// SetPolicy puts pol in force for every later decision. Stored verdicts
+// made under another policy are re-made on their next pull, or all at once
+// by Reevaluate.
+func (p *Pipeline) SetPolicy(pol *policy.Policy) {
+	p.pol.Store(pol)
+}
+
+// Policy returns the policy in force.
+func (p *Pipeline) Policy() *policy.Policy { return p.policy() }
+
+// Reevaluate decides again, from stored facts and without reading any
+// layer, every scanned (or failed) image whose verdict was made under
+// another policy than the one in force, so verdict changes are recorded,
+// announced and published when the policy changes, not when the image is
+// next pulled. It returns how many records it re-decided.
+func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
+	outdated := func(r store.ScanRecord) bool {
+		return r.State != store.ScanPending && r.PolicyVersion != p.policy().Version()
+	}
+	digests, err := p.digestsWhere(ctx, outdated)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range digests {
+		changed, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
+			if !outdated(*r) {
+				return false, nil // re-decided since the listing (a pull, or a newer policy)
+			}
+			p.decide(ctx, r, r.Tag)
+			return true, nil
+		})
+		if err != nil {
+			return n, err
+		}
+		if changed != nil {
+			p.forget(digest.Digest(d))
+			p.noteBlobs(*changed)
+			n++
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,141 @@
+package pipeline_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/portcullis/portcullis/pipeline"
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/store"
+)
+
+func mustPolicy(t *testing.T, yaml string) *policy.Policy {
+	t.Helper()
+	pol, err := policy.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
+
+// A new policy re-decides stored results at once, without reading any
+// image and without a pull: the change is recorded, announced as an event
+// and served on the next pull.
+func TestPolicyChangeReevaluatesStoredResults(t *testing.T) {
+	r := newRig(t)
+	r.importDB(t)
+	d := r.pushAlpine(t)
+	lenient := mustPolicy(t, `
+rules:
+  - name: lenient
+    match: {}
+    vulnerabilities: {warn: UNKNOWN}
+    on_unscanned: {wait: 30s, then: block}
+`)
+	strict := mustPolicy(t, `
+rules:
+  - name: strict
+    match: {}
+    vulnerabilities: {block: UNKNOWN}
+    on_unscanned: {wait: 30s, then: block}
+`)
+	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		Matcher: r.db, Policy: lenient, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	run(t, pl)
+	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
+	if dec, err := pl.Check(context.Background(), subj); err != nil || dec.Verdict != proxy.Warn {
+		t.Fatalf("lenient policy: %+v %v", dec, err)
+	}
+	events, unsubscribe := pl.Subscribe()
+	defer unsubscribe()
+	reads := r.images.calls.Load()
+
+	pl.SetPolicy(strict)
+	n, err := pl.Reevaluate(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("Reevaluate: %d, %v", n, err)
+	}
+	rec, err := r.state.Scan(context.Background(), d.String())
+	if err != nil || rec.Verdict != "block" || rec.PolicyVersion != strict.Version() || rec.Tag != "3.16.9" {
+		t.Fatalf("stored after the change: verdict %q policy %q tag %q (%v)", rec.Verdict, rec.PolicyVersion, rec.Tag, err)
+	}
+	if last := rec.History[len(rec.History)-1]; last.From != "warn" || last.To != "block" || last.PolicyVersion != strict.Version() {
+		t.Fatalf("history %+v", rec.History)
+	}
+	select {
+	case ev := <-events:
+		if ev.Type != "verdict" || ev.Digest != d.String() || ev.From != "warn" || ev.To != "block" {
+			t.Fatalf("event %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event for the verdict change")
+	}
+	if got := r.images.calls.Load(); got != reads {
+		t.Fatalf("re-evaluation read %d images", got-reads)
+	}
+	if dec, _ := pl.Check(context.Background(), subj); dec.Verdict != proxy.Block {
+		t.Fatalf("next pull: %+v", dec)
+	}
+	// Nothing left to do under the same policy.
+	if n, err := pl.Reevaluate(context.Background()); err != nil || n != 0 {
+		t.Fatalf("second Reevaluate: %d, %v", n, err)
+	}
+}
+
+// interferingStore lets another writer change a record right before the
+// pipeline's next write of it, the race a pull or another replica makes.
+type interferingStore struct {
+	store.Store
+	before func(r *store.ScanRecord)
+}
+
+func (s *interferingStore) PutScan(ctx context.Context, r *store.ScanRecord) error {
+	if f := s.before; f != nil {
+		s.before = nil
+		f(r)
+	}
+	return s.Store.PutScan(ctx, r)
+}
+
+// A re-match racing another writer of the same record redoes its change
+// on the newer record: neither the new findings nor the other write is
+// lost.
+func TestRematchRacingAnotherWriterLosesNothing(t *testing.T) {
+	r := newRig(t)
+	d := r.pushAlpine(t)
+	st := &interferingStore{Store: r.state}
+	pl := pipeline.New(pipeline.Options{Store: st, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		Matcher: r.db, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	run(t, pl)
+	if err := pl.Enqueue(context.Background(), "docker.io", "library/alpine", d, string(types.OCIManifestSchema1)); err != nil {
+		t.Fatal(err)
+	}
+	if rec := waitDone(t, r.state, d); len(findingIDs(t, rec)) != 0 {
+		t.Fatalf("findings without a database: %v", findingIDs(t, rec))
+	}
+	r.importDB(t)
+	st.before = func(*store.ScanRecord) {
+		other, err := r.state.Scan(context.Background(), d.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		other.Tag = "written-meanwhile"
+		if err := r.state.PutScan(context.Background(), &other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := pl.Rematch(context.Background()); err != nil || n != 1 {
+		t.Fatalf("Rematch: %d, %v", n, err)
+	}
+	rec, _ := r.state.Scan(context.Background(), d.String())
+	if rec.Tag != "written-meanwhile" || rec.DBVersion != r.db.Version() || rec.Stale || len(findingIDs(t, rec)) == 0 {
+		t.Fatalf("after the race: tag %q, db %q (want %q), stale %v, findings %v", rec.Tag, rec.DBVersion, r.db.Version(), rec.Stale, findingIDs(t, rec))
+	}
+}
