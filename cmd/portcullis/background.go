@@ -65,6 +65,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 			}
 		})
 		wg.Go(func() { pl.WatchDB(bg, 5*time.Second) })
+		wg.Go(func() { watchPolicy(bg, cfg.Policy, pl, policyCheckInterval, log) })
 	}
 	if every := time.Duration(cfg.VulnDB.UpdateInterval); every > 0 {
 		wg.Go(func() { updateLoop(bg, db, every, log) })

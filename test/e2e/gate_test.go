@@ -27,6 +27,7 @@ type gated struct {
 	up       *testregistry.Registry
 	manifest string // digest of the Alpine image
 	layer    string // digest of its layer
+	policy   string // the policy file
 }
 
 func gateSetupWithUpstream(t *testing.T, policyYAML string, extraConfig ...string) gated {
@@ -54,7 +55,7 @@ func gateSetupWithUpstream(t *testing.T, policyYAML string, extraConfig ...strin
 	}
 	cfg := filepath.Join(dir, "portcullis.yaml")
 	os.WriteFile(cfg, []byte("default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+"\n"+strings.Join(extraConfig, "\n")+"\n"), 0o600)
-	return gated{pc: harness.StartPortcullis(t, bin, "--config", cfg, "--data", data), up: up, manifest: d.String(), layer: l.String()}
+	return gated{pc: harness.StartPortcullis(t, bin, "--config", cfg, "--data", data), up: up, manifest: d.String(), layer: l.String(), policy: policyFile}
 }
 
 const blockingPolicy = `
