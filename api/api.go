@@ -40,6 +40,20 @@ type Handler struct {
 	Events   Events
 	// Closing keeps event streams from holding up a graceful shutdown.
 	Closing <-chan struct{}
+	// DBVersion is the vulnerability database version in force; results
+	// matched against another one are served marked stale. May be nil.
+	DBVersion func() string
+}
+
+// markStale flags a result whose findings come from another database
+// than the one in force (until the re-match reaches it).
+func (h *Handler) markStale(rec *store.ScanRecord) {
+	if h.DBVersion == nil || rec.State != store.ScanDone {
+		return
+	}
+	if v := h.DBVersion(); v != "" && rec.DBVersion != v {
+		rec.Stale = true
+	}
 }
 
 // ServeHTTP routes:
@@ -78,6 +92,7 @@ func (h *Handler) getScan(w http.ResponseWriter, r *http.Request, raw string) {
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	default:
+		h.markStale(&rec)
 		writeJSON(w, http.StatusOK, rec)
 	}
 }
@@ -111,6 +126,7 @@ func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	h.markStale(&rec)
 	status := http.StatusOK
 	if rec.State == store.ScanPending {
 		status = http.StatusAccepted

@@ -76,6 +76,8 @@ type Pipeline struct {
 	now func() time.Time
 	// pol is the policy in force; SetPolicy swaps it while pulls go on.
 	pol atomic.Pointer[policy.Policy]
+	// dbVersion is the database version WatchDB saw last.
+	dbVersion atomic.Value
 
 	mu     sync.Mutex
 	queue  []job

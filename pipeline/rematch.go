@@ -28,14 +28,6 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, d := range stale {
-		// Mark first, so readers see the findings are from an older
-		// database while they are redone.
-		if _, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
-			r.Stale = true
-			return outdated(*r), nil
-		}); err != nil {
-			return n, err
-		}
 		changed, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
 			if !outdated(*r) {
 				return false, nil // changed since the listing
@@ -51,7 +43,7 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 			if r.Findings, err = json.Marshal(findings); err != nil {
 				return false, err
 			}
-			r.DBVersion, r.Stale, r.UpdatedAt = dbVersion, false, p.now()
+			r.DBVersion, r.UpdatedAt = dbVersion, p.now()
 			p.decide(ctx, r, r.Digest)
 			return true, nil
 		})
@@ -115,6 +107,13 @@ func (p *Pipeline) updateScan(ctx context.Context, d string, change func(*store.
 	return nil, fmt.Errorf("scan record %s kept changing: %w", d, store.ErrConflict)
 }
 
+// DBVersion is the database version WatchDB saw last ("" before it ran):
+// cheap to ask, for readers that flag results matched against another.
+func (p *Pipeline) DBVersion() string {
+	v, _ := p.dbVersion.Load().(string)
+	return v
+}
+
 // WatchDB re-matches stored inventories whenever the database version
 // changes (an import or update, in this process or another), checking every
 // interval until ctx ends.
@@ -126,7 +125,9 @@ func (p *Pipeline) WatchDB(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if v := p.o.Matcher.Version(); v != last {
+		v := p.o.Matcher.Version()
+		p.dbVersion.Store(v)
+		if v != last {
 			n, err := p.Rematch(ctx)
 			if err != nil {
 				p.log.Error("re-match after database change", "err", err)

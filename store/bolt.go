@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,6 +21,9 @@ var (
 	// contentRefsBucket counts, per content digest, the subjects whose
 	// referrer set keeps it; content is deleted when that reaches zero.
 	contentRefsBucket = []byte("contentrefs")
+	// scanRevisionsBucket holds each scan record's revision, so a write
+	// checks it without decoding the whole stored record.
+	scanRevisionsBucket = []byte("scanrevisions")
 )
 
 // Bolt is the embedded Store: one bbolt file in the data directory.
@@ -40,7 +44,7 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		countRefs := tx.Bucket(contentRefsBucket) == nil
-		for _, b := range [][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket} {
+		for _, b := range [][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -117,19 +121,28 @@ func (b *Bolt) PutScan(_ context.Context, r *ScanRecord) error {
 		return err
 	}
 	err = b.db.Update(func(tx *bolt.Tx) error {
-		scans := tx.Bucket(scansBucket)
-		var stored struct {
-			Revision uint64 `json:"revision"`
-		}
-		if old := scans.Get([]byte(r.Digest)); old != nil {
-			if err := json.Unmarshal(old, &stored); err != nil {
+		scans, revisions := tx.Bucket(scansBucket), tx.Bucket(scanRevisionsBucket)
+		key := []byte(r.Digest)
+		var stored uint64
+		if rev := revisions.Get(key); len(rev) == 8 {
+			stored = binary.BigEndian.Uint64(rev)
+		} else if old := scans.Get(key); old != nil {
+			// Written before revisions were kept apart.
+			var legacy struct {
+				Revision uint64 `json:"revision"`
+			}
+			if err := json.Unmarshal(old, &legacy); err != nil {
 				return err
 			}
+			stored = legacy.Revision
 		}
-		if stored.Revision != r.Revision {
-			return fmt.Errorf("stored at revision %d, written from %d: %w", stored.Revision, r.Revision, ErrConflict)
+		if stored != r.Revision {
+			return fmt.Errorf("stored at revision %d, written from %d: %w", stored, r.Revision, ErrConflict)
 		}
-		return scans.Put([]byte(r.Digest), v)
+		if err := revisions.Put(key, binary.BigEndian.AppendUint64(nil, next.Revision)); err != nil {
+			return err
+		}
+		return scans.Put(key, v)
 	})
 	if err != nil {
 		return fmt.Errorf("write scan %s: %w", r.Digest, err)

@@ -79,19 +79,21 @@ type ScanRecord struct {
 	Digest string `json:"digest"`
 	// Revision counts the writes of the record; PutScan takes a record only
 	// at the revision it was read at (0: absent).
-	Revision       uint64          `json:"revision"`
-	State          string          `json:"state"`
-	Error          string          `json:"error,omitempty"`
-	Upstream       string          `json:"upstream,omitempty"` // where its layers can be fetched
-	Repository     string          `json:"repository,omitempty"`
-	Tag            string          `json:"tag,omitempty"` // the tag it was pulled by, for freshness
-	ScannerVersion string          `json:"scannerVersion,omitempty"`
-	DBVersion      string          `json:"dbVersion,omitempty"`
-	Stale          bool            `json:"stale,omitempty"` // the DB changed since the findings were matched
-	QueuedAt       time.Time       `json:"queuedAt"`
-	UpdatedAt      time.Time       `json:"updatedAt"`
-	Inventory      json.RawMessage `json:"inventory,omitempty"`
-	Findings       json.RawMessage `json:"findings,omitempty"`
+	Revision       uint64 `json:"revision"`
+	State          string `json:"state"`
+	Error          string `json:"error,omitempty"`
+	Upstream       string `json:"upstream,omitempty"` // where its layers can be fetched
+	Repository     string `json:"repository,omitempty"`
+	Tag            string `json:"tag,omitempty"` // the tag it was pulled by, for freshness
+	ScannerVersion string `json:"scannerVersion,omitempty"`
+	DBVersion      string `json:"dbVersion,omitempty"`
+	// Stale is set by readers (the scan API), not stored: the findings
+	// come from another database version than the one in force.
+	Stale     bool            `json:"stale,omitempty"`
+	QueuedAt  time.Time       `json:"queuedAt"`
+	UpdatedAt time.Time       `json:"updatedAt"`
+	Inventory json.RawMessage `json:"inventory,omitempty"`
+	Findings  json.RawMessage `json:"findings,omitempty"`
 	// Facts read from the image for the policy (age, size, layers), kept so
 	// re-evaluation needs no download.
 	Facts json.RawMessage `json:"facts,omitempty"`

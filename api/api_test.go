@@ -1,0 +1,55 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/portcullis/portcullis/store"
+)
+
+func TestGetScan(t *testing.T) {
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	done := "sha256:aa00000000000000000000000000000000000000000000000000000000000000"
+	pending := "sha256:bb00000000000000000000000000000000000000000000000000000000000000"
+	for _, r := range []store.ScanRecord{{Digest: done, State: store.ScanDone, DBVersion: "v1"}, {Digest: pending, State: store.ScanPending}} {
+		if err := st.PutScan(context.Background(), &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, path, inForce string
+		status              int
+		stale               bool
+	}{
+		{"matched against the database in force", "/api/v1/scans/" + done, "v1", 200, false},
+		{"matched against an older database", "/api/v1/scans/" + done, "v2", 200, true},
+		{"database not known yet", "/api/v1/scans/" + done, "", 200, false},
+		{"pending results are never stale", "/api/v1/scans/" + pending, "v2", 200, false},
+		{"unknown digest", "/api/v1/scans/sha256:cc00000000000000000000000000000000000000000000000000000000000000", "v1", 404, false},
+		{"invalid digest", "/api/v1/scans/sha256:xyz", "v1", 400, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &Handler{Scans: st, DBVersion: func() string { return tc.inForce }}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, tc.path, nil))
+			var body struct {
+				Stale bool   `json:"stale"`
+				Error string `json:"error"`
+			}
+			if w.Code != tc.status || json.Unmarshal(w.Body.Bytes(), &body) != nil || body.Stale != tc.stale {
+				t.Fatalf("%d %s", w.Code, w.Body)
+			}
+			if tc.status != 200 && body.Error == "" {
+				t.Fatalf("error without a message: %s", w.Body)
+			}
+		})
+	}
+}
