@@ -58,6 +58,17 @@ func (b *Bolt) PutReferrers(_ context.Context, subject string, descriptors []jso
 // AddContents implements ArtifactStore.
 func (b *Bolt) AddContents(_ context.Context, subject string, contents map[string]Content) error {
 	group := slices.Sorted(maps.Keys(contents))
+	// The same composition served again (every verification of the same
+	// image) is the latest group already: no write, no sync.
+	latest := false
+	_ = b.db.View(func(tx *bolt.Tx) error {
+		set, err := readSet(tx, subject)
+		latest = err == nil && len(set.Added) > 0 && slices.Equal(set.Added[len(set.Added)-1], group)
+		return nil
+	})
+	if latest {
+		return nil
+	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		old, err := readSet(tx, subject)
 		if err != nil {
