@@ -3,8 +3,6 @@ package pipeline
 import (
 	"context"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/store"
 )
@@ -25,30 +23,13 @@ func (p *Pipeline) Policy() *policy.Policy { return p.policy() }
 // announced and published when the policy changes, not when the image is
 // next pulled. It returns how many records it re-decided.
 func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
+	// Checked again per record: a pull may have re-decided it meanwhile,
+	// or a newer policy come into force.
 	outdated := func(r store.ScanRecord) bool {
 		return r.State != store.ScanPending && r.PolicyVersion != p.policy().Version()
 	}
-	digests, err := p.digestsWhere(ctx, outdated)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, d := range digests {
-		changed, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
-			if !outdated(*r) {
-				return false, nil // re-decided since the listing (a pull, or a newer policy)
-			}
-			p.decide(ctx, r, r.Tag)
-			return true, nil
-		})
-		if err != nil {
-			return n, err
-		}
-		if changed != nil {
-			p.forget(digest.Digest(d))
-			p.noteBlobs(*changed)
-			n++
-		}
-	}
-	return n, nil
+	return p.redecideWhere(ctx, outdated, func(r *store.ScanRecord) error {
+		p.decide(ctx, r, r.Tag)
+		return nil
+	})
 }

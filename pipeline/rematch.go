@@ -22,30 +22,39 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 	}
 	version := p.o.Matcher.Version()
 	outdated := func(r store.ScanRecord) bool { return r.State == store.ScanDone && r.DBVersion != version }
-	stale, err := p.digestsWhere(ctx, outdated)
+	return p.redecideWhere(ctx, outdated, func(r *store.ScanRecord) error {
+		var inv scanner.Inventory
+		if err := json.Unmarshal(r.Inventory, &inv); err != nil {
+			return fmt.Errorf("stored inventory of %s: %w", r.Digest, err)
+		}
+		findings, dbVersion, err := p.match(ctx, &inv)
+		if err != nil {
+			return err
+		}
+		if r.Findings, err = json.Marshal(findings); err != nil {
+			return err
+		}
+		r.DBVersion, r.UpdatedAt = dbVersion, p.now()
+		p.decide(ctx, r, r.Digest)
+		return nil
+	})
+}
+
+// redecideWhere applies change to every stored record outdated selects,
+// each read again (and skipped if no longer outdated) when its turn comes,
+// and returns how many it changed.
+func (p *Pipeline) redecideWhere(ctx context.Context, outdated func(store.ScanRecord) bool, change func(*store.ScanRecord) error) (int, error) {
+	digests, err := p.digestsWhere(ctx, outdated)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for _, d := range stale {
+	for _, d := range digests {
 		changed, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
 			if !outdated(*r) {
 				return false, nil // changed since the listing
 			}
-			var inv scanner.Inventory
-			if err := json.Unmarshal(r.Inventory, &inv); err != nil {
-				return false, fmt.Errorf("stored inventory of %s: %w", r.Digest, err)
-			}
-			findings, dbVersion, err := p.match(ctx, &inv)
-			if err != nil {
-				return false, err
-			}
-			if r.Findings, err = json.Marshal(findings); err != nil {
-				return false, err
-			}
-			r.DBVersion, r.UpdatedAt = dbVersion, p.now()
-			p.decide(ctx, r, r.Digest)
-			return true, nil
+			return true, change(r)
 		})
 		if err != nil {
 			return n, err

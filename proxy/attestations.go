@@ -16,18 +16,7 @@ import (
 // localAttestations finds the attestations Portcullis published for the
 // digest named by cosign's tag sha256-<hex>.att.
 func (p *Proxy) localAttestations(ctx context.Context, tag string) (manifestResult, bool) {
-	if p.local == nil || !strings.HasPrefix(tag, "sha256-") || !strings.HasSuffix(tag, ".att") {
-		return manifestResult{}, false
-	}
-	d, err := p.local.LocalTag(ctx, tag)
-	if err != nil {
-		return manifestResult{}, false
-	}
-	c, ok := p.localContent(ctx, digest.Digest(d))
-	if !ok {
-		return manifestResult{}, false
-	}
-	return manifestResult{body: c.Body, mediaType: c.MediaType, digest: digest.Digest(d), cache: cacheLocal}, true
+	return p.localCosignTag(ctx, tag, ".att")
 }
 
 // mergeAttestations serves cosign's attestation tag of an image when both

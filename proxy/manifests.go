@@ -38,7 +38,13 @@ func (p *Proxy) localContent(ctx context.Context, d digest.Digest) (store.Conten
 // localSignature serves cosign's signature tag of content Portcullis
 // published and signed itself; such digests exist nowhere upstream.
 func (p *Proxy) localSignature(ctx context.Context, tag string) (manifestResult, bool) {
-	if p.local == nil || !strings.HasPrefix(tag, "sha256-") || !strings.HasSuffix(tag, ".sig") {
+	return p.localCosignTag(ctx, tag, ".sig")
+}
+
+// localCosignTag finds what Portcullis published under cosign's tag for a
+// digest, sha256-<hex><suffix>.
+func (p *Proxy) localCosignTag(ctx context.Context, tag, suffix string) (manifestResult, bool) {
+	if p.local == nil || !strings.HasPrefix(tag, "sha256-") || !strings.HasSuffix(tag, suffix) {
 		return manifestResult{}, false
 	}
 	d, err := p.local.LocalTag(ctx, tag)

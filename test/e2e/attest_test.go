@@ -66,10 +66,17 @@ func verifierFromPEM(t *testing.T, pemBytes []byte) signature.Verifier {
 	return v
 }
 
-// attestUpstream attests repo@digest on the upstream the way `cosign attest
-// --key --tlog-upload=false` does (a DSSE envelope in the .att tag) and
-// returns the public key's PEM.
-func attestUpstream(t *testing.T, up *testregistry.Registry, repo, digest, predicateType string) []byte {
+// upstreamStatement is an in-toto statement about repo@digest on the
+// upstream, signed in a DSSE envelope with a fresh key, as `cosign attest
+// --key` makes it.
+type upstreamStatement struct {
+	ref       name.Digest
+	key       crypto.PublicKey
+	statement []byte
+	envelope  []byte
+}
+
+func signUpstreamStatement(t *testing.T, up *testregistry.Registry, repo, digest, predicateType string) upstreamStatement {
 	t.Helper()
 	priv, err := cosign.GeneratePrivateKey()
 	if err != nil {
@@ -79,20 +86,37 @@ func attestUpstream(t *testing.T, up *testregistry.Registry, repo, digest, predi
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.NewDigest(up.Host() + "/" + repo + "@" + digest)
-	if err != nil {
+	s := upstreamStatement{key: priv.Public()}
+	if s.ref, err = name.NewDigest(up.Host() + "/" + repo + "@" + digest); err != nil {
 		t.Fatal(err)
 	}
-	statement, _ := json.Marshal(map[string]any{
+	s.statement, _ = json.Marshal(map[string]any{
 		"_type": "https://in-toto.io/Statement/v0.1", "predicateType": predicateType,
 		"subject":   []any{map[string]any{"name": up.Host() + "/" + repo, "digest": map[string]string{"sha256": strings.TrimPrefix(digest, "sha256:")}}},
 		"predicate": map[string]any{"builder": map[string]string{"id": "https://ci.example/builder"}},
 	})
-	envelope, err := dsse.WrapSigner(sv, types.IntotoPayloadType).SignMessage(bytes.NewReader(statement))
+	if s.envelope, err = dsse.WrapSigner(sv, types.IntotoPayloadType).SignMessage(bytes.NewReader(s.statement)); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s upstreamStatement) publicPEM(t *testing.T) []byte {
+	t.Helper()
+	pemBytes, err := cryptoutils.MarshalPublicKeyToPEM(s.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	att, err := static.NewAttestation(envelope, static.WithLayerMediaType(types.DssePayloadType),
+	return pemBytes
+}
+
+// attestUpstream attests repo@digest on the upstream the way `cosign attest
+// --key --tlog-upload=false` does (a DSSE envelope in the .att tag) and
+// returns the public key's PEM.
+func attestUpstream(t *testing.T, up *testregistry.Registry, repo, digest, predicateType string) []byte {
+	t.Helper()
+	s := signUpstreamStatement(t, up, repo, digest, predicateType)
+	att, err := static.NewAttestation(s.envelope, static.WithLayerMediaType(types.DssePayloadType),
 		static.WithAnnotations(map[string]string{"predicateType": predicateType}))
 	if err != nil {
 		t.Fatal(err)
@@ -101,18 +125,14 @@ func attestUpstream(t *testing.T, up *testregistry.Registry, repo, digest, predi
 	if err != nil {
 		t.Fatal(err)
 	}
-	tag, err := ociremote.AttestationTag(ref)
+	tag, err := ociremote.AttestationTag(s.ref)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := remote.Write(tag, atts); err != nil {
 		t.Fatal(err)
 	}
-	pemBytes, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pemBytes
+	return s.publicPEM(t)
 }
 
 // verifiedPredicates runs cosign's attestation check through the mirror and
@@ -154,11 +174,11 @@ func verifiedPredicates(t *testing.T, ref name.Reference, v signature.Verifier) 
 	return types, predicates, nil
 }
 
-// With a signing key, the verdict and the SBOM are also published as
-// in-toto attestations in cosign's .att tag: cosign's attestation check
-// through the mirror accepts them with the proxy's key, and the upstream's
-// own attestations stay visible and verifiable with the upstream's key.
-func TestPublishedAttestationsVerifyWithCosign(t *testing.T) {
+// signingMirror is a portcullis with a signing key in front of the Alpine
+// image, in warn mode, after one pull: the verdict is published. It
+// returns the mirror's reference to the image too.
+func signingMirror(t *testing.T) (gated, []byte, name.Digest) {
+	t.Helper()
 	cfg, proxyPEM := signingKey(t)
 	g := gateSetupWithUpstream(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
 	if r := do(t, "GET", g.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
@@ -168,6 +188,15 @@ func TestPublishedAttestationsVerifyWithCosign(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return g, proxyPEM, ref
+}
+
+// With a signing key, the verdict and the SBOM are also published as
+// in-toto attestations in cosign's .att tag: cosign's attestation check
+// through the mirror accepts them with the proxy's key, and the upstream's
+// own attestations stay visible and verifiable with the upstream's key.
+func TestPublishedAttestationsVerifyWithCosign(t *testing.T) {
+	g, proxyPEM, ref := signingMirror(t)
 	proxyKey := verifierFromPEM(t, proxyPEM)
 
 	// The upstream has no attestations yet: ours alone.
@@ -234,15 +263,11 @@ func TestPublishedAttestationsVerifyWithCosign(t *testing.T) {
 // checks the proxy's verdict and SBOM and the upstream's provenance, each
 // with its own key, and a key that signed nothing fails.
 func TestCosignCLIVerifiesThroughTheMirror(t *testing.T) {
-	cfg, proxyPEM := signingKey(t)
-	g := gateSetupWithUpstream(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
+	g, proxyPEM, ref := signingMirror(t)
 	upstreamSigner := signWithKey(t, g.up, "library/alpine", g.manifest)
 	upstreamAttester := writeFile(t, "attester.pub", attestUpstream(t, g.up, "library/alpine", g.manifest, provenancePredicate))
 	proxyPub := writeFile(t, "proxy.pub", proxyPEM)
-	if r := do(t, "GET", g.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
-		t.Fatalf("pull: %d %s", r.status, r.body)
-	}
-	image := strings.TrimPrefix(g.pc.URL, "http://") + "/library/alpine@" + g.manifest
+	image := ref.String()
 	var idx v1.IndexManifest
 	if err := json.Unmarshal(do(t, "GET", g.pc.URL+"/v2/library/alpine/referrers/"+g.manifest).body, &idx); err != nil || len(idx.Manifests) != 2 {
 		t.Fatalf("referrers: %+v %v", idx, err)
@@ -300,36 +325,13 @@ func writeFile(t *testing.T, name string, data []byte) string {
 // returns the public key's PEM.
 func attestUpstreamBundle(t *testing.T, up *testregistry.Registry, repo, digest, predicateType string) []byte {
 	t.Helper()
-	priv, err := cosign.GeneratePrivateKey()
+	s := signUpstreamStatement(t, up, repo, digest, predicateType)
+	pemBytes := s.publicPEM(t)
+	b, err := cbundle.MakeNewBundle(s.key, nil, s.statement, s.envelope, pemBytes, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewDigest(up.Host() + "/" + repo + "@" + digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	statement, _ := json.Marshal(map[string]any{
-		"_type": "https://in-toto.io/Statement/v1", "predicateType": predicateType,
-		"subject":   []any{map[string]any{"name": up.Host() + "/" + repo, "digest": map[string]string{"sha256": strings.TrimPrefix(digest, "sha256:")}}},
-		"predicate": map[string]any{"builder": map[string]string{"id": "https://ci.example/v3"}},
-	})
-	envelope, err := dsse.WrapSigner(sv, types.IntotoPayloadType).SignMessage(bytes.NewReader(statement))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemBytes, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := cbundle.MakeNewBundle(priv.Public(), nil, statement, envelope, pemBytes, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ociremote.WriteAttestationNewBundleFormat(ref, b, predicateType); err != nil {
+	if err := ociremote.WriteAttestationNewBundleFormat(s.ref, b, predicateType); err != nil {
 		t.Fatal(err)
 	}
 	return pemBytes
@@ -348,12 +350,8 @@ func emptyTrustedRoot(t *testing.T) string {
 // the v3 way gets our verdict as a bundle too, and an image signed the
 // legacy way keeps its signatures visible (checked above).
 func TestAttestationsFollowTheUpstreamsBundleFormat(t *testing.T) {
-	cfg, proxyPEM := signingKey(t)
-	g := gateSetupWithUpstream(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
+	g, proxyPEM, ref := signingMirror(t)
 	upstreamPEM := attestUpstreamBundle(t, g.up, "library/alpine", g.manifest, provenancePredicate)
-	if r := do(t, "GET", g.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
-		t.Fatalf("pull: %d %s", r.status, r.body)
-	}
 	var idx v1.IndexManifest
 	if err := json.Unmarshal(do(t, "GET", g.pc.URL+"/v2/library/alpine/referrers/"+g.manifest).body, &idx); err != nil {
 		t.Fatal(err)
@@ -368,10 +366,6 @@ func TestAttestationsFollowTheUpstreamsBundleFormat(t *testing.T) {
 		t.Fatalf("referrers: want the upstream's bundle, our two bundles, verdict and SBOM: %+v", idx.Manifests)
 	}
 
-	ref, err := name.NewDigest(strings.TrimPrefix(g.pc.URL, "http://") + "/library/alpine@" + g.manifest)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tr, err := root.NewTrustedRootFromPath(emptyTrustedRoot(t))
 	if err != nil {
 		t.Fatal(err)
@@ -430,15 +424,7 @@ func TestAttestationsFollowTheUpstreamsBundleFormat(t *testing.T) {
 // something cosign could not read as attestations, the upstream's answer
 // is passed on untouched.
 func TestAttestationTagWhenTheUpstreamMisbehaves(t *testing.T) {
-	cfg, proxyPEM := signingKey(t)
-	g := gateSetupWithUpstream(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
-	if r := do(t, "GET", g.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
-		t.Fatalf("pull: %d %s", r.status, r.body)
-	}
-	ref, err := name.NewDigest(strings.TrimPrefix(g.pc.URL, "http://") + "/library/alpine@" + g.manifest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, proxyPEM, ref := signingMirror(t)
 	tag := "sha256-" + strings.TrimPrefix(g.manifest, "sha256:") + ".att"
 
 	g.up.Fail(`/manifests/`+tag, http.StatusInternalServerError, -1, "")
@@ -447,11 +433,8 @@ func TestAttestationTagWhenTheUpstreamMisbehaves(t *testing.T) {
 	}
 
 	idx := testregistry.MultiArchIndex(t, "application/vnd.oci.image.index.v1+json", "linux/amd64")
-	gg := gateSetupWithUpstream(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
+	gg, _, _ := signingMirror(t)
 	oddDigest := gg.up.PushIndex(t, "library/alpine", tag, idx).String()
-	if r := do(t, "GET", gg.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
-		t.Fatalf("pull: %d %s", r.status, r.body)
-	}
 	r := do(t, "GET", gg.pc.URL+"/v2/library/alpine/manifests/"+tag)
 	if r.status != 200 || r.header.Get("Docker-Content-Digest") != oddDigest {
 		t.Fatalf("odd attestation tag: %d %s, want the upstream's %s", r.status, r.header.Get("Docker-Content-Digest"), oddDigest)

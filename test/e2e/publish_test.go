@@ -1,18 +1,13 @@
 package e2e
 
 import (
-	"crypto"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
-	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 // After evaluation the verdict and the SBOM are published as OCI referrers
@@ -67,17 +62,8 @@ func TestVerdictAndSBOMArePublishedAsReferrers(t *testing.T) {
 // With a signing key configured, each published artifact carries a cosign
 // signature that cosign's own verification accepts through the mirror.
 func TestPublishedArtifactsAreSigned(t *testing.T) {
-	keys, err := cosign.GenerateKeyPair(func(bool) ([]byte, error) { return []byte("s3cret"), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(t.TempDir(), "cosign.key")
-	if err := os.WriteFile(keyFile, keys.PrivateBytes, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PORTCULLIS_TEST_KEY_PASSWORD", "s3cret")
-	pc, d, _ := gateSetup(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1),
-		"signing_key: "+keyFile, "signing_key_password_env: PORTCULLIS_TEST_KEY_PASSWORD")
+	cfg, publicPEM := signingKey(t)
+	pc, d, _ := gateSetup(t, strings.Replace(blockingPolicy, "mode: enforce", "mode: warn", 1), cfg...)
 	if r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
 		t.Fatalf("pull: %d", r.status)
 	}
@@ -85,14 +71,7 @@ func TestPublishedArtifactsAreSigned(t *testing.T) {
 	if err := json.Unmarshal(do(t, "GET", pc.URL+"/v2/library/alpine/referrers/"+d).body, &idx); err != nil || len(idx.Manifests) != 2 {
 		t.Fatalf("referrers: %+v %v", idx, err)
 	}
-	pub, err := cryptoutils.UnmarshalPEMToPublicKey(keys.PublicBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier, err := signature.LoadVerifier(pub, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
+	verifier := verifierFromPEM(t, publicPEM)
 	for _, m := range idx.Manifests {
 		ref, err := name.NewDigest(strings.TrimPrefix(pc.URL, "http://") + "/library/alpine@" + m.Digest.String())
 		if err != nil {
