@@ -61,15 +61,11 @@ func TestSkopeoPathPrefix(t *testing.T) {
 		if err != nil {
 			t.Fatalf("skopeo copy: %v\n%s", err, out)
 		}
-		root := layoutRoot(t, dir, "1.0-oci")
+		root := clients.LayoutRoot(t, dir, "1.0-oci")
 		if want := digestOf(t, ociImg); root.Digest != want {
 			t.Errorf("oci layout tags %s; want the pushed manifest %s", root.Digest, want)
 		}
-		store := ociLayoutStore(dir)
-		b, err := store(root.Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
+		store, b := layoutManifest(t, dir, root)
 		assertStoredImage(t, "skopeo oci:", store, b, ociImg)
 	})
 
@@ -105,12 +101,8 @@ func TestSkopeoRegistriesConfMirror(t *testing.T) {
 	if err != nil {
 		t.Fatalf("skopeo copy through the mirror: %v\n%s", err, out)
 	}
-	root := layoutRoot(t, dir, "v1")
-	store := ociLayoutStore(dir)
-	b, err := store(root.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := clients.LayoutRoot(t, dir, "v1")
+	store, b := layoutManifest(t, dir, root)
 	assertStoredImage(t, "skopeo via mirror", store, b, img)
 
 	want := "/v2/" + invalidRegistry + "/team/app/manifests/v1"
@@ -231,15 +223,11 @@ func TestDockerHubDefaultUpstream(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "layout")
 	mustCrane(ctx, t, "pull", "--insecure", "--format", "oci", p.Addr+"/alpine:3.20", dir)
-	root := layoutRoot(t, dir, "")
+	root := clients.LayoutRoot(t, dir, "")
 	if root.Digest != want {
 		t.Errorf("crane pulled %s; want %s", root.Digest, want)
 	}
-	store := ociLayoutStore(dir)
-	b, err := store(root.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, b := layoutManifest(t, dir, root)
 	assertStoredImage(t, "crane pull alpine:3.20", store, b, img)
 
 	seen := requestsFor(t, p, "/v2/alpine/", 2)
@@ -275,15 +263,11 @@ func TestCrane(t *testing.T) {
 	t.Run("multi-arch index, all platforms", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "layout")
 		mustCrane(ctx, t, "pull", "--insecure", "--format", "oci", prefix+"team/multi:v1", dir)
-		root := layoutRoot(t, dir, "")
+		root := clients.LayoutRoot(t, dir, "")
 		if want := digestOf(t, multi); root.Digest != want || root.MediaType != types.OCIImageIndex {
 			t.Errorf("layout holds %s (%s); want the index %s", root.Digest, root.MediaType, want)
 		}
-		store := ociLayoutStore(dir)
-		b, err := store(root.Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
+		store, b := layoutManifest(t, dir, root)
 		assertStoredIndex(t, "crane pull", store, b, multi, nil)
 	})
 
@@ -389,12 +373,8 @@ func TestTokenAuthUpstream(t *testing.T) {
 		t.Helper()
 		dir := filepath.Join(t.TempDir(), "layout")
 		res := mustCrane(ctx, t, "pull", "-v", "--insecure", "--format", "oci", ref, dir)
-		root := layoutRoot(t, dir, "")
-		store := ociLayoutStore(dir)
-		b, err := store(root.Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
+		root := clients.LayoutRoot(t, dir, "")
+		store, b := layoutManifest(t, dir, root)
 		assertStoredImage(t, "crane pull "+ref, store, b, img)
 		return res.Stderr
 	}
@@ -470,12 +450,8 @@ func TestUpstreamDown(t *testing.T) {
 		t.Helper()
 		dir := filepath.Join(t.TempDir(), "layout")
 		mustCrane(ctx, t, "pull", "--insecure", "--format", "oci", ref, dir)
-		root := layoutRoot(t, dir, "")
-		store := ociLayoutStore(dir)
-		b, err := store(root.Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
+		root := clients.LayoutRoot(t, dir, "")
+		store, b := layoutManifest(t, dir, root)
 		assertStoredImage(t, "crane pull "+ref, store, b, img)
 	}
 	pull(t)

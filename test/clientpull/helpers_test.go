@@ -18,7 +18,6 @@ import (
 	"unicode/utf8"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/portcullis/portcullis/test/clients"
 	"github.com/portcullis/portcullis/test/harness"
@@ -29,8 +28,6 @@ const (
 	testTimeout = 90 * time.Second
 	// clientTimeout bounds one client command.
 	clientTimeout = 60 * time.Second
-	// refName is the annotation OCI layouts use for a manifest's tag.
-	refName = "org.opencontainers.image.ref.name"
 )
 
 // testContext is the test's context bounded by testTimeout.
@@ -235,25 +232,15 @@ func containerdStore(ctx context.Context, c *clients.Containerd) localStore {
 	}
 }
 
-// layoutRoot returns the descriptor an OCI layout's index.json lists under
-// tag ("" when the client wrote no tag: the only entry).
-func layoutRoot(t *testing.T, dir, tag string) v1.Descriptor {
+// layoutManifest opens an OCI layout's blobs and reads root's manifest.
+func layoutManifest(t *testing.T, dir string, root v1.Descriptor) (localStore, []byte) {
 	t.Helper()
-	idx, err := layout.ImageIndexFromPath(dir)
+	store := ociLayoutStore(dir)
+	b, err := store(root.Digest)
 	if err != nil {
-		t.Fatalf("read OCI layout %s: %v", dir, err)
+		t.Fatalf("read %s from OCI layout %s: %v", root.Digest, dir, err)
 	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatalf("read OCI layout %s: %v", dir, err)
-	}
-	for _, d := range im.Manifests {
-		if tag == "" && len(im.Manifests) == 1 || tag != "" && d.Annotations[refName] == tag {
-			return d
-		}
-	}
-	t.Fatalf("OCI layout %s has no single manifest tagged %q: %+v", dir, tag, im.Manifests)
-	return v1.Descriptor{}
+	return store, b
 }
 
 // rawManifester is a pushed image or index.

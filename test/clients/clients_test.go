@@ -29,7 +29,7 @@ func TestSkopeoCopyFromLoopbackRegistry(t *testing.T) {
 		t.Fatalf("skopeo copy: %v\n%s", err, out)
 	}
 	reg.logRequests(t, "skopeo")
-	if got, want := layoutDigest(t, dir, "v1"), digestOf(t, img); got != want {
+	if got, want := LayoutRoot(t, dir, "v1").Digest, digestOf(t, img); got != want {
 		t.Errorf("copied manifest %s; want %s", got, want)
 	}
 	if !reg.saw("skopeo", "GET", "/v2/team/app/manifests/v1") {
@@ -53,7 +53,7 @@ func TestSkopeoCopyThroughRegistriesConfMirror(t *testing.T) {
 		if err != nil {
 			t.Fatalf("skopeo copy: %v\n%s", err, out)
 		}
-		if got, want := layoutDigest(t, dir, "v1"), digestOf(t, img); got != want {
+		if got, want := LayoutRoot(t, dir, "v1").Digest, digestOf(t, img); got != want {
 			t.Errorf("copied manifest %s; want %s", got, want)
 		}
 		if p := "/v2/" + invalidRegistry + "/team/app/manifests/v1"; !mirror.saw("skopeo", "GET", p) {
@@ -185,7 +185,7 @@ func TestCranePull(t *testing.T) {
 		t.Fatalf("crane pull: %v\n%s", err, out)
 	}
 	reg.logRequests(t, "crane")
-	if got := layoutDigest(t, dir, ""); got != want {
+	if got := LayoutRoot(t, dir, "").Digest; got != want {
 		t.Errorf("pulled %s; want index %s", got, want)
 	}
 	for _, img := range []digester{multi.Amd64, multi.Arm64} {

@@ -173,27 +173,6 @@ func (r *testRegistry) pushIndex(t *testing.T, repoTag string) multiArch {
 	return m
 }
 
-// layoutDigest returns the digest of the manifest or index that an OCI
-// layout directory holds under tag.
-func layoutDigest(t *testing.T, dir, tag string) v1.Hash {
-	t.Helper()
-	idx, err := layout.ImageIndexFromPath(dir)
-	if err != nil {
-		t.Fatalf("read OCI layout %s: %v", dir, err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range im.Manifests {
-		if tag == "" || d.Annotations["org.opencontainers.image.ref.name"] == tag {
-			return d.Digest
-		}
-	}
-	t.Fatalf("OCI layout %s has no manifest tagged %q: %+v", dir, tag, im.Manifests)
-	return v1.Hash{}
-}
-
 // layoutChildren returns the manifest digests listed by the index that an
 // OCI layout directory holds under tag.
 func layoutChildren(t *testing.T, dir, tag string) []v1.Hash {
@@ -202,7 +181,7 @@ func layoutChildren(t *testing.T, dir, tag string) []v1.Hash {
 	if err != nil {
 		t.Fatalf("read OCI layout %s: %v", dir, err)
 	}
-	idx, err := root.ImageIndex(layoutDigest(t, dir, tag))
+	idx, err := root.ImageIndex(LayoutRoot(t, dir, tag).Digest)
 	if err != nil {
 		t.Fatalf("OCI layout %s: index %s: %v", dir, tag, err)
 	}
