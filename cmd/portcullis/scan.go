@@ -90,11 +90,11 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	res := report.Result{Image: subject, Inventory: inv}
 	if db != nil {
 		progress(stderr, "matching %d packages", len(inv.Packages))
-		findings, err := db.Match(ctx, inv.Queries())
+		findings, version, err := db.MatchVersioned(ctx, inv.Queries())
 		if err != nil {
 			return fmt.Errorf("match vulnerabilities: %w", err)
 		}
-		res.Findings, res.DBVersion = report.Filter(findings, levels), db.Version()
+		res.Findings, res.DBVersion = report.Filter(findings, levels), version
 	}
 	switch *format {
 	case "table":

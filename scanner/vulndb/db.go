@@ -88,30 +88,12 @@ func Open(dir string) (*DB, error) {
 	case err != nil:
 		return nil, fmt.Errorf("open vulnerability database %s: %w (damaged, or not a vulnerability database: move it away and import again)", path, err)
 	}
-	err = b.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket([]byte(bucketMeta))
-		if meta == nil {
-			// A new file, or one some other program made.
-			if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-				return fmt.Errorf("has a bucket %q and no format marker", name)
-			}); err != nil {
-				return err
-			}
-			for _, name := range []string{bucketMeta, bucketRecords, bucketIndex} {
-				if _, err := tx.CreateBucket([]byte(name)); err != nil {
-					return fmt.Errorf("create bucket %s: %w", name, err)
-				}
-			}
-			return tx.Bucket([]byte(bucketMeta)).Put([]byte(keyFormat), []byte(formatVersion))
-		}
-		if f := meta.Get([]byte(keyFormat)); string(f) != formatVersion {
-			return fmt.Errorf("format is %q, want %q", f, formatVersion)
-		}
-		if tx.Bucket([]byte(bucketRecords)) == nil || tx.Bucket([]byte(bucketIndex)) == nil {
-			return errors.New("buckets are missing")
-		}
-		return nil
-	})
+	// Checked read-only: a write transaction would commit (and sync) on
+	// every open, and the server opens the file for each use.
+	err = b.View(checkFormat)
+	if errors.Is(err, errNoFormat) {
+		err = b.Update(initialize)
+	}
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("open vulnerability database %s: not a portcullis vulnerability database: %w (move it away and import again)", path, err)
@@ -124,6 +106,39 @@ func Open(dir string) (*DB, error) {
 		}
 	}
 	return &DB{dir: dir, bolt: b}, nil
+}
+
+// errNoFormat: the file has no format marker (new, or some other program's).
+var errNoFormat = errors.New("no format marker")
+
+func checkFormat(tx *bolt.Tx) error {
+	meta := tx.Bucket([]byte(bucketMeta))
+	if meta == nil {
+		return errNoFormat
+	}
+	if f := meta.Get([]byte(keyFormat)); string(f) != formatVersion {
+		return fmt.Errorf("format is %q, want %q", f, formatVersion)
+	}
+	if tx.Bucket([]byte(bucketRecords)) == nil || tx.Bucket([]byte(bucketIndex)) == nil {
+		return errors.New("buckets are missing")
+	}
+	return nil
+}
+
+// initialize makes an empty file a database; a file with other buckets is
+// some other program's and stays untouched.
+func initialize(tx *bolt.Tx) error {
+	if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		return fmt.Errorf("has a bucket %q and no format marker", name)
+	}); err != nil {
+		return err
+	}
+	for _, name := range []string{bucketMeta, bucketRecords, bucketIndex} {
+		if _, err := tx.CreateBucket([]byte(name)); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	return tx.Bucket([]byte(bucketMeta)).Put([]byte(keyFormat), []byte(formatVersion))
 }
 
 // Close closes the database; it waits for running matches to finish.

@@ -21,15 +21,23 @@ import (
 // matched on the source package with SourceVersion (else Version), and on
 // Name with Version, since some records name binaries; an id is reported
 // once per query, the source match first.
-// MatchVersioned is Match plus the version of the data it matched against.
-func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string, error) {
-	f, err := db.Match(ctx, qs)
-	return f, db.Version(), err
+func (db *DB) Match(ctx context.Context, qs []Query) ([]Finding, error) {
+	out, _, err := db.MatchVersioned(ctx, qs)
+	return out, err
 }
 
-func (db *DB) Match(ctx context.Context, qs []Query) ([]Finding, error) {
+// MatchVersioned is Match plus the version of the data it matched against,
+// read in the same transaction: an import committing meanwhile cannot
+// label old findings with its new version.
+func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string, error) {
 	var out []Finding
+	var version string
 	err := db.bolt.View(func(tx *bolt.Tx) error {
+		st, err := readStatus(tx)
+		if err != nil {
+			return err
+		}
+		version = versionString(st)
 		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]entry{}}
 		for i, q := range qs {
 			if i%64 == 0 {
@@ -46,7 +54,7 @@ func (db *DB) Match(ctx context.Context, qs []Query) ([]Finding, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("match %d packages against the vulnerability database: %w", len(qs), err)
+		return nil, "", fmt.Errorf("match %d packages against the vulnerability database: %w", len(qs), err)
 	}
 	slices.SortStableFunc(out, func(a, b Finding) int {
 		if a.Query != b.Query {
@@ -54,7 +62,7 @@ func (db *DB) Match(ctx context.Context, qs []Query) ([]Finding, error) {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	return out, nil
+	return out, version, nil
 }
 
 // matcher holds what one Match call has read, so that the binaries of one

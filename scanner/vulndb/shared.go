@@ -59,20 +59,9 @@ func (s *Shared) release() {
 	defer s.mu.Unlock()
 	s.users--
 	if s.users == 0 {
-		s.version = s.db.Version()
 		s.db.Close()
 		s.db = nil
 	}
-}
-
-// Match implements the pipeline's Matcher.
-func (s *Shared) Match(ctx context.Context, qs []Query) ([]Finding, error) {
-	db, err := s.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer s.release()
-	return db.Match(ctx, qs)
 }
 
 // MatchVersioned matches and says against which database version, with
@@ -83,7 +72,18 @@ func (s *Shared) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, str
 		return nil, "", err
 	}
 	defer s.release()
-	return db.MatchVersioned(ctx, qs)
+	findings, version, err := db.MatchVersioned(ctx, qs)
+	if err == nil {
+		s.remember(version)
+	}
+	return findings, version, err
+}
+
+// remember keeps the last version seen, for Version while the file is busy.
+func (s *Shared) remember(version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.version = version
 }
 
 // Version is the current database version; while another process holds
@@ -98,7 +98,9 @@ func (s *Shared) Version() string {
 		return s.version
 	}
 	defer s.release()
-	return db.Version()
+	v := db.Version()
+	s.remember(v)
+	return v
 }
 
 // Update downloads and imports sources, holding the database meanwhile.
@@ -108,5 +110,7 @@ func (s *Shared) Update(ctx context.Context, sources []Source, client *http.Clie
 		return ImportStats{}, err
 	}
 	defer s.release()
-	return db.Update(ctx, sources, client, progress)
+	stats, err := db.Update(ctx, sources, client, progress)
+	s.remember(db.Version())
+	return stats, err
 }

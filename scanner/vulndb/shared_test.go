@@ -28,7 +28,7 @@ func TestSharedLetsAnotherOpenerIn(t *testing.T) {
 	// While the importer holds it, a match waits instead of failing.
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Match(ctx, []Query{{Ecosystem: "Alpine:v3.16", Name: "busybox", SourceName: "busybox", Version: "1.35.0-r17"}})
+		_, _, err := s.MatchVersioned(ctx, []Query{{Ecosystem: "Alpine:v3.16", Name: "busybox", SourceName: "busybox", Version: "1.35.0-r17"}})
 		done <- err
 	}()
 	time.Sleep(300 * time.Millisecond)
