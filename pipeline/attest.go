@@ -15,6 +15,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
 
+	"github.com/portcullis/portcullis/signing"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -25,8 +26,6 @@ const (
 	VerdictPredicateType = "https://portcullis.dev/attestation/verdict/v1"
 	SBOMPredicateType    = "https://cyclonedx.org/bom"
 	inTotoStatementType  = "https://in-toto.io/Statement/v0.1"
-	// BundleArtifactType is a sigstore bundle as cosign v3 attaches it.
-	BundleArtifactType = "application/vnd.dev.sigstore.bundle.v0.3+json"
 )
 
 type inTotoSubject struct {
@@ -127,7 +126,7 @@ func attestationBundles(signer signature.Signer, signed []signedStatement, subje
 		if err != nil {
 			return nil, fmt.Errorf("bundle %s: %w", s.predicateType, err)
 		}
-		desc, _, err := artifactManifest(BundleArtifactType, b, subject, now, contents, map[string]string{
+		desc, _, err := artifactManifest(signing.BundleArtifactType, b, subject, now, contents, map[string]string{
 			"dev.sigstore.bundle.content":       "dsse-envelope",
 			"dev.sigstore.bundle.predicateType": s.predicateType,
 		})

@@ -53,11 +53,3 @@ func (p *Pipeline) CheckBlob(_ context.Context, d digest.Digest) proxy.Decision 
 	return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + v.blocked.String(),
 		Message: fmt.Sprintf("portcullis: blob %s belongs to blocked image %s", d, v.blocked)}
 }
-
-// loadBlobVerdicts fills the blob verdicts from stored decisions at start.
-func (p *Pipeline) loadBlobVerdicts(ctx context.Context) error {
-	return p.o.Store.Scans(ctx, func(r store.ScanRecord) bool {
-		p.noteBlobs(r)
-		return true
-	})
-}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
 )
@@ -59,12 +60,18 @@ func readImageFacts(img v1.Image) (imageFacts, error) {
 func (p *Pipeline) policy() *policy.Policy { return p.pol.Load() }
 
 // dbBuiltAt reads the build time from the database version
-// ("sha256:…@2026-11-27T08:00:00Z"); zero means no database.
+// ("sha256:…@2026-11-27T08:00:00Z"); zero means no database. The version
+// WatchDB saw last serves when there is one: asking the matcher opens the
+// database file, too much for every decision on the pull path.
 func (p *Pipeline) dbBuiltAt() time.Time {
 	if p.o.Matcher == nil {
 		return time.Time{}
 	}
-	_, at, ok := strings.Cut(p.o.Matcher.Version(), "@")
+	version := p.DBVersion()
+	if version == "" {
+		version = p.o.Matcher.Version()
+	}
+	_, at, ok := strings.Cut(version, "@")
 	if !ok {
 		return time.Time{}
 	}
@@ -120,8 +127,9 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, rule pol
 }
 
 // decide evaluates the policy for a finished record and writes the decision
-// into it (not into the store).
-func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference string) policy.Decision {
+// into it (not into the store), the verdict change it makes included; once
+// the record is stored, announce makes both known.
+func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference string) (policy.Decision, *store.VerdictChange) {
 	if strings.Contains(reference, ":") { // a digest: use the tag it was pulled by
 		reference = p.tagOf(digest.Digest(rec.Digest), rec.Tag)
 	}
@@ -140,17 +148,35 @@ func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference 
 	if err == nil {
 		rec.Decision = raw
 	}
+	var change *store.VerdictChange
 	if string(d.Effective) != rec.Verdict {
-		p.recordChange(rec, d, pol.Version())
+		change = p.recordChange(rec, d, pol.Version())
 	}
 	rec.Verdict, rec.PolicyVersion = string(d.Effective), pol.Version()
-	if err := p.publishArtifacts(ctx, *rec, d); err != nil {
-		p.log.Error("publish verdict and SBOM", "digest", rec.Digest, "err", err)
-	}
 	if d.Effective != policy.Block && rec.FirstAllowedAt.IsZero() {
 		rec.FirstAllowedAt = p.now()
 	}
-	return d
+	return d, change
+}
+
+// announce makes a stored decision known: the verdict change, if any, as a
+// log line and an event, and the verdict and SBOM published. It runs once
+// the record is written, so a decision another writer overrode is never
+// announced, and a retried write announces once.
+func (p *Pipeline) announce(ctx context.Context, rec store.ScanRecord, d policy.Decision, change *store.VerdictChange) {
+	if change != nil {
+		p.publish(Event{Type: "verdict", At: change.At, Image: rec.Upstream + "/" + rec.Repository + "@" + rec.Digest, Digest: rec.Digest,
+			From: change.From, To: change.To, Reasons: change.Reasons})
+		level := slog.LevelInfo
+		if change.From != "" && d.Effective == policy.Block {
+			level = slog.LevelWarn // newly failing
+		}
+		p.log.Log(ctx, level, "verdict changed", "image", rec.Upstream+"/"+rec.Repository+"@"+rec.Digest,
+			"from", change.From, "to", change.To, "reasons", change.Reasons, "policy_version", change.PolicyVersion, "db_version", rec.DBVersion)
+	}
+	if err := p.publishArtifacts(ctx, rec, d); err != nil {
+		p.log.Error("publish verdict and SBOM", "digest", rec.Digest, "err", err)
+	}
 }
 
 // toGate turns a policy decision into what the proxy serves.
@@ -197,24 +223,32 @@ func (p *Pipeline) EvaluateOnce(ctx context.Context, upstream, repo, reference s
 	}
 	rec := store.ScanRecord{Digest: d.String(), State: store.ScanDone, Upstream: upstream, Repository: repo,
 		ScannerVersion: p.o.ScannerVersion, DBVersion: dbVersion, QueuedAt: p.now(), UpdatedAt: p.now()}
-	if rec.Inventory, err = json.Marshal(inv); err != nil {
+	if err := encodeResult(&rec, inv, findings, facts); err != nil {
 		return policy.Decision{}, rec, err
+	}
+	decision, _ := p.decide(ctx, &rec, reference)
+	return decision, rec, nil
+}
+
+// encodeResult stores a scan's result in its record, as JSON.
+func encodeResult(rec *store.ScanRecord, inv *scanner.Inventory, findings []vulndb.Finding, facts imageFacts) error {
+	var err error
+	if rec.Inventory, err = json.Marshal(inv); err != nil {
+		return err
 	}
 	if rec.Findings, err = json.Marshal(findings); err != nil {
-		return policy.Decision{}, rec, err
+		return err
 	}
-	if rec.Facts, err = json.Marshal(facts); err != nil {
-		return policy.Decision{}, rec, err
-	}
-	return p.decide(ctx, &rec, reference), rec, nil
+	rec.Facts, err = json.Marshal(facts)
+	return err
 }
 
 // maxHistory bounds the verdict history kept per digest.
 const maxHistory = 50
 
 // recordChange appends a verdict change to the record's history and
-// announces it: a digest that starts failing is what operators need to hear.
-func (p *Pipeline) recordChange(rec *store.ScanRecord, d policy.Decision, policyVersion string) {
+// returns it.
+func (p *Pipeline) recordChange(rec *store.ScanRecord, d policy.Decision, policyVersion string) *store.VerdictChange {
 	change := store.VerdictChange{At: p.now(), From: rec.Verdict, To: string(d.Effective), PolicyVersion: policyVersion, DBVersion: rec.DBVersion}
 	for _, r := range d.Reasons {
 		change.Reasons = append(change.Reasons, r.Code)
@@ -223,12 +257,5 @@ func (p *Pipeline) recordChange(rec *store.ScanRecord, d policy.Decision, policy
 	if len(rec.History) > maxHistory {
 		rec.History = rec.History[len(rec.History)-maxHistory:]
 	}
-	p.publish(Event{Type: "verdict", At: change.At, Image: rec.Upstream + "/" + rec.Repository + "@" + rec.Digest, Digest: rec.Digest,
-		From: change.From, To: change.To, Reasons: change.Reasons})
-	level := slog.LevelInfo
-	if change.From != "" && d.Effective == policy.Block {
-		level = slog.LevelWarn // newly failing
-	}
-	p.log.Log(context.Background(), level, "verdict changed", "image", rec.Upstream+"/"+rec.Repository+"@"+rec.Digest,
-		"from", change.From, "to", change.To, "reasons", change.Reasons, "policy_version", policyVersion, "db_version", rec.DBVersion)
+	return &change
 }

@@ -32,7 +32,7 @@ func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 	if d, ok := p.remembered(s.Digest, pol.Version()); ok {
 		return d, nil
 	}
-	rec, found, err := p.current(ctx, s.Digest, pol)
+	rec, found, err := p.current(ctx, s.Digest)
 	if err != nil {
 		return proxy.Decision{}, err
 	}
@@ -45,7 +45,7 @@ func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 	rule := pol.Select(s.Upstream, s.Repository)
 	if rule.OnUnscanned.Wait > 0 {
 		if p.wait(ctx, s.Digest, rule.OnUnscanned.Wait) {
-			if rec, found, err = p.current(ctx, s.Digest, pol); err != nil {
+			if rec, found, err = p.current(ctx, s.Digest); err != nil {
 				return proxy.Decision{}, err
 			}
 			if found && rec.State != store.ScanPending {
@@ -60,7 +60,7 @@ func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 }
 
 // current reads the stored record of d.
-func (p *Pipeline) current(ctx context.Context, d digest.Digest, pol *policy.Policy) (store.ScanRecord, bool, error) {
+func (p *Pipeline) current(ctx context.Context, d digest.Digest) (store.ScanRecord, bool, error) {
 	rec, err := p.o.Store.Scan(ctx, d.String())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -76,15 +76,18 @@ func (p *Pipeline) current(ctx context.Context, d digest.Digest, pol *policy.Pol
 func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *policy.Policy, s proxy.Subject) (proxy.Decision, error) {
 	var d policy.Decision
 	if rec.PolicyVersion != pol.Version() || len(rec.Decision) == 0 || json.Unmarshal(rec.Decision, &d) != nil {
-		d = p.decide(ctx, &rec, s.Reference)
+		var change *store.VerdictChange
+		d, change = p.decide(ctx, &rec, s.Reference)
 		switch err := p.o.Store.PutScan(ctx, &rec); {
+		case err == nil:
+			p.announce(ctx, rec, d, change)
+			p.noteBlobs(rec)
 		case errors.Is(err, store.ErrConflict):
 			// Changed meanwhile (a re-match, a re-evaluation): that writer's
 			// record stands; this pull is served what was decided here.
-		case err != nil:
+		default:
 			p.log.Error("store decision", "digest", rec.Digest, "err", err)
 		}
-		p.noteBlobs(rec)
 	}
 	g := toGate(d, rec)
 	p.remember(s.Digest, pol.Version(), g)

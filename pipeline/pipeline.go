@@ -7,7 +7,6 @@ package pipeline
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,14 +78,13 @@ type Pipeline struct {
 	// dbVersion is the database version WatchDB saw last.
 	dbVersion atomic.Value
 
-	mu     sync.Mutex
-	queue  []job
-	queued map[digest.Digest]bool // queued or running in this process
+	mu    sync.Mutex
+	queue []job
 	// settled holds digests with a current result, so the manifest path
 	// does not read the store on every pull.
 	settled map[digest.Digest]bool
-	// finished is closed when the queued scan of a digest ends, for gates
-	// waiting on it.
+	// finished holds the digests queued or being scanned in this process;
+	// each channel is closed when that scan ends, for gates waiting on it.
 	finished map[digest.Digest]chan struct{}
 	// decisions remembers served verdicts so the manifest path does not
 	// read the store on every pull; entries go when a result changes.
@@ -124,7 +122,6 @@ func New(o Options) *Pipeline {
 		o:         o,
 		log:       cmp.Or(o.Logger, slog.Default()),
 		now:       time.Now,
-		queued:    map[digest.Digest]bool{},
 		settled:   map[digest.Digest]bool{},
 		finished:  map[digest.Digest]chan struct{}{},
 		decisions: map[digest.Digest]cachedDecision{},
@@ -141,8 +138,27 @@ func New(o Options) *Pipeline {
 	return p
 }
 
-func isIndex(mediaType string) bool {
-	return mediaType == string(types.OCIImageIndex) || mediaType == string(types.DockerManifestList)
+func isIndex(mediaType string) bool { return types.MediaType(mediaType).IsIndex() }
+
+// claim marks d as queued in this process; false if it already is.
+func (p *Pipeline) claim(d digest.Digest) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.finished[d] != nil {
+		return false
+	}
+	p.finished[d] = make(chan struct{})
+	return true
+}
+
+// unclaim ends d's claim and wakes the gates waiting on it.
+func (p *Pipeline) unclaim(d digest.Digest) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ch := p.finished[d]; ch != nil {
+		close(ch)
+		delete(p.finished, d)
+	}
 }
 
 // Enqueue queues a scan of manifest d unless a usable result exists or one
@@ -184,21 +200,10 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 	}
 	// Claim the digest before looking at the store, so a racing request
 	// cannot read "nothing yet" while this one's scan starts and ends.
-	p.mu.Lock()
-	if p.queued[d] {
-		p.mu.Unlock()
+	if !p.claim(d) {
 		return nil
 	}
-	p.queued[d] = true
-	p.finished[d] = make(chan struct{})
-	p.mu.Unlock()
-	unclaim := func() {
-		p.mu.Lock()
-		delete(p.queued, d)
-		close(p.finished[d])
-		delete(p.finished, d)
-		p.mu.Unlock()
-	}
+	unclaim := func() { p.unclaim(d) }
 	rec, err := p.o.Store.Scan(ctx, d.String())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -221,9 +226,9 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 	}
 	// Pending again: the verdict history and what the policy remembers
 	// about the digest stay.
-	now := p.now()
-	pending := store.ScanRecord{Digest: d.String(), Revision: rec.Revision, State: store.ScanPending, Upstream: upstream, Repository: repo,
-		QueuedAt: now, UpdatedAt: now, Tag: rec.Tag, Verdict: rec.Verdict, History: rec.History, FirstAllowedAt: rec.FirstAllowedAt}
+	pending := store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: upstream, Repository: repo}
+	keepFromPrevious(&pending, rec)
+	pending.QueuedAt, pending.UpdatedAt = p.now(), p.now()
 	if err := p.o.Store.PutScan(ctx, &pending); err != nil {
 		unclaim()
 		if errors.Is(err, store.ErrConflict) {
@@ -259,29 +264,23 @@ func (p *Pipeline) pop() (job, bool) {
 // Run resumes scans left pending by an earlier process and runs the workers
 // until ctx ends.
 func (p *Pipeline) Run(ctx context.Context) error {
+	// One pass over the store: scans to resume, and the verdicts that
+	// decide which blobs may be served.
 	var resume []job
 	err := p.o.Store.Scans(ctx, func(r store.ScanRecord) bool {
 		if r.State == store.ScanPending && r.Upstream != "" {
 			resume = append(resume, job{upstream: r.Upstream, repo: r.Repository, digest: digest.Digest(r.Digest)})
 		}
+		p.noteBlobs(r)
 		return true
 	})
 	if err != nil {
-		return fmt.Errorf("resume pending scans: %w", err)
-	}
-	if err := p.loadBlobVerdicts(ctx); err != nil {
-		return fmt.Errorf("load blob verdicts: %w", err)
+		return fmt.Errorf("read stored scans: %w", err)
 	}
 	for _, j := range resume {
-		p.mu.Lock()
-		if p.queued[j.digest] { // queued by a pull since
-			p.mu.Unlock()
-			continue
+		if p.claim(j.digest) { // else queued by a pull since
+			p.push(j)
 		}
-		p.queued[j.digest] = true
-		p.finished[j.digest] = make(chan struct{})
-		p.mu.Unlock()
-		p.push(j)
 	}
 	var wg sync.WaitGroup
 	for range p.o.Workers {
@@ -306,13 +305,7 @@ func (p *Pipeline) work(ctx context.Context) {
 			}
 		}
 		p.scan(ctx, j)
-		p.mu.Lock()
-		delete(p.queued, j.digest)
-		if ch := p.finished[j.digest]; ch != nil {
-			close(ch)
-			delete(p.finished, j.digest)
-		}
-		p.mu.Unlock()
+		p.unclaim(j.digest)
 		if ctx.Err() != nil {
 			return
 		}
@@ -340,20 +333,14 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		p.log.Warn("scan failed", "digest", j.digest, "upstream", j.upstream, "repo", j.repo, "err", err, "duration", rec.UpdatedAt.Sub(started))
 	} else {
 		rec.State, rec.DBVersion = store.ScanDone, dbVersion
-		if rec.Inventory, err = json.Marshal(inv); err == nil {
-			if rec.Findings, err = json.Marshal(findings); err == nil {
-				rec.Facts, err = json.Marshal(facts)
-			}
-		}
-		if err != nil {
+		if err := encodeResult(&rec, inv, findings, facts); err != nil {
 			rec.State, rec.Error = store.ScanFailed, "encode result: "+err.Error()
 		}
 		p.log.Info("scanned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo,
 			"packages", len(inv.Packages), "findings", len(findings), "duration", rec.UpdatedAt.Sub(started))
 	}
-	p.decide(ctx, &rec, j.digest.String())
 	p.forget(j.digest)
-	if err := p.storeResult(context.WithoutCancel(ctx), &rec); err != nil {
+	if err := p.storeResult(ctx, &rec, j.digest.String()); err != nil {
 		p.log.Error("store scan result", "digest", j.digest, "err", err)
 	} else if rec.State == store.ScanDone {
 		p.settle(j.digest)
@@ -371,17 +358,24 @@ func keepFromPrevious(rec *store.ScanRecord, old store.ScanRecord) {
 	rec.Verdict, rec.History = old.Verdict, old.History
 }
 
-// storeResult writes a scan's result. If the record changed while the
-// scan ran (another replica queued it again, or a re-evaluation touched
-// it), the result still replaces it, keeping what the newer record keeps;
-// a result another replica finished meanwhile with this scanner stays.
-func (p *Pipeline) storeResult(ctx context.Context, rec *store.ScanRecord) error {
+// storeResult decides a scan's result and writes it, then announces the
+// decision. If the record changed while the scan ran (another replica
+// queued it again, or a re-evaluation touched it), the result is decided
+// again on top of what the newer record keeps; a result another replica
+// finished meanwhile with this scanner stays, and that replica announced it.
+func (p *Pipeline) storeResult(ctx context.Context, rec *store.ScanRecord, reference string) error {
+	// The scan may have used up its time; the write must still happen.
+	wctx := context.WithoutCancel(ctx)
 	for range maxWriteAttempts {
-		err := p.o.Store.PutScan(ctx, rec)
+		d, change := p.decide(ctx, rec, reference)
+		err := p.o.Store.PutScan(wctx, rec)
+		if err == nil {
+			p.announce(wctx, *rec, d, change)
+		}
 		if !errors.Is(err, store.ErrConflict) {
 			return err
 		}
-		now, err := p.o.Store.Scan(ctx, rec.Digest)
+		now, err := p.o.Store.Scan(wctx, rec.Digest)
 		if err != nil {
 			return err
 		}

@@ -28,8 +28,5 @@ func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
 	outdated := func(r store.ScanRecord) bool {
 		return r.State != store.ScanPending && r.PolicyVersion != p.policy().Version()
 	}
-	return p.redecideWhere(ctx, outdated, func(r *store.ScanRecord) error {
-		p.decide(ctx, r, r.Tag)
-		return nil
-	})
+	return p.redecideWhere(ctx, outdated, nil, func(r *store.ScanRecord) string { return r.Tag })
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/store"
 )
@@ -35,33 +36,42 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 			return err
 		}
 		r.DBVersion, r.UpdatedAt = dbVersion, p.now()
-		p.decide(ctx, r, r.Digest)
 		return nil
-	})
+	}, func(r *store.ScanRecord) string { return r.Digest })
 }
 
-// redecideWhere applies change to every stored record outdated selects,
-// each read again (and skipped if no longer outdated) when its turn comes,
-// and returns how many it changed.
-func (p *Pipeline) redecideWhere(ctx context.Context, outdated func(store.ScanRecord) bool, change func(*store.ScanRecord) error) (int, error) {
+// redecideWhere applies change (nil: none) to every stored record
+// outdated selects and decides it again, as pulled by the reference
+// reference gives; each record is read again (and skipped if no longer
+// outdated) when its turn comes. It returns how many it re-decided.
+func (p *Pipeline) redecideWhere(ctx context.Context, outdated func(store.ScanRecord) bool, change func(*store.ScanRecord) error, reference func(*store.ScanRecord) string) (int, error) {
 	digests, err := p.digestsWhere(ctx, outdated)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, d := range digests {
-		changed, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
+		var decision policy.Decision
+		var verdictChange *store.VerdictChange
+		written, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
 			if !outdated(*r) {
 				return false, nil // changed since the listing
 			}
-			return true, change(r)
+			if change != nil {
+				if err := change(r); err != nil {
+					return false, err
+				}
+			}
+			decision, verdictChange = p.decide(ctx, r, reference(r))
+			return true, nil
 		})
 		if err != nil {
 			return n, err
 		}
-		if changed != nil {
+		if written != nil {
+			p.announce(ctx, *written, decision, verdictChange)
 			p.forget(digest.Digest(d))
-			p.noteBlobs(*changed)
+			p.noteBlobs(*written)
 			n++
 		}
 	}
