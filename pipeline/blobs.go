@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 
@@ -12,10 +14,11 @@ import (
 	"github.com/portcullis/portcullis/store"
 )
 
-// blobVerdict records which judged images a blob belongs to.
+// blobVerdict records which judged images a blob belongs to, by their
+// current verdict: an image judged again moves from one set to the other.
 type blobVerdict struct {
-	allowed int           // allowed or warned images containing it
-	blocked digest.Digest // one blocked image containing it, for the message
+	allowed map[digest.Digest]bool // allowed or warned images containing it
+	blocked map[digest.Digest]bool // blocked images containing it
 }
 
 // noteBlobs records the verdict of an image for each of its blobs.
@@ -29,14 +32,20 @@ func (p *Pipeline) noteBlobs(rec store.ScanRecord) {
 	if len(p.blobs) >= settledLimit {
 		p.blobs = map[digest.Digest]blobVerdict{}
 	}
+	image := digest.Digest(rec.Digest)
 	for _, b := range f.Blobs {
-		v := p.blobs[digest.Digest(b)]
-		if rec.Verdict == string(policy.Block) {
-			v.blocked = digest.Digest(rec.Digest)
-		} else {
-			v.allowed++
+		v, ok := p.blobs[digest.Digest(b)]
+		if !ok {
+			v = blobVerdict{allowed: map[digest.Digest]bool{}, blocked: map[digest.Digest]bool{}}
+			p.blobs[digest.Digest(b)] = v
 		}
-		p.blobs[digest.Digest(b)] = v
+		if rec.Verdict == string(policy.Block) {
+			delete(v.allowed, image)
+			v.blocked[image] = true
+		} else {
+			delete(v.blocked, image)
+			v.allowed[image] = true
+		}
 	}
 }
 
@@ -45,11 +54,12 @@ func (p *Pipeline) noteBlobs(rec store.ScanRecord) {
 // layer by layer. Blobs of images never judged here are served.
 func (p *Pipeline) CheckBlob(_ context.Context, d digest.Digest) proxy.Decision {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	v, ok := p.blobs[d]
-	p.mu.Unlock()
-	if !ok || v.allowed > 0 || v.blocked == "" {
+	if !ok || len(v.allowed) > 0 || len(v.blocked) == 0 {
 		return proxy.Decision{Verdict: proxy.Allow}
 	}
-	return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + v.blocked.String(),
-		Message: fmt.Sprintf("portcullis: blob %s belongs to blocked image %s", d, v.blocked)}
+	blocked := slices.Min(slices.Collect(maps.Keys(v.blocked))) // any one, the same each time
+	return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + blocked.String(),
+		Message: fmt.Sprintf("portcullis: blob %s belongs to blocked image %s", d, blocked)}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/pipeline"
 	"github.com/portcullis/portcullis/policy"
@@ -137,5 +138,49 @@ func TestRematchRacingAnotherWriterLosesNothing(t *testing.T) {
 	rec, _ := r.state.Scan(context.Background(), d.String())
 	if rec.Tag != "written-meanwhile" || rec.DBVersion != r.db.Version() || rec.Stale || len(findingIDs(t, rec)) == 0 {
 		t.Fatalf("after the race: tag %q, db %q (want %q), stale %v, findings %v", rec.Tag, rec.DBVersion, r.db.Version(), rec.Stale, findingIDs(t, rec))
+	}
+}
+
+// An image that becomes blocked takes its layers with it: the blob gate
+// follows each image's current verdict, not every verdict it ever had.
+func TestBlobsFollowTheCurrentVerdict(t *testing.T) {
+	r := newRig(t)
+	r.importDB(t)
+	d := r.pushAlpine(t)
+	lenient := mustPolicy(t, "rules:\n  - {name: lenient, match: {}, vulnerabilities: {warn: UNKNOWN}, on_unscanned: {wait: 30s, then: block}}\n")
+	strict := mustPolicy(t, "rules:\n  - {name: strict, match: {}, vulnerabilities: {block: UNKNOWN}, on_unscanned: {wait: 30s, then: block}}\n")
+	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		Matcher: r.db, Policy: lenient, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	run(t, pl)
+	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
+	if dec, err := pl.Check(context.Background(), subj); err != nil || dec.Verdict != proxy.Warn {
+		t.Fatalf("lenient policy: %+v %v", dec, err)
+	}
+	img, err := r.images.Image(context.Background(), "docker.io", "library/alpine", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dec := pl.CheckBlob(context.Background(), digest.Digest(layer.String())); dec.Verdict != proxy.Allow {
+		t.Fatalf("layer of a warned image: %+v", dec)
+	}
+	for _, step := range []struct {
+		pol  *policy.Policy
+		want proxy.Verdict
+	}{{strict, proxy.Block}, {lenient, proxy.Allow}, {strict, proxy.Block}} {
+		pl.SetPolicy(step.pol)
+		if _, err := pl.Reevaluate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if dec := pl.CheckBlob(context.Background(), digest.Digest(layer.String())); dec.Verdict != step.want {
+			t.Fatalf("under %s: layer %+v, want %v", step.pol.Rules[0].Name, dec, step.want)
+		}
 	}
 }
