@@ -13,6 +13,18 @@ import (
 	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
+// openDBWaiting opens the vulnerability database in dir; a running server
+// holds it only while matching, so this waits (up to two minutes).
+func openDBWaiting(ctx context.Context, dir string) (*vulndb.DB, error) {
+	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	db, err := vulndb.OpenWait(wait, dir)
+	if err != nil {
+		return nil, fmt.Errorf("open vulnerability database: %w", err)
+	}
+	return db, nil
+}
+
 func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "usage: portcullis db import|update|status [--data DIR] …")
@@ -28,16 +40,7 @@ func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if isTerminal(stderr) {
 		progressOut = stderr
 	}
-	open := func() (*vulndb.DB, error) {
-		// A running server holds the database only while matching: wait.
-		wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		db, err := vulndb.OpenWait(wait, filepath.Join(*dataDir, "vulndb"))
-		if err != nil {
-			return nil, fmt.Errorf("open vulnerability database: %w", err)
-		}
-		return db, nil
-	}
+	open := func() (*vulndb.DB, error) { return openDBWaiting(ctx, filepath.Join(*dataDir, "vulndb")) }
 	switch args[0] {
 	case "import":
 		if fs.NArg() == 0 {

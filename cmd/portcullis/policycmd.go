@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -18,7 +17,6 @@ import (
 	"github.com/portcullis/portcullis/pipeline"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scanner"
-	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
 const policyUsage = `usage:
@@ -97,11 +95,9 @@ func policyTest(ctx context.Context, pol *policy.Policy, dataDir, platform, ref 
 	}
 	var matcher pipeline.Matcher
 	if _, err := os.Stat(filepath.Join(dataDir, "vulndb")); err == nil {
-		wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		db, err := vulndb.OpenWait(wait, filepath.Join(dataDir, "vulndb"))
+		db, err := openDBWaiting(ctx, filepath.Join(dataDir, "vulndb"))
 		if err != nil {
-			return policy.Decision{}, fmt.Errorf("open vulnerability database: %w", err)
+			return policy.Decision{}, err
 		}
 		defer db.Close()
 		matcher = db

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -142,11 +141,9 @@ func openExistingDB(ctx context.Context, dataDir string) (*vulndb.DB, error) {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no vulnerability database in %s: run 'portcullis db update --data %s' or 'portcullis db import --data %s PATH…'", dataDir, dataDir, dataDir)
 	}
-	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	db, err := vulndb.OpenWait(wait, dir)
+	db, err := openDBWaiting(ctx, dir)
 	if err != nil {
-		return nil, fmt.Errorf("open vulnerability database: %w", err)
+		return nil, err
 	}
 	st, err := db.Status()
 	if err != nil {

@@ -47,11 +47,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defaultUpstream := fs.String("default-upstream", "", "upstream `name` for requests that name no registry (default docker.io when configured)")
 	var upstreams upstreamFlags
 	fs.Var(&upstreams, "upstream", "upstream registry as `NAME=URL`; repeatable; replaces the configured list")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
