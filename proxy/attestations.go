@@ -13,12 +13,6 @@ import (
 	"github.com/portcullis/portcullis/store"
 )
 
-// localAttestations finds the attestations Portcullis published for the
-// digest named by cosign's tag sha256-<hex>.att.
-func (p *Proxy) localAttestations(ctx context.Context, tag string) (manifestResult, bool) {
-	return p.localCosignTag(ctx, tag, ".att")
-}
-
 // mergeAttestations serves cosign's attestation tag of an image when both
 // Portcullis and the upstream attest it: one image whose layers are the
 // upstream's attestations followed by ours, so `cosign verify-attestation`

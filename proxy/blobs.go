@@ -15,9 +15,8 @@ import (
 )
 
 func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info *requestInfo) *regError {
-	d, _ := parseDigest(rt.ref)
+	d := rt.digest // validated by the router
 	up := p.upstreamFor(rt)
-	what := "blob " + up.Client.Name() + "/" + rt.repo + "@" + d.String()
 	if bg, ok := p.gate.(BlobGate); ok && p.gateBlobs {
 		if dec := bg.CheckBlob(r.Context(), d); dec.Verdict == Block {
 			return errorf(http.StatusForbidden, "DENIED", "%s", p.withDetails(r, dec))
@@ -36,16 +35,14 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 		}
 	}
 	if r.Method == http.MethodHead {
-		return p.headBlob(w, r, rt, d, info, what)
+		return p.headBlob(w, r, rt, info)
 	}
-	h, err := p.fetcher.Open(r.Context(), d, func(ctx context.Context) (io.ReadCloser, int64, error) {
-		return up.Client.GetBlob(ctx, rt.repo, d)
-	})
+	h, err := p.openBlob(r.Context(), up, rt.repo, d)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return errorf(499, "UNKNOWN", "client went away")
 		}
-		return fromUpstream("fetch "+what, err, "BLOB_UNKNOWN")
+		return fromUpstream("fetch "+blobWhat(up, rt), err, "BLOB_UNKNOWN")
 	}
 	defer h.Close()
 	info.cache = h.Source
@@ -56,7 +53,7 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	}
 	rc, err := h.Reader(r.Context(), start)
 	if err != nil {
-		return errInternal("read "+what, err)
+		return errInternal("read "+blobWhat(up, rt), err)
 	}
 	defer rc.Close()
 
@@ -84,20 +81,35 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	return nil
 }
 
-func (p *Proxy) headBlob(w http.ResponseWriter, r *http.Request, rt route, d digest.Digest, info *requestInfo, what string) *regError {
+// openBlob opens d through the cache, with repo on up as the source on a
+// miss: one shared download that also fills the cache.
+func (p *Proxy) openBlob(ctx context.Context, up Upstream, repo string, d digest.Digest) (*cache.Handle, error) {
+	return p.fetcher.Open(ctx, d, func(ctx context.Context) (io.ReadCloser, int64, error) {
+		return up.Client.GetBlob(ctx, repo, d)
+	})
+}
+
+// blobWhat names a routed blob in error messages.
+func blobWhat(up Upstream, rt route) string {
+	return "blob " + up.Client.Name() + "/" + rt.repo + "@" + rt.digest.String()
+}
+
+func (p *Proxy) headBlob(w http.ResponseWriter, r *http.Request, rt route, info *requestInfo) *regError {
+	d := rt.digest
+	up := p.upstreamFor(rt)
 	size, err := p.cache.Stat(r.Context(), d)
 	info.cache = cacheHit
 	switch {
 	case errors.Is(err, cache.ErrNotFound):
 		ctx, cancel := p.detach(r.Context())
 		defer cancel()
-		size, err = p.upstreamFor(rt).Client.HeadBlob(ctx, rt.repo, d)
+		size, err = up.Client.HeadBlob(ctx, rt.repo, d)
 		if err != nil {
-			return fromUpstream("look up "+what, err, "BLOB_UNKNOWN")
+			return fromUpstream("look up "+blobWhat(up, rt), err, "BLOB_UNKNOWN")
 		}
 		info.cache = cacheMiss
 	case err != nil:
-		return errInternal("stat "+what, err)
+		return errInternal("stat "+blobWhat(up, rt), err)
 	}
 	setBlobHeaders(w.Header(), d, info.cache, size)
 	w.WriteHeader(http.StatusOK)

@@ -30,17 +30,15 @@ const maxConfigSize = 8 << 20
 // cache, and nothing cached is downloaded again. ctx bounds every read made
 // through the returned image.
 func (p *Proxy) Image(ctx context.Context, upstreamName, repo string, d digest.Digest) (v1.Image, error) {
-	up, ok := p.upstreams[upstreamName]
-	if !ok {
-		return nil, fmt.Errorf("image %s/%s@%s: upstream %q is not configured", upstreamName, repo, d, upstreamName)
+	up, err := p.upstreamNamed(upstreamName)
+	if err != nil {
+		return nil, fmt.Errorf("image %s/%s@%s: %w", upstreamName, repo, d, err)
 	}
-	m, rerr := p.manifestByDigest(ctx, up, repo, d, defaultAccept())
+	m, rerr := p.manifestByDigest(ctx, up, repo, d, p.accepts.lookup(nil))
 	if rerr != nil {
 		return nil, fmt.Errorf("image %s/%s@%s: %w", upstreamName, repo, d, rerr)
 	}
-	switch types.MediaType(m.mediaType) {
-	case types.OCIManifestSchema1, types.DockerManifestSchema2:
-	default:
+	if !isImageManifest(m.mediaType) {
 		return nil, fmt.Errorf("image %s/%s@%s (%s): %w", upstreamName, repo, d, m.mediaType, ErrNotAnImage)
 	}
 	var parsed v1.Manifest
@@ -52,11 +50,11 @@ func (p *Proxy) Image(ctx context.Context, upstreamName, repo string, d digest.D
 
 // IndexChildren lists the manifests an index refers to, with their platforms.
 func (p *Proxy) IndexChildren(ctx context.Context, upstreamName, repo string, d digest.Digest) ([]v1.Descriptor, error) {
-	up, ok := p.upstreams[upstreamName]
-	if !ok {
-		return nil, fmt.Errorf("index %s/%s@%s: upstream %q is not configured", upstreamName, repo, d, upstreamName)
+	up, err := p.upstreamNamed(upstreamName)
+	if err != nil {
+		return nil, fmt.Errorf("index %s/%s@%s: %w", upstreamName, repo, d, err)
 	}
-	m, rerr := p.manifestByDigest(ctx, up, repo, d, defaultAccept())
+	m, rerr := p.manifestByDigest(ctx, up, repo, d, p.accepts.lookup(nil))
 	if rerr != nil {
 		return nil, fmt.Errorf("index %s/%s@%s: %w", upstreamName, repo, d, rerr)
 	}
@@ -119,13 +117,17 @@ func (ci *cachedImage) open(h v1.Hash) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	handle, err := ci.p.fetcher.Open(ci.ctx, d, func(ctx context.Context) (io.ReadCloser, int64, error) {
-		return ci.up.Client.GetBlob(ctx, ci.repo, d)
-	})
+	return ci.p.readBlob(ci.ctx, ci.up, ci.repo, d)
+}
+
+// readBlob returns blob d from its first byte, opened through openBlob; the
+// handle is released when the reader is closed.
+func (p *Proxy) readBlob(ctx context.Context, up Upstream, repo string, d digest.Digest) (io.ReadCloser, error) {
+	handle, err := p.openBlob(ctx, up, repo, d)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", d, err)
 	}
-	rc, err := handle.Reader(ci.ctx, 0)
+	rc, err := handle.Reader(ctx, 0)
 	if err != nil {
 		handle.Close()
 		return nil, err
@@ -167,11 +169,20 @@ var ErrForeignLayer = errors.New("foreign layer")
 
 // Tags lists a repository's tags upstream (for freshness checks).
 func (p *Proxy) Tags(ctx context.Context, upstreamName, repo string) ([]string, error) {
-	up, ok := p.upstreams[upstreamName]
-	if !ok {
-		return nil, fmt.Errorf("tags of %s/%s: upstream %q is not configured", upstreamName, repo, upstreamName)
+	up, err := p.upstreamNamed(upstreamName)
+	if err != nil {
+		return nil, fmt.Errorf("tags of %s/%s: %w", upstreamName, repo, err)
 	}
 	return up.Client.Tags(ctx, repo)
+}
+
+// upstreamNamed returns the configured upstream called name.
+func (p *Proxy) upstreamNamed(name string) (Upstream, error) {
+	up, ok := p.upstreams[name]
+	if !ok {
+		return Upstream{}, fmt.Errorf("upstream %q is not configured", name)
+	}
+	return up, nil
 }
 
 // ErrNotFound marks what the upstream does not have (wrapped).
@@ -188,9 +199,9 @@ func asError(rerr *regError) error {
 // Manifest returns a manifest by tag or digest through the cache, as a pull
 // would (signature discovery reads cosign's .sig tags this way).
 func (p *Proxy) Manifest(ctx context.Context, upstreamName, repo, reference string) ([]byte, string, digest.Digest, error) {
-	up, ok := p.upstreams[upstreamName]
-	if !ok {
-		return nil, "", "", fmt.Errorf("upstream %q is not configured", upstreamName)
+	up, err := p.upstreamNamed(upstreamName)
+	if err != nil {
+		return nil, "", "", err
 	}
 	m, rerr := p.manifest(ctx, up, route{upstream: upstreamName, repo: repo, ref: reference}, p.accepts.lookup(nil))
 	if rerr != nil {
@@ -201,16 +212,15 @@ func (p *Proxy) Manifest(ctx context.Context, upstreamName, repo, reference stri
 
 // Blob reads a blob through the cache (one shared download on a miss).
 func (p *Proxy) Blob(ctx context.Context, upstreamName, repo string, d digest.Digest) (io.ReadCloser, error) {
-	up, ok := p.upstreams[upstreamName]
-	if !ok {
-		return nil, fmt.Errorf("upstream %q is not configured", upstreamName)
-	}
-	ci := &cachedImage{ctx: ctx, p: p, up: up, repo: repo}
-	h, err := v1.NewHash(d.String())
+	up, err := p.upstreamNamed(upstreamName)
 	if err != nil {
 		return nil, err
 	}
-	rc, err := ci.open(h)
+	// Only digests a download can be verified against: sha256, sha512.
+	if _, err := parseDigest(string(d)); err != nil {
+		return nil, fmt.Errorf("blob %q: %w", d, err)
+	}
+	rc, err := p.readBlob(ctx, up, repo, d)
 	if upstream.IsNotFound(err) {
 		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
 	}
@@ -220,9 +230,9 @@ func (p *Proxy) Blob(ctx context.Context, upstreamName, repo string, d digest.Di
 // Referrers returns the upstream's referrers index of d, without what
 // Portcullis published about it.
 func (p *Proxy) Referrers(ctx context.Context, upstreamName, repo string, d digest.Digest, artifactType string) ([]byte, error) {
-	up, ok := p.upstreams[upstreamName]
-	if !ok {
-		return nil, fmt.Errorf("upstream %q is not configured", upstreamName)
+	up, err := p.upstreamNamed(upstreamName)
+	if err != nil {
+		return nil, err
 	}
 	// Only the upstream's: what Portcullis published is not evidence
 	// about the image (a proxy-signed verdict must not count as a signature).

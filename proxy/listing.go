@@ -77,11 +77,10 @@ type referrerIndex struct {
 // it, from the referrers tag schema (sha256-<hex>):
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
 func (p *Proxy) serveReferrers(w http.ResponseWriter, r *http.Request, rt route) *regError {
-	d, _ := parseDigest(rt.ref)
 	artifactType := r.URL.Query().Get("artifactType")
 	ctx, cancel := p.detach(r.Context())
 	defer cancel()
-	idx, rerr := p.referrers(ctx, p.upstreamFor(rt), rt.repo, d, artifactType, true)
+	idx, rerr := p.referrers(ctx, p.upstreamFor(rt), rt.repo, rt.digest, artifactType, true)
 	if rerr != nil {
 		return rerr
 	}
@@ -138,10 +137,7 @@ func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d diges
 	if artifactType != "" && !filtered {
 		kept := idx.Manifests[:0]
 		for _, raw := range idx.Manifests {
-			var desc struct {
-				ArtifactType string `json:"artifactType"`
-			}
-			if json.Unmarshal(raw, &desc) == nil && desc.ArtifactType == artifactType {
+			if artifactTypeOf(raw) == artifactType {
 				kept = append(kept, raw)
 			}
 		}
@@ -158,10 +154,19 @@ func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d diges
 // bundle (application/vnd.dev.sigstore.bundle.v0.3+json and its
 // predecessors).
 func isSigstoreBundle(desc json.RawMessage) bool {
-	var d struct {
+	return strings.HasPrefix(artifactTypeOf(desc), "application/vnd.dev.sigstore.bundle")
+}
+
+// artifactTypeOf reads a descriptor's artifactType; empty when it has none
+// or is not a JSON object.
+func artifactTypeOf(raw json.RawMessage) string {
+	var desc struct {
 		ArtifactType string `json:"artifactType"`
 	}
-	return json.Unmarshal(desc, &d) == nil && strings.HasPrefix(d.ArtifactType, "application/vnd.dev.sigstore.bundle")
+	if json.Unmarshal(raw, &desc) != nil {
+		return ""
+	}
+	return desc.ArtifactType
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, contentType string, v any) *regError {

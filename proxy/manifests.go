@@ -35,12 +35,6 @@ func (p *Proxy) localContent(ctx context.Context, d digest.Digest) (store.Conten
 	return c, err == nil
 }
 
-// localSignature serves cosign's signature tag of content Portcullis
-// published and signed itself; such digests exist nowhere upstream.
-func (p *Proxy) localSignature(ctx context.Context, tag string) (manifestResult, bool) {
-	return p.localCosignTag(ctx, tag, ".sig")
-}
-
 // localCosignTag finds what Portcullis published under cosign's tag for a
 // digest, sha256-<hex><suffix>.
 func (p *Proxy) localCosignTag(ctx context.Context, tag, suffix string) (manifestResult, bool) {
@@ -58,25 +52,20 @@ func (p *Proxy) localCosignTag(ctx context.Context, tag, suffix string) (manifes
 	return manifestResult{body: c.Body, mediaType: c.MediaType, digest: digest.Digest(d), cache: cacheLocal}, true
 }
 
-func isManifestType(mt string) bool {
-	switch mt {
-	case "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
-		"application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json":
-		return true
-	}
-	return false
+// manifestTypes are the manifest media types the proxy serves, in the
+// order it asks upstreams for them.
+var manifestTypes = []string{
+	ociIndexType,
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
 }
+
+func isManifestType(mt string) bool { return slices.Contains(manifestTypes, mt) }
 
 // defaultAccept is what we ask for when a client names no manifest types,
 // so upstreams do not fall back to legacy formats.
-func defaultAccept() []string {
-	return []string{
-		"application/vnd.oci.image.index.v1+json",
-		"application/vnd.oci.image.manifest.v1+json",
-		"application/vnd.docker.distribution.manifest.list.v2+json",
-		"application/vnd.docker.distribution.manifest.v2+json",
-	}
-}
+func defaultAccept() []string { return slices.Clone(manifestTypes) }
 
 // parseAccept turns Accept header values into a list of media types, passed
 // upstream so the upstream picks the same manifest it would for the client.
@@ -160,20 +149,24 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 
 // manifest resolves rt.ref, a tag or a digest, to a manifest: the one
 // lookup pulls, Resolve and Manifest share.
-func (p *Proxy) manifest(ctx context.Context, up Upstream, rt route, accept parsedAccept) (manifestResult, *regError) {
-	if !isDigest(rt.ref) {
-		return p.manifestByTag(ctx, up, rt, accept)
+func (p *Proxy) manifest(ctx context.Context, up Upstream, rt route, pa parsedAccept) (manifestResult, *regError) {
+	d := rt.digest
+	if d == "" {
+		if !isDigest(rt.ref) {
+			return p.manifestByTag(ctx, up, rt, pa)
+		}
+		// A route built without the router (Proxy.Manifest) is unvalidated.
+		var err error
+		if d, err = parseDigest(rt.ref); err != nil {
+			return manifestResult{}, errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid manifest digest %q: %v", rt.ref, err)
+		}
 	}
-	d, err := parseDigest(rt.ref)
-	if err != nil {
-		return manifestResult{}, errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid manifest digest %q: %v", rt.ref, err)
-	}
-	return p.manifestByDigest(ctx, up, rt.repo, d, accept.types)
+	return p.manifestByDigest(ctx, up, rt.repo, d, pa)
 }
 
 // manifestByDigest serves from cache forever; a miss is fetched, verified
 // and stored.
-func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, d digest.Digest, accept []string) (manifestResult, *regError) {
+func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, d digest.Digest, pa parsedAccept) (manifestResult, *regError) {
 	body, mt, err := p.cache.Manifest(ctx, d)
 	if err == nil {
 		return manifestResult{body: body, mediaType: mt, digest: d, cache: cacheHit}, nil
@@ -184,7 +177,7 @@ func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, 
 	if c, ok := p.localContent(ctx, d); ok && isManifestType(c.MediaType) {
 		return manifestResult{body: c.Body, mediaType: c.MediaType, digest: d, cache: cacheLocal}, nil
 	}
-	m, err := p.fetchManifest(ctx, up, repo, d.String(), accept)
+	m, err := p.fetchManifest(ctx, up, repo, d.String(), pa)
 	if err != nil {
 		return manifestResult{}, fromUpstream("fetch manifest "+up.Client.Name()+"/"+repo+"@"+d.String(), err, "MANIFEST_UNKNOWN")
 	}
@@ -194,12 +187,12 @@ func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, 
 // fetchManifest gets a manifest from upstream and caches it, once however
 // many requests ask at the same time. The shared fetch does not depend on
 // the request that started it: a client that leaves does not fail the others.
-func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string, accept []string) (*upstream.Manifest, error) {
-	key := up.Client.Name() + "/" + repo + "@" + ref + "#" + acceptKey(accept)
+func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string, pa parsedAccept) (*upstream.Manifest, error) {
+	key := up.Client.Name() + "/" + repo + "@" + ref + "#" + pa.key
 	ch := p.manifestFlight.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.manifestTimeout)
 		defer cancel()
-		m, err := up.Client.GetManifest(fctx, repo, ref, accept)
+		m, err := up.Client.GetManifest(fctx, repo, ref, pa.types)
 		if err != nil {
 			return nil, err
 		}
@@ -224,10 +217,13 @@ func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string
 // HEAD upstream, and serves the last known digest when the upstream cannot
 // answer (stale-if-error).
 func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, pa parsedAccept) (manifestResult, *regError) {
-	if m, ok := p.localSignature(ctx, rt.ref); ok {
+	// cosign's signature tag of content Portcullis published and signed
+	// itself; such digests exist nowhere upstream.
+	if m, ok := p.localCosignTag(ctx, rt.ref, ".sig"); ok {
 		return m, nil
 	}
-	if ours, ok := p.localAttestations(ctx, rt.ref); ok {
+	// The attestations Portcullis published for the digest the tag names.
+	if ours, ok := p.localCosignTag(ctx, rt.ref, ".att"); ok {
 		theirs, rerr := p.upstreamTag(ctx, up, rt, pa)
 		return p.mergeAttestations(ctx, rt, ours, theirs, rerr)
 	}
@@ -252,21 +248,21 @@ func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parse
 		}
 	}
 	if have && p.now().Sub(known.CheckedAt) < up.TagTTL {
-		m, rerr := p.manifestByDigest(ctx, up, rt.repo, digest.Digest(known.Digest), accept)
+		m, rerr := p.manifestByDigest(ctx, up, rt.repo, digest.Digest(known.Digest), pa)
 		return m, rerr
 	}
 	if have {
 		desc, err := up.Client.HeadManifest(ctx, rt.repo, rt.ref, accept)
 		switch {
 		case err == nil && desc.Digest != "":
-			m, rerr := p.manifestByDigest(ctx, up, rt.repo, desc.Digest, accept)
+			m, rerr := p.manifestByDigest(ctx, up, rt.repo, desc.Digest, pa)
 			if rerr != nil {
 				return m, rerr
 			}
 			if m.cache == cacheHit {
 				m.cache = cacheRevalidated
 			}
-			p.rememberTag(ctx, key, m)
+			p.rememberTag(ctx, name, key, m)
 			return m, nil
 		case err == nil:
 			// No digest in the HEAD answer: fall through to a GET.
@@ -279,7 +275,7 @@ func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parse
 			return manifestResult{}, fromUpstream("resolve "+name, err, "MANIFEST_UNKNOWN")
 		}
 	}
-	mf, err := p.fetchManifest(ctx, up, rt.repo, rt.ref, accept)
+	mf, err := p.fetchManifest(ctx, up, rt.repo, rt.ref, pa)
 	if err != nil {
 		if upstream.Temporary(err) {
 			if m, ok := p.stale(ctx, name, nil, accept, err); ok {
@@ -289,7 +285,7 @@ func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parse
 		return manifestResult{}, fromUpstream("fetch manifest "+name, err, "MANIFEST_UNKNOWN")
 	}
 	m := manifestResult{body: mf.Body, mediaType: mf.MediaType, digest: mf.Digest, cache: cacheMiss}
-	p.rememberTag(ctx, key, m)
+	p.rememberTag(ctx, name, key, m)
 	return m, nil
 }
 
@@ -314,11 +310,11 @@ func (p *Proxy) stale(ctx context.Context, name string, known *store.TagEntry, a
 	return manifestResult{}, false
 }
 
-// rememberTag records what the tag resolved to for this Accept set, and as
-// the tag's latest answer for any client (the stale fallback).
-func (p *Proxy) rememberTag(ctx context.Context, key string, m manifestResult) {
+// rememberTag records what the tag resolved to for this Accept set (key),
+// and under name as the tag's latest answer for any client (the stale
+// fallback).
+func (p *Proxy) rememberTag(ctx context.Context, name, key string, m manifestResult) {
 	e := store.TagEntry{Digest: m.digest.String(), MediaType: m.mediaType, Size: int64(len(m.body)), CheckedAt: p.now()}
-	name, _, _ := strings.Cut(key, "@")
 	p.tags.put(key, e)
 	for _, k := range []string{key, name} {
 		if err := p.state.PutTag(ctx, k, e); err != nil {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -29,6 +30,9 @@ type route struct {
 	repo     string // repository on the upstream
 	name     string // repository as the client named it (for Link headers)
 	ref      string // tag or digest (manifests), digest (blobs, referrers)
+	// digest is ref parsed, set by validation when ref is a digest. Routes
+	// built by hand (Proxy.Manifest) leave it empty.
+	digest digest.Digest
 }
 
 // Grammar from the distribution spec, checked by hand because it runs on
@@ -104,14 +108,7 @@ func newRouter(names []string, defaultUpstream string) *router {
 	for _, n := range names {
 		rt.upstreams[strings.ToLower(n)] = true
 	}
-	sorted := slices.Sorted(func(yield func(string) bool) {
-		for n := range rt.upstreams {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	rt.names = strings.Join(sorted, ", ")
+	rt.names = strings.Join(slices.Sorted(maps.Keys(rt.upstreams)), ", ")
 	return rt
 }
 
@@ -179,9 +176,11 @@ func (rt *router) parse(u *url.URL) (route, *regError) {
 	if err := validateRepo(r.repo); err != nil {
 		return route{}, err
 	}
-	if err := validateRef(r.endpoint, r.ref); err != nil {
+	d, err := validateRef(r.endpoint, r.ref)
+	if err != nil {
 		return route{}, err
 	}
+	r.digest = d
 	return r, nil
 }
 
@@ -238,24 +237,29 @@ func validateRepo(repo string) *regError {
 	return nil
 }
 
-func validateRef(e endpoint, ref string) *regError {
+// validateRef checks ref for endpoint e and returns it parsed when it is a
+// digest (empty for a tag or an endpoint without a reference).
+func validateRef(e endpoint, ref string) (digest.Digest, *regError) {
 	switch e {
 	case endpointManifest:
-		if strings.Contains(ref, ":") {
-			if _, err := parseDigest(ref); err != nil {
-				return errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid manifest digest %q: %v", ref, err)
+		if isDigest(ref) {
+			d, err := parseDigest(ref)
+			if err != nil {
+				return "", errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid manifest digest %q: %v", ref, err)
 			}
-			return nil
+			return d, nil
 		}
 		if !validTag(ref) {
-			return errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid tag %q: must match %s", ref, tagGrammar)
+			return "", errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid tag %q: must match %s", ref, tagGrammar)
 		}
 	case endpointBlob, endpointReferrers:
-		if _, err := parseDigest(ref); err != nil {
-			return errorf(http.StatusBadRequest, "DIGEST_INVALID", "invalid digest %q: %v", ref, err)
+		d, err := parseDigest(ref)
+		if err != nil {
+			return "", errorf(http.StatusBadRequest, "DIGEST_INVALID", "invalid digest %q: %v", ref, err)
 		}
+		return d, nil
 	}
-	return nil
+	return "", nil
 }
 
 // parseDigest accepts the algorithms we can verify: sha256 and sha512.

@@ -80,9 +80,10 @@ func (f *Fetcher) Open(ctx context.Context, d digest.Digest, src Source) (*Handl
 	dl, joined := f.inflight[d]
 	if !joined {
 		// A download may have committed and left the table since the
-		// lookup above; the table is only left after the commit, so a
-		// second look under the lock settles it.
-		if b, err := f.store.Open(ctx, d); err == nil {
+		// lookup above; the table is only left after the commit has added
+		// the blob to the in-memory index, so a second, index-only look
+		// under the lock settles it without a driver round trip.
+		if b, ok := f.store.openIndexed(d); ok {
 			f.mu.Unlock()
 			return &Handle{Size: b.Size, Source: SourceHit, blob: b}, nil
 		}

@@ -192,23 +192,33 @@ func (b *Blob) Close() error {
 
 // Open pins a stored blob and returns it, or ErrNotFound.
 func (s *Store) Open(ctx context.Context, d digest.Digest) (*Blob, error) {
+	if b, ok := s.openIndexed(d); ok {
+		return b, nil
+	}
+	// Not indexed (yet): another replica may have stored it, or the
+	// start-up scan has not reached it.
+	fi, err := s.driver.Stat(ctx, dataPath(d))
+	if isPathNotFound(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stat cached blob %s: %w", d, err)
+	}
+	s.index.add(d, fi.Size())
+	if b, ok := s.openIndexed(d); ok {
+		return b, nil
+	}
+	return nil, ErrNotFound // evicted in between
+}
+
+// openIndexed pins and returns d if the in-memory index holds it. It never
+// asks the storage driver, so it is safe to call under a lock.
+func (s *Store) openIndexed(d digest.Digest) (*Blob, bool) {
 	size, ok := s.index.pin(d)
 	if !ok {
-		// Not indexed (yet): another replica may have stored it, or the
-		// start-up scan has not reached it.
-		fi, err := s.driver.Stat(ctx, dataPath(d))
-		if isPathNotFound(err) {
-			return nil, ErrNotFound
-		}
-		if err != nil {
-			return nil, fmt.Errorf("stat cached blob %s: %w", d, err)
-		}
-		s.index.add(d, fi.Size())
-		if size, ok = s.index.pin(d); !ok {
-			return nil, ErrNotFound // evicted in between
-		}
+		return nil, false
 	}
-	return &Blob{Size: size, d: d, s: s, close: func() { s.index.unpin(d) }}, nil
+	return &Blob{Size: size, d: d, s: s, close: func() { s.index.unpin(d) }}, true
 }
 
 // Has reports, from memory only, whether d is known to be stored. False
