@@ -22,8 +22,9 @@ type Result struct {
 	DBVersion string             `json:"dbVersion,omitempty"`
 }
 
-// Severities from most to least severe.
-var severities = []string{"CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"}
+// Severities from most to least severe, as the --severity help and the
+// table summary list them.
+var severities = []string{vulndb.SeverityCritical, vulndb.SeverityHigh, vulndb.SeverityMedium, vulndb.SeverityLow, vulndb.SeverityUnknown}
 
 // ParseSeverities reads a --severity list ("HIGH,CRITICAL").
 func ParseSeverities(s string) ([]string, error) {
@@ -87,7 +88,8 @@ func Table(w io.Writer, r Result) error {
 	}
 	findings := slices.Clone(r.Findings)
 	slices.SortStableFunc(findings, func(a, b vulndb.Finding) int {
-		if d := slices.Index(severities, a.Severity) - slices.Index(severities, b.Severity); d != 0 {
+		// Most severe first, by the order vulndb itself uses.
+		if d := vulndb.SeverityRank(b.Severity) - vulndb.SeverityRank(a.Severity); d != 0 {
 			return d
 		}
 		if a.Package != b.Package {

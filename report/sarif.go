@@ -103,9 +103,9 @@ func message(f vulndb.Finding) string {
 
 func sarifLevel(severity string) string {
 	switch severity {
-	case "CRITICAL", "HIGH":
+	case vulndb.SeverityCritical, vulndb.SeverityHigh:
 		return "error"
-	case "MEDIUM":
+	case vulndb.SeverityMedium:
 		return "warning"
 	}
 	return "note"

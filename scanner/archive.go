@@ -232,22 +232,34 @@ func (a *imageArchive) imageFromManifest(raw []byte, mt types.MediaType) (v1.Ima
 	if m.MediaType != "" {
 		mt = m.MediaType
 	}
-	cfg, err := a.readSmall(blobPath(m.Config.Digest))
+	cfg, c, err := a.config(blobPath(m.Config.Digest), "config "+m.Config.Digest.String(), len(m.Layers))
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", m.Config.Digest, err)
-	}
-	c, err := v1.ParseConfigFile(bytes.NewReader(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("parse config: %w", err)
-	}
-	if len(c.RootFS.DiffIDs) != len(m.Layers) {
-		return nil, fmt.Errorf("config lists %d diff ids for %d layers", len(c.RootFS.DiffIDs), len(m.Layers))
+		return nil, err
 	}
 	layers := map[v1.Hash]*archiveLayer{}
 	for i, l := range m.Layers {
 		layers[l.Digest] = &archiveLayer{a: a, name: blobPath(l.Digest), digest: l.Digest, diffID: c.RootFS.DiffIDs[i], size: l.Size, mediaType: l.MediaType}
 	}
 	return partial.CompressedToImage(&archiveImage{manifest: raw, mediaType: mt, config: cfg, layers: layers})
+}
+
+// config reads and parses the image config stored at name and checks that
+// it gives a diff ID for each of the manifest's layers (archiveLayer takes
+// them from there). what prefixes a read error, as each layout names its
+// config differently.
+func (a *imageArchive) config(name, what string, layers int) ([]byte, *v1.ConfigFile, error) {
+	raw, err := a.readSmall(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	c, err := v1.ParseConfigFile(bytes.NewReader(raw))
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse config: %w", err)
+	}
+	if len(c.RootFS.DiffIDs) != layers {
+		return nil, nil, fmt.Errorf("config lists %d diff ids for %d layers", len(c.RootFS.DiffIDs), layers)
+	}
+	return raw, c, nil
 }
 
 // dockerManifestEntry is one image of a docker-archive's manifest.json.
@@ -271,16 +283,9 @@ func (a *imageArchive) dockerImage() (v1.Image, error) {
 		return nil, errors.New("manifest.json lists no images")
 	}
 	e := entries[0]
-	cfgRaw, err := a.readSmall(e.Config)
+	cfgRaw, cfg, err := a.config(e.Config, "config", len(e.Layers))
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	cfg, err := v1.ParseConfigFile(bytes.NewReader(cfgRaw))
-	if err != nil {
-		return nil, fmt.Errorf("parse config: %w", err)
-	}
-	if len(cfg.RootFS.DiffIDs) != len(e.Layers) {
-		return nil, fmt.Errorf("config lists %d diff ids for %d layers", len(cfg.RootFS.DiffIDs), len(e.Layers))
+		return nil, err
 	}
 	layers := map[v1.Hash]*archiveLayer{}
 	descs := make([]v1.Descriptor, 0, len(e.Layers))

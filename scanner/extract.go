@@ -201,7 +201,7 @@ func (w *layerWalker) extract(ctx context.Context, p string, hdr *tar.Header, r 
 			FS:     fstest.MapFS{p: {Data: data, Mode: info.Mode()}, "etc/os-release": {}},
 			Path:   p,
 			Info:   info,
-			Reader: bytes.NewReader(data),
+			Reader: memReader{bytes.NewReader(data), data},
 		}
 		pkgs, err := s.run(ctx, in)
 		if err != nil {
@@ -217,6 +217,14 @@ func (w *layerWalker) extract(ctx context.Context, p string, hdr *tar.Header, r 
 	}
 	w.st.put(p, entry, old)
 	return nil
+}
+
+// memReader is the Reader of a ScanInput made by the walker: scalibr's
+// extractors see the bytes.Reader (and its ReaderAt and Seeker), ours take
+// data instead of copying the file again (inputBytes).
+type memReader struct {
+	*bytes.Reader
+	data []byte
 }
 
 // run calls the extractor, turning a panic into an error: the parsers see

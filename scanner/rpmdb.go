@@ -35,7 +35,7 @@ var errNotRPMDB = errors.New("not an rpm database")
 
 // extractRPMDB lists the packages of an rpm database held in memory.
 func extractRPMDB(ctx context.Context, in *filesystem.ScanInput) ([]*extractor.Package, error) {
-	data, err := io.ReadAll(in.Reader) // a bytes.Reader over the walker's buffer
+	data, err := inputBytes(in)
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +75,16 @@ func extractRPMDB(ctx context.Context, in *filesystem.ScanInput) ([]*extractor.P
 		})
 	}
 	return pkgs, nil
+}
+
+// inputBytes gives the whole file: the walker's buffer itself when the
+// walker made the input (a database can be tens of MiB; nothing here keeps
+// or changes it), else a copy of what the reader holds.
+func inputBytes(in *filesystem.ScanInput) ([]byte, error) {
+	if m, ok := in.Reader.(memReader); ok {
+		return m.data, nil
+	}
+	return io.ReadAll(in.Reader)
 }
 
 // rpm header tags and types, from rpm's rpmtag.h.
@@ -124,35 +134,42 @@ func parseRPMHeader(b []byte) (rpmHeader, error) {
 		if off >= uint32(len(store)) {
 			continue // region trailers and malformed entries
 		}
-		switch tag {
-		case rpmTagName, rpmTagVersion, rpmTagRelease, rpmTagArch, rpmTagSourceRPM, rpmTagLicense, rpmTagVendor:
-			if typ != rpmTypeString && typ != rpmTypeStringArray && typ != rpmTypeI18NString {
-				continue
-			}
-			s := cString(store[off:])
-			switch tag {
-			case rpmTagName:
-				h.name = s
-			case rpmTagVersion:
-				h.version = s
-			case rpmTagRelease:
-				h.release = s
-			case rpmTagArch:
-				h.arch = s
-			case rpmTagSourceRPM:
-				h.sourceRPM = s
-			case rpmTagLicense:
-				h.license = s
-			case rpmTagVendor:
-				h.vendor = s
-			}
-		case rpmTagEpoch:
+		if tag == rpmTagEpoch {
 			if typ == rpmTypeInt32 && int(off)+4 <= len(store) {
 				h.epoch = int(binary.BigEndian.Uint32(store[off : off+4]))
 			}
+			continue
 		}
+		field := h.stringField(tag)
+		if field == nil || typ != rpmTypeString && typ != rpmTypeStringArray && typ != rpmTypeI18NString {
+			continue
+		}
+		*field = cString(store[off:])
 	}
 	return h, nil
+}
+
+// stringField is where a string tag goes, nil for tags we do not read: one
+// list of the tags, where a switch to pick them and another to store them
+// would repeat it.
+func (h *rpmHeader) stringField(tag uint32) *string {
+	switch tag {
+	case rpmTagName:
+		return &h.name
+	case rpmTagVersion:
+		return &h.version
+	case rpmTagRelease:
+		return &h.release
+	case rpmTagArch:
+		return &h.arch
+	case rpmTagSourceRPM:
+		return &h.sourceRPM
+	case rpmTagLicense:
+		return &h.license
+	case rpmTagVendor:
+		return &h.vendor
+	}
+	return nil
 }
 
 func cString(b []byte) string {

@@ -337,6 +337,17 @@ func TestSymlinksStayInsideTheImage(t *testing.T) {
 	}
 }
 
+// isOSFile looks only at base names, which is enough while every osFiles
+// path ends in one of osFileNames.
+func TestOSFilesHaveKnownNames(t *testing.T) {
+	t.Parallel()
+	for p := range osFiles {
+		if !isOSFile(p) {
+			t.Errorf("%s is in osFiles but its name is not in osFileNames", p)
+		}
+	}
+}
+
 func TestOSDetection(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -163,12 +163,7 @@ func (db *DB) Version() string {
 
 // Status reports the database's version, size and sources.
 func (db *DB) Status() (Status, error) {
-	var st storedStatus
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		var err error
-		st, err = readStatus(tx)
-		return err
-	})
+	st, err := db.readStoredStatus()
 	if err != nil {
 		return Status{}, err
 	}
@@ -186,6 +181,17 @@ func (db *DB) Status() (Status, error) {
 	}
 	sortSources(out.Sources)
 	return out, nil
+}
+
+// readStoredStatus reads the status as stored, in a read transaction.
+func (db *DB) readStoredStatus() (storedStatus, error) {
+	var st storedStatus
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		st, err = readStatus(tx)
+		return err
+	})
+	return st, err
 }
 
 func versionString(st storedStatus) string {

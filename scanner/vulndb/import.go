@@ -64,16 +64,8 @@ func (db *DB) Import(ctx context.Context, paths []string, progress io.Writer) (I
 			return ImportStats{}, err
 		}
 	}
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		changed, err := im.flush(tx)
-		if err != nil {
-			return err
-		}
-		return finishImport(tx, changed, nil)
-	})
-	if err != nil {
-		pl.abort()
-		return ImportStats{}, fmt.Errorf("import vulnerability records: %w", err)
+	if err := db.commit(im, pl, "import vulnerability records", nil); err != nil {
+		return ImportStats{}, err
 	}
 	pl.done("imported %d records, skipped %d", im.stats.Records, im.stats.Skipped)
 	return im.stats, nil
@@ -229,16 +221,36 @@ func firstNonSpace(br *bufio.Reader) (byte, error) {
 	}
 }
 
+// commit writes what im staged, and the status it leads to, in one write
+// transaction: Import and Update end the same way. edit, if not nil,
+// changes the status read in that transaction (Update records its sources
+// there, so that a concurrent writer's state is not overwritten). what
+// names the operation in the error.
+func (db *DB) commit(im *importer, pl *progress, what string, edit func(*storedStatus)) error {
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		changed, err := im.flush(tx)
+		if err != nil {
+			return err
+		}
+		return finishImport(tx, changed, edit)
+	})
+	if err != nil {
+		pl.abort()
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // finishImport recomputes the content hash and the counts, and moves the
-// build time only when the content changed. sources, if not nil, replaces
-// the stored per-source state.
-func finishImport(tx *bolt.Tx, changed bool, sources map[string]SourceStatus) error {
+// build time only when the content changed. edit, if not nil, is applied
+// to the status first.
+func finishImport(tx *bolt.Tx, changed bool, edit func(*storedStatus)) error {
 	st, err := readStatus(tx)
 	if err != nil {
 		return err
 	}
-	if sources != nil {
-		st.Sources = sources
+	if edit != nil {
+		edit(&st)
 	}
 	if changed || st.Hash == "" {
 		h := sha256.New()

@@ -83,6 +83,9 @@ type pkgEntry struct {
 	Ecosystem string // normalized
 	Name      string // normalized
 	Entry     entry
+	// Encoded is Entry as JSON: hashed for the DB version and stored as
+	// the index value, so an import encodes each entry once.
+	Encoded []byte
 }
 
 // record is one parsed, checked record ready for the index.
@@ -126,6 +129,8 @@ func convertRecord(raw *osvRecord) (*record, error) {
 	if len(raw.Affected) == 0 {
 		return nil, fmt.Errorf("record %s has no affected packages", raw.ID)
 	}
+	// Record-wide fields, the same in every entry: worked out once.
+	summary, published := summaryOf(raw), publishedOf(raw)
 	byKey := map[string]int{}
 	for i := range raw.Affected {
 		aff := &raw.Affected[i]
@@ -136,15 +141,16 @@ func convertRecord(raw *osvRecord) (*record, error) {
 		if err := checkKeyPart("affected package name", name); err != nil {
 			return nil, fmt.Errorf("record %s, affected[%d]: %w", raw.ID, i, err)
 		}
-		p, err := convertAffected(raw, aff)
+		neco := normalizeEcosystem(eco)
+		p, err := convertAffected(raw, aff, neco)
 		if err != nil {
 			return nil, fmt.Errorf("record %s, affected[%d] (%s %s): %w", raw.ID, i, eco, name, err)
 		}
 		if len(p.Ranges) == 0 && len(p.Versions) == 0 {
 			continue // only GIT ranges: nothing we can match on
 		}
-		neco := normalizeEcosystem(eco)
-		key := neco + "\x00" + normalizeName(neco, name)
+		nname := normalizeName(neco, name)
+		key := neco + "\x00" + nname
 		if j, ok := byKey[key]; ok {
 			rec.Entries[j].Entry.Parts = append(rec.Entries[j].Entry.Parts, p)
 			continue
@@ -152,15 +158,15 @@ func convertRecord(raw *osvRecord) (*record, error) {
 		byKey[key] = len(rec.Entries)
 		rec.Entries = append(rec.Entries, pkgEntry{
 			Ecosystem: neco,
-			Name:      normalizeName(neco, name),
+			Name:      nname,
 			Entry: entry{
 				ID:        raw.ID,
 				Package:   name,
 				Aliases:   raw.Aliases,
 				Upstream:  raw.Upstream,
-				Summary:   summaryOf(raw),
+				Summary:   summary,
 				Parts:     []part{p},
-				Published: publishedOf(raw),
+				Published: published,
 			},
 		})
 	}
@@ -171,11 +177,13 @@ func convertRecord(raw *osvRecord) (*record, error) {
 		return strings.Compare(a.Name, b.Name)
 	})
 	h := sha256.New()
-	for _, e := range rec.Entries {
+	for i := range rec.Entries {
+		e := &rec.Entries[i]
 		b, err := json.Marshal(e.Entry)
 		if err != nil {
 			return nil, fmt.Errorf("record %s: encode: %w", raw.ID, err)
 		}
+		e.Encoded = b
 		fmt.Fprintf(h, "%s\x00%s\x00%d\x00", e.Ecosystem, e.Name, len(b))
 		h.Write(b)
 	}
@@ -184,9 +192,9 @@ func convertRecord(raw *osvRecord) (*record, error) {
 }
 
 // convertAffected turns one affected entry into a part: ranges checked and
-// sorted, versions already inside a range dropped, severity derived.
-func convertAffected(rec *osvRecord, aff *osvAffected) (part, error) {
-	eco := normalizeEcosystem(aff.Package.Ecosystem)
+// sorted, versions already inside a range dropped, severity derived. eco is
+// the entry's normalized ecosystem, which the caller needs too.
+func convertAffected(rec *osvRecord, aff *osvAffected, eco string) (part, error) {
 	p := part{Severity: deriveSeverity(rec, aff)}
 	for i, r := range aff.Ranges {
 		switch r.Type {
@@ -211,14 +219,12 @@ func convertAffected(rec *osvRecord, aff *osvAffected) (part, error) {
 	return p, nil
 }
 
-// inRanges tells whether version v is inside one of the ranges.
+// inRanges tells whether version v is inside one of the ranges. v is
+// parsed at most once per kind of range, as matching does.
 func inRanges(ranges []vrange, v, eco string) bool {
+	iv := parsedVersions{eco: eco, v: v}
 	for _, r := range ranges {
-		iv, err := parseVersion(v, eco, r.Semver)
-		if err != nil {
-			iv = nil
-		}
-		if ok, _ := r.contains(iv); ok {
+		if ok, _ := r.contains(iv.get(r.Semver)); ok {
 			return true
 		}
 	}

@@ -90,12 +90,10 @@ func (im *importer) add(name string, data []byte) error {
 	st := &staged{source: im.source, hash: rec.Hash, withdraw: rec.Withdraw}
 	var last string
 	for _, e := range rec.Entries {
-		val, err := json.Marshal(e.Entry)
-		if err != nil {
-			return fmt.Errorf("import %s from %s: encode: %w", rec.ID, name, err)
-		}
+		// Stored as parseRecord encoded it for the hash: the bytes the
+		// DB version is computed from are the bytes matching reads.
 		st.keys = append(st.keys, e.Ecosystem+"\x00"+e.Name)
-		st.values = append(st.values, val)
+		st.values = append(st.values, e.Encoded)
 		if e.Ecosystem != last {
 			im.stats.Ecosystems[e.Ecosystem]++
 			last = e.Ecosystem

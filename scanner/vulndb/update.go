@@ -10,8 +10,6 @@ import (
 	"net/url"
 	"os"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Source is one archive of OSV records that Update downloads.
@@ -65,14 +63,12 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 	if client == nil {
 		client = http.DefaultClient
 	}
-	prev, err := db.Status()
+	// The stored status already has the sources by URL.
+	prev, err := db.readStoredStatus()
 	if err != nil {
 		return ImportStats{}, err
 	}
-	known := map[string]SourceStatus{}
-	for _, s := range prev.Sources {
-		known[s.URL] = s
-	}
+	known := prev.Sources
 	pl := newProgress(progress)
 	var downloads []download
 	defer func() {
@@ -117,17 +113,14 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 		}
 	}
 	now := time.Now().UTC()
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		st, err := readStatus(tx)
-		if err != nil {
-			return err
-		}
-		sources := map[string]SourceStatus{}
-		for k, v := range st.Sources {
-			sources[k] = v
+	err = db.commit(im, pl, "update vulnerability database", func(st *storedStatus) {
+		// st was just decoded inside the transaction: its map is ours to
+		// change in place.
+		if st.Sources == nil {
+			st.Sources = map[string]SourceStatus{}
 		}
 		for _, d := range downloads {
-			s := sources[d.src.URL]
+			s := st.Sources[d.src.URL]
 			s.Ecosystem, s.URL, s.CheckedAt, s.Error = d.src.Ecosystem, d.src.URL, now, ""
 			switch {
 			case d.err != nil:
@@ -135,17 +128,11 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 			case !d.notModified:
 				s.ETag, s.LastModified, s.ChangedAt, s.Records = d.etag, d.lastModified, now, imported[d.src.URL]
 			}
-			sources[d.src.URL] = s
+			st.Sources[d.src.URL] = s
 		}
-		changed, err := im.flush(tx)
-		if err != nil {
-			return err
-		}
-		return finishImport(tx, changed, sources)
 	})
 	if err != nil {
-		pl.abort()
-		return ImportStats{}, fmt.Errorf("update vulnerability database: %w", err)
+		return ImportStats{}, err
 	}
 	stats := im.stats
 	stats.Unchanged = unchanged
