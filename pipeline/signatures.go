@@ -76,23 +76,12 @@ func (p *Pipeline) signatureFacts(ctx context.Context, rec store.ScanRecord, rul
 		}
 		results = append(results, verify(signing.Trust{Identities: ids, TrustedRoot: sr.TrustedRoot, RequireTlog: sr.RequireTlog}))
 	}
-	return combineSignatures(results)
-}
-
-// combineSignatures: any verification wins; else an error (we could not
-// tell) beats invalid, which beats unsigned.
-func combineSignatures(results []signing.Result) policy.SignatureFacts {
-	out := policy.SignatureFacts{State: policy.SignatureUnsigned}
-	rank := map[string]int{signing.StateUnsigned: 0, signing.StateInvalid: 1, signing.StateError: 2, signing.StateVerified: 3}
-	for _, r := range results {
-		if rank[r.State] > rank[out.State] {
-			out.State, out.Error = r.State, r.Error
-		}
-		if r.State == signing.StateVerified {
-			for _, s := range r.Signers {
-				out.Signers = append(out.Signers, policy.Signer{KeyID: s.KeyID, Issuer: s.Issuer, Subject: s.Subject})
-			}
-		}
+	// Any verification wins; else an error (we could not tell) beats
+	// invalid, which beats unsigned.
+	merged := signing.Merge(results...)
+	out := policy.SignatureFacts{State: merged.State, Error: merged.Error}
+	for _, s := range merged.Signers {
+		out.Signers = append(out.Signers, policy.Signer{KeyID: s.KeyID, Issuer: s.Issuer, Subject: s.Subject})
 	}
 	return out
 }

@@ -130,7 +130,7 @@ func Verify(ctx context.Context, reg Registry, repo, digest string, trust Trust)
 func verifyDigest(ctx context.Context, reg Registry, repo, digest string, ts trustSet) Result {
 	tag := verifyCosignTag(ctx, reg, repo, digest, ts)
 	bundles := verifyBundles(ctx, reg, repo, digest, ts)
-	return merge(tag, bundles)
+	return Merge(tag, bundles)
 }
 
 // VerifyWithIndex verifies digest and, if no signature of its own verifies,
@@ -151,7 +151,7 @@ func VerifyWithIndex(ctx context.Context, reg Registry, repo, digest, indexDiges
 	}
 	listed, err := indexLists(ctx, reg, repo, indexDigest, digest)
 	if err != nil {
-		return merge(own, Result{State: StateError, Error: err.Error()})
+		return Merge(own, Result{State: StateError, Error: err.Error()})
 	}
 	if !listed {
 		return own
@@ -164,7 +164,7 @@ func VerifyWithIndex(ctx context.Context, reg Registry, repo, digest, indexDiges
 	if idx.Error != "" {
 		idx.Error = "index " + indexDigest + ": " + idx.Error
 	}
-	return merge(own, idx)
+	return Merge(own, idx)
 }
 
 // indexLists fetches the index by digest, checks the bytes are what the digest
@@ -199,11 +199,11 @@ func indexLists(ctx context.Context, reg Registry, repo, indexDigest, child stri
 	return false, nil
 }
 
-// merge combines the outcomes of independent looks at the same question. A
+// Merge combines the outcomes of independent looks at the same question. A
 // verified signature wins; otherwise a failure to look (error) beats a
 // rejection (invalid), since what could not be read might have verified; only
 // when every look found nothing is the digest unsigned.
-func merge(results ...Result) Result {
+func Merge(results ...Result) Result {
 	var out Result
 	rank := map[string]int{StateUnsigned: 0, StateInvalid: 1, StateError: 2, StateVerified: 3}
 	var errs []string
