@@ -44,7 +44,7 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		countRefs := tx.Bucket(contentRefsBucket) == nil
-		for _, b := range [][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket} {
+		for _, b := range append([][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket}, relationBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

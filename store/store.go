@@ -57,6 +57,8 @@ type ArtifactStore interface {
 // background pipeline.
 type Store interface {
 	ScanStore
+	DecisionStore
+	RelationStore
 	ArtifactStore
 	// Tag returns the cached resolution of key, or ErrNotFound.
 	Tag(ctx context.Context, key string) (TagEntry, error)
@@ -72,9 +74,12 @@ const (
 	ScanFailed  = "failed"
 )
 
-// ScanRecord is the scan result of one image manifest digest. The store
-// keeps the inventory and findings as the scanner wrote them (JSON): it
-// sits below the scanner and does not know its types.
+// ScanRecord is the scan result of one image manifest digest: facts about
+// the content, shared by every repository it is pulled through. Verdicts
+// are not here: they depend on the rule of the repository a pull names
+// (DecisionRecord). The store keeps the inventory and findings as the
+// scanner wrote them (JSON): it sits below the scanner and does not know
+// its types.
 type ScanRecord struct {
 	Digest string `json:"digest"`
 	// Revision counts the writes of the record; PutScan takes a record only
@@ -84,7 +89,6 @@ type ScanRecord struct {
 	Error          string `json:"error,omitempty"`
 	Upstream       string `json:"upstream,omitempty"` // where its layers can be fetched
 	Repository     string `json:"repository,omitempty"`
-	Tag            string `json:"tag,omitempty"` // the tag it was pulled by, for freshness
 	ScannerVersion string `json:"scannerVersion,omitempty"`
 	DBVersion      string `json:"dbVersion,omitempty"`
 	// Stale is set by readers (the scan API), not stored: the findings
@@ -97,13 +101,31 @@ type ScanRecord struct {
 	// Facts read from the image for the policy (age, size, layers), kept so
 	// re-evaluation needs no download.
 	Facts json.RawMessage `json:"facts,omitempty"`
+}
+
+// DecisionRecord is the gate's verdict on one manifest digest pulled
+// through one upstream repository, under the rule that matches that
+// repository. The same digest can be allowed in one repository and blocked
+// in another; signatures and tags are looked up in the repository itself.
+type DecisionRecord struct {
+	Digest     string `json:"digest"`
+	Upstream   string `json:"upstream"`
+	Repository string `json:"repository"`
+	// Revision counts the writes; PutDecision takes a record only at the
+	// revision it was read at (0: absent).
+	Revision uint64 `json:"revision"`
+	Rule     string `json:"rule,omitempty"`
+	Tag      string `json:"tag,omitempty"` // the tag it was last pulled by here, for freshness
 	// Decision is the policy's verdict and reasons, as the policy wrote
 	// them; Verdict is its effective verdict, for quick lookups.
-	Decision       json.RawMessage `json:"decision,omitempty"`
-	Verdict        string          `json:"verdict,omitempty"`
-	Signature      json.RawMessage `json:"signature,omitempty"` // signature check: state and signers
-	PolicyVersion  string          `json:"policyVersion,omitempty"`
-	FirstAllowedAt time.Time       `json:"firstAllowedAt,omitzero"`
+	Decision      json.RawMessage `json:"decision,omitempty"`
+	Verdict       string          `json:"verdict"`
+	Signature     json.RawMessage `json:"signature,omitempty"` // signature check: state and signers
+	PolicyVersion string          `json:"policyVersion,omitempty"`
+	// DBVersion is the database version of the findings it was made on.
+	DBVersion      string    `json:"dbVersion,omitempty"`
+	FirstAllowedAt time.Time `json:"firstAllowedAt,omitzero"`
+	UpdatedAt      time.Time `json:"updatedAt"`
 	// History lists verdict changes, oldest first (bounded).
 	History []VerdictChange `json:"history,omitempty"`
 }
@@ -127,4 +149,40 @@ type ScanStore interface {
 	PutScan(ctx context.Context, r *ScanRecord) error
 	// Scans calls fn for every record, in digest order, until fn returns false.
 	Scans(ctx context.Context, fn func(ScanRecord) bool) error
+}
+
+// DecisionStore keeps verdicts by (digest, upstream, repository).
+type DecisionStore interface {
+	// Decision returns the verdict on digest in upstream/repo, or ErrNotFound.
+	Decision(ctx context.Context, digest, upstream, repo string) (DecisionRecord, error)
+	// PutDecision writes r if the stored record is still at r.Revision
+	// (none stored: 0), and advances r.Revision; else it returns ErrConflict.
+	PutDecision(ctx context.Context, r *DecisionRecord) error
+	// Decisions calls fn for every verdict on digest ("" : on every digest),
+	// until fn returns false.
+	Decisions(ctx context.Context, digest string, fn func(DecisionRecord) bool) error
+}
+
+// RelationStore keeps which images of a repository reference which blobs,
+// and which indexes list which manifests. These relations decide what may
+// be served, so they are exact and never forgotten: a lookup that finds
+// nothing means there is nothing.
+type RelationStore interface {
+	// LinkImage records that image (a manifest digest) was served from
+	// upstream/repo and references blobs (its config and layers).
+	LinkImage(ctx context.Context, upstream, repo, image string, blobs []string) error
+	// BlobImages calls fn for each image of upstream/repo that references
+	// blob, with the verdict on it there ("" when none is stored), until fn
+	// returns false.
+	BlobImages(ctx context.Context, upstream, repo, blob string, fn func(image, verdict string) bool) error
+	// LinkBlob records that upstream/repo holds blob without naming an
+	// image (the upstream confirmed it); BlobLinked reports whether blob
+	// was linked to upstream/repo either way.
+	LinkBlob(ctx context.Context, upstream, repo, blob string) error
+	BlobLinked(ctx context.Context, upstream, repo, blob string) (bool, error)
+	// LinkIndex records that index, served from upstream/repo, lists children.
+	LinkIndex(ctx context.Context, upstream, repo, index string, children []string) error
+	// Parents calls fn for each index of upstream/repo that lists child,
+	// until fn returns false.
+	Parents(ctx context.Context, upstream, repo, child string, fn func(index string) bool) error
 }

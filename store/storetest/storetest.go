@@ -260,4 +260,6 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 			}
 		}
 	})
+	runDecisions(t, newStore)
+	runRelations(t, newStore)
 }

@@ -1,0 +1,206 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	// decisionsBucket: digest \0 upstream/repo → DecisionRecord.
+	decisionsBucket = []byte("decisions")
+	// verdictsBucket: the same key → the effective verdict alone, so the
+	// blob gate reads a few bytes per image, not whole records.
+	verdictsBucket = []byte("verdicts")
+	// blobImagesBucket: upstream/repo \0 blob \0 image → "".
+	blobImagesBucket = []byte("blobimages")
+	// repoBlobsBucket: upstream/repo \0 blob → "" (linked by an image or
+	// confirmed by the upstream).
+	repoBlobsBucket = []byte("repoblobs")
+	// parentsBucket: upstream/repo \0 child \0 index → "".
+	parentsBucket = []byte("parents")
+)
+
+var relationBuckets = [][]byte{decisionsBucket, verdictsBucket, blobImagesBucket, repoBlobsBucket, parentsBucket}
+
+// key joins parts with NUL, which no digest, upstream name or repository
+// path can contain (the router refuses them).
+func key(parts ...string) []byte {
+	var b []byte
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, 0)
+		}
+		b = append(b, p...)
+	}
+	return b
+}
+
+func decisionKey(digest, upstream, repo string) []byte {
+	return key(digest, upstream+"/"+repo)
+}
+
+// Decision implements DecisionStore.
+func (b *Bolt) Decision(_ context.Context, digest, upstream, repo string) (DecisionRecord, error) {
+	var r DecisionRecord
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(decisionsBucket).Get(decisionKey(digest, upstream, repo))
+		if v == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v, &r)
+	})
+	if err != nil && err != ErrNotFound {
+		return DecisionRecord{}, fmt.Errorf("read decision on %s in %s/%s: %w", digest, upstream, repo, err)
+	}
+	return r, err
+}
+
+// PutDecision implements DecisionStore.
+func (b *Bolt) PutDecision(_ context.Context, r *DecisionRecord) error {
+	next := *r
+	next.Revision++
+	v, err := json.Marshal(next)
+	if err != nil {
+		return err
+	}
+	k := decisionKey(r.Digest, r.Upstream, r.Repository)
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		decisions := tx.Bucket(decisionsBucket)
+		var stored struct {
+			Revision uint64 `json:"revision"`
+		}
+		if old := decisions.Get(k); old != nil {
+			if err := json.Unmarshal(old, &stored); err != nil {
+				return err
+			}
+		}
+		if stored.Revision != r.Revision {
+			return fmt.Errorf("stored at revision %d, written from %d: %w", stored.Revision, r.Revision, ErrConflict)
+		}
+		if err := tx.Bucket(verdictsBucket).Put(k, []byte(r.Verdict)); err != nil {
+			return err
+		}
+		return decisions.Put(k, v)
+	})
+	if err != nil {
+		return fmt.Errorf("write decision on %s in %s/%s: %w", r.Digest, r.Upstream, r.Repository, err)
+	}
+	r.Revision = next.Revision
+	return nil
+}
+
+// Decisions implements DecisionStore.
+func (b *Bolt) Decisions(_ context.Context, digest string, fn func(DecisionRecord) bool) error {
+	var prefix []byte
+	if digest != "" {
+		prefix = key(digest, "")
+	}
+	return b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(decisionsBucket).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var r DecisionRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("read decision %q: %w", k, err)
+			}
+			if !fn(r) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// LinkImage implements RelationStore.
+func (b *Bolt) LinkImage(_ context.Context, upstream, repo, image string, blobs []string) error {
+	where := upstream + "/" + repo
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		refs, linked := tx.Bucket(blobImagesBucket), tx.Bucket(repoBlobsBucket)
+		for _, blob := range blobs {
+			if err := refs.Put(key(where, blob, image), nil); err != nil {
+				return err
+			}
+			if err := linked.Put(key(where, blob), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("link blobs of %s@%s: %w", where, image, err)
+	}
+	return nil
+}
+
+// BlobImages implements RelationStore.
+func (b *Bolt) BlobImages(_ context.Context, upstream, repo, blob string, fn func(image, verdict string) bool) error {
+	where := upstream + "/" + repo
+	prefix := key(where, blob, "")
+	return b.db.View(func(tx *bolt.Tx) error {
+		verdicts := tx.Bucket(verdictsBucket)
+		c := tx.Bucket(blobImagesBucket).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			image := string(k[len(prefix):])
+			if !fn(image, string(verdicts.Get(key(image, where)))) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// LinkBlob implements RelationStore.
+func (b *Bolt) LinkBlob(_ context.Context, upstream, repo, blob string) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(repoBlobsBucket).Put(key(upstream+"/"+repo, blob), nil)
+	})
+	if err != nil {
+		return fmt.Errorf("link blob %s to %s/%s: %w", blob, upstream, repo, err)
+	}
+	return nil
+}
+
+// BlobLinked implements RelationStore.
+func (b *Bolt) BlobLinked(_ context.Context, upstream, repo, blob string) (bool, error) {
+	var found bool
+	err := b.db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(repoBlobsBucket).Get(key(upstream+"/"+repo, blob)) != nil
+		return nil
+	})
+	return found, err
+}
+
+// LinkIndex implements RelationStore.
+func (b *Bolt) LinkIndex(_ context.Context, upstream, repo, index string, children []string) error {
+	where := upstream + "/" + repo
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		parents := tx.Bucket(parentsBucket)
+		for _, child := range children {
+			if err := parents.Put(key(where, child, index), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("link children of %s@%s: %w", where, index, err)
+	}
+	return nil
+}
+
+// Parents implements RelationStore.
+func (b *Bolt) Parents(_ context.Context, upstream, repo, child string, fn func(index string) bool) error {
+	prefix := key(upstream+"/"+repo, child, "")
+	return b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(parentsBucket).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if !fn(string(k[len(prefix):])) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
