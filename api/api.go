@@ -4,11 +4,13 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -32,9 +34,15 @@ type Events interface {
 	Subscribe() (<-chan pipeline.Event, func())
 }
 
+// Scans is what the API reads: scan results and the verdicts on them.
+type Scans interface {
+	store.ScanStore
+	store.DecisionStore
+}
+
 // Handler serves /api/v1/.
 type Handler struct {
-	Scans    store.ScanStore
+	Scans    Scans
 	Resolver Resolver
 	Queue    Queue
 	Events   Events
@@ -58,7 +66,8 @@ func (h *Handler) markStale(rec *store.ScanRecord) {
 
 // ServeHTTP routes:
 //
-//	GET  /api/v1/scans/{digest}          the stored result of a manifest digest
+//	GET  /api/v1/scans/{digest}          the stored result of a manifest digest and the verdicts on it
+//	                                     (?repository=UPSTREAM/REPO: that repository's verdict at the top level)
 //	POST /api/v1/scans?image=REF         resolve REF through the mirror, queue its scan, answer its state
 //	GET  /api/v1/events                  server-sent events: finished scans and verdict changes
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -85,6 +94,11 @@ func (h *Handler) getScan(w http.ResponseWriter, r *http.Request, raw string) {
 		writeError(w, http.StatusBadRequest, "invalid digest "+quote(raw)+": "+err.Error())
 		return
 	}
+	repository := r.URL.Query().Get("repository")
+	if repository != "" && !strings.Contains(repository, "/") {
+		writeError(w, http.StatusBadRequest, "invalid repository "+quote(repository)+": want UPSTREAM/REPOSITORY, e.g. docker.io/library/alpine")
+		return
+	}
 	rec, err := h.Scans.Scan(r.Context(), d.String())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -92,9 +106,60 @@ func (h *Handler) getScan(w http.ResponseWriter, r *http.Request, raw string) {
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	default:
-		h.markStale(&rec)
-		writeJSON(w, http.StatusOK, rec)
+		view, err := h.view(r.Context(), rec, repository)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, view)
 	}
+}
+
+// scanView is a scan record as the API shows it: the facts about the
+// digest, every repository's verdict on it, and, at the top level for
+// clients that read one verdict, the verdict in the repository asked for,
+// else in the one the image was first scanned for.
+type scanView struct {
+	store.ScanRecord
+	VerdictIn      string                 `json:"verdictIn,omitempty"` // upstream/repository of the top-level verdict
+	Verdict        string                 `json:"verdict,omitempty"`
+	Rule           string                 `json:"rule,omitempty"`
+	Decision       json.RawMessage        `json:"decision,omitempty"`
+	Signature      json.RawMessage        `json:"signature,omitempty"`
+	PolicyVersion  string                 `json:"policyVersion,omitempty"`
+	Tag            string                 `json:"tag,omitempty"`
+	FirstAllowedAt time.Time              `json:"firstAllowedAt,omitzero"`
+	History        []store.VerdictChange  `json:"history,omitempty"`
+	Decisions      []store.DecisionRecord `json:"decisions"`
+	// DecisionsTruncated says more repositories hold verdicts than listed.
+	DecisionsTruncated bool `json:"decisionsTruncated,omitempty"`
+}
+
+// maxDecisionsShown bounds one answer's list of per-repository verdicts.
+const maxDecisionsShown = 1000
+
+func (h *Handler) view(ctx context.Context, rec store.ScanRecord, repository string) (scanView, error) {
+	h.markStale(&rec)
+	v := scanView{ScanRecord: rec, Decisions: []store.DecisionRecord{}}
+	want := cmp.Or(repository, rec.Upstream+"/"+rec.Repository)
+	err := h.Scans.Decisions(ctx, rec.Digest, func(d store.DecisionRecord) bool {
+		if len(v.Decisions) == maxDecisionsShown {
+			v.DecisionsTruncated = true
+			return false
+		}
+		v.Decisions = append(v.Decisions, d)
+		return true
+	})
+	if err != nil {
+		return scanView{}, err
+	}
+	for _, d := range v.Decisions {
+		if d.Upstream+"/"+d.Repository == want {
+			v.VerdictIn, v.Verdict, v.Rule, v.Decision, v.Signature = want, d.Verdict, d.Rule, d.Decision, d.Signature
+			v.PolicyVersion, v.Tag, v.FirstAllowedAt, v.History = d.PolicyVersion, d.Tag, d.FirstAllowedAt, d.History
+		}
+	}
+	return v, nil
 }
 
 func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
@@ -113,7 +178,11 @@ func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.Queue.Request(r.Context(), res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
-		writeError(w, http.StatusInternalServerError, "queue scan: "+err.Error())
+		status := http.StatusInternalServerError
+		if errors.Is(err, pipeline.ErrIndexTooLarge) {
+			status = http.StatusBadRequest
+		}
+		writeError(w, status, "queue scan: "+err.Error())
 		return
 	}
 	rec, err := h.Scans.Scan(r.Context(), res.Digest.String())
@@ -126,12 +195,16 @@ func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	h.markStale(&rec)
+	view, err := h.view(r.Context(), rec, res.Upstream+"/"+res.Repository)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
 	status := http.StatusOK
 	if rec.State == store.ScanPending {
 		status = http.StatusAccepted
 	}
-	writeJSON(w, status, rec)
+	writeJSON(w, status, view)
 }
 
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }

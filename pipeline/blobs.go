@@ -2,10 +2,7 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"maps"
-	"slices"
 
 	"github.com/opencontainers/go-digest"
 
@@ -14,52 +11,62 @@ import (
 	"github.com/portcullis/portcullis/store"
 )
 
-// blobVerdict records which judged images a blob belongs to, by their
-// current verdict: an image judged again moves from one set to the other.
-type blobVerdict struct {
-	allowed map[digest.Digest]bool // allowed or warned images containing it
-	blocked map[digest.Digest]bool // blocked images containing it
+// CheckBlob implements proxy.BlobGate: in the repository the request
+// names, a blob is served when an image of that repository that references
+// it may be served there, and refused when every such image is blocked
+// there, so a blocked image cannot be pulled layer by layer, and a copy of
+// it in another repository opens nothing here. Blobs no image of the
+// repository references are served (with auth, the proxy serves only blobs
+// linked to the repository).
+func (p *Pipeline) CheckBlob(ctx context.Context, upstream, repo string, d digest.Digest) (proxy.Decision, error) {
+	allowed := false
+	var blocked []string // images blocked here, the first few
+	var undecided []string
+	err := p.o.Store.BlobImages(ctx, upstream, repo, d.String(), func(image, verdict string) bool {
+		switch verdict {
+		case string(policy.Allow), string(policy.Warn):
+			allowed = true
+			return false
+		case string(policy.Block):
+			if len(blocked) == 0 {
+				blocked = append(blocked, image)
+			}
+		default:
+			if len(undecided) < maxUndecidedChecked {
+				undecided = append(undecided, image)
+			}
+		}
+		return true // an allowed image may come later
+	})
+	if err != nil {
+		return proxy.Decision{}, fmt.Errorf("images with blob %s in %s/%s: %w", d, upstream, repo, err)
+	}
+	if allowed {
+		return proxy.Decision{Verdict: proxy.Allow}, nil
+	}
+	// An image with no verdict here yet is still being scanned (its
+	// manifest was served under on_unscanned), or its manifest was never
+	// served here: the blob gets what its manifest would.
+	rule := p.policy().Select(upstream, repo)
+	for _, image := range undecided {
+		rec, found, err := p.current(ctx, digest.Digest(image))
+		if err != nil {
+			return proxy.Decision{}, err
+		}
+		if !found || rec.State == store.ScanPending {
+			if p.unscannedDecision(rule, upstream, repo, image, "").Effective != policy.Block {
+				return proxy.Decision{Verdict: proxy.Allow}, nil
+			}
+		}
+		blocked = append(blocked, image)
+	}
+	if len(blocked) == 0 {
+		return proxy.Decision{Verdict: proxy.Allow}, nil
+	}
+	image := blocked[0]
+	return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + image + "?repository=" + upstream + "/" + repo,
+		Message: fmt.Sprintf("portcullis: blob %s belongs to %s/%s@%s, which may not be pulled there", d, upstream, repo, image)}, nil
 }
 
-// noteBlobs records the verdict of an image for each of its blobs.
-func (p *Pipeline) noteBlobs(rec store.ScanRecord) {
-	var f imageFacts
-	if rec.Verdict == "" || len(rec.Facts) == 0 || json.Unmarshal(rec.Facts, &f) != nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.blobs) >= settledLimit {
-		p.blobs = map[digest.Digest]blobVerdict{}
-	}
-	image := digest.Digest(rec.Digest)
-	for _, b := range f.Blobs {
-		v, ok := p.blobs[digest.Digest(b)]
-		if !ok {
-			v = blobVerdict{allowed: map[digest.Digest]bool{}, blocked: map[digest.Digest]bool{}}
-			p.blobs[digest.Digest(b)] = v
-		}
-		if rec.Verdict == string(policy.Block) {
-			delete(v.allowed, image)
-			v.blocked[image] = true
-		} else {
-			delete(v.blocked, image)
-			v.allowed[image] = true
-		}
-	}
-}
-
-// CheckBlob implements proxy.BlobGate: a blob is refused when it belongs to
-// a blocked image and to no allowed one, so a blocked image cannot be pulled
-// layer by layer. Blobs of images never judged here are served.
-func (p *Pipeline) CheckBlob(_ context.Context, d digest.Digest) proxy.Decision {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	v, ok := p.blobs[d]
-	if !ok || len(v.allowed) > 0 || len(v.blocked) == 0 {
-		return proxy.Decision{Verdict: proxy.Allow}
-	}
-	blocked := slices.Min(slices.Collect(maps.Keys(v.blocked))) // any one, the same each time
-	return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + blocked.String(),
-		Message: fmt.Sprintf("portcullis: blob %s belongs to blocked image %s", d, blocked)}
-}
+// maxUndecidedChecked bounds the scan records one blob request reads.
+const maxUndecidedChecked = 64

@@ -1,10 +1,13 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -82,22 +85,21 @@ func (p *Pipeline) dbBuiltAt() time.Time {
 	return t
 }
 
-// facts assembles what the policy sees about a stored record.
-func (p *Pipeline) facts(ctx context.Context, rec store.ScanRecord, rule policy.Rule, reference string) policy.Facts {
-	return p.factsWith(ctx, rec, rule, reference, true)
+// facts assembles what the policy sees about a stored result, pulled
+// through dec's repository by dec's tag.
+func (p *Pipeline) facts(ctx context.Context, rec store.ScanRecord, dec store.DecisionRecord, rule policy.Rule) policy.Facts {
+	return p.factsWith(ctx, rec, dec, rule, true)
 }
 
-// factsWith can leave signatures unchecked: an image still being scanned
-// gets its on_unscanned verdict without verification work on the pull path.
-func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, rule policy.Rule, reference string, signatures bool) policy.Facts {
+// factsWith can leave out what needs an upstream (signatures, tags): an
+// image still being scanned gets its on_unscanned verdict without that work
+// on the pull path.
+func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, dec store.DecisionRecord, rule policy.Rule, online bool) policy.Facts {
 	f := policy.Facts{
-		Upstream: rec.Upstream, Repository: rec.Repository, Reference: reference, Digest: rec.Digest,
+		Upstream: dec.Upstream, Repository: dec.Repository, Reference: cmp.Or(dec.Tag, rec.Digest), Digest: rec.Digest,
 		Signature: policy.SignatureFacts{State: policy.SignatureNotChecked},
-		ScanState: rec.State, ScanError: rec.Error,
-		DBBuiltAt: p.dbBuiltAt(), FirstAllowedAt: rec.FirstAllowedAt, Now: p.now(),
-	}
-	if reference != "" && !strings.Contains(reference, ":") {
-		f.CurrentTag = reference
+		ScanState: rec.State, ScanError: rec.Error, CurrentTag: dec.Tag,
+		DBBuiltAt: p.dbBuiltAt(), FirstAllowedAt: dec.FirstAllowedAt, Now: p.now(),
 	}
 	var img imageFacts
 	if len(rec.Facts) > 0 && json.Unmarshal(rec.Facts, &img) == nil {
@@ -112,106 +114,183 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, rule pol
 			})
 		}
 	}
-	if rule.Signature != nil && signatures {
-		f.Signature = p.signatureFacts(ctx, rec, rule)
+	if !online {
+		return f
+	}
+	if rule.Signature != nil {
+		f.Signature = p.signatureFacts(ctx, rec.Digest, dec.Upstream, dec.Repository, rule)
 	}
 	if rule.Freshness != nil && p.o.Images != nil {
-		// Tags change upstream; they are asked for at each evaluation.
-		if tags, err := p.o.Images.Tags(ctx, rec.Upstream, rec.Repository); err == nil {
+		// Tags change upstream; they are asked for at each evaluation, in
+		// the repository the pull named.
+		if tags, err := p.o.Images.Tags(ctx, dec.Upstream, dec.Repository); err == nil {
 			f.Tags = tags
 		} else {
-			p.log.Warn("list tags for freshness", "repo", rec.Upstream+"/"+rec.Repository, "err", err)
+			p.log.Warn("list tags for freshness", "repo", dec.Upstream+"/"+dec.Repository, "err", err)
 		}
 	}
 	return f
 }
 
-// decide evaluates the policy for a finished record and writes the decision
-// into it (not into the store), the verdict change it makes included; once
-// the record is stored, announce makes both known.
-func (p *Pipeline) decide(ctx context.Context, rec *store.ScanRecord, reference string) (policy.Decision, *store.VerdictChange) {
-	if strings.Contains(reference, ":") { // a digest: use the tag it was pulled by
-		reference = p.tagOf(digest.Digest(rec.Digest), rec.Tag)
-	}
-	rec.Tag = reference
+// decide evaluates, under the rule of dec's repository, the policy for a
+// finished result and writes the decision into dec (not into the store),
+// the verdict change it makes included; once dec is stored, announce makes
+// both known.
+func (p *Pipeline) decide(ctx context.Context, rec store.ScanRecord, dec *store.DecisionRecord) (policy.Decision, *store.VerdictChange) {
 	pol := p.policy()
-	rule := pol.Select(rec.Upstream, rec.Repository)
-	facts := p.facts(ctx, *rec, rule, reference)
+	rule := pol.Select(dec.Upstream, dec.Repository)
+	facts := p.facts(ctx, rec, *dec, rule)
 	d := policy.Evaluate(rule, facts)
+	dec.Signature = nil
 	if rule.Signature != nil {
-		// Who signed (key ids, identities) is kept with the result.
+		// Who signed (key ids, identities) is kept with the verdict.
 		if raw, err := json.Marshal(facts.Signature); err == nil {
-			rec.Signature = raw
+			dec.Signature = raw
 		}
 	}
-	raw, err := json.Marshal(d)
-	if err == nil {
-		rec.Decision = raw
+	if raw, err := json.Marshal(d); err == nil {
+		dec.Decision = raw
 	}
+	dec.DBVersion = rec.DBVersion
 	var change *store.VerdictChange
-	if string(d.Effective) != rec.Verdict {
-		change = p.recordChange(rec, d, pol.Version())
+	if string(d.Effective) != dec.Verdict {
+		change = p.recordChange(dec, d, pol.Version())
 	}
-	rec.Verdict, rec.PolicyVersion = string(d.Effective), pol.Version()
-	if d.Effective != policy.Block && rec.FirstAllowedAt.IsZero() {
-		rec.FirstAllowedAt = p.now()
+	dec.Rule, dec.Verdict, dec.PolicyVersion = rule.Name, string(d.Effective), pol.Version()
+	dec.UpdatedAt = p.now()
+	if d.Effective != policy.Block && dec.FirstAllowedAt.IsZero() {
+		dec.FirstAllowedAt = p.now()
 	}
 	return d, change
+}
+
+// decideIn decides the verdict on a stored result in upstream/repo (as
+// pulled by tag, when not empty), stores it and announces it. Another
+// writer's newer verdict is read again and decided on, never overwritten.
+func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream, repo, tag string) (policy.Decision, error) {
+	if err := p.linkImageFacts(ctx, upstream, repo, rec); err != nil {
+		return policy.Decision{}, err
+	}
+	var d policy.Decision
+	var change *store.VerdictChange
+	written, err := p.updateDecision(ctx, rec.Digest, upstream, repo, func(dec *store.DecisionRecord) (bool, error) {
+		if tag != "" {
+			dec.Tag = tag
+		}
+		d, change = p.decide(ctx, rec, dec)
+		return true, nil
+	})
+	if err != nil {
+		return policy.Decision{}, err
+	}
+	p.forget(digest.Digest(rec.Digest))
+	p.announce(ctx, rec, *written, d, change)
+	return d, nil
+}
+
+// decideAll decides again every verdict stored on digest d, and the first
+// one in the repository of also (when it has none), from the stored result.
+func (p *Pipeline) decideAll(ctx context.Context, d string, also job) error {
+	rec, err := p.o.Store.Scan(ctx, d)
+	if err != nil {
+		return err
+	}
+	if rec.State == store.ScanPending {
+		return nil
+	}
+	type where struct{ upstream, repo string }
+	var repos []where
+	seen := map[where]bool{}
+	err = p.o.Store.Decisions(ctx, d, func(r store.DecisionRecord) bool {
+		w := where{r.Upstream, r.Repository}
+		seen[w] = true
+		repos = append(repos, w)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	tag := ""
+	if w := (where{also.upstream, also.repo}); also.upstream != "" && !seen[w] {
+		repos = append(repos, w)
+		tag = also.tag
+	}
+	for _, w := range repos {
+		t := ""
+		if w.upstream == also.upstream && w.repo == also.repo {
+			t = tag
+		}
+		if _, err := p.decideIn(ctx, rec, w.upstream, w.repo, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// updateDecision reads the verdict on d in upstream/repo (a new record if
+// none), lets change modify it and writes it back; when another writer got
+// there first it reads again and redoes the change, a bounded number of
+// times. change returns false to leave the record alone. It returns the
+// record as written, or nil when nothing was written.
+func (p *Pipeline) updateDecision(ctx context.Context, d, upstream, repo string, change func(*store.DecisionRecord) (bool, error)) (*store.DecisionRecord, error) {
+	for range maxWriteAttempts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r, err := p.o.Store.Decision(ctx, d, upstream, repo)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			r = store.DecisionRecord{Digest: d, Upstream: upstream, Repository: repo}
+		case err != nil:
+			return nil, err
+		}
+		ok, err := change(&r)
+		if err != nil || !ok {
+			return nil, err
+		}
+		switch err := p.o.Store.PutDecision(ctx, &r); {
+		case err == nil:
+			return &r, nil
+		case !errors.Is(err, store.ErrConflict):
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("verdict on %s in %s/%s kept changing: %w", d, upstream, repo, store.ErrConflict)
 }
 
 // announce makes a stored decision known: the verdict change, if any, as a
 // log line and an event, and the verdict and SBOM published. It runs once
 // the record is written, so a decision another writer overrode is never
 // announced, and a retried write announces once.
-func (p *Pipeline) announce(ctx context.Context, rec store.ScanRecord, d policy.Decision, change *store.VerdictChange) {
+func (p *Pipeline) announce(ctx context.Context, rec store.ScanRecord, dec store.DecisionRecord, d policy.Decision, change *store.VerdictChange) {
+	image := dec.Upstream + "/" + dec.Repository + "@" + dec.Digest
 	if change != nil {
-		p.publish(Event{Type: "verdict", At: change.At, Image: rec.Upstream + "/" + rec.Repository + "@" + rec.Digest, Digest: rec.Digest,
+		p.publish(Event{Type: "verdict", At: change.At, Image: image, Digest: dec.Digest,
 			From: change.From, To: change.To, Reasons: change.Reasons})
 		level := slog.LevelInfo
 		if change.From != "" && d.Effective == policy.Block {
 			level = slog.LevelWarn // newly failing
 		}
-		p.log.Log(ctx, level, "verdict changed", "image", rec.Upstream+"/"+rec.Repository+"@"+rec.Digest,
+		p.log.Log(ctx, level, "verdict changed", "image", image, "rule", dec.Rule,
 			"from", change.From, "to", change.To, "reasons", change.Reasons, "policy_version", change.PolicyVersion, "db_version", rec.DBVersion)
 	}
-	if err := p.publishArtifacts(ctx, rec, d); err != nil {
-		p.log.Error("publish verdict and SBOM", "digest", rec.Digest, "err", err)
+	if err := p.publishArtifacts(ctx, rec, dec, d); err != nil {
+		p.log.Error("publish verdict and SBOM", "image", image, "err", err)
 	}
 }
 
 // toGate turns a policy decision into what the proxy serves.
-func toGate(d policy.Decision, rec store.ScanRecord) proxy.Decision {
-	where := rec.Upstream + "/" + rec.Repository + "@" + rec.Digest
+func toGate(d policy.Decision, upstream, repo, dgst string) proxy.Decision {
+	where := upstream + "/" + repo + "@" + dgst
+	details := "/api/v1/scans/" + dgst + "?repository=" + url.QueryEscape(upstream+"/"+repo)
 	switch d.Effective {
 	case policy.Block:
-		return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + rec.Digest,
+		return proxy.Decision{Verdict: proxy.Block, Details: details,
 			Message: fmt.Sprintf("portcullis: blocked %s: %s", where, d.Message(300))}
 	case policy.Warn:
-		return proxy.Decision{Verdict: proxy.Warn, Message: d.Message(300), Details: "/api/v1/scans/" + rec.Digest}
+		return proxy.Decision{Verdict: proxy.Warn, Message: d.Message(300), Details: details}
 	}
 	return proxy.Decision{Verdict: proxy.Allow}
-}
-
-// noteTag remembers the tag a digest was pulled by.
-func (p *Pipeline) noteTag(d digest.Digest, reference string) {
-	if reference == "" || strings.Contains(reference, ":") {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.tags) >= settledLimit {
-		p.tags = map[digest.Digest]string{}
-	}
-	p.tags[d] = reference
-}
-
-func (p *Pipeline) tagOf(d digest.Digest, stored string) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if t, ok := p.tags[d]; ok {
-		return t
-	}
-	return stored
 }
 
 // EvaluateOnce scans and judges one image like the gate, without storing
@@ -226,7 +305,8 @@ func (p *Pipeline) EvaluateOnce(ctx context.Context, upstream, repo, reference s
 	if err := encodeResult(&rec, inv, findings, facts); err != nil {
 		return policy.Decision{}, rec, err
 	}
-	decision, _ := p.decide(ctx, &rec, reference)
+	dec := store.DecisionRecord{Digest: rec.Digest, Upstream: upstream, Repository: repo, Tag: tagOf(reference)}
+	decision, _ := p.decide(ctx, rec, &dec)
 	return decision, rec, nil
 }
 
@@ -248,7 +328,7 @@ const maxHistory = 50
 
 // recordChange appends a verdict change to the record's history and
 // returns it.
-func (p *Pipeline) recordChange(rec *store.ScanRecord, d policy.Decision, policyVersion string) *store.VerdictChange {
+func (p *Pipeline) recordChange(rec *store.DecisionRecord, d policy.Decision, policyVersion string) *store.VerdictChange {
 	change := store.VerdictChange{At: p.now(), From: rec.Verdict, To: string(d.Effective), PolicyVersion: policyVersion, DBVersion: rec.DBVersion}
 	for _, r := range d.Reasons {
 		change.Reasons = append(change.Reasons, r.Code)
@@ -258,4 +338,12 @@ func (p *Pipeline) recordChange(rec *store.ScanRecord, d policy.Decision, policy
 		rec.History = rec.History[len(rec.History)-maxHistory:]
 	}
 	return &change
+}
+
+// tagOf is the tag a reference names, or "" for a digest.
+func tagOf(reference string) string {
+	if strings.Contains(reference, ":") {
+		return ""
+	}
+	return reference
 }

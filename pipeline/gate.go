@@ -13,23 +13,32 @@ import (
 	"github.com/portcullis/portcullis/store"
 )
 
-// Check implements proxy.Gate: the verdict for the digest the client is
-// about to get. With no result yet it queues the scan and waits as the
-// policy's on_unscanned says, then applies its "then" verdict. Verdicts are
-// bound to digests: a tag that moves gets the new digest's verdict.
+// Check implements proxy.Gate: the verdict, under the rule of the
+// repository the client names, on the digest it is about to get. With no
+// result yet it queues the scan and waits as that rule's on_unscanned says,
+// then applies its "then" verdict. Verdicts are bound to digests and
+// repositories: a tag that moves gets the new digest's verdict, and a copy
+// of an image in a laxer repository does not open it in a stricter one.
 func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, error) {
 	if isIndex(s.MediaType) {
 		// The gate applies to the platform manifest a client pulls next;
 		// a signature on the index covers it.
-		p.noteChildren(ctx, s)
+		if err := p.linkIndex(ctx, s); err != nil {
+			return refusal(s, err)
+		}
 		if err := p.Enqueue(ctx, s.Upstream, s.Repository, s.Digest, s.MediaType); err != nil {
 			p.log.Warn("queue scans of index", "digest", s.Digest, "err", err)
 		}
 		return proxy.Decision{Verdict: proxy.Allow}, nil
 	}
-	p.noteTag(s.Digest, s.Reference)
+	// The blob gate must know the image's blobs in this repository before
+	// the client can learn their digests from the manifest.
+	if err := p.linkImage(ctx, s); err != nil {
+		return refusal(s, err)
+	}
 	pol := p.policy()
-	if d, ok := p.remembered(s.Digest, pol.Version()); ok {
+	rule := pol.Select(s.Upstream, s.Repository)
+	if d, ok := p.remembered(s, pol.Version(), rule); ok {
 		return d, nil
 	}
 	rec, found, err := p.current(ctx, s.Digest)
@@ -37,26 +46,41 @@ func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 		return proxy.Decision{}, err
 	}
 	if found && rec.State != store.ScanPending {
-		return p.verdictOf(ctx, rec, pol, s)
+		return p.verdictOf(ctx, rec, pol, rule, s)
 	}
-	if err := p.Enqueue(ctx, s.Upstream, s.Repository, s.Digest, s.MediaType); err != nil {
+	if err := p.enqueue(ctx, job{upstream: s.Upstream, repo: s.Repository, tag: tagOf(s.Reference), digest: s.Digest}, s.MediaType, p.o.AllPlatforms); err != nil {
 		return proxy.Decision{}, err
 	}
-	rule := pol.Select(s.Upstream, s.Repository)
 	if rule.OnUnscanned.Wait > 0 {
 		if p.wait(ctx, s.Digest, rule.OnUnscanned.Wait) {
 			if rec, found, err = p.current(ctx, s.Digest); err != nil {
 				return proxy.Decision{}, err
 			}
 			if found && rec.State != store.ScanPending {
-				return p.verdictOf(ctx, rec, pol, s)
+				return p.verdictOf(ctx, rec, pol, rule, s)
 			}
 		}
 	}
-	// Still not scanned: the policy decides what an unscanned image gets.
-	now := p.now()
-	pending := store.ScanRecord{Digest: s.Digest.String(), State: store.ScanPending, Upstream: s.Upstream, Repository: s.Repository, QueuedAt: now}
-	return toGate(policy.Evaluate(rule, p.factsWith(ctx, pending, rule, s.Reference, false)), pending), nil
+	// Still not scanned: the rule decides what an unscanned image gets.
+	return toGate(p.unscannedDecision(rule, s.Upstream, s.Repository, s.Digest.String(), tagOf(s.Reference)), s.Upstream, s.Repository, s.Digest.String()), nil
+}
+
+// unscannedDecision is what rule gives an image whose scan has not ended,
+// from what is known without asking any upstream.
+func (p *Pipeline) unscannedDecision(rule policy.Rule, upstream, repo, dgst, tag string) policy.Decision {
+	pending := store.ScanRecord{Digest: dgst, State: store.ScanPending}
+	dec := store.DecisionRecord{Digest: dgst, Upstream: upstream, Repository: repo, Tag: tag}
+	return policy.Evaluate(rule, p.factsWith(context.Background(), pending, dec, rule, false))
+}
+
+// refusal blocks a manifest whose relations could not be recorded: the
+// blob gate would not know its layers.
+func refusal(s proxy.Subject, err error) (proxy.Decision, error) {
+	var tooLarge *tooManyBlobsError
+	if errors.As(err, &tooLarge) {
+		return proxy.Decision{Verdict: proxy.Block, Message: "portcullis: blocked " + s.Upstream + "/" + s.Repository + "@" + s.Digest.String() + ": " + err.Error()}, nil
+	}
+	return proxy.Decision{}, err
 }
 
 // current reads the stored record of d.
@@ -71,51 +95,64 @@ func (p *Pipeline) current(ctx context.Context, d digest.Digest) (store.ScanReco
 	return rec, true, nil
 }
 
-// verdictOf returns the stored decision, re-evaluating (without any
-// download) when the policy changed since it was made.
-func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *policy.Policy, s proxy.Subject) (proxy.Decision, error) {
+// verdictOf returns the stored verdict on a finished result in the
+// subject's repository, deciding it (without any download) when there is
+// none yet, or it was made under another policy, on other findings, or
+// for another tag where the rule looks at tags.
+func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *policy.Policy, rule policy.Rule, s proxy.Subject) (proxy.Decision, error) {
+	tag := tagOf(s.Reference)
+	dec, err := p.o.Store.Decision(ctx, rec.Digest, s.Upstream, s.Repository)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return proxy.Decision{}, err
+	}
 	var d policy.Decision
-	if rec.PolicyVersion != pol.Version() || len(rec.Decision) == 0 || json.Unmarshal(rec.Decision, &d) != nil {
-		var change *store.VerdictChange
-		d, change = p.decide(ctx, &rec, s.Reference)
-		switch err := p.o.Store.PutScan(ctx, &rec); {
-		case err == nil:
-			p.announce(ctx, rec, d, change)
-			p.noteBlobs(rec)
-		case errors.Is(err, store.ErrConflict):
-			// Changed meanwhile (a re-match, a re-evaluation): that writer's
-			// record stands; this pull is served what was decided here.
-		default:
-			p.log.Error("store decision", "digest", rec.Digest, "err", err)
+	outdated := err != nil || dec.PolicyVersion != pol.Version() || dec.DBVersion != rec.DBVersion ||
+		(rule.Freshness != nil && tag != "" && tag != dec.Tag) || json.Unmarshal(dec.Decision, &d) != nil
+	if outdated {
+		if d, err = p.decideIn(ctx, rec, s.Upstream, s.Repository, tag); err != nil {
+			return proxy.Decision{}, err
 		}
 	}
-	g := toGate(d, rec)
-	p.remember(s.Digest, pol.Version(), g)
+	g := toGate(d, s.Upstream, s.Repository, rec.Digest)
+	p.remember(s, pol.Version(), rule, g)
 	return g, nil
 }
 
 type cachedDecision struct {
 	policyVersion string
+	tag           string // the tag it holds for; "" for any
 	decision      proxy.Decision
 }
 
-func (p *Pipeline) remembered(d digest.Digest, policyVersion string) (proxy.Decision, bool) {
+func repoKey(upstream, repo string) string { return upstream + "/" + repo }
+
+func (p *Pipeline) remembered(s proxy.Subject, policyVersion string, rule policy.Rule) (proxy.Decision, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c, ok := p.decisions[d]
-	return c.decision, ok && c.policyVersion == policyVersion
+	c, ok := p.decisions[s.Digest][repoKey(s.Upstream, s.Repository)]
+	tag := tagOf(s.Reference)
+	return c.decision, ok && c.policyVersion == policyVersion && (rule.Freshness == nil || tag == "" || c.tag == tag)
 }
 
-func (p *Pipeline) remember(d digest.Digest, policyVersion string, g proxy.Decision) {
+func (p *Pipeline) remember(s proxy.Subject, policyVersion string, rule policy.Rule, g proxy.Decision) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.decisions) >= settledLimit {
-		p.decisions = map[digest.Digest]cachedDecision{}
+	if len(p.decisions) >= memoLimit {
+		p.decisions = map[digest.Digest]map[string]cachedDecision{}
 	}
-	p.decisions[d] = cachedDecision{policyVersion: policyVersion, decision: g}
+	byRepo := p.decisions[s.Digest]
+	if byRepo == nil {
+		byRepo = map[string]cachedDecision{}
+		p.decisions[s.Digest] = byRepo
+	}
+	c := cachedDecision{policyVersion: policyVersion, decision: g}
+	if rule.Freshness != nil {
+		c.tag = tagOf(s.Reference)
+	}
+	byRepo[repoKey(s.Upstream, s.Repository)] = c
 }
 
-// forget drops a remembered verdict whose result changed.
+// forget drops the remembered verdicts on a digest whose result changed.
 func (p *Pipeline) forget(d digest.Digest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -45,9 +45,17 @@ type Matcher interface {
 	Version() string
 }
 
+// State is the part of the store the pipeline reads and writes: scan
+// results, verdicts per repository, and the relations the gates follow.
+type State interface {
+	store.ScanStore
+	store.DecisionStore
+	store.RelationStore
+}
+
 // Options wires a Pipeline.
 type Options struct {
-	Store          store.ScanStore
+	Store          State
 	Images         Images
 	Scanner        Scanner
 	ScannerVersion string
@@ -80,29 +88,33 @@ type Pipeline struct {
 
 	mu    sync.Mutex
 	queue []job
-	// settled holds digests with a current result, so the manifest path
-	// does not read the store on every pull.
+	// settled holds digests with a current scan result, so the manifest
+	// path does not read the store on every pull. A cache: a miss reads
+	// the store.
 	settled map[digest.Digest]bool
 	// finished holds the digests queued or being scanned in this process;
 	// each channel is closed when that scan ends, for gates waiting on it.
 	finished map[digest.Digest]chan struct{}
-	// decisions remembers served verdicts so the manifest path does not
-	// read the store on every pull; entries go when a result changes.
-	decisions map[digest.Digest]cachedDecision
-	parents   map[digest.Digest]digest.Digest // platform manifest → index it was served from
-	blobs     map[digest.Digest]blobVerdict
-	tags      map[digest.Digest]string // the tag each digest was pulled by
-	events    broker
-	wake      chan struct{}
+	// decisions remembers served verdicts per digest and repository, so the
+	// manifest path does not read the store on every pull; a digest's
+	// entries go when a result changes. A cache: a miss reads the store.
+	decisions map[digest.Digest]map[string]cachedDecision
+	// linked remembers the manifests whose relations are stored, so a pull
+	// writes them once. A cache: a miss writes them again (idempotent).
+	linked map[string]bool
+	events broker
+	wake   chan struct{}
 }
 
-// settledLimit bounds the settled set; when full it starts over.
-const settledLimit = 100_000
+// memoLimit bounds each in-memory cache; when full it starts over. Nothing
+// that decides what may be served lives only here: every miss goes to the
+// store.
+const memoLimit = 100_000
 
 func (p *Pipeline) settle(d digest.Digest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.settled) >= settledLimit {
+	if len(p.settled) >= memoLimit {
 		p.settled = map[digest.Digest]bool{}
 	}
 	p.settled[d] = true
@@ -110,6 +122,7 @@ func (p *Pipeline) settle(d digest.Digest) {
 
 type job struct {
 	upstream, repo string
+	tag            string // the tag it was pulled by, if any, for freshness
 	digest         digest.Digest
 }
 
@@ -124,10 +137,8 @@ func New(o Options) *Pipeline {
 		now:       time.Now,
 		settled:   map[digest.Digest]bool{},
 		finished:  map[digest.Digest]chan struct{}{},
-		decisions: map[digest.Digest]cachedDecision{},
-		parents:   map[digest.Digest]digest.Digest{},
-		blobs:     map[digest.Digest]blobVerdict{},
-		tags:      map[digest.Digest]string{},
+		decisions: map[digest.Digest]map[string]cachedDecision{},
+		linked:    map[string]bool{},
 		wake:      make(chan struct{}, 1),
 	}
 	pol := o.Policy
@@ -164,16 +175,17 @@ func (p *Pipeline) unclaim(d digest.Digest) {
 // Enqueue queues a scan of manifest d unless a usable result exists or one
 // is already queued. Indexes queue their children when AllPlatforms is set.
 func (p *Pipeline) Enqueue(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error {
-	return p.enqueue(ctx, upstream, repo, d, mediaType, p.o.AllPlatforms)
+	return p.enqueue(ctx, job{upstream: upstream, repo: repo, digest: d}, mediaType, p.o.AllPlatforms)
 }
 
 // Request is Enqueue for someone asking explicitly (the API): an index
 // queues all its platforms.
 func (p *Pipeline) Request(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string) error {
-	return p.enqueue(ctx, upstream, repo, d, mediaType, true)
+	return p.enqueue(ctx, job{upstream: upstream, repo: repo, digest: d}, mediaType, true)
 }
 
-func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.Digest, mediaType string, allPlatforms bool) error {
+func (p *Pipeline) enqueue(ctx context.Context, j job, mediaType string, allPlatforms bool) error {
+	d := j.digest
 	p.mu.Lock()
 	settled := p.settled[d]
 	p.mu.Unlock()
@@ -184,12 +196,12 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 		if !allPlatforms {
 			return nil // the children clients pull are queued when served
 		}
-		children, err := p.o.Images.IndexChildren(ctx, upstream, repo, d)
+		leaves, err := p.platformManifests(ctx, j.upstream, j.repo, d)
 		if err != nil {
 			return err
 		}
-		for _, c := range children {
-			if err := p.enqueue(ctx, upstream, repo, digest.Digest(c.Digest.String()), string(c.MediaType), allPlatforms); err != nil {
+		for _, leaf := range leaves {
+			if err := p.enqueueManifest(ctx, job{upstream: j.upstream, repo: j.repo, digest: leaf}); err != nil {
 				return err
 			}
 		}
@@ -198,6 +210,64 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 		}
 		return nil
 	}
+	return p.enqueueManifest(ctx, j)
+}
+
+// Bounds on walking an index (outside input: anyone can push an index
+// listing itself, or the same child thousands of times, nested).
+const (
+	maxIndexDepth     = 4    // an index inside an index inside … (real ones: 1)
+	maxIndexManifests = 1024 // distinct manifests one walk visits
+)
+
+// ErrIndexTooLarge is returned for an index nested deeper, or listing more
+// manifests, than Portcullis walks.
+var ErrIndexTooLarge = errors.New("index too large")
+
+// platformManifests lists the image manifests an index leads to, visiting
+// each digest once, within maxIndexDepth and maxIndexManifests, and
+// stopping when ctx ends.
+func (p *Pipeline) platformManifests(ctx context.Context, upstream, repo string, index digest.Digest) ([]digest.Digest, error) {
+	seen := map[digest.Digest]bool{index: true}
+	level := []digest.Digest{index}
+	var leaves []digest.Digest
+	for depth := 1; len(level) > 0; depth++ {
+		if depth > maxIndexDepth {
+			return nil, fmt.Errorf("index %s/%s@%s nests indexes more than %d deep: %w", upstream, repo, index, maxIndexDepth, ErrIndexTooLarge)
+		}
+		var next []digest.Digest
+		for _, idx := range level {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			children, err := p.o.Images.IndexChildren(ctx, upstream, repo, idx)
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range children {
+				cd := digest.Digest(c.Digest.String())
+				if seen[cd] {
+					continue
+				}
+				seen[cd] = true
+				if len(seen) > maxIndexManifests {
+					return nil, fmt.Errorf("index %s/%s@%s leads to more than %d manifests: %w", upstream, repo, index, maxIndexManifests, ErrIndexTooLarge)
+				}
+				if isIndex(string(c.MediaType)) {
+					next = append(next, cd)
+				} else {
+					leaves = append(leaves, cd)
+				}
+			}
+		}
+		level = next
+	}
+	return leaves, nil
+}
+
+// enqueueManifest queues the scan of one image manifest.
+func (p *Pipeline) enqueueManifest(ctx context.Context, j job) error {
+	d := j.digest
 	// Claim the digest before looking at the store, so a racing request
 	// cannot read "nothing yet" while this one's scan starts and ends.
 	if !p.claim(d) {
@@ -226,7 +296,7 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 	}
 	// Pending again: the verdict history and what the policy remembers
 	// about the digest stay.
-	pending := store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: upstream, Repository: repo}
+	pending := store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: j.upstream, Repository: j.repo}
 	keepFromPrevious(&pending, rec)
 	pending.QueuedAt, pending.UpdatedAt = p.now(), p.now()
 	if err := p.o.Store.PutScan(ctx, &pending); err != nil {
@@ -236,7 +306,7 @@ func (p *Pipeline) enqueue(ctx context.Context, upstream, repo string, d digest.
 		}
 		return err
 	}
-	p.push(job{upstream: upstream, repo: repo, digest: d})
+	p.push(j)
 	return nil
 }
 
@@ -261,17 +331,20 @@ func (p *Pipeline) pop() (job, bool) {
 	return j, true
 }
 
-// Run resumes scans left pending by an earlier process and runs the workers
-// until ctx ends.
+// Run resumes scans left pending by an earlier process, decides scanned
+// images no repository has a verdict on yet (state from before verdicts
+// were kept per repository), and runs the workers until ctx ends.
 func (p *Pipeline) Run(ctx context.Context) error {
-	// One pass over the store: scans to resume, and the verdicts that
-	// decide which blobs may be served.
-	var resume []job
+	var resume, undecided []job
 	err := p.o.Store.Scans(ctx, func(r store.ScanRecord) bool {
-		if r.State == store.ScanPending && r.Upstream != "" {
-			resume = append(resume, job{upstream: r.Upstream, repo: r.Repository, digest: digest.Digest(r.Digest)})
+		j := job{upstream: r.Upstream, repo: r.Repository, digest: digest.Digest(r.Digest)}
+		switch {
+		case r.Upstream == "":
+		case r.State == store.ScanPending:
+			resume = append(resume, j)
+		default:
+			undecided = append(undecided, j)
 		}
-		p.noteBlobs(r)
 		return true
 	})
 	if err != nil {
@@ -282,11 +355,40 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.push(j)
 		}
 	}
+	if err := p.decideUndecided(ctx, undecided); err != nil {
+		p.log.Error("decide stored results", "err", err)
+	}
 	var wg sync.WaitGroup
 	for range p.o.Workers {
 		wg.Go(func() { p.work(ctx) })
 	}
 	wg.Wait()
+	return nil
+}
+
+// decideUndecided decides, in the repository each was scanned for, the
+// stored results no repository has a verdict on, and stores their blob
+// relations: the gates then know them before any pull.
+func (p *Pipeline) decideUndecided(ctx context.Context, candidates []job) error {
+	for _, j := range candidates {
+		any := false
+		if err := p.o.Store.Decisions(ctx, j.digest.String(), func(store.DecisionRecord) bool { any = true; return false }); err != nil {
+			return err
+		}
+		if any {
+			continue
+		}
+		rec, err := p.o.Store.Scan(ctx, j.digest.String())
+		if err != nil {
+			return err
+		}
+		if err := p.linkImageFacts(ctx, j.upstream, j.repo, rec); err != nil {
+			return err
+		}
+		if _, err := p.decideIn(ctx, rec, j.upstream, j.repo, ""); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -339,52 +441,57 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		p.log.Info("scanned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo,
 			"packages", len(inv.Packages), "findings", len(findings), "duration", rec.UpdatedAt.Sub(started))
 	}
-	p.forget(j.digest)
-	if err := p.storeResult(ctx, &rec, j.digest.String()); err != nil {
+	// The scan may have used up its time; the writes must still happen.
+	wctx := context.WithoutCancel(ctx)
+	written, err := p.storeResult(wctx, &rec)
+	if err != nil {
 		p.log.Error("store scan result", "digest", j.digest, "err", err)
-	} else if rec.State == store.ScanDone {
-		p.settle(j.digest)
-		p.noteBlobs(rec)
+		return
 	}
-	p.publish(Event{Type: "scan", At: rec.UpdatedAt, Image: j.upstream + "/" + j.repo + "@" + rec.Digest, Digest: rec.Digest,
-		State: rec.State, Findings: len(findings)})
+	if written {
+		p.forget(j.digest)
+		if rec.State == store.ScanDone {
+			p.settle(j.digest)
+		}
+		p.publish(Event{Type: "scan", At: rec.UpdatedAt, Image: j.upstream + "/" + j.repo + "@" + rec.Digest, Digest: rec.Digest,
+			State: rec.State, Findings: len(findings)})
+	}
+	// Every repository that has a verdict on the digest gets one on the
+	// new result, and the one that queued it gets its first.
+	if err := p.decideAll(wctx, j.digest.String(), j); err != nil {
+		p.log.Error("decide scan result", "digest", j.digest, "err", err)
+	}
 }
 
 // keepFromPrevious carries over what a new result of the same digest keeps
-// from the previous record: its revision, queue time, the tag it was pulled
-// by and the verdict history.
+// from the previous record: its revision and queue time.
 func keepFromPrevious(rec *store.ScanRecord, old store.ScanRecord) {
-	rec.Revision, rec.QueuedAt, rec.FirstAllowedAt, rec.Tag = old.Revision, old.QueuedAt, old.FirstAllowedAt, old.Tag
-	rec.Verdict, rec.History = old.Verdict, old.History
+	rec.Revision, rec.QueuedAt = old.Revision, old.QueuedAt
 }
 
-// storeResult decides a scan's result and writes it, then announces the
-// decision. If the record changed while the scan ran (another replica
-// queued it again, or a re-evaluation touched it), the result is decided
-// again on top of what the newer record keeps; a result another replica
-// finished meanwhile with this scanner stays, and that replica announced it.
-func (p *Pipeline) storeResult(ctx context.Context, rec *store.ScanRecord, reference string) error {
-	// The scan may have used up its time; the write must still happen.
-	wctx := context.WithoutCancel(ctx)
+// storeResult writes a scan's result. If the record changed while the scan
+// ran (another replica queued it again), the result is written on top of
+// the newer record; a result another replica finished meanwhile with this
+// scanner stays (written is false), and that replica announced it.
+func (p *Pipeline) storeResult(ctx context.Context, rec *store.ScanRecord) (written bool, err error) {
 	for range maxWriteAttempts {
-		d, change := p.decide(ctx, rec, reference)
-		err := p.o.Store.PutScan(wctx, rec)
+		err := p.o.Store.PutScan(ctx, rec)
 		if err == nil {
-			p.announce(wctx, *rec, d, change)
+			return true, nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
-			return err
+			return false, err
 		}
-		now, err := p.o.Store.Scan(wctx, rec.Digest)
+		now, err := p.o.Store.Scan(ctx, rec.Digest)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if now.State == store.ScanDone && now.ScannerVersion == rec.ScannerVersion {
-			return nil
+			return false, nil
 		}
 		keepFromPrevious(rec, now)
 	}
-	return fmt.Errorf("scan record %s kept changing: %w", rec.Digest, store.ErrConflict)
+	return false, fmt.Errorf("scan record %s kept changing: %w", rec.Digest, store.ErrConflict)
 }
 
 // maxWriteAttempts bounds how often a writer reads a record again after

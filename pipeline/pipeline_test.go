@@ -241,11 +241,11 @@ func TestFailedScanIsRecordedAndNotRetriedAtOnce(t *testing.T) {
 	if rec.State != store.ScanFailed || !strings.Contains(rec.Error, "MANIFEST_UNKNOWN") {
 		t.Fatalf("record %+v", rec)
 	}
-	calls := r.images.calls.Load()
 	pl.Check(context.Background(), subj)
 	time.Sleep(100 * time.Millisecond)
-	if r.images.calls.Load() != calls {
-		t.Fatal("failed scan retried immediately")
+	// A retry writes the record (pending, then failed again).
+	if again, err := r.state.Scan(context.Background(), missing.String()); err != nil || again.Revision != rec.Revision {
+		t.Fatalf("failed scan retried immediately: revision %d → %d (%v)", rec.Revision, again.Revision, err)
 	}
 }
 
@@ -361,7 +361,7 @@ rules:
 	if dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "1.0.1") || !strings.Contains(dec.Message, "layers") {
 		t.Fatalf("decision %+v", dec)
 	}
-	rec, _ := r.state.Scan(context.Background(), old.String())
+	rec, _ := r.state.Decision(context.Background(), old.String(), "docker.io", "team/app")
 	if rec.Tag != "1.0.0" || rec.Verdict != "block" || !strings.Contains(string(rec.Decision), "NEWER_RELEASE") || !strings.Contains(string(rec.Decision), "TOO_MANY_LAYERS") {
 		t.Fatalf("stored: tag %q verdict %q decision %s", rec.Tag, rec.Verdict, rec.Decision)
 	}
@@ -398,7 +398,7 @@ rules:
 	if dec, _ := pl.Check(context.Background(), subj); dec.Verdict != proxy.Block {
 		t.Fatalf("after the import: %+v", dec)
 	}
-	rec, _ := r.state.Scan(context.Background(), d.String())
+	rec, _ := r.state.Decision(context.Background(), d.String(), "docker.io", "library/alpine")
 	if len(rec.History) != 2 || rec.History[0].To != "allow" || rec.History[1].From != "allow" || rec.History[1].To != "block" {
 		t.Fatalf("history %+v", rec.History)
 	}

@@ -36,8 +36,10 @@ type verdictDocument struct {
 	Vulnerability int             `json:"vulnerabilities"`
 }
 
-// publishArtifacts replaces the verdict and SBOM referrers of a scanned image.
-func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d policy.Decision) error {
+// publishArtifacts replaces the verdict and SBOM referrers of a scanned
+// image in the repository dec was made for: verdicts differ per
+// repository, so what is published does too.
+func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, dec store.DecisionRecord, d policy.Decision) error {
 	if p.o.Artifacts == nil || rec.State != store.ScanDone {
 		return nil
 	}
@@ -55,7 +57,7 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 			return fmt.Errorf("stored findings: %w", err)
 		}
 	}
-	verdict, err := json.Marshal(verdictDocument{Image: rec.Upstream + "/" + rec.Repository, Digest: rec.Digest, Decision: d,
+	verdict, err := json.Marshal(verdictDocument{Image: dec.Upstream + "/" + dec.Repository, Digest: rec.Digest, Decision: d,
 		DBVersion: rec.DBVersion, ScannerVer: rec.ScannerVersion, EvaluatedAt: p.now().UTC(), Vulnerability: len(findings)})
 	if err != nil {
 		return err
@@ -78,7 +80,7 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 		}
 		descs = append(descs, desc)
 		if p.o.Signer != nil {
-			tag, sigDigest, err := signArtifact(p.o.Signer, rec.Upstream+"/"+rec.Repository, md, contents)
+			tag, sigDigest, err := signArtifact(p.o.Signer, dec.Upstream+"/"+dec.Repository, md, contents)
 			if err != nil {
 				return fmt.Errorf("sign %s: %w", a.artifactType, err)
 			}
@@ -86,7 +88,7 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 		}
 	}
 	if p.o.Signer != nil {
-		tag, attDigest, bundles, err := attest(p.o.Signer, rec.Upstream+"/"+rec.Repository, subject,
+		tag, attDigest, bundles, err := attest(p.o.Signer, dec.Upstream+"/"+dec.Repository, subject,
 			[]attestation{{VerdictPredicateType, verdict}, {SBOMPredicateType, sbom.Bytes()}}, p.now(), contents)
 		if err != nil {
 			return fmt.Errorf("attest %s: %w", rec.Digest, err)
@@ -96,11 +98,11 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 	}
 	// The attestation image is content of this subject's set, so the next
 	// publication replaces it.
-	if err := p.o.Artifacts.PutReferrers(ctx, rec.Digest, descs, contents); err != nil {
+	if err := p.o.Artifacts.PutReferrers(ctx, store.SubjectKey(dec.Upstream, dec.Repository, rec.Digest), descs, contents); err != nil {
 		return err
 	}
 	for tag, d := range localTags {
-		if err := p.o.Artifacts.PutLocalTag(ctx, tag, d); err != nil {
+		if err := p.o.Artifacts.PutLocalTag(ctx, store.LocalTagKey(dec.Upstream, dec.Repository, tag), d); err != nil {
 			return err
 		}
 	}

@@ -63,7 +63,7 @@ rules:
 	if err != nil || n != 1 {
 		t.Fatalf("Reevaluate: %d, %v", n, err)
 	}
-	rec, err := r.state.Scan(context.Background(), d.String())
+	rec, err := r.state.Decision(context.Background(), d.String(), "docker.io", "library/alpine")
 	if err != nil || rec.Verdict != "block" || rec.PolicyVersion != strict.Version() || rec.Tag != "3.16.9" {
 		t.Fatalf("stored after the change: verdict %q policy %q tag %q (%v)", rec.Verdict, rec.PolicyVersion, rec.Tag, err)
 	}
@@ -127,7 +127,7 @@ func TestRematchRacingAnotherWriterLosesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		other.Tag = "written-meanwhile"
+		other.Error = "written-meanwhile"
 		if err := r.state.PutScan(context.Background(), &other); err != nil {
 			t.Fatal(err)
 		}
@@ -136,8 +136,8 @@ func TestRematchRacingAnotherWriterLosesNothing(t *testing.T) {
 		t.Fatalf("Rematch: %d, %v", n, err)
 	}
 	rec, _ := r.state.Scan(context.Background(), d.String())
-	if rec.Tag != "written-meanwhile" || rec.DBVersion != r.db.Version() || rec.Stale || len(findingIDs(t, rec)) == 0 {
-		t.Fatalf("after the race: tag %q, db %q (want %q), stale %v, findings %v", rec.Tag, rec.DBVersion, r.db.Version(), rec.Stale, findingIDs(t, rec))
+	if rec.Error != "written-meanwhile" || rec.DBVersion != r.db.Version() || rec.Stale || len(findingIDs(t, rec)) == 0 {
+		t.Fatalf("after the race: other writer's field %q, db %q (want %q), stale %v, findings %v", rec.Error, rec.DBVersion, r.db.Version(), rec.Stale, findingIDs(t, rec))
 	}
 }
 
@@ -168,8 +168,8 @@ func TestBlobsFollowTheCurrentVerdict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dec := pl.CheckBlob(context.Background(), digest.Digest(layer.String())); dec.Verdict != proxy.Allow {
-		t.Fatalf("layer of a warned image: %+v", dec)
+	if dec, err := pl.CheckBlob(context.Background(), "docker.io", "library/alpine", digest.Digest(layer.String())); err != nil || dec.Verdict != proxy.Allow {
+		t.Fatalf("layer of a warned image: %+v %v", dec, err)
 	}
 	for _, step := range []struct {
 		pol  *policy.Policy
@@ -179,8 +179,8 @@ func TestBlobsFollowTheCurrentVerdict(t *testing.T) {
 		if _, err := pl.Reevaluate(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if dec := pl.CheckBlob(context.Background(), digest.Digest(layer.String())); dec.Verdict != step.want {
-			t.Fatalf("under %s: layer %+v, want %v", step.pol.Rules[0].Name, dec, step.want)
+		if dec, err := pl.CheckBlob(context.Background(), "docker.io", "library/alpine", digest.Digest(layer.String())); err != nil || dec.Verdict != step.want {
+			t.Fatalf("under %s: layer %+v %v, want %v", step.pol.Rules[0].Name, dec, err, step.want)
 		}
 	}
 }

@@ -9,71 +9,55 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/store"
 )
 
 // Rematch matches every stored inventory whose findings came from another
-// database version again, without reading any layer. It returns how many
-// results changed version.
+// database version again, without reading any layer, and decides again
+// every verdict on those images. It returns how many results changed
+// version.
 func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 	if p.o.Matcher == nil {
 		return 0, nil
 	}
 	version := p.o.Matcher.Version()
 	outdated := func(r store.ScanRecord) bool { return r.State == store.ScanDone && r.DBVersion != version }
-	return p.redecideWhere(ctx, outdated, func(r *store.ScanRecord) error {
-		var inv scanner.Inventory
-		if err := json.Unmarshal(r.Inventory, &inv); err != nil {
-			return fmt.Errorf("stored inventory of %s: %w", r.Digest, err)
-		}
-		findings, dbVersion, err := p.match(ctx, &inv)
-		if err != nil {
-			return err
-		}
-		if r.Findings, err = json.Marshal(findings); err != nil {
-			return err
-		}
-		r.DBVersion, r.UpdatedAt = dbVersion, p.now()
-		return nil
-	}, func(r *store.ScanRecord) string { return r.Digest })
-}
-
-// redecideWhere applies change (nil: none) to every stored record
-// outdated selects and decides it again, as pulled by the reference
-// reference gives; each record is read again (and skipped if no longer
-// outdated) when its turn comes. It returns how many it re-decided.
-func (p *Pipeline) redecideWhere(ctx context.Context, outdated func(store.ScanRecord) bool, change func(*store.ScanRecord) error, reference func(*store.ScanRecord) string) (int, error) {
 	digests, err := p.digestsWhere(ctx, outdated)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, d := range digests {
-		var decision policy.Decision
-		var verdictChange *store.VerdictChange
 		written, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
 			if !outdated(*r) {
 				return false, nil // changed since the listing
 			}
-			if change != nil {
-				if err := change(r); err != nil {
-					return false, err
-				}
+			var inv scanner.Inventory
+			if err := json.Unmarshal(r.Inventory, &inv); err != nil {
+				return false, fmt.Errorf("stored inventory of %s: %w", r.Digest, err)
 			}
-			decision, verdictChange = p.decide(ctx, r, reference(r))
+			findings, dbVersion, err := p.match(ctx, &inv)
+			if err != nil {
+				return false, err
+			}
+			if r.Findings, err = json.Marshal(findings); err != nil {
+				return false, err
+			}
+			r.DBVersion, r.UpdatedAt = dbVersion, p.now()
 			return true, nil
 		})
 		if err != nil {
 			return n, err
 		}
-		if written != nil {
-			p.announce(ctx, *written, decision, verdictChange)
-			p.forget(digest.Digest(d))
-			p.noteBlobs(*written)
-			n++
+		if written == nil {
+			continue
 		}
+		p.forget(digest.Digest(d))
+		if err := p.decideAll(ctx, d, job{}); err != nil {
+			return n, err
+		}
+		n++
 	}
 	return n, nil
 }

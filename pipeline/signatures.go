@@ -10,7 +10,6 @@ import (
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/signing"
-	"github.com/portcullis/portcullis/store"
 )
 
 // Registry is what signature discovery reads, through the proxy's cache:
@@ -49,21 +48,31 @@ func (u upstreamRegistry) Referrers(ctx context.Context, repo, d, artifactType s
 	return b, notFound(err)
 }
 
-// signatureFacts verifies the signatures of a record's digest against what
-// the rule trusts. Keys and keyless identities are checked separately: the
+// maxParentsChecked bounds the indexes whose signatures may cover one
+// manifest: each costs signature lookups upstream.
+const maxParentsChecked = 16
+
+// signatureFacts verifies the signatures of digest d, looked up in
+// upstream/repo (cosign's tags and referrers live per repository), against
+// what the rule trusts; a signed index of the same repository that lists d
+// covers it. Keys and keyless identities are checked separately: the
 // transparency-log requirement is about keyless signatures.
-func (p *Pipeline) signatureFacts(ctx context.Context, rec store.ScanRecord, rule policy.Rule) policy.SignatureFacts {
+func (p *Pipeline) signatureFacts(ctx context.Context, d, upstream, repo string, rule policy.Rule) policy.SignatureFacts {
 	sr := rule.Signature
 	if sr == nil || p.o.Registry == nil {
 		return policy.SignatureFacts{State: policy.SignatureNotChecked}
 	}
-	reg := upstreamRegistry{reg: p.o.Registry, upstream: rec.Upstream}
-	parent := p.parentOf(digest.Digest(rec.Digest))
+	reg := upstreamRegistry{reg: p.o.Registry, upstream: upstream}
+	var parents []string
+	err := p.o.Store.Parents(ctx, upstream, repo, d, func(index string) bool {
+		parents = append(parents, index)
+		return len(parents) < maxParentsChecked
+	})
+	if err != nil {
+		return policy.SignatureFacts{State: policy.SignatureError, Error: "indexes listing " + d + ": " + err.Error()}
+	}
 	verify := func(t signing.Trust) signing.Result {
-		if parent != "" {
-			return signing.VerifyWithIndex(ctx, reg, rec.Repository, rec.Digest, parent.String(), t)
-		}
-		return signing.Verify(ctx, reg, rec.Repository, rec.Digest, t)
+		return signing.VerifyWithIndexes(ctx, reg, repo, d, parents, t)
 	}
 	var results []signing.Result
 	if len(sr.Keys) > 0 {
@@ -84,32 +93,4 @@ func (p *Pipeline) signatureFacts(ctx context.Context, rec store.ScanRecord, rul
 		out.Signers = append(out.Signers, policy.Signer{KeyID: s.KeyID, Issuer: s.Issuer, Subject: s.Subject})
 	}
 	return out
-}
-
-// parentOf is the index a platform manifest was last served from, whose
-// signature may cover it.
-func (p *Pipeline) parentOf(d digest.Digest) digest.Digest {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.parents[d]
-}
-
-// noteChildren remembers which index lists which platform manifests.
-func (p *Pipeline) noteChildren(ctx context.Context, s proxy.Subject) {
-	if p.o.Images == nil {
-		return
-	}
-	children, err := p.o.Images.IndexChildren(ctx, s.Upstream, s.Repository, s.Digest)
-	if err != nil {
-		p.log.Warn("read index", "digest", s.Digest, "err", err)
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.parents) >= settledLimit {
-		p.parents = map[digest.Digest]digest.Digest{}
-	}
-	for _, c := range children {
-		p.parents[digest.Digest(c.Digest.String())] = s.Digest
-	}
 }

@@ -39,7 +39,7 @@ func (p *Proxy) mergeAttestations(ctx context.Context, rt route, ours, theirs ma
 	}
 	d := digest.FromBytes(body)
 	subject := "sha256:" + strings.TrimSuffix(strings.TrimPrefix(rt.ref, "sha256-"), ".att")
-	err := p.local.AddContents(ctx, subject, map[string]store.Content{
+	err := p.local.AddContents(ctx, store.SubjectKey(rt.upstream, rt.repo, subject), map[string]store.Content{
 		digest.FromBytes(config).String(): {MediaType: configType, Body: config},
 		d.String():                        {MediaType: theirs.mediaType, Body: body},
 	})

@@ -18,7 +18,11 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	d := rt.digest // validated by the router
 	up := p.upstreamFor(rt)
 	if bg, ok := p.gate.(BlobGate); ok && p.gateBlobs {
-		if dec := bg.CheckBlob(r.Context(), d); dec.Verdict == Block {
+		dec, err := bg.CheckBlob(r.Context(), rt.upstream, rt.repo, d)
+		if err != nil {
+			return errInternal("check "+blobWhat(up, rt), err)
+		}
+		if dec.Verdict == Block {
 			return errorf(http.StatusForbidden, "DENIED", "%s", p.withDetails(r, dec))
 		}
 	}

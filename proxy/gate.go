@@ -14,6 +14,9 @@ type Subject struct {
 	Reference  string // tag or digest as the client asked
 	Digest     digest.Digest
 	MediaType  string
+	// Manifest is the body about to be served; nil where the caller has
+	// none (the gate then reads it through the cache).
+	Manifest []byte
 }
 
 // Verdict is what the gate decided.
@@ -71,7 +74,8 @@ func (allowAll) Check(context.Context, Subject) (Decision, error) {
 
 // BlobGate is what a Gate may also implement to refuse blobs that belong to
 // blocked images, so nobody bypasses a block by asking for layers directly.
-// It answers Allow or Block.
+// It decides per repository, as the manifest gate does, and answers Allow
+// or Block; an error means it could not tell (the blob is not served).
 type BlobGate interface {
-	CheckBlob(ctx context.Context, d digest.Digest) Decision
+	CheckBlob(ctx context.Context, upstream, repo string, d digest.Digest) (Decision, error)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/proxy/upstream"
+	"github.com/portcullis/portcullis/store"
 )
 
 // serveTags lists tags with n/last pagination done here, over the full
@@ -121,7 +122,7 @@ func (p *Proxy) referrers(ctx context.Context, up Upstream, repo string, d diges
 	}
 	if p.local != nil && withOwn {
 		// What Portcullis published about d (verdict, SBOM) joins the list.
-		own, err := p.local.Referrers(ctx, d.String())
+		own, err := p.local.Referrers(ctx, store.SubjectKey(up.Client.Name(), repo, d.String()))
 		if err != nil {
 			return referrerIndex{}, errInternal(what, err)
 		}

@@ -37,11 +37,12 @@ func (p *Proxy) localContent(ctx context.Context, d digest.Digest) (store.Conten
 
 // localCosignTag finds what Portcullis published under cosign's tag for a
 // digest, sha256-<hex><suffix>.
-func (p *Proxy) localCosignTag(ctx context.Context, tag, suffix string) (manifestResult, bool) {
+func (p *Proxy) localCosignTag(ctx context.Context, rt route, suffix string) (manifestResult, bool) {
+	tag := rt.ref
 	if p.local == nil || !strings.HasPrefix(tag, "sha256-") || !strings.HasSuffix(tag, suffix) {
 		return manifestResult{}, false
 	}
-	d, err := p.local.LocalTag(ctx, tag)
+	d, err := p.local.LocalTag(ctx, store.LocalTagKey(rt.upstream, rt.repo, tag))
 	if err != nil {
 		return manifestResult{}, false
 	}
@@ -116,7 +117,7 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	}
 	info.cache = m.cache
 
-	dec, err := p.gate.Check(ctx, Subject{Upstream: rt.upstream, Repository: rt.repo, Reference: rt.ref, Digest: m.digest, MediaType: m.mediaType})
+	dec, err := p.gate.Check(ctx, Subject{Upstream: rt.upstream, Repository: rt.repo, Reference: rt.ref, Digest: m.digest, MediaType: m.mediaType, Manifest: m.body})
 	if err != nil {
 		return errInternal("evaluate "+rt.upstream+"/"+rt.repo+"@"+m.digest.String(), err)
 	}
@@ -219,11 +220,11 @@ func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string
 func (p *Proxy) manifestByTag(ctx context.Context, up Upstream, rt route, pa parsedAccept) (manifestResult, *regError) {
 	// cosign's signature tag of content Portcullis published and signed
 	// itself; such digests exist nowhere upstream.
-	if m, ok := p.localCosignTag(ctx, rt.ref, ".sig"); ok {
+	if m, ok := p.localCosignTag(ctx, rt, ".sig"); ok {
 		return m, nil
 	}
 	// The attestations Portcullis published for the digest the tag names.
-	if ours, ok := p.localCosignTag(ctx, rt.ref, ".att"); ok {
+	if ours, ok := p.localCosignTag(ctx, rt, ".att"); ok {
 		theirs, rerr := p.upstreamTag(ctx, up, rt, pa)
 		return p.mergeAttestations(ctx, rt, ours, theirs, rerr)
 	}

@@ -138,6 +138,13 @@ func verifyDigest(ctx context.Context, reg Registry, repo, digest string, ts tru
 // index and pull a platform manifest. The index is fetched and checked to list
 // digest, so a signed index cannot vouch for an unrelated manifest.
 func VerifyWithIndex(ctx context.Context, reg Registry, repo, digest, indexDigest string, trust Trust) Result {
+	return VerifyWithIndexes(ctx, reg, repo, digest, []string{indexDigest}, trust)
+}
+
+// VerifyWithIndexes is VerifyWithIndex for a manifest listed by several
+// indexes of the repository: the first index whose verified signature
+// covers it wins.
+func VerifyWithIndexes(ctx context.Context, reg Registry, repo, digest string, indexes []string, trust Trust) Result {
 	if err := checkDigest(digest); err != nil {
 		return Result{State: StateError, Error: err.Error()}
 	}
@@ -146,25 +153,33 @@ func VerifyWithIndex(ctx context.Context, reg Registry, repo, digest, indexDiges
 		return Result{State: StateError, Error: err.Error()}
 	}
 	own := verifyDigest(ctx, reg, repo, digest, ts)
-	if own.State == StateVerified || indexDigest == "" || indexDigest == digest {
-		return own
+	results := []Result{own}
+	for _, indexDigest := range indexes {
+		if own.State == StateVerified {
+			return own
+		}
+		if indexDigest == "" || indexDigest == digest {
+			continue
+		}
+		listed, err := indexLists(ctx, reg, repo, indexDigest, digest)
+		if err != nil {
+			results = append(results, Result{State: StateError, Error: err.Error()})
+			continue
+		}
+		if !listed {
+			continue
+		}
+		idx := verifyDigest(ctx, reg, repo, indexDigest, ts)
+		if idx.State == StateVerified {
+			idx.CoveredBy = indexDigest
+			return idx
+		}
+		if idx.Error != "" {
+			idx.Error = "index " + indexDigest + ": " + idx.Error
+		}
+		results = append(results, idx)
 	}
-	listed, err := indexLists(ctx, reg, repo, indexDigest, digest)
-	if err != nil {
-		return Merge(own, Result{State: StateError, Error: err.Error()})
-	}
-	if !listed {
-		return own
-	}
-	idx := verifyDigest(ctx, reg, repo, indexDigest, ts)
-	if idx.State == StateVerified {
-		idx.CoveredBy = indexDigest
-		return idx
-	}
-	if idx.Error != "" {
-		idx.Error = "index " + indexDigest + ": " + idx.Error
-	}
-	return Merge(own, idx)
+	return Merge(results...)
 }
 
 // indexLists fetches the index by digest, checks the bytes are what the digest

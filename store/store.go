@@ -53,6 +53,15 @@ type ArtifactStore interface {
 	LocalTag(ctx context.Context, tag string) (string, error)
 }
 
+// SubjectKey names the set of referrers Portcullis publishes about digest
+// in upstream/repo (verdicts differ per repository, so do their
+// publications); it is the subject argument of ArtifactStore's methods.
+func SubjectKey(upstream, repo, digest string) string { return upstream + "/" + repo + "@" + digest }
+
+// LocalTagKey names a tag Portcullis serves itself in upstream/repo (e.g.
+// cosign's sha256-<hex>.sig of a published artifact).
+func LocalTagKey(upstream, repo, tag string) string { return upstream + "/" + repo + ":" + tag }
+
 // Store is the state shared by the proxy's request handlers and the
 // background pipeline.
 type Store interface {
