@@ -137,7 +137,7 @@ func (p *Pipeline) remembered(s proxy.Subject, policyVersion string, rule policy
 func (p *Pipeline) remember(s proxy.Subject, policyVersion string, rule policy.Rule, g proxy.Decision) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.decisions) >= memoLimit {
+	if len(p.decisions) >= p.memoLimit {
 		p.decisions = map[digest.Digest]map[string]cachedDecision{}
 	}
 	byRepo := p.decisions[s.Digest]

@@ -72,7 +72,7 @@ func (p *Pipeline) alreadyLinked(upstream, repo, image string) bool {
 func (p *Pipeline) noteLinked(upstream, repo, image string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.linked) >= memoLimit {
+	if len(p.linked) >= p.memoLimit {
 		p.linked = map[string]bool{}
 	}
 	p.linked[upstream+"/"+repo+"@"+image] = true

@@ -101,20 +101,21 @@ type Pipeline struct {
 	decisions map[digest.Digest]map[string]cachedDecision
 	// linked remembers the manifests whose relations are stored, so a pull
 	// writes them once. A cache: a miss writes them again (idempotent).
-	linked map[string]bool
-	events broker
-	wake   chan struct{}
+	linked    map[string]bool
+	memoLimit int
+	events    broker
+	wake      chan struct{}
 }
 
-// memoLimit bounds each in-memory cache; when full it starts over. Nothing
-// that decides what may be served lives only here: every miss goes to the
-// store.
-const memoLimit = 100_000
+// defaultMemoLimit bounds each in-memory cache; when full it starts over.
+// Nothing that decides what may be served lives only there: every miss
+// goes to the store.
+const defaultMemoLimit = 100_000
 
 func (p *Pipeline) settle(d digest.Digest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.settled) >= memoLimit {
+	if len(p.settled) >= p.memoLimit {
 		p.settled = map[digest.Digest]bool{}
 	}
 	p.settled[d] = true
@@ -139,6 +140,7 @@ func New(o Options) *Pipeline {
 		finished:  map[digest.Digest]chan struct{}{},
 		decisions: map[digest.Digest]map[string]cachedDecision{},
 		linked:    map[string]bool{},
+		memoLimit: defaultMemoLimit,
 		wake:      make(chan struct{}, 1),
 	}
 	pol := o.Policy

@@ -2,11 +2,16 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
@@ -183,4 +188,63 @@ func TestBlobsFollowTheCurrentVerdict(t *testing.T) {
 			t.Fatalf("under %s: layer %+v %v, want %v", step.pol.Rules[0].Name, dec, err, step.want)
 		}
 	}
+}
+
+// The blob gate and the verdicts hold however many images are stored: the
+// in-memory caches are smaller than the store here, and a new process
+// (a restart) on the same state knows everything too.
+func TestBlobGateHoldsMoreThanItsCaches(t *testing.T) {
+	r := newRig(t)
+	strict := mustPolicy(t, "rules:\n  - {name: one-layer, match: {}, size: {max_layers: 1}, on_unscanned: {wait: 30s, then: block}}\n")
+	newPipeline := func() *pipeline.Pipeline {
+		pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+			Policy: strict, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		pl.SetMemoLimit(2)
+		return pl
+	}
+	pl := newPipeline()
+	run(t, pl)
+	type image struct {
+		subj   proxy.Subject
+		layers []v1.Hash
+	}
+	var images []image
+	for i := range 6 {
+		img, err := random.Image(512, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := name.ParseReference(fmt.Sprintf("%s/strict/app:%d", r.upstreamHost, i))
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := img.Digest()
+		ls, _ := img.Layers()
+		var hs []v1.Hash
+		for _, l := range ls {
+			h, _ := l.Digest()
+			hs = append(hs, h)
+		}
+		images = append(images, image{proxy.Subject{Upstream: "docker.io", Repository: "strict/app", Reference: fmt.Sprint(i), Digest: digest.Digest(d.String()), MediaType: string(types.DockerManifestSchema2)}, hs})
+	}
+	for _, im := range images {
+		if dec, err := pl.Check(context.Background(), im.subj); err != nil || dec.Verdict != proxy.Block {
+			t.Fatalf("%s: %+v %v", im.subj.Digest, dec, err)
+		}
+	}
+	check := func(pl *pipeline.Pipeline) {
+		t.Helper()
+		for _, im := range images {
+			for _, l := range im.layers {
+				if dec, err := pl.CheckBlob(context.Background(), "docker.io", "strict/app", digest.Digest(l.String())); err != nil || dec.Verdict != proxy.Block {
+					t.Fatalf("layer %s of blocked %s: %+v %v", l, im.subj.Digest, dec, err)
+				}
+			}
+			if dec, err := pl.Check(context.Background(), im.subj); err != nil || dec.Verdict != proxy.Block {
+				t.Fatalf("%s again: %+v %v", im.subj.Digest, dec, err)
+			}
+		}
+	}
+	check(pl)
+	check(newPipeline()) // as after a restart: nothing in memory
 }

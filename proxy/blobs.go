@@ -38,6 +38,11 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 			return nil
 		}
 	}
+	if p.requireBlobLink {
+		if rerr := p.checkBlobLink(r.Context(), up, rt); rerr != nil {
+			return rerr
+		}
+	}
 	if r.Method == http.MethodHead {
 		return p.headBlob(w, r, rt, info)
 	}

@@ -47,6 +47,11 @@ type Options struct {
 	// Local is content Portcullis publishes itself (verdicts, SBOMs),
 	// served by digest and listed in its subject's referrers. May be nil.
 	Local store.ArtifactStore
+	// RequireBlobLink serves a blob under a repository only if the
+	// repository is known to hold it (a manifest served from it references
+	// it, or the upstream confirms it there): set when who may pull what is
+	// decided per repository (auth).
+	RequireBlobLink bool
 }
 
 // Proxy is the /v2/ handler.
@@ -62,6 +67,7 @@ type Proxy struct {
 	gateBlobs       bool
 	local           store.ArtifactStore
 	publicURL       string
+	requireBlobLink bool
 	manifestFlight  singleflight.Group
 	tags            tagMemo
 	accepts         acceptMemo
@@ -81,6 +87,7 @@ func New(o Options) (*Proxy, error) {
 		gateBlobs:       o.GateBlobs,
 		local:           o.Local,
 		publicURL:       strings.TrimRight(o.PublicURL, "/"),
+		requireBlobLink: o.RequireBlobLink,
 		now:             time.Now,
 	}
 	var names []string

@@ -32,10 +32,12 @@ import (
 
 // env is an upstream registry and a proxy in front of it, both on loopback.
 type env struct {
-	upstream     *httptest.Server
-	proxy        *httptest.Server
-	gets         atomic.Int64 // upstream blob GETs
-	onUpstream   func(*http.Request)
+	upstream   *httptest.Server
+	proxy      *httptest.Server
+	gets       atomic.Int64 // upstream blob GETs
+	onUpstream func(*http.Request)
+	// refuse makes the upstream answer 404 to the requests it selects.
+	refuse       func(*http.Request) bool
 	p            *proxy.Proxy
 	upstreamHost string
 	proxyHost    string
@@ -45,12 +47,14 @@ type env struct {
 type envOption func(*envConfig)
 
 type envConfig struct {
-	tagTTL   time.Duration
-	maxBytes int64
+	tagTTL          time.Duration
+	maxBytes        int64
+	requireBlobLink bool
 }
 
 func withTagTTL(d time.Duration) envOption  { return func(c *envConfig) { c.tagTTL = d } }
 func withMaxBytes(n int64) envOption        { return func(c *envConfig) { c.maxBytes = n } }
+func withRequiredBlobLinks() envOption      { return func(c *envConfig) { c.requireBlobLink = true } }
 func quietLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
@@ -67,6 +71,12 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		}
 		if e.onUpstream != nil {
 			e.onUpstream(r)
+		}
+		if e.refuse != nil && e.refuse(r) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"not in this repository"}]}`)
+			return
 		}
 		reg.ServeHTTP(w, r)
 	}))
@@ -98,6 +108,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		Fetcher:         cache.NewFetcher(content, time.Minute, 10*time.Second, quietLogger(t)),
 		State:           state,
 		Logger:          quietLogger(t),
+		RequireBlobLink: cfg.requireBlobLink,
 	})
 	if err != nil {
 		t.Fatal(err)
