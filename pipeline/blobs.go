@@ -45,18 +45,22 @@ func (p *Pipeline) CheckBlob(ctx context.Context, upstream, repo string, d diges
 		return proxy.Decision{Verdict: proxy.Allow}, nil
 	}
 	// An image with no verdict here yet is still being scanned (its
-	// manifest was served under on_unscanned), or its manifest was never
-	// served here: the blob gets what its manifest would.
+	// manifest was served under on_unscanned), or its scan just ended and
+	// the verdict is being written: the blob gets what its manifest would.
 	rule := p.policy().Select(upstream, repo)
 	for _, image := range undecided {
 		rec, found, err := p.current(ctx, digest.Digest(image))
 		if err != nil {
 			return proxy.Decision{}, err
 		}
+		var d policy.Decision
 		if !found || rec.State == store.ScanPending {
-			if p.unscannedDecision(rule, upstream, repo, image, "").Effective != policy.Block {
-				return proxy.Decision{Verdict: proxy.Allow}, nil
-			}
+			d = p.unscannedDecision(rule, upstream, repo, image, "")
+		} else if d, err = p.decideIn(ctx, rec, upstream, repo, ""); err != nil {
+			return proxy.Decision{}, err
+		}
+		if d.Effective != policy.Block {
+			return proxy.Decision{Verdict: proxy.Allow}, nil
 		}
 		blocked = append(blocked, image)
 	}
