@@ -179,8 +179,11 @@ func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := h.Queue.Request(r.Context(), res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
 		status := http.StatusInternalServerError
-		if errors.Is(err, pipeline.ErrIndexTooLarge) {
+		switch {
+		case errors.Is(err, pipeline.ErrIndexTooLarge):
 			status = http.StatusBadRequest
+		case errors.Is(err, pipeline.ErrQueueFull):
+			status = http.StatusServiceUnavailable
 		}
 		writeError(w, status, "queue scan: "+err.Error())
 		return

@@ -48,10 +48,15 @@ func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 	if found && rec.State != store.ScanPending {
 		return p.verdictOf(ctx, rec, pol, rule, s)
 	}
-	if err := p.enqueue(ctx, job{upstream: s.Upstream, repo: s.Repository, tag: tagOf(s.Reference), digest: s.Digest}, s.MediaType, p.o.AllPlatforms); err != nil {
+	err = p.enqueue(ctx, job{upstream: s.Upstream, repo: s.Repository, tag: tagOf(s.Reference), digest: s.Digest}, s.MediaType, p.o.AllPlatforms)
+	switch {
+	case errors.Is(err, ErrQueueFull):
+		// Too much to scan already: the rule's on_unscanned verdict now,
+		// and the scan is queued by a later pull.
+		p.log.Warn("scan queue full", "image", s.Upstream+"/"+s.Repository+"@"+s.Digest.String(), "queued", p.maxQueued)
+	case err != nil:
 		return proxy.Decision{}, err
-	}
-	if rule.OnUnscanned.Wait > 0 {
+	case rule.OnUnscanned.Wait > 0:
 		if p.wait(ctx, s.Digest, rule.OnUnscanned.Wait) {
 			if rec, found, err = p.current(ctx, s.Digest); err != nil {
 				return proxy.Decision{}, err

@@ -103,6 +103,7 @@ type Pipeline struct {
 	// writes them once. A cache: a miss writes them again (idempotent).
 	linked    map[string]bool
 	memoLimit int
+	maxQueued int
 	events    broker
 	wake      chan struct{}
 }
@@ -141,6 +142,7 @@ func New(o Options) *Pipeline {
 		decisions: map[digest.Digest]map[string]cachedDecision{},
 		linked:    map[string]bool{},
 		memoLimit: defaultMemoLimit,
+		maxQueued: defaultMaxQueued,
 		wake:      make(chan struct{}, 1),
 	}
 	pol := o.Policy
@@ -222,6 +224,15 @@ const (
 	maxIndexManifests = 1024 // distinct manifests one walk visits
 )
 
+// defaultMaxQueued bounds the scans queued or running in this process:
+// every distinct digest pulled or requested queues one, and each costs
+// memory until its turn.
+const defaultMaxQueued = 10_000
+
+// ErrQueueFull is returned when that many scans are waiting already; the
+// digest is queued by a later pull.
+var ErrQueueFull = errors.New("scan queue full")
+
 // ErrIndexTooLarge is returned for an index nested deeper, or listing more
 // manifests, than Portcullis walks.
 var ErrIndexTooLarge = errors.New("index too large")
@@ -270,6 +281,12 @@ func (p *Pipeline) platformManifests(ctx context.Context, upstream, repo string,
 // enqueueManifest queues the scan of one image manifest.
 func (p *Pipeline) enqueueManifest(ctx context.Context, j job) error {
 	d := j.digest
+	p.mu.Lock()
+	full := len(p.finished) >= p.maxQueued
+	p.mu.Unlock()
+	if full {
+		return fmt.Errorf("scan of %s/%s@%s: %w", j.upstream, j.repo, d, ErrQueueFull)
+	}
 	// Claim the digest before looking at the store, so a racing request
 	// cannot read "nothing yet" while this one's scan starts and ends.
 	if !p.claim(d) {
