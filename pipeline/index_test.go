@@ -151,7 +151,8 @@ func TestIndexWalkIsBounded(t *testing.T) {
 // request is told the queue is full.
 func TestScanQueueIsBounded(t *testing.T) {
 	r := newRig(t)
-	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Scanner: r.scans, ScannerVersion: scanner.Version,
+	r.importDB(t)
+	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Scanner: r.scans, ScannerVersion: scanner.Version, Matcher: r.db,
 		Policy: mustPolicy(t, "rules:\n  - {name: r, match: {}, vulnerabilities: {block: CRITICAL}, on_unscanned: {wait: 10s, then: block}}\n"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	pl.SetQueueLimit(3) // and no workers: nothing leaves the queue
 	const image = "application/vnd.oci.image.manifest.v1+json"
