@@ -24,14 +24,14 @@ func (e *tooManyBlobsError) Error() string {
 // manifestRefs reads the digests a manifest refers to: config and layers
 // of an image, or the manifests of an index. Entries that are not valid
 // digests are skipped: no client can fetch them.
-func manifestRefs(body []byte) (blobs, children []string, err error) {
+func manifestRefs(body []byte) (blobs []store.BlobRef, children []string, err error) {
+	type descriptor struct {
+		Digest string `json:"digest"`
+		Size   int64  `json:"size"`
+	}
 	var m struct {
-		Config *struct {
-			Digest string `json:"digest"`
-		} `json:"config"`
-		Layers []struct {
-			Digest string `json:"digest"`
-		} `json:"layers"`
+		Config *descriptor  `json:"config"`
+		Layers []descriptor `json:"layers"`
 		Manifests []struct {
 			Digest string `json:"digest"`
 		} `json:"manifests"`
@@ -43,12 +43,18 @@ func manifestRefs(body []byte) (blobs, children []string, err error) {
 		return nil, nil, &tooManyBlobsError{n: n}
 	}
 	valid := func(d string) bool { _, err := digest.Parse(d); return err == nil }
+	ref := func(d descriptor) store.BlobRef {
+		if d.Size < 0 {
+			d.Size = -1 // not a size anyone can serve
+		}
+		return store.BlobRef{Digest: d.Digest, Size: d.Size}
+	}
 	if m.Config != nil && valid(m.Config.Digest) {
-		blobs = append(blobs, m.Config.Digest)
+		blobs = append(blobs, ref(*m.Config))
 	}
 	for _, l := range m.Layers {
 		if valid(l.Digest) {
-			blobs = append(blobs, l.Digest)
+			blobs = append(blobs, ref(l))
 		}
 	}
 	for _, c := range m.Manifests {
@@ -132,7 +138,11 @@ func (p *Pipeline) linkImageFacts(ctx context.Context, upstream, repo string, re
 	if p.alreadyLinked(upstream, repo, rec.Digest) {
 		return nil
 	}
-	if err := p.o.Store.LinkImage(ctx, upstream, repo, rec.Digest, f.Blobs); err != nil {
+	blobs := make([]store.BlobRef, len(f.Blobs))
+	for i, b := range f.Blobs {
+		blobs[i] = store.BlobRef{Digest: b, Size: -1} // the manifest's link has the sizes
+	}
+	if err := p.o.Store.LinkImage(ctx, upstream, repo, rec.Digest, blobs); err != nil {
 		return err
 	}
 	p.noteLinked(upstream, repo, rec.Digest)

@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"net/http"
+
+	"github.com/portcullis/portcullis/store"
 )
 
 // checkBlobLink refuses a blob the repository is not known to hold. With
@@ -13,7 +15,7 @@ import (
 // repository with the mirror's credentials (once: it is then remembered).
 func (p *Proxy) checkBlobLink(ctx context.Context, up Upstream, rt route) *regError {
 	d := rt.digest.String()
-	linked, err := p.state.BlobLinked(ctx, rt.upstream, rt.repo, d)
+	_, linked, err := p.state.BlobLink(ctx, rt.upstream, rt.repo, d)
 	if err != nil {
 		return errInternal("look up "+blobWhat(up, rt), err)
 	}
@@ -22,7 +24,8 @@ func (p *Proxy) checkBlobLink(ctx context.Context, up Upstream, rt route) *regEr
 	}
 	hctx, cancel := p.detach(ctx)
 	defer cancel()
-	if _, err := up.Client.HeadBlob(hctx, rt.repo, rt.digest); err != nil {
+	size, err := up.Client.HeadBlob(hctx, rt.repo, rt.digest)
+	if err != nil {
 		rerr := fromUpstream("confirm "+blobWhat(up, rt)+" upstream", err, "BLOB_UNKNOWN")
 		if rerr.Status == http.StatusNotFound || rerr.Status == http.StatusUnauthorized || rerr.Status == http.StatusForbidden {
 			// The repository does not hold it, or the mirror may not
@@ -31,7 +34,7 @@ func (p *Proxy) checkBlobLink(ctx context.Context, up Upstream, rt route) *regEr
 		}
 		return rerr
 	}
-	if err := p.state.LinkBlob(ctx, rt.upstream, rt.repo, d); err != nil {
+	if err := p.state.LinkBlob(ctx, rt.upstream, rt.repo, store.BlobRef{Digest: d, Size: size}); err != nil {
 		p.log.Error("remember blob confirmed upstream", "blob", d, "repo", rt.upstream+"/"+rt.repo, "err", err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,8 +18,9 @@ var (
 	verdictsBucket = []byte("verdicts")
 	// blobImagesBucket: upstream/repo \0 blob \0 image → "".
 	blobImagesBucket = []byte("blobimages")
-	// repoBlobsBucket: upstream/repo \0 blob → "" (linked by an image or
-	// confirmed by the upstream).
+	// repoBlobsBucket: upstream/repo \0 blob → its declared size, 8 bytes
+	// big-endian ("" when not known): linked by an image or confirmed by
+	// the upstream.
 	repoBlobsBucket = []byte("repoblobs")
 	// parentsBucket: upstream/repo \0 child \0 index → "".
 	parentsBucket = []byte("parents")
@@ -114,16 +116,28 @@ func (b *Bolt) Decisions(_ context.Context, digest string, fn func(DecisionRecor
 	})
 }
 
+// linkBlob records blob in where, keeping a known size over an unknown one.
+func linkBlob(linked *bolt.Bucket, where string, blob BlobRef) error {
+	k := key(where, blob.Digest)
+	if blob.Size < 0 {
+		if linked.Get(k) != nil {
+			return nil
+		}
+		return linked.Put(k, []byte{})
+	}
+	return linked.Put(k, binary.BigEndian.AppendUint64(nil, uint64(blob.Size)))
+}
+
 // LinkImage implements RelationStore.
-func (b *Bolt) LinkImage(_ context.Context, upstream, repo, image string, blobs []string) error {
+func (b *Bolt) LinkImage(_ context.Context, upstream, repo, image string, blobs []BlobRef) error {
 	where := upstream + "/" + repo
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		refs, linked := tx.Bucket(blobImagesBucket), tx.Bucket(repoBlobsBucket)
 		for _, blob := range blobs {
-			if err := refs.Put(key(where, blob, image), nil); err != nil {
+			if err := refs.Put(key(where, blob.Digest, image), nil); err != nil {
 				return err
 			}
-			if err := linked.Put(key(where, blob), nil); err != nil {
+			if err := linkBlob(linked, where, blob); err != nil {
 				return err
 			}
 		}
@@ -153,24 +167,31 @@ func (b *Bolt) BlobImages(_ context.Context, upstream, repo, blob string, fn fun
 }
 
 // LinkBlob implements RelationStore.
-func (b *Bolt) LinkBlob(_ context.Context, upstream, repo, blob string) error {
+func (b *Bolt) LinkBlob(_ context.Context, upstream, repo string, blob BlobRef) error {
 	err := b.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(repoBlobsBucket).Put(key(upstream+"/"+repo, blob), nil)
+		return linkBlob(tx.Bucket(repoBlobsBucket), upstream+"/"+repo, blob)
 	})
 	if err != nil {
-		return fmt.Errorf("link blob %s to %s/%s: %w", blob, upstream, repo, err)
+		return fmt.Errorf("link blob %s to %s/%s: %w", blob.Digest, upstream, repo, err)
 	}
 	return nil
 }
 
-// BlobLinked implements RelationStore.
-func (b *Bolt) BlobLinked(_ context.Context, upstream, repo, blob string) (bool, error) {
-	var found bool
+// BlobLink implements RelationStore.
+func (b *Bolt) BlobLink(_ context.Context, upstream, repo, blob string) (int64, bool, error) {
+	size, linked := int64(-1), false
 	err := b.db.View(func(tx *bolt.Tx) error {
-		found = tx.Bucket(repoBlobsBucket).Get(key(upstream+"/"+repo, blob)) != nil
+		v := tx.Bucket(repoBlobsBucket).Get(key(upstream+"/"+repo, blob))
+		linked = v != nil
+		if len(v) == 8 {
+			size = int64(binary.BigEndian.Uint64(v))
+		}
 		return nil
 	})
-	return found, err
+	if err != nil {
+		return -1, false, fmt.Errorf("look up blob %s in %s/%s: %w", blob, upstream, repo, err)
+	}
+	return size, linked, nil
 }
 
 // LinkIndex implements RelationStore.

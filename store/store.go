@@ -160,6 +160,13 @@ type ScanStore interface {
 	Scans(ctx context.Context, fn func(ScanRecord) bool) error
 }
 
+// BlobRef is a blob as a manifest or the upstream declares it; Size -1
+// means not known.
+type BlobRef struct {
+	Digest string
+	Size   int64
+}
+
 // DecisionStore keeps verdicts by (digest, upstream, repository).
 type DecisionStore interface {
 	// Decision returns the verdict on digest in upstream/repo, or ErrNotFound.
@@ -179,16 +186,17 @@ type DecisionStore interface {
 type RelationStore interface {
 	// LinkImage records that image (a manifest digest) was served from
 	// upstream/repo and references blobs (its config and layers).
-	LinkImage(ctx context.Context, upstream, repo, image string, blobs []string) error
+	LinkImage(ctx context.Context, upstream, repo, image string, blobs []BlobRef) error
 	// BlobImages calls fn for each image of upstream/repo that references
 	// blob, with the verdict on it there ("" when none is stored), until fn
 	// returns false.
 	BlobImages(ctx context.Context, upstream, repo, blob string, fn func(image, verdict string) bool) error
 	// LinkBlob records that upstream/repo holds blob without naming an
-	// image (the upstream confirmed it); BlobLinked reports whether blob
-	// was linked to upstream/repo either way.
-	LinkBlob(ctx context.Context, upstream, repo, blob string) error
-	BlobLinked(ctx context.Context, upstream, repo, blob string) (bool, error)
+	// image (the upstream confirmed it); BlobLink reports whether blob was
+	// linked to upstream/repo either way, and its size as declared there
+	// (-1: not known).
+	LinkBlob(ctx context.Context, upstream, repo string, blob BlobRef) error
+	BlobLink(ctx context.Context, upstream, repo, blob string) (size int64, linked bool, err error)
 	// LinkIndex records that index, served from upstream/repo, lists children.
 	LinkIndex(ctx context.Context, upstream, repo, index string, children []string) error
 	// Parents calls fn for each index of upstream/repo that lists child,

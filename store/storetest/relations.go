@@ -107,14 +107,14 @@ func runRelations(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("blob links per repository", func(t *testing.T) {
 		s := newStore(t)
 		img1, img2, layer, cfg := digestN(1), digestN(2), digestN(10), digestN(11)
-		if err := s.LinkImage(ctx, "docker.io", "library/alpine", img1, []string{cfg, layer}); err != nil {
+		if err := s.LinkImage(ctx, "docker.io", "library/alpine", img1, []store.BlobRef{{Digest: cfg, Size: 300}, {Digest: layer, Size: 4000}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.LinkImage(ctx, "docker.io", "library/alpine", img2, []string{layer}); err != nil {
+		if err := s.LinkImage(ctx, "docker.io", "library/alpine", img2, []store.BlobRef{{Digest: layer, Size: 4000}}); err != nil {
 			t.Fatal(err)
 		}
-		// Linking again changes nothing.
-		if err := s.LinkImage(ctx, "docker.io", "library/alpine", img2, []string{layer}); err != nil {
+		// Linking again changes nothing; an unknown size keeps a known one.
+		if err := s.LinkImage(ctx, "docker.io", "library/alpine", img2, []store.BlobRef{{Digest: layer, Size: -1}}); err != nil {
 			t.Fatal(err)
 		}
 		if got, want := blobImages(t, s, "docker.io", "library/alpine", layer), []string{img1 + "=", img2 + "="}; !slices.Equal(got, want) {
@@ -137,16 +137,17 @@ func runRelations(t *testing.T, newStore func(t *testing.T) store.Store) {
 		for _, c := range []struct {
 			repo, blob string
 			want       bool
-		}{{"library/alpine", layer, true}, {"library/alpine", cfg, true}, {"someone/alpine", layer, false}, {"library/alpine", digestN(99), false}} {
-			if got, err := s.BlobLinked(ctx, "docker.io", c.repo, c.blob); err != nil || got != c.want {
-				t.Errorf("BlobLinked(%s, %s) = %v, %v; want %v", c.repo, c.blob, got, err, c.want)
+			size       int64
+		}{{"library/alpine", layer, true, 4000}, {"library/alpine", cfg, true, 300}, {"someone/alpine", layer, false, -1}, {"library/alpine", digestN(99), false, -1}} {
+			if size, got, err := s.BlobLink(ctx, "docker.io", c.repo, c.blob); err != nil || got != c.want || size != c.size {
+				t.Errorf("BlobLink(%s, %s) = %d, %v, %v; want %d, %v", c.repo, c.blob, size, got, err, c.size, c.want)
 			}
 		}
-		if err := s.LinkBlob(ctx, "docker.io", "someone/alpine", layer); err != nil {
+		if err := s.LinkBlob(ctx, "docker.io", "someone/alpine", store.BlobRef{Digest: layer, Size: -1}); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := s.BlobLinked(ctx, "docker.io", "someone/alpine", layer); err != nil || !got {
-			t.Fatalf("confirmed blob not linked: %v, %v", got, err)
+		if size, got, err := s.BlobLink(ctx, "docker.io", "someone/alpine", layer); err != nil || !got || size != -1 {
+			t.Fatalf("confirmed blob: %d, %v, %v; want linked, size unknown", size, got, err)
 		}
 		if got := blobImages(t, s, "docker.io", "someone/alpine", layer); len(got) != 0 {
 			t.Fatalf("a confirmed blob names no image, got %v", got)
@@ -179,7 +180,7 @@ func runRelations(t *testing.T, newStore func(t *testing.T) store.Store) {
 		layer := digestN(1 << 30)
 		const images = 500
 		for i := range images {
-			if err := s.LinkImage(ctx, "docker.io", "big/repo", digestN(i), []string{layer, digestN(1<<20 + i)}); err != nil {
+			if err := s.LinkImage(ctx, "docker.io", "big/repo", digestN(i), []store.BlobRef{{Digest: layer, Size: 1}, {Digest: digestN(1<<20 + i), Size: 2}}); err != nil {
 				t.Fatal(err)
 			}
 		}
