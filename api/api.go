@@ -171,8 +171,11 @@ func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
 	res, err := h.Resolver.Resolve(r.Context(), ref)
 	if err != nil {
 		status := http.StatusBadGateway
-		if errors.Is(err, proxy.ErrBadReference) {
+		switch {
+		case errors.Is(err, proxy.ErrBadReference):
 			status = http.StatusBadRequest
+		case errors.Is(err, proxy.ErrAccessDenied): // the pull rules apply to resolving too
+			status = http.StatusForbidden
 		}
 		writeError(w, status, "resolve "+quote(ref)+": "+err.Error())
 		return

@@ -3,11 +3,14 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -51,5 +54,22 @@ func TestGetScan(t *testing.T) {
 				t.Fatalf("error without a message: %s", w.Body)
 			}
 		})
+	}
+}
+
+type refusingResolver struct{}
+
+func (refusingResolver) Resolve(ctx context.Context, ref string) (proxy.Resolved, error) {
+	return proxy.Resolved{}, fmt.Errorf("%w: %s: user ci-bot may not pull ghcr.io/other/x", proxy.ErrAccessDenied, ref)
+}
+
+// A scan request for an image the caller may not pull is refused like the
+// pull itself.
+func TestRequestScanAccessDenied(t *testing.T) {
+	h := &Handler{Resolver: refusingResolver{}}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/api/v1/scans?image=ghcr.io/other/x:1", nil))
+	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "may not pull") {
+		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 }

@@ -40,7 +40,32 @@ type Config struct {
 	Scan                  Scan   `yaml:"scan"`
 	VulnDB                VulnDB `yaml:"vulndb"`
 	Log                   Log    `yaml:"log"`
+	Auth                  Auth   `yaml:"auth"`
 }
+
+// Auth decides who may pull what; off (an open mirror) when empty.
+type Auth struct {
+	// Htpasswd is a file of bcrypt entries (`htpasswd -B`); set, clients
+	// authenticate with Basic credentials on /v2/ and /api/.
+	Htpasswd string `yaml:"htpasswd"`
+	// Anonymous allows pulls without credentials; Finish sets the default:
+	// true without htpasswd, false with it.
+	Anonymous *bool `yaml:"anonymous"`
+	// Access rules, first match wins; when given, a request no rule
+	// matches is denied.
+	Access []AccessRule `yaml:"access"`
+}
+
+// AccessRule lets users pull from upstreams and repositories (patterns;
+// an empty list matches anything).
+type AccessRule struct {
+	Users        []string `yaml:"users"`
+	Upstreams    []string `yaml:"upstreams"`
+	Repositories []string `yaml:"repositories"`
+}
+
+// Enabled reports whether any auth is configured.
+func (a Auth) Enabled() bool { return a.Htpasswd != "" || a.Access != nil }
 
 // Scan configures the background scans of pulled images.
 type Scan struct {
@@ -228,6 +253,24 @@ func (c *Config) Finish() error {
 				add("data_dir: %v", err)
 			}
 			c.Storage.Parameters["rootdirectory"] = abs
+		}
+	}
+	if c.Auth.Anonymous == nil {
+		anonymous := c.Auth.Htpasswd == ""
+		c.Auth.Anonymous = &anonymous
+	}
+	if !*c.Auth.Anonymous && c.Auth.Htpasswd == "" {
+		add("auth.anonymous: false needs auth.htpasswd (nobody could pull)")
+	}
+	if c.Auth.Access != nil && len(c.Auth.Access) == 0 {
+		add("auth.access: an empty list denies everyone; leave it out to allow everyone")
+	}
+	for i, r := range c.Auth.Access {
+		for _, u := range r.Upstreams {
+			// A misspelt registry would silently never match.
+			if !strings.Contains(u, "*") && !seen[strings.ToLower(u)] {
+				add("auth.access[%d].upstreams: %q is not a configured upstream", i, u)
+			}
 		}
 	}
 	switch c.Log.Format {

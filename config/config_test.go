@@ -188,3 +188,49 @@ func TestDeployExampleLoads(t *testing.T) {
 		t.Fatalf("%+v", c.Upstreams)
 	}
 }
+
+func TestAuthSection(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		anonymous  bool
+		rules      int
+		errHas     string
+	}{
+		{name: "no auth: anonymous, open", yaml: "", anonymous: true},
+		{name: "htpasswd: anonymous off by default", yaml: "auth: {htpasswd: /etc/p}\n", anonymous: false},
+		{name: "htpasswd with anonymous pulls", yaml: "auth: {htpasswd: /etc/p, anonymous: true}\n", anonymous: true},
+		{name: "rules", yaml: `
+auth:
+  htpasswd: /etc/p
+  access:
+    - users: ["ci-*"]
+      upstreams: [GHCR.io]
+      repositories: ["acme/**"]
+    - users: [admin]
+`, rules: 2},
+		{name: "anonymous false without htpasswd", yaml: "auth: {anonymous: false}\n", errHas: "auth.anonymous: false needs auth.htpasswd"},
+		{name: "empty access list", yaml: "auth: {htpasswd: /etc/p, access: []}\n", errHas: "auth.access: an empty list denies everyone"},
+		{name: "unknown upstream", yaml: "auth:\n  access:\n    - upstreams: [ghrc.io]\n", errHas: `auth.access[0].upstreams: "ghrc.io" is not a configured upstream`},
+		{name: "unknown key", yaml: "auth:\n  access:\n    - user: [x]\n", errHas: "line 3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			err := Parse([]byte(tc.yaml), &c)
+			if err == nil {
+				err = c.Finish()
+			}
+			if tc.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+					t.Fatalf("error %v, want %q", err, tc.errHas)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *c.Auth.Anonymous != tc.anonymous || len(c.Auth.Access) != tc.rules {
+				t.Fatalf("anonymous %v, %d rules; want %v, %d", *c.Auth.Anonymous, len(c.Auth.Access), tc.anonymous, tc.rules)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,11 +48,61 @@ type Options struct {
 	// Local is content Portcullis publishes itself (verdicts, SBOMs),
 	// served by digest and listed in its subject's referrers. May be nil.
 	Local store.ArtifactStore
-	// RequireBlobLink serves a blob under a repository only if the
-	// repository is known to hold it (a manifest served from it references
-	// it, or the upstream confirms it there): set when who may pull what is
-	// decided per repository (auth).
+	// Access decides who may pull what (package proxy/auth); nil allows
+	// everyone everything.
+	Access Access
+	// RequireBlobLink serves a cached blob under a repository only when
+	// that repository is known to reference it; set when clients
+	// authenticate, so the shared cache does not leak one repository's
+	// layers to someone allowed only another.
 	RequireBlobLink bool
+}
+
+// Access decides who may pull what. The caller's identity travels in the
+// request context (put there by the authenticating middleware).
+type Access interface {
+	// User names the caller for the request log; never a secret.
+	User(ctx context.Context) string
+	// Allow is called after routing, before any cache or upstream work,
+	// for every request that names a repository (and by Resolve). It
+	// returns nil or an *AccessError.
+	Allow(ctx context.Context, upstream, repo string) error
+}
+
+// AccessError refuses a request: 401 with a challenge when the caller has
+// not authenticated (so clients send credentials), else 403.
+type AccessError struct {
+	Unauthenticated bool
+	Challenge       string // WWW-Authenticate value for a 401
+	Message         string
+}
+
+func (e *AccessError) Error() string { return e.Message }
+
+// ErrAccessDenied is what Resolve wraps when the caller may not read the
+// repository.
+var ErrAccessDenied = errors.New("access denied")
+
+// WriteError writes an OCI error body, for handlers in front of the proxy
+// (authentication) that refuse a /v2/ request before it gets here.
+func WriteError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	errorf(status, code, "%s", message).write(w, r.Method == http.MethodHead)
+}
+
+// accessError turns an Access refusal into the error the client sees.
+func accessError(err error, w http.ResponseWriter) *regError {
+	var ae *AccessError
+	if !errors.As(err, &ae) {
+		return errInternal("check access", err)
+	}
+	if ae.Unauthenticated {
+		if ae.Challenge != "" {
+			w.Header().Set("WWW-Authenticate", ae.Challenge)
+		}
+		return errorf(http.StatusUnauthorized, "UNAUTHORIZED", "%s", ae.Message)
+	}
+	return errorf(http.StatusForbidden, "DENIED", "%s", ae.Message)
 }
 
 // Proxy is the /v2/ handler.
@@ -67,6 +118,7 @@ type Proxy struct {
 	gateBlobs       bool
 	local           store.ArtifactStore
 	publicURL       string
+	access          Access
 	requireBlobLink bool
 	manifestFlight  singleflight.Group
 	tags            tagMemo
@@ -87,6 +139,7 @@ func New(o Options) (*Proxy, error) {
 		gateBlobs:       o.GateBlobs,
 		local:           o.Local,
 		publicURL:       strings.TrimRight(o.PublicURL, "/"),
+		access:          o.Access,
 		requireBlobLink: o.RequireBlobLink,
 		now:             time.Now,
 	}
@@ -149,6 +202,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.String("repo", info.repo),
 		slog.String("cache", info.cache),
 		slog.String("remote", r.RemoteAddr),
+		slog.String("user", p.userOf(r.Context())),
 		slog.Bool("aborted", info.abort),
 		slog.Attr{Key: "failure", Value: slog.GroupValue(errAttrs...)},
 	)
@@ -167,6 +221,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo)
 		return errUnsupported("portcullis is a read-only pull-through mirror: %s is not supported", r.Method)
 	}
 	info.upstream, info.repo = rt.upstream, rt.repo
+	if p.access != nil && rt.repo != "" {
+		if err := p.access.Allow(r.Context(), rt.upstream, rt.repo); err != nil {
+			return accessError(err, w)
+		}
+	}
 	switch rt.endpoint {
 	case endpointBase:
 		w.Header().Set("Content-Type", "application/json")
@@ -235,6 +294,14 @@ func (lw *loggingWriter) Flush() {
 	if f, ok := lw.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// userOf names the caller in the request log; empty without Access.
+func (p *Proxy) userOf(ctx context.Context) string {
+	if p.access == nil {
+		return ""
+	}
+	return p.access.User(ctx)
 }
 
 func (p *Proxy) upstreamFor(rt route) Upstream { return p.upstreams[rt.upstream] }

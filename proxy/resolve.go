@@ -33,6 +33,12 @@ func (p *Proxy) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	if rerr != nil {
 		return Resolved{}, fmt.Errorf("%w: %q: %s", ErrBadReference, ref, rerr.Message)
 	}
+	// The same rules as a pull: resolving fetches and caches the manifest.
+	if p.access != nil {
+		if err := p.access.Allow(ctx, rt.upstream, rt.repo); err != nil {
+			return Resolved{}, fmt.Errorf("%w: %s: %w", ErrAccessDenied, ref, err)
+		}
+	}
 	m, rerr := p.manifest(ctx, p.upstreamFor(rt), rt, p.accepts.lookup(nil))
 	if rerr != nil {
 		return Resolved{}, rerr

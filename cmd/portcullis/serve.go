@@ -112,6 +112,10 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	access, err := newAuth(cfg.Auth, log)
+	if err != nil {
+		return err
+	}
 	var ups []proxy.Upstream
 	for _, u := range cfg.Upstreams {
 		password, err := u.Password()
@@ -127,7 +131,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		ups = append(ups, proxy.Upstream{Client: client, TagTTL: time.Duration(u.TagTTL)})
 	}
-	p, err := proxy.New(proxy.Options{
+	opts := proxy.Options{
 		Upstreams:       ups,
 		DefaultUpstream: cfg.DefaultUpstream,
 		Cache:           content,
@@ -137,7 +141,12 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		GateBlobs:       cfg.GateBlobs,
 		PublicURL:       cfg.PublicURL,
 		Local:           state,
-	})
+		RequireBlobLink: cfg.Auth.Enabled(),
+	}
+	if access != nil { // a nil *auth.Auth in the interface would not be nil
+		opts.Access = access
+	}
+	p, err := proxy.New(opts)
 	if err != nil {
 		return err
 	}
@@ -148,11 +157,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer stopBackground()
 
+	var registry http.Handler = p
+	if access != nil {
+		registry, apiHandler = access.Registry(p), access.API(apiHandler)
+	}
 	var ready atomic.Bool
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/"):
-			p.ServeHTTP(w, r)
+			registry.ServeHTTP(w, r)
 		case strings.HasPrefix(r.URL.Path, "/api/"):
 			apiHandler.ServeHTTP(w, r)
 		case r.URL.Path == "/healthz":
@@ -184,6 +197,10 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("portcullis listening", "addr", ln.Addr().String(), "tls", cfg.TLS.CertFile != "",
 		"data_dir", cfg.DataDir, "storage", cfg.Storage.Driver, "upstreams", names, "default_upstream", cfg.DefaultUpstream)
+	if cfg.Auth.Htpasswd == "" && !loopbackOnly(ln.Addr().String()) {
+		log.Warn("open mirror: listening beyond loopback without auth.htpasswd; anyone who can reach this address can pull every image the upstream credentials can read, trigger scans and read the event stream",
+			"addr", ln.Addr().String())
+	}
 
 	errc := make(chan error, 1)
 	go func() {
