@@ -240,7 +240,7 @@ func TestTagListingBounds(t *testing.T) {
 // It used to be read up to 1,000 pages deep (gigabytes); the bound stops it
 // at 16 MiB of body and 100,000 tags.
 func TestHostileTagListMemory(t *testing.T) {
-	up := tagPages(t, 8, 4<<20-1, 1, nil) // 8 pages of ~16 MB
+	up := tagPages(t, 8, (16<<20-64)/4, 1, nil) // 8 pages just under 16 MiB: `"t",` is 4 bytes
 	c := newClient(t, upstream.Config{URL: up.URL})
 	var err error
 	allocated := heapAllocs(func() { _, err = c.Tags(context.Background(), "team/app") })
