@@ -100,7 +100,7 @@ type guard struct {
 	class        addrClass // class of the configured host
 	direct       *net.Dialer
 	checked      *net.Dialer
-	resolver     *net.Resolver
+	proxyFor     func(*http.Request) (*url.URL, error) // http.ProxyFromEnvironment
 
 	mu      sync.Mutex
 	proxies map[string]bool // host:port of proxies the environment named
@@ -112,7 +112,7 @@ func newGuard(base *url.URL, dialer net.Dialer) *guard {
 		upstreamHost: strings.ToLower(base.Hostname()),
 		class:        hostClass(base.Hostname()),
 		direct:       &dialer,
-		resolver:     net.DefaultResolver,
+		proxyFor:     http.ProxyFromEnvironment,
 		proxies:      map[string]bool{},
 	}
 	checked := dialer
@@ -134,9 +134,13 @@ func newGuard(base *url.URL, dialer net.Dialer) *guard {
 func canonicalAddr(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
-		port = "443"
-		if u.Scheme == "http" {
+		switch u.Scheme {
+		case "http":
 			port = "80"
+		case "socks5", "socks5h": // proxy URLs
+			port = "1080"
+		default:
+			port = "443"
 		}
 	}
 	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
@@ -167,15 +171,17 @@ func (g *guard) exempt(addr string) bool {
 const maxProxies = 16
 
 // proxy is the transport's Proxy function: the environment's proxy, which is
-// exempt from the dial check, while the target behind it is checked here
-// (the proxy resolves it, so this is the best we can do for names).
+// exempt from the dial check. The target behind it is checked here only as
+// far as it can be without a DNS answer (IP literals, localhost names): the
+// proxy resolves names, often where we cannot, and its own egress policy
+// applies.
 func (g *guard) proxy(req *http.Request) (*url.URL, error) {
-	pu, err := http.ProxyFromEnvironment(req)
+	pu, err := g.proxyFor(req)
 	if err != nil || pu == nil {
 		return pu, err
 	}
 	if canonicalAddr(req.URL) != g.upstream {
-		if err := g.checkHost(req.Context(), req.URL.Hostname()); err != nil {
+		if err := g.checkLiteral(req.URL.Hostname()); err != nil {
 			return nil, err
 		}
 	}
@@ -185,26 +191,6 @@ func (g *guard) proxy(req *http.Request) (*url.URL, error) {
 	}
 	g.mu.Unlock()
 	return pu, nil
-}
-
-// checkHost resolves host and applies the address rule to every answer.
-func (g *guard) checkHost(ctx context.Context, host string) error {
-	if err := g.checkLiteral(host); err != nil {
-		return err
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return nil
-	}
-	ips, err := g.resolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return fmt.Errorf("resolve %s: %w", host, err)
-	}
-	for _, ip := range ips {
-		if !allowedTarget(g.class, ip) {
-			return fmt.Errorf("%w: %s resolves to %s (%s)", ErrForbiddenAddress, host, ip, classify(ip))
-		}
-	}
-	return nil
 }
 
 // checkLiteral refuses, before any connection, a host that is an IP

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -138,4 +139,53 @@ func TestDialRefusesNameResolvingToForbiddenAddress(t *testing.T) {
 		t.Fatalf("dial the upstream itself: %v", err)
 	}
 	conn.Close()
+}
+
+// An HTTP proxy from the environment is the operator's choice: the dial
+// check does not apply to it (it is often on a private address), while a
+// proxied request to a forbidden IP literal is still refused.
+func TestProxyFromEnvironmentIsExempt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	proxyURL, _ := url.Parse("http://" + ln.Addr().String())
+	base, _ := url.Parse("https://registry.example.com")
+	g := newGuard(base, net.Dialer{Timeout: 5 * time.Second})
+	g.proxyFor = func(*http.Request) (*url.URL, error) { return proxyURL, nil }
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if conn, err := g.dialContext(ctx, "tcp", ln.Addr().String()); !errors.Is(err, ErrForbiddenAddress) {
+		if conn != nil {
+			conn.Close()
+		}
+		t.Fatalf("before any proxied request, loopback dial: %v, want ErrForbiddenAddress", err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://registry.example.com/v2/", nil)
+	if got, err := g.proxy(req); err != nil || got != proxyURL {
+		t.Fatalf("proxy for the upstream: %v, %v", got, err)
+	}
+	conn, err := g.dialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial the environment's proxy: %v", err)
+	}
+	conn.Close()
+
+	for _, target := range []string{"http://169.254.169.254/latest/meta-data", "http://[::ffff:10.0.0.1]/", "http://localhost:8080/"} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if _, err := g.proxy(req); !errors.Is(err, ErrForbiddenAddress) {
+			t.Errorf("proxied request to %s: %v, want ErrForbiddenAddress", target, err)
+		}
+	}
 }
