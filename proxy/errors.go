@@ -93,6 +93,14 @@ func fromUpstream(what string, err error, notFoundCode string) *regError {
 		return errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: %v", what, err)
 	case errors.Is(err, upstream.ErrDigestMismatch), errors.Is(err, upstream.ErrTooLarge):
 		return errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: %v", what, err)
+	case errors.Is(err, upstream.ErrInvalidManifest):
+		return errorf(http.StatusBadGateway, "MANIFEST_INVALID", "%s: %v", what, err)
+	case errors.Is(err, upstream.ErrRedirect), errors.Is(err, upstream.ErrForbiddenAddress):
+		// The message names the upstream but not where it tried to send
+		// us: that may be an internal address.
+		e := errorf(http.StatusBadGateway, "UNAVAILABLE", "%s: the upstream's answer was refused (redirect or address not allowed)", what)
+		e.cause = err
+		return e
 	case errors.Is(err, context.DeadlineExceeded):
 		e := errorf(http.StatusGatewayTimeout, "UNAVAILABLE", "%s: upstream did not answer in time", what)
 		e.cause = err

@@ -17,6 +17,10 @@ import (
 // a busy mirror sees many.
 const maxTokens = 10000
 
+// maxTokenResponse bounds a token endpoint's answer; real tokens are a few
+// KiB (Docker Hub's JWTs stay well under 8 KiB).
+const maxTokenResponse = 1 << 20
+
 // authenticator implements the registry token flow
 // (https://distribution.github.io/distribution/spec/auth/token/) and basic
 // auth, learning which one an upstream wants from its 401 challenges. Bearer
@@ -25,6 +29,7 @@ type authenticator struct {
 	username, password string
 	httpClient         *http.Client
 	allowHTTPRealm     bool
+	guard              *guard // the address rule for realms on other hosts
 	now                func() time.Time
 
 	mu     sync.Mutex
@@ -57,7 +62,11 @@ func (a *authenticator) apply(req *http.Request, scope string) {
 // handleUnauthorized learns from a 401 response and reports whether the
 // request is worth sending again.
 func (a *authenticator) handleUnauthorized(ctx context.Context, resp *http.Response, scope string) (bool, error) {
-	for _, c := range parseChallenges(resp.Header.Values("WWW-Authenticate")) {
+	challenges, err := parseChallenges(resp.Header.Values("WWW-Authenticate"))
+	if err != nil {
+		return false, err
+	}
+	for _, c := range challenges {
 		switch c.scheme {
 		case "bearer":
 			if err := a.validateRealm(c.params["realm"]); err != nil {
@@ -90,15 +99,20 @@ func (a *authenticator) validateRealm(realm string) error {
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("token realm %q is not a URL", realm)
 	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if a.allowHTTPRealm {
-			return nil
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && a.allowHTTPRealm:
+	default:
+		return fmt.Errorf("token realm %q: scheme must be https", realm)
+	}
+	if a.guard != nil {
+		// A realm on a forbidden IP literal is refused before any
+		// connection; a name is checked at dial time.
+		if err := a.guard.checkLiteral(u.Hostname()); err != nil {
+			return fmt.Errorf("token realm %q: %w", realm, err)
 		}
 	}
-	return fmt.Errorf("token realm %q: scheme must be https", realm)
+	return nil
 }
 
 // token returns a token for scope, fetching it once however many requests
@@ -142,7 +156,9 @@ func (a *authenticator) fetchToken(ctx context.Context, c challenge, scope strin
 		q.Set("scope", scope)
 	}
 	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	// A token request follows no redirect, even when the request that needed
+	// the token (a blob GET) may.
+	req, err := http.NewRequestWithContext(withoutRedirects(ctx), http.MethodGet, u.String(), nil)
 	if err != nil {
 		return cachedToken{}, err
 	}
@@ -154,9 +170,12 @@ func (a *authenticator) fetchToken(ctx context.Context, c challenge, scope strin
 		return cachedToken{}, fmt.Errorf("fetch token from %s: %w", u.Host, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
 	if err != nil {
 		return cachedToken{}, fmt.Errorf("fetch token from %s: %w", u.Host, err)
+	}
+	if len(body) > maxTokenResponse {
+		return cachedToken{}, fmt.Errorf("token response from %s: %w (limit %d bytes)", u.Host, ErrTooLarge, maxTokenResponse)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return cachedToken{}, &StatusError{Status: resp.StatusCode, Message: "token request refused: " + snippet(body)}

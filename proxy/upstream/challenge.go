@@ -1,7 +1,17 @@
 package upstream
 
 import (
+	"fmt"
 	"strings"
+)
+
+// Bounds on what a 401 may make us parse. Registries send one or two
+// challenges of a few hundred bytes; anything far past that is an attack on
+// our memory (each challenge costs a map).
+const (
+	maxChallengeBytes  = 8 << 10 // all WWW-Authenticate values together
+	maxChallenges      = 16
+	maxChallengeParams = 16 // per challenge
 )
 
 // challenge is one WWW-Authenticate challenge (RFC 7235 §4.1), e.g.
@@ -13,18 +23,29 @@ type challenge struct {
 
 // parseChallenges reads WWW-Authenticate header values. It is lenient the way
 // registries need (unquoted values, stray spaces) and never panics on junk:
-// unparsable parts are skipped.
-func parseChallenges(values []string) []challenge {
+// unparsable parts are skipped. Past the bounds above it fails, having
+// looked at no more than maxChallengeBytes.
+func parseChallenges(values []string) ([]challenge, error) {
+	total := 0
+	for _, v := range values {
+		total += len(v)
+		if total > maxChallengeBytes {
+			return nil, fmt.Errorf("WWW-Authenticate: %w: more than %d bytes", ErrTooLarge, maxChallengeBytes)
+		}
+	}
 	var out []challenge
 	for _, v := range values {
-		out = append(out, parseChallengeValue(v)...)
+		var err error
+		if out, err = parseChallengeValue(v, out); err != nil {
+			return nil, err
+		}
 	}
-	return out
+	return out, nil
 }
 
-func parseChallengeValue(s string) []challenge {
-	var out []challenge
-	var cur *challenge
+// parseChallengeValue appends the challenges of one header value to out.
+func parseChallengeValue(s string, out []challenge) ([]challenge, error) {
+	cur := -1 // index in out of the challenge being read; params before the first are dropped
 	for {
 		s = strings.TrimLeft(s, " \t,")
 		if s == "" {
@@ -37,18 +58,24 @@ func parseChallengeValue(s string) []challenge {
 			continue
 		}
 		after := strings.TrimLeft(rest, " \t")
-		if strings.HasPrefix(after, "=") && cur != nil {
+		if strings.HasPrefix(after, "=") && cur >= 0 {
 			val, rest2 := readValue(strings.TrimLeft(after[1:], " \t"))
-			cur.params[strings.ToLower(tok)] = val
+			if len(out[cur].params) >= maxChallengeParams {
+				return nil, fmt.Errorf("WWW-Authenticate: %w: more than %d parameters in a challenge", ErrTooLarge, maxChallengeParams)
+			}
+			out[cur].params[strings.ToLower(tok)] = val
 			s = rest2
 			continue
 		}
 		// A token not followed by '=' starts a new challenge.
+		if len(out) >= maxChallenges {
+			return nil, fmt.Errorf("WWW-Authenticate: %w: more than %d challenges", ErrTooLarge, maxChallenges)
+		}
 		out = append(out, challenge{scheme: strings.ToLower(tok), params: map[string]string{}})
-		cur = &out[len(out)-1]
+		cur = len(out) - 1
 		s = rest
 	}
-	return out
+	return out, nil
 }
 
 func isTokenChar(c byte) bool {

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 	"time"
@@ -21,9 +22,9 @@ func TestParseChallenges(t *testing.T) {
 		{[]string{``, `,,,`, `=,`}, nil},
 	}
 	for _, tc := range tests {
-		got := parseChallenges(tc.in)
-		if !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("parseChallenges(%q) = %+v, want %+v", tc.in, got, tc.want)
+		got, err := parseChallenges(tc.in)
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("parseChallenges(%q) = %+v, %v, want %+v", tc.in, got, err, tc.want)
 		}
 	}
 }
@@ -32,7 +33,20 @@ func FuzzParseChallenges(f *testing.F) {
 	f.Add(`Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"`)
 	f.Add(`Basic realm="x", Bearer realm=y`)
 	f.Fuzz(func(t *testing.T, s string) {
-		for _, c := range parseChallenges([]string{s}) {
+		got, err := parseChallenges([]string{s})
+		if err != nil {
+			if !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("parseChallenges(%q): %v", s, err)
+			}
+			return
+		}
+		if len(got) > maxChallenges {
+			t.Fatalf("%d challenges from %q", len(got), s)
+		}
+		for _, c := range got {
+			if len(c.params) > maxChallengeParams {
+				t.Fatalf("%d params from %q", len(c.params), s)
+			}
 			if c.scheme == "" || c.params == nil {
 				t.Fatalf("malformed challenge %+v from %q", c, s)
 			}

@@ -70,7 +70,11 @@ func (c *Client) GetManifest(ctx context.Context, repo, ref string, accept []str
 			return nil, fmt.Errorf("manifest %s:%s from %s: %w: want %s, got %s", repo, ref, c.name, ErrDigestMismatch, want, got)
 		}
 	}
-	return &Manifest{Body: body, MediaType: manifestMediaType(resp.Header.Get("Content-Type"), body), Digest: got}, nil
+	mt, err := checkManifest(resp.Header.Get("Content-Type"), body)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s:%s from %s: %w", repo, ref, c.name, err)
+	}
+	return &Manifest{Body: body, MediaType: mt, Digest: got}, nil
 }
 
 // HeadManifest asks for a manifest's digest without its body.
@@ -92,7 +96,8 @@ func (c *Client) HeadManifest(ctx context.Context, repo, ref string, accept []st
 // GetBlob opens a blob. The caller verifies the bytes as it streams them,
 // and must close the body. size is -1 when the upstream did not say.
 func (c *Client) GetBlob(ctx context.Context, repo string, d digest.Digest) (body io.ReadCloser, size int64, err error) {
-	resp, err := c.do(ctx, http.MethodGet, "/v2/"+repo+"/blobs/"+d.String(), nil, pullScope(repo), nil)
+	// Registries send blobs to a CDN: the one request that may follow a redirect.
+	resp, err := c.do(withRedirects(ctx), http.MethodGet, "/v2/"+repo+"/blobs/"+d.String(), nil, pullScope(repo), nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -105,7 +110,8 @@ func (c *Client) GetBlob(ctx context.Context, repo string, d digest.Digest) (bod
 
 // HeadBlob returns a blob's size without downloading it.
 func (c *Client) HeadBlob(ctx context.Context, repo string, d digest.Digest) (int64, error) {
-	resp, err := c.do(ctx, http.MethodHead, "/v2/"+repo+"/blobs/"+d.String(), nil, pullScope(repo), nil)
+	// Some registries answer a blob HEAD with the same CDN redirect as a GET.
+	resp, err := c.do(withRedirects(ctx), http.MethodHead, "/v2/"+repo+"/blobs/"+d.String(), nil, pullScope(repo), nil)
 	if err != nil {
 		return 0, err
 	}
@@ -113,38 +119,121 @@ func (c *Client) HeadBlob(ctx context.Context, repo string, d digest.Digest) (in
 	return resp.ContentLength, nil
 }
 
-// maxTagPages bounds how many Link-paginated pages we follow.
-const maxTagPages = 1000
+// Bounds on a tag listing, over all its pages together: a hostile upstream
+// could otherwise make one request (or one freshness check) page through
+// gigabytes.
+const (
+	maxTagPages = 1000
+	maxTags     = 100_000
+	maxTagBytes = 16 << 20 // body bytes of all pages together
+)
 
-// Tags lists every tag of a repository, following the upstream's pagination.
+// Tags lists every tag of a repository, following the upstream's pagination
+// on the same origin and repository only.
 func (c *Client) Tags(ctx context.Context, repo string) ([]string, error) {
 	var all []string
-	path, query := "/v2/"+repo+"/tags/list", url.Values{}
+	listPath := "/v2/" + repo + "/tags/list"
+	query := url.Values{}
+	budget := &budgetReader{left: maxTagBytes}
 	for page := 0; page < maxTagPages; page++ {
-		resp, err := c.do(ctx, http.MethodGet, path, query, pullScope(repo), nil)
+		resp, err := c.do(ctx, http.MethodGet, listPath, query, pullScope(repo), nil)
 		if err != nil {
 			return nil, err
 		}
-		var body struct {
-			Tags []string `json:"tags"`
-		}
-		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&body)
+		budget.r = resp.Body
+		all, err = decodeTags(budget, all, maxTags)
 		resp.Body.Close()
 		if err != nil {
 			return nil, fmt.Errorf("tags of %s from %s: %w", repo, c.name, err)
 		}
-		all = append(all, body.Tags...)
 		next := nextLink(resp.Header.Get("Link"))
 		if next == "" {
 			return all, nil
 		}
 		u, err := c.base.Parse(next)
-		if err != nil || u.Host != c.base.Host {
-			return nil, fmt.Errorf("tags of %s from %s: pagination link %q leaves the registry", repo, c.name, next)
+		if err != nil || origin(u) != origin(c.base) || u.Path != listPath {
+			return nil, fmt.Errorf("tags of %s from %s: pagination link %q leaves the repository's tag list", repo, c.name, snippet([]byte(next)))
 		}
-		path, query = u.Path, u.Query()
+		query = u.Query()
 	}
-	return nil, fmt.Errorf("tags of %s from %s: more than %d pages", repo, c.name, maxTagPages)
+	return nil, fmt.Errorf("tags of %s from %s: %w: more than %d pages", repo, c.name, ErrTooLarge, maxTagPages)
+}
+
+// budgetReader reads from r until left bytes are used up, across however
+// many bodies it is given, then fails with ErrTooLarge.
+type budgetReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, fmt.Errorf("%w: more than %d bytes of tag listing", ErrTooLarge, maxTagBytes)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// decodeTags reads one {"name": …, "tags": […]} page and appends its tags to
+// all, stopping with ErrTooLarge as soon as there would be more than limit:
+// it streams the array, so a page of millions of tags never sits in memory.
+func decodeTags(r io.Reader, all []string, limit int) ([]string, error) {
+	dec := json.NewDecoder(r)
+	if err := expectDelim(dec, '{'); err != nil {
+		return nil, err
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		if key != "tags" {
+			var skip json.RawMessage // bounded by the byte budget
+			if err := dec.Decode(&skip); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		if tok == nil { // "tags": null, as some registries send for none
+			continue
+		}
+		if tok != json.Delim('[') {
+			return nil, fmt.Errorf("tags is %v, not an array", tok)
+		}
+		for dec.More() {
+			if len(all) >= limit {
+				return nil, fmt.Errorf("%w: more than %d tags", ErrTooLarge, limit)
+			}
+			var tag string
+			if err := dec.Decode(&tag); err != nil {
+				return nil, err
+			}
+			all = append(all, tag)
+		}
+		if err := expectDelim(dec, ']'); err != nil {
+			return nil, err
+		}
+	}
+	return all, expectDelim(dec, '}')
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok != want {
+		return fmt.Errorf("tag list: got %v, want %v", tok, want)
+	}
+	return nil
 }
 
 // nextLink extracts the rel="next" target of an RFC 8288 Link header.

@@ -34,6 +34,10 @@ var (
 // default; anything larger is not a manifest a client should pull.
 const MaxManifestSize = 4 << 20
 
+// MaxResponseHeaderBytes bounds an upstream response's header block; real
+// registries send a few KiB (net/http's default would be 10 MiB).
+const MaxResponseHeaderBytes = 64 << 10
+
 // Config describes one upstream registry.
 type Config struct {
 	Name     string        // the name clients use: docker.io, ghcr.io, …
@@ -88,19 +92,21 @@ func New(cfg Config) (*Client, error) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
+	g := newGuard(base, net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second})
 	transport := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsConf,
-		TLSHandshakeTimeout:   timeout,
-		ResponseHeaderTimeout: timeout,
-		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		Proxy:                  g.proxy,
+		DialContext:            g.dialContext,
+		TLSClientConfig:        tlsConf,
+		TLSHandshakeTimeout:    timeout,
+		ResponseHeaderTimeout:  timeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxIdleConns:           256,
+		MaxIdleConnsPerHost:    64,
+		IdleConnTimeout:        90 * time.Second,
+		ForceAttemptHTTP2:      true,
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
 	}
-	hc := &http.Client{Transport: transport}
+	hc := &http.Client{Transport: transport, CheckRedirect: g.checkRedirect(cfg.Name, base.Scheme == "http")}
 	retries := cfg.Retries
 	switch {
 	case retries == 0:
@@ -121,6 +127,7 @@ func New(cfg Config) (*Client, error) {
 			password:       cfg.Password,
 			httpClient:     hc,
 			allowHTTPRealm: base.Scheme == "http",
+			guard:          g,
 			now:            time.Now,
 			tokens:         map[string]cachedToken{},
 		},
@@ -202,6 +209,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		case err != nil:
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("%s %s: %w", method, target, ctx.Err())
+			}
+			if errors.Is(err, ErrRedirect) || errors.Is(err, ErrForbiddenAddress) {
+				// The upstream's answer, not a network failure: asking
+				// again gets the same answer.
+				return nil, fmt.Errorf("%s %s: %w", method, target, err)
 			}
 			lastErr = fmt.Errorf("%w: %s %s: %v", ErrUnreachable, method, target, err)
 		case resp.StatusCode == http.StatusUnauthorized && !authRetried:
