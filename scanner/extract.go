@@ -45,6 +45,19 @@ type extractorSpec struct {
 	// extract returns the packages in the file; it sees the file through a
 	// scalibr ScanInput backed by memory.
 	extract func(ctx context.Context, in *filesystem.ScanInput) ([]*extractor.Package, error)
+	// packageDB marks the OS package databases: one larger than
+	// WithMaxPackageDBSize fails the scan.
+	packageDB bool
+	// countRecords, if set, counts the file's package records (at least as
+	// many as extract would return) before it is parsed, so a database
+	// listing too many packages fails before it costs memory.
+	countRecords func(data []byte) int
+	// metadata reports whether the file at p is a small metadata file,
+	// skipped above WithMaxMetadataSize; nil for none.
+	metadata func(p string) bool
+	// check runs on the file's bytes before extract and may refuse them
+	// (Java archive bombs).
+	check func(ctx context.Context, p string, data []byte) error
 }
 
 // goBuildInfoMagic starts the build information section of Go binaries
@@ -58,15 +71,20 @@ var (
 // given the file from memory (an io.ReaderAt over the bytes and an fs.FS
 // holding just that file), which is all these extractors read. scalibr's
 // own size limits are lifted because the walker applies (and logs) ours.
-func newExtractors(maxFileSize int64) []*extractorSpec {
+func newExtractors(sc *Scanner) []*extractorSpec {
 	noLimit := int64(1) << 62
 	hashJars := false // only for deps.dev lookups, and costs a SHA-1 of every jar
 	cfg := &cpb.PluginConfig{MaxFileSizeBytes: noLimit}
 	javaCfg := &cpb.PluginConfig{
 		MaxFileSizeBytes: noLimit,
 		PluginSpecific: []*cpb.PluginSpecificConfig{{Config: &cpb.PluginSpecificConfig_JavaArchive{
-			// Bound what nested jars may expand to in memory.
-			JavaArchive: &cpb.JavaArchiveConfig{MaxOpenedBytes: 2 * maxFileSize, HashJars: &hashJars},
+			// checkArchive already refused archives past these bounds;
+			// scalibr's own copies of them are a second line.
+			JavaArchive: &cpb.JavaArchiveConfig{
+				MaxOpenedBytes: sc.maxArchiveBytes,
+				MaxZipDepth:    int32(min(sc.maxArchiveDepth, 1<<30)),
+				HashJars:       &hashJars,
+			},
 		}}},
 	}
 	mustNew := func(newFn func(*cpb.PluginConfig) (filesystem.Extractor, error), c *cpb.PluginConfig) filesystem.Extractor {
@@ -98,22 +116,36 @@ func newExtractors(maxFileSize int64) []*extractorSpec {
 	gemX := mustNew(gemspec.New, cfg)
 
 	return []*extractorSpec{
-		{typ: "dpkg", wants: byFileRequired(dpkgX), extract: run(dpkgX)},
-		{typ: "apk", wants: byFileRequired(apkX), extract: run(apkX)},
-		{typ: "rpm", wants: wantsRPMDB, extract: extractRPMDB},
+		{typ: "dpkg", wants: byFileRequired(dpkgX), extract: run(dpkgX), packageDB: true, countRecords: countParagraphs},
+		{typ: "apk", wants: byFileRequired(apkX), extract: run(apkX), packageDB: true, countRecords: countParagraphs},
+		{typ: "rpm", wants: wantsRPMDB, extract: extractRPMDB, packageDB: true},
 		{typ: "go-binary", ecosystem: "Go", wants: byFileRequired(goX), marker: goBuildInfoMagic, extract: run(goX)},
 		{typ: "rust-binary", ecosystem: "crates.io", wants: byFileRequired(rustX), marker: rustAuditSection, extract: run(rustX)},
-		{typ: "python", ecosystem: "PyPI", wants: byFileRequired(pyX), extract: run(pyX)},
+		{typ: "python", ecosystem: "PyPI", wants: byFileRequired(pyX), extract: run(pyX),
+			// An .egg is a zip archive; the rest are metadata files.
+			metadata: func(p string) bool { return !strings.HasSuffix(p, ".egg") }},
 		{typ: "npm", ecosystem: "npm", wants: func(p string, info fs.FileInfo) bool {
 			return isNodeModulesPackage(p) && npmX.FileRequired(fileAPI{p, info})
-		}, extract: run(npmX)},
-		{typ: "java", ecosystem: "Maven", wants: byFileRequired(javaX), extract: run(javaX)},
+		}, extract: run(npmX), metadata: always},
+		{typ: "java", ecosystem: "Maven", wants: byFileRequired(javaX), extract: run(javaX), check: sc.checkArchive},
 		{typ: "gem", ecosystem: "RubyGems", wants: func(p string, info fs.FileInfo) bool {
 			// Installed gems have a generated spec in specifications/; the
 			// gemspec shipped inside gems/<name>/ would count them twice.
 			return path.Base(path.Dir(p)) == "specifications" && gemX.FileRequired(fileAPI{p, info})
-		}, extract: run(gemX)},
+		}, extract: run(gemX), metadata: always},
 	}
+}
+
+func always(string) bool { return true }
+
+// countParagraphs counts the records of dpkg's and apk's databases, which
+// are paragraphs separated by blank lines; it over-counts at worst.
+func countParagraphs(data []byte) int {
+	data = bytes.TrimRight(data, "\n")
+	if len(data) == 0 {
+		return 0
+	}
+	return bytes.Count(data, []byte("\n\n")) + 1
 }
 
 // isNodeModulesPackage accepts node_modules/<pkg>/package.json and
@@ -185,7 +217,11 @@ func (w *layerWalker) extract(ctx context.Context, p string, hdr *tar.Header, r 
 			}
 		}
 	}
-	data, err := w.read(ctx, p, hdr, r, w.s.maxFileSize, head)
+	limit, err := w.sizeLimit(p, hdr, specs)
+	if err != nil {
+		return err
+	}
+	data, err := w.read(ctx, p, hdr, r, limit, head)
 	if err != nil || data == nil {
 		return err
 	}
@@ -193,6 +229,16 @@ func (w *layerWalker) extract(ctx context.Context, p string, hdr *tar.Header, r 
 	for _, s := range specs {
 		if s.marker != nil && !bytes.Contains(data, s.marker) {
 			continue
+		}
+		if s.countRecords != nil {
+			if n, before := s.countRecords(data), w.st.packageCount+len(entry.pkgs); before+n > w.s.maxPackages {
+				return limitError("/"+p, fmt.Sprintf("%d package records (%d packages found before)", n, before), int64(w.s.maxPackages), "WithMaxPackages")
+			}
+		}
+		if s.check != nil {
+			if err := s.check(ctx, p, data); err != nil {
+				return err
+			}
 		}
 		in := &filesystem.ScanInput{
 			// The extractors look up etc/os-release in FS (the dpkg and apk
@@ -215,8 +261,35 @@ func (w *layerWalker) extract(ctx context.Context, p string, hdr *tar.Header, r 
 			}
 		}
 	}
+	if len(entry.pkgs) == 0 {
+		return nil // nothing to remember: replace already dropped what was here
+	}
 	w.st.put(p, entry, old)
+	if w.st.packageCount > w.s.maxPackages {
+		return limitError("/"+p, "packages in the image", int64(w.s.maxPackages), "WithMaxPackages")
+	}
+	if w.st.packageBytes > w.s.maxInventoryBytes {
+		return limitError("/"+p, "bytes of package names, versions and locations in the image", w.s.maxInventoryBytes, "WithMaxInventoryBytes")
+	}
 	return nil
+}
+
+// sizeLimit is the largest file at p the walker reads for specs: an OS
+// package database larger than its bound fails the scan (losing every OS
+// package quietly would be worse); metadata files have a smaller limit than
+// archives and executables, and files above it are skipped.
+func (w *layerWalker) sizeLimit(p string, hdr *tar.Header, specs []*extractorSpec) (int64, error) {
+	metadataOnly := true
+	for _, s := range specs {
+		if s.packageDB && hdr.Size > w.s.maxPackageDBSize {
+			return 0, limitError("/"+p, fmt.Sprintf("package database of %d bytes", hdr.Size), w.s.maxPackageDBSize, "WithMaxPackageDBSize")
+		}
+		metadataOnly = metadataOnly && s.metadata != nil && s.metadata(p)
+	}
+	if metadataOnly {
+		return min(w.s.maxFileSize, w.s.maxMetadataSize), nil
+	}
+	return w.s.maxFileSize, nil
 }
 
 // memReader is the Reader of a ScanInput made by the walker: scalibr's

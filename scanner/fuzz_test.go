@@ -14,7 +14,8 @@ import (
 )
 
 // fuzzLimits keep each fuzz input cheap: a bomb stops at 1 MiB of output.
-var fuzzLimits = []Option{WithMaxLayerSize(1 << 20), WithMaxEntries(1000), WithMaxFileSize(256 << 10)}
+var fuzzLimits = []Option{WithMaxLayerSize(1 << 20), WithMaxEntries(1000), WithMaxFileSize(256 << 10),
+	WithMaxImageEntries(1500), WithMaxReadBytes(2 << 20), WithMaxPackages(500), WithMaxArchive(4, 2000, 512<<10)}
 
 // checkInventory asserts what must hold for any input: every location is a
 // clean absolute path inside the image.
@@ -49,6 +50,16 @@ func FuzzLayer(f *testing.F) {
 		symlink("etc", "../../.."),
 		entry{name: "dev/zero", typ: '3'},
 	)
+	links := tarBytes(f,
+		file("usr/lib/os.release.d/os-release-x", alpineOSRelease),
+		symlink("usr/lib/os-release", "os.release.d/os-release-x"),
+		symlink("etc/os-release", "../usr/lib/os-release"),
+		file("srv/os-release", debianOSRelease),
+		whiteout("srv/os-release"),
+		file("app/lib/a.jar", string(nestedJar(f, 3))),
+	)
+	f.Add(links)
+	f.Add(append(sparseEntry("usr/bin/s", 1<<20, "\x7fELF"), tarEnd...))
 	f.Add(plain)
 	f.Add(gzipBytes(f, plain))
 	f.Add(zstdBytes(f, plain))

@@ -23,13 +23,23 @@ var osFiles = map[string]bool{
 	"etc/debian_version": true,
 }
 
-// osFileNames are kept wherever they are, as a symlinked directory (etc ->
-// usr/etc) can make any of them the one that counts.
-var osFileNames = map[string]bool{"os-release": true, "alpine-release": true, "debian_version": true}
+// maxOSFileCandidates bounds the files per layer kept as possible symlink
+// targets of the OS identification files (see isOSFileCandidate).
+const maxOSFileCandidates = 16
 
-// isOSFile needs only the base name: every osFiles path ends in one of
-// osFileNames (TestOSFilesHaveKnownNames).
-func isOSFile(p string) bool { return osFileNames[path.Base(p)] }
+// isOSFileCandidate reports whether a file outside osFiles may still be
+// what one of them resolves to through a symlink (Fedora links
+// /usr/lib/os-release to os.release.d/os-release-container): it has one of
+// the known names, or starts with "os-release". Such a file is kept only
+// until the end of its layer, and then only if a symlink from an osFiles
+// path reaches it; a link to a file from a lower layer that no link reached
+// before is not followed.
+func isOSFileCandidate(p string) bool {
+	base := path.Base(p)
+	return osFileNames[base] || strings.HasPrefix(base, "os-release")
+}
+
+var osFileNames = map[string]bool{"os-release": true, "alpine-release": true, "debian_version": true}
 
 // wantSymlink reports whether a symlink at p can matter for reading the OS
 // files: Debian's /etc/os-release -> ../usr/lib/os-release, or a linked

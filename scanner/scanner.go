@@ -10,7 +10,7 @@ import (
 
 // Version identifies the extraction logic. Bump it whenever the same image
 // could give a different inventory, so stored inventories can be redone.
-const Version = "portcullis-scanner/1"
+const Version = "portcullis-scanner/2"
 
 const (
 	// defaultMaxFileSize bounds each file read into memory for an extractor
@@ -28,11 +28,20 @@ const (
 // Scanner extracts the package inventory of container images. It is safe
 // for concurrent use: Scan keeps all its state on the stack of the call.
 type Scanner struct {
-	maxFileSize  int64
-	maxLayerSize int64
-	maxEntries   int
-	log          *slog.Logger
-	extractors   []*extractorSpec
+	maxFileSize       int64
+	maxLayerSize      int64
+	maxEntries        int
+	maxImageEntries   int
+	maxReadBytes      int64
+	maxPackages       int
+	maxInventoryBytes int64
+	maxPackageDBSize  int64
+	maxMetadataSize   int64
+	maxArchiveDepth   int
+	maxArchiveEntries int
+	maxArchiveBytes   int64
+	log               *slog.Logger
+	extractors        []*extractorSpec
 }
 
 // Option configures a Scanner.
@@ -69,6 +78,87 @@ func WithMaxEntries(n int) Option {
 	}
 }
 
+// WithMaxImageEntries bounds the tar entries of all layers of an image
+// together. Default ten million.
+func WithMaxImageEntries(n int) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxImageEntries = n
+		}
+	}
+}
+
+// WithMaxReadBytes bounds the bytes read into memory for extractors over
+// the whole image (package databases, metadata, jars, executables; sparse
+// files count at their full size). Default 16 GiB.
+func WithMaxReadBytes(n int64) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxReadBytes = n
+		}
+	}
+}
+
+// WithMaxPackages bounds the packages found in one image. Default 50,000.
+func WithMaxPackages(n int) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxPackages = n
+		}
+	}
+}
+
+// WithMaxInventoryBytes bounds the bytes of the packages' strings (names,
+// versions, locations, purls) in one image. Default 32 MiB.
+func WithMaxInventoryBytes(n int64) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxInventoryBytes = n
+		}
+	}
+}
+
+// WithMaxPackageDBSize bounds the size of an OS package database (dpkg
+// status, apk installed, rpm database); a larger one fails the scan.
+// Default 128 MiB.
+func WithMaxPackageDBSize(n int64) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxPackageDBSize = n
+		}
+	}
+}
+
+// WithMaxMetadataSize bounds the size of a language package's metadata
+// file (package.json, METADATA, gemspec); larger ones are skipped and
+// logged. Default 8 MiB.
+func WithMaxMetadataSize(n int64) Option {
+	return func(s *Scanner) {
+		if n > 0 {
+			s.maxMetadataSize = n
+		}
+	}
+}
+
+// WithMaxArchive bounds a Java archive (jar, war, ear) together with the
+// archives nested in it: how deep they nest, how many entries they have in
+// all, and how many bytes they open (the archive, every nested archive
+// uncompressed, the manifests and pom files read). Past a bound the scan
+// fails. Zero keeps a default: 8 deep, 500,000 entries, 384 MiB.
+func WithMaxArchive(depth, entries int, bytes int64) Option {
+	return func(s *Scanner) {
+		if depth > 0 {
+			s.maxArchiveDepth = depth
+		}
+		if entries > 0 {
+			s.maxArchiveEntries = entries
+		}
+		if bytes > 0 {
+			s.maxArchiveBytes = bytes
+		}
+	}
+}
+
 // WithLogger sets where skipped files and extractor failures are reported.
 // Default slog.Default().
 func WithLogger(l *slog.Logger) Option {
@@ -82,15 +172,24 @@ func WithLogger(l *slog.Logger) Option {
 // New returns a Scanner with the given options.
 func New(opts ...Option) *Scanner {
 	s := &Scanner{
-		maxFileSize:  defaultMaxFileSize,
-		maxLayerSize: defaultMaxLayerSize,
-		maxEntries:   defaultMaxEntries,
-		log:          slog.Default(),
+		maxFileSize:       defaultMaxFileSize,
+		maxLayerSize:      defaultMaxLayerSize,
+		maxEntries:        defaultMaxEntries,
+		maxImageEntries:   defaultMaxImageEntries,
+		maxReadBytes:      defaultMaxReadBytes,
+		maxPackages:       defaultMaxPackages,
+		maxInventoryBytes: defaultMaxInventoryBytes,
+		maxPackageDBSize:  defaultMaxPackageDBSize,
+		maxMetadataSize:   defaultMaxMetadataSize,
+		maxArchiveDepth:   defaultMaxArchiveDepth,
+		maxArchiveEntries: defaultMaxArchiveEntries,
+		maxArchiveBytes:   defaultMaxArchiveBytes,
+		log:               slog.Default(),
 	}
 	for _, o := range opts {
 		o(s)
 	}
-	s.extractors = newExtractors(s.maxFileSize)
+	s.extractors = newExtractors(s)
 	return s
 }
 
@@ -99,20 +198,26 @@ func New(opts ...Option) *Scanner {
 // the packages present in the final filesystem, each attributed to the
 // layer that introduced it. Nothing is written to the host filesystem.
 func (s *Scanner) Scan(ctx context.Context, img v1.Image) (*Inventory, error) {
+	inv, _, err := s.scan(ctx, img)
+	return inv, err
+}
+
+// scan is Scan that also returns what it remembered of the filesystem.
+func (s *Scanner) scan(ctx context.Context, img v1.Image) (*Inventory, *fsState, error) {
 	digest, err := img.Digest()
 	if err != nil {
-		return nil, fmt.Errorf("image digest: %w", err)
+		return nil, nil, fmt.Errorf("image digest: %w", err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return nil, fmt.Errorf("layers of %s: %w", digest, err)
+		return nil, nil, fmt.Errorf("layers of %s: %w", digest, err)
 	}
 	// Diff IDs come from the config: asking a layer for its DiffID may
 	// decompress the whole blob (go-containerregistry's partial images do),
 	// which would read it a second time.
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("config of %s: %w", digest, err)
+		return nil, nil, fmt.Errorf("config of %s: %w", digest, err)
 	}
 	var diffIDs []v1.Hash
 	if cfg != nil && len(cfg.RootFS.DiffIDs) == len(layers) {
@@ -125,6 +230,7 @@ func (s *Scanner) Scan(ctx context.Context, img v1.Image) (*Inventory, error) {
 		ScannerVersion: Version,
 	}
 	st := newFSState()
+	budget := &scanBudget{entries: s.maxImageEntries, readBytes: s.maxReadBytes}
 	for i, l := range layers {
 		var diffID v1.Hash
 		if diffIDs != nil {
@@ -132,16 +238,16 @@ func (s *Scanner) Scan(ctx context.Context, img v1.Image) (*Inventory, error) {
 		}
 		meta, err := describeLayer(l, diffID)
 		if err != nil {
-			return nil, fmt.Errorf("layer %d of %s: %w", i, digest, err)
+			return nil, nil, fmt.Errorf("layer %d of %s: %w", i, digest, err)
 		}
 		inv.Layers = append(inv.Layers, meta)
-		if err := s.scanLayer(ctx, st, i, l); err != nil {
-			return nil, fmt.Errorf("layer %d (%s) of %s: %w", i, meta.Digest, digest, err)
+		if err := s.scanLayer(ctx, st, budget, i, l); err != nil {
+			return nil, nil, fmt.Errorf("layer %d (%s) of %s: %w", i, meta.Digest, digest, err)
 		}
 	}
 	inv.OS = detectOS(st)
 	inv.Packages = st.packages(inv.OS, inv.Layers)
-	return inv, nil
+	return inv, st, nil
 }
 
 // describeLayer reads the layer's metadata; for registry and cached layers

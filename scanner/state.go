@@ -17,6 +17,14 @@ type fsState struct {
 	// dirs holds every directory above a path ever stored, so a non-directory
 	// entry that replaces one of them can drop what lies beneath.
 	dirs map[string]struct{}
+	// osCandidates are the remembered OS identification files that are not
+	// at one of the osFiles paths: possible symlink targets, kept until the
+	// end of their layer shows whether a link reaches them (pruneOSFiles).
+	osCandidates map[string]struct{}
+	// packageCount and packageBytes describe the packages remembered now,
+	// for the inventory bounds; entries deleted later no longer count.
+	packageCount int
+	packageBytes int64
 }
 
 // pathEntry is one remembered path.
@@ -52,7 +60,28 @@ func newLayerChanges() *layerChanges {
 }
 
 func newFSState() *fsState {
-	return &fsState{entries: map[string]*pathEntry{}, dirs: map[string]struct{}{}}
+	return &fsState{entries: map[string]*pathEntry{}, dirs: map[string]struct{}{}, osCandidates: map[string]struct{}{}}
+}
+
+// remove forgets the entry at p, if any, and what it counted for.
+func (st *fsState) remove(p string) {
+	e, ok := st.entries[p]
+	if !ok {
+		return
+	}
+	delete(st.entries, p)
+	delete(st.osCandidates, p)
+	st.packageCount -= len(e.pkgs)
+	for _, f := range e.pkgs {
+		st.packageBytes -= f.size()
+	}
+}
+
+// size estimates what a package costs in the stored inventory: its
+// strings; the rest of a record is small and fixed.
+func (f found) size() int64 {
+	p := f.pkg
+	return int64(len(p.Name) + len(p.Version) + len(p.SourceName) + len(p.SourceVersion) + len(p.PURL) + len(p.Location) + len(p.Ecosystem) + len(p.Type))
 }
 
 // replace records that a non-directory entry was written at p, dropping
@@ -61,7 +90,7 @@ func newFSState() *fsState {
 // entry so packages that stay the same keep their original layer.
 func (st *fsState) replace(p string, layer int, ch *layerChanges) *pathEntry {
 	old := st.entries[p]
-	delete(st.entries, p)
+	st.remove(p)
 	if _, ok := st.dirs[p]; ok {
 		ch.gone[p] = struct{}{}
 	}
@@ -75,7 +104,7 @@ func (st *fsState) replace(p string, layer int, ch *layerChanges) *pathEntry {
 // symlink of a lower layer at the same path, but merges with a directory.
 func (st *fsState) replaceNonDir(p string, layer int) {
 	if e, ok := st.entries[p]; ok && e.layer < layer {
-		delete(st.entries, p)
+		st.remove(p)
 	}
 }
 
@@ -96,7 +125,12 @@ func (st *fsState) put(p string, e *pathEntry, old *pathEntry) {
 			}
 		}
 	}
+	st.remove(p)
 	st.entries[p] = e
+	st.packageCount += len(e.pkgs)
+	for _, f := range e.pkgs {
+		st.packageBytes += f.size()
+	}
 	for d := parentDir(p); d != ""; d = parentDir(d) {
 		if _, ok := st.dirs[d]; ok {
 			break // its ancestors are there already
@@ -114,7 +148,7 @@ func (st *fsState) applyChanges(index int, ch *layerChanges) {
 	}
 	for p, e := range st.entries {
 		if e.layer < index && ch.deletes(p) {
-			delete(st.entries, p)
+			st.remove(p) // deleting during range is allowed
 		}
 	}
 }
@@ -155,7 +189,16 @@ const maxSymlinkHops = 40
 // resolve inside the image only: an absolute target starts at the image
 // root and ".." stops there, as they would in a container.
 func (st *fsState) readFile(p string) ([]byte, bool) {
+	return st.resolve(p, nil)
+}
+
+// resolve is readFile that also calls visit with every path it looks up
+// on the way, links and the final file.
+func (st *fsState) resolve(p string, visit func(string)) ([]byte, bool) {
 	for range maxSymlinkHops {
+		if visit != nil {
+			visit(p)
+		}
 		if e, ok := st.entries[p]; ok {
 			if e.link == "" {
 				return e.content, e.content != nil
@@ -216,4 +259,36 @@ func (st *fsState) packages(osInfo OS, layers []Layer) []Package {
 		)
 	})
 	return out
+}
+
+// remembersBelow reports whether anything is remembered at p or beneath
+// it: only then can a whiteout or an opaque marker for p delete something.
+// Whiteouts for anything else are not kept, so a flood of them costs no
+// memory. The root ("") is beneath nothing and above everything.
+func (st *fsState) remembersBelow(p string) bool {
+	if p == "" {
+		return len(st.entries) > 0
+	}
+	if _, ok := st.entries[p]; ok {
+		return true
+	}
+	_, ok := st.dirs[p]
+	return ok
+}
+
+// pruneOSFiles forgets the OS identification files kept as possible symlink
+// targets that no symlink now reaches from one of the osFiles paths.
+func (st *fsState) pruneOSFiles() {
+	if len(st.osCandidates) == 0 {
+		return
+	}
+	reached := map[string]struct{}{}
+	for f := range osFiles {
+		st.resolve(f, func(p string) { reached[p] = struct{}{} })
+	}
+	for p := range st.osCandidates {
+		if _, ok := reached[p]; !ok {
+			st.remove(p)
+		}
+	}
 }

@@ -33,17 +33,23 @@ var (
 )
 
 // errLayerTooLarge is returned when a layer expands past the configured bound.
-var errLayerTooLarge = errors.New("uncompressed layer exceeds the size limit")
+var errLayerTooLarge = fmt.Errorf("%w: uncompressed layer exceeds the size limit (WithMaxLayerSize)", ErrLimitExceeded)
+
+// ctxCheckEvery is how many tar entries the walker reads between looks at
+// the context: a highly compressed layer of tiny entries hands out many
+// thousands of them per read of the compressed stream (where ctxReader
+// looks).
+const ctxCheckEvery = 256
 
 // scanLayer streams one layer through the tar walker and then applies its
 // whiteouts to the state built from the layers below it.
-func (s *Scanner) scanLayer(ctx context.Context, st *fsState, index int, l v1.Layer) error {
+func (s *Scanner) scanLayer(ctx context.Context, st *fsState, budget *scanBudget, index int, l v1.Layer) error {
 	rc, err := l.Compressed()
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
 	defer rc.Close()
-	w := &layerWalker{s: s, st: st, index: index, changes: newLayerChanges()}
+	w := &layerWalker{s: s, st: st, budget: budget, index: index, changes: newLayerChanges()}
 	if err := w.walk(ctx, rc); err != nil {
 		return err
 	}
@@ -54,6 +60,7 @@ func (s *Scanner) scanLayer(ctx context.Context, st *fsState, index int, l v1.La
 		return fmt.Errorf("read to end: %w", err)
 	}
 	st.applyChanges(index, w.changes)
+	st.pruneOSFiles()
 	return nil
 }
 
@@ -85,11 +92,12 @@ func decompress(r io.Reader) (io.Reader, func(), error) {
 
 // layerWalker reads the tar entries of one layer.
 type layerWalker struct {
-	s       *Scanner
-	st      *fsState
-	index   int
-	changes *layerChanges
-	buf     []byte // reused for every file read into memory
+	s            *Scanner
+	st           *fsState
+	budget       *scanBudget
+	index        int
+	changes      *layerChanges
+	osCandidates int // OS identification files kept as possible link targets
 }
 
 func (w *layerWalker) walk(ctx context.Context, compressed io.Reader) error {
@@ -100,8 +108,10 @@ func (w *layerWalker) walk(ctx context.Context, compressed io.Reader) error {
 	defer closeFn()
 	tr := tar.NewReader(&limitReader{r: r, left: w.s.maxLayerSize})
 	for n := 0; ; n++ {
-		if n >= w.s.maxEntries {
-			return fmt.Errorf("more than %d tar entries", w.s.maxEntries)
+		if n%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -110,6 +120,13 @@ func (w *layerWalker) walk(ctx context.Context, compressed io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("tar: %w", err)
 		}
+		if n >= w.s.maxEntries {
+			return limitError(entryName(hdr.Name), "tar entries in the layer", int64(w.s.maxEntries), "WithMaxEntries")
+		}
+		if w.budget.entries <= 0 {
+			return limitError(entryName(hdr.Name), "tar entries in the image", int64(w.s.maxImageEntries), "WithMaxImageEntries")
+		}
+		w.budget.entries--
 		if err := w.entry(ctx, hdr, tr); err != nil {
 			return err
 		}
@@ -127,14 +144,21 @@ func (w *layerWalker) entry(ctx context.Context, hdr *tar.Header, r io.Reader) e
 	}
 	dir, base := path.Split(p)
 	dir = strings.TrimSuffix(dir, "/")
+	// Whiteouts are kept only when they delete something remembered from a
+	// lower layer (everything of the lower layers is in st already), so a
+	// flood of them costs no memory.
 	if base == whiteoutOpaque {
-		w.changes.opaque[dir] = struct{}{}
+		if w.st.remembersBelow(dir) {
+			w.changes.opaque[dir] = struct{}{}
+		}
 		return nil
 	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		// A bare ".wh." names nothing; anything else whites out its target.
 		if name := strings.TrimPrefix(base, whiteoutPrefix); name != "" {
-			w.changes.gone[path.Join(dir, name)] = struct{}{}
+			if target := path.Join(dir, name); w.st.remembersBelow(target) {
+				w.changes.gone[target] = struct{}{}
+			}
 		}
 		return nil
 	}
@@ -160,18 +184,37 @@ func (w *layerWalker) entry(ctx context.Context, hdr *tar.Header, r io.Reader) e
 	}
 
 	old := w.st.replace(p, w.index, w.changes)
-	if isOSFile(p) {
-		data, err := w.read(ctx, p, hdr, r, maxOSFileSize, nil)
-		if err != nil || data == nil {
+	switch {
+	case osFiles[p]:
+		return w.keepOSFile(ctx, p, hdr, r)
+	case isOSFileCandidate(p):
+		if w.osCandidates >= maxOSFileCandidates {
+			w.s.log.DebugContext(ctx, "not keeping another possible OS identification file", "layer", w.index, "path", "/"+p)
+			return nil
+		}
+		w.osCandidates++
+		if err := w.keepOSFile(ctx, p, hdr, r); err != nil {
 			return err
 		}
-		w.st.put(p, &pathEntry{layer: w.index, content: bytes.Clone(data)}, nil)
+		if _, ok := w.st.entries[p]; ok {
+			w.st.osCandidates[p] = struct{}{}
+		}
 		return nil
 	}
 	return w.extract(ctx, p, hdr, r, old)
 }
 
-// read reads a file, of which head was already read, into the walker's
+// keepOSFile remembers the content of an OS identification file.
+func (w *layerWalker) keepOSFile(ctx context.Context, p string, hdr *tar.Header, r io.Reader) error {
+	data, err := w.read(ctx, p, hdr, r, maxOSFileSize, nil)
+	if err != nil || data == nil {
+		return err
+	}
+	w.st.put(p, &pathEntry{layer: w.index, content: bytes.Clone(data)}, nil)
+	return nil
+}
+
+// read reads a file, of which head was already read, into the scan's
 // reusable buffer; it returns nil (and logs why) when the file is larger
 // than limit, leaving the tar reader to skip it.
 func (w *layerWalker) read(ctx context.Context, p string, hdr *tar.Header, r io.Reader, limit int64, head []byte) ([]byte, error) {
@@ -179,11 +222,15 @@ func (w *layerWalker) read(ctx context.Context, p string, hdr *tar.Header, r io.
 		w.s.log.InfoContext(ctx, "skipping file larger than the limit", "layer", w.index, "path", "/"+p, "size", hdr.Size, "limit", limit)
 		return nil, nil
 	}
-	n := int(hdr.Size)
-	if cap(w.buf) < n {
-		w.buf = make([]byte, n)
+	if hdr.Size > w.budget.readBytes {
+		return nil, limitError("/"+p, "bytes read into memory for the image", w.s.maxReadBytes, "WithMaxReadBytes")
 	}
-	buf := w.buf[:n]
+	w.budget.readBytes -= hdr.Size
+	n := int(hdr.Size)
+	if cap(w.budget.buf) < n {
+		w.budget.buf = make([]byte, n)
+	}
+	buf := w.budget.buf[:n]
 	copy(buf, head)
 	if _, err := io.ReadFull(r, buf[len(head):]); err != nil {
 		return nil, fmt.Errorf("read file: %w", err)
