@@ -68,8 +68,8 @@ func (p *Pipeline) CheckBlob(ctx context.Context, upstream, repo string, d diges
 		return proxy.Decision{Verdict: proxy.Allow}, nil
 	}
 	image := blocked[0]
-	return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + image + "?repository=" + upstream + "/" + repo,
-		Message: fmt.Sprintf("portcullis: blob %s belongs to %s/%s@%s, which may not be pulled there", d, upstream, repo, image)}, nil
+	return proxy.Decision{Verdict: proxy.Block, Details: "/api/v1/scans/" + image,
+		Message: fmt.Sprintf("portcullis: blob %s belongs to blocked image %s in %s/%s", d, image, upstream, repo)}, nil
 }
 
 // maxUndecidedChecked bounds the scan records one blob request reads.

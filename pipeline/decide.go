@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -282,7 +281,8 @@ func (p *Pipeline) announce(ctx context.Context, rec store.ScanRecord, dec store
 // toGate turns a policy decision into what the proxy serves.
 func toGate(d policy.Decision, upstream, repo, dgst string) proxy.Decision {
 	where := upstream + "/" + repo + "@" + dgst
-	details := "/api/v1/scans/" + dgst + "?repository=" + url.QueryEscape(upstream+"/"+repo)
+	// The record lists every repository's verdict on the digest.
+	details := "/api/v1/scans/" + dgst
 	switch d.Effective {
 	case policy.Block:
 		return proxy.Decision{Verdict: proxy.Block, Details: details,

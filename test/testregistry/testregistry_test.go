@@ -316,8 +316,10 @@ func TestSlowBlobAndStopMidDownload(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || fmt.Sprintf("sha256:%x", sha256.Sum256(body)) != blob.String() {
 		t.Fatalf("slow GET: %d, %d bytes", resp.StatusCode, len(body))
 	}
-	if elapsed < 2*perMiB || elapsed > 3*perMiB+time.Second {
-		t.Errorf("slow GET took %v, want about %v", elapsed, 2*perMiB)
+	// Only the lower bound: the pauses happened. How much longer a loaded
+	// machine takes is not this test's business (no timed assertions).
+	if elapsed < 2*perMiB {
+		t.Errorf("slow GET took %v, want at least %v", elapsed, 2*perMiB)
 	}
 
 	// Stopping the registry cuts a download in progress.
