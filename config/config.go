@@ -67,8 +67,10 @@ type Upstream struct {
 	CAFile       string   `yaml:"ca_file"`
 	Insecure     bool     `yaml:"insecure"`
 	Timeout      Duration `yaml:"timeout"`
-	TagTTL       Duration `yaml:"tag_ttl"`
-	Retries      int      `yaml:"retries"`
+	// TagTTL is how long a tag → digest answer is trusted; nil (unset)
+	// means 5 minutes, an explicit 0 revalidates every tag request.
+	TagTTL  *Duration `yaml:"tag_ttl"`
+	Retries int       `yaml:"retries"`
 }
 
 // TLS enables HTTPS serving when both files are set.
@@ -95,6 +97,10 @@ type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // json or text
 }
+
+// DefaultTagTTL is how long a tag → digest answer is trusted when an
+// upstream sets no tag_ttl.
+const DefaultTagTTL = 5 * time.Minute
 
 // Default is the configuration used when no file is given.
 func Default() Config {
@@ -179,6 +185,13 @@ func (c *Config) Finish() error {
 		} else if pu.User != nil {
 			// The URL is logged; credentials belong in username/password_file.
 			add("%s: url must not carry credentials; use username and password_file or password_env", where)
+		}
+		switch {
+		case u.TagTTL == nil:
+			d := Duration(DefaultTagTTL)
+			c.Upstreams[i].TagTTL = &d
+		case *u.TagTTL < 0:
+			add("%s: tag_ttl must not be negative (0 revalidates every tag request)", where)
 		}
 		if u.PasswordFile != "" && u.PasswordEnv != "" {
 			add("%s: set password_file or password_env, not both", where)

@@ -33,7 +33,7 @@ func (p *Proxy) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	if rerr != nil {
 		return Resolved{}, fmt.Errorf("%w: %q: %s", ErrBadReference, ref, rerr.Message)
 	}
-	m, rerr := p.manifest(ctx, p.upstreamFor(rt), rt, p.accepts.lookup(nil))
+	m, rerr := p.manifest(ctx, p.upstreamFor(rt), rt, p.accepts.standard())
 	if rerr != nil {
 		return Resolved{}, rerr
 	}

@@ -93,6 +93,18 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
+// tagTTL turns the configured tag_ttl into the proxy's: unset is the
+// default, an explicit 0 revalidates every tag request.
+func tagTTL(u config.Upstream) time.Duration {
+	switch {
+	case u.TagTTL == nil:
+		return proxy.DefaultTagTTL
+	case *u.TagTTL == 0:
+		return proxy.RevalidateTags
+	}
+	return time.Duration(*u.TagTTL)
+}
+
 func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -125,7 +137,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		ups = append(ups, proxy.Upstream{Client: client, TagTTL: time.Duration(u.TagTTL)})
+		ups = append(ups, proxy.Upstream{Client: client, TagTTL: tagTTL(u)})
 	}
 	p, err := proxy.New(proxy.Options{
 		Upstreams:       ups,
