@@ -1,11 +1,13 @@
 package proxy_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,5 +147,74 @@ func TestTooManyQueryParametersRefused(t *testing.T) {
 	status, _, body := get(t, e.proxy.URL+"/v2/team/app/manifests/1.0?"+strings.Repeat("x=1&", 9_000)+"ns=up.test", nil)
 	if status != http.StatusOK {
 		t.Fatalf("9,001 parameters: %d %.300s", status, body)
+	}
+}
+
+// syncBuffer is a log sink the server goroutines and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// An internal failure (here: the state database is gone) reaches the client
+// as "internal error" and a request id; the cause is in the log line that
+// carries the same id. It used to send the Go error text.
+func TestInternalErrorShowsRequestIDNotCause(t *testing.T) {
+	var logs syncBuffer
+	e := newEnv(t, withLog(&logs))
+	img, _ := random.Image(256, 1)
+	e.push(t, "team/app:1.0", img)
+	if err := e.state.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(e.proxy.URL + "/v2/team/app/manifests/1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	id := resp.Header.Get(proxy.RequestIDHeader)
+	if len(id) != 16 {
+		t.Fatalf("request id header %q", id)
+	}
+	want := `{"errors":[{"code":"UNKNOWN","message":"internal error, request id ` + id + `"}]}`
+	if resp.StatusCode != http.StatusInternalServerError || string(body) != want {
+		t.Fatalf("status %d body %s\nwant %s", resp.StatusCode, body, want)
+	}
+	var line struct {
+		RequestID string `json:"request_id"`
+		Status    int
+		Failure   struct{ Error, Cause string }
+	}
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, `"msg":"request"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if line.RequestID != id || line.Status != 500 || !strings.Contains(line.Failure.Cause, "read tag cache") || !strings.Contains(line.Failure.Cause, "database not open") {
+		t.Fatalf("request log line %+v lacks the id or the cause; logs:\n%s", line, logs.String())
+	}
+	// Every response carries an id, successes included, each its own.
+	ok, err := http.Get(e.proxy.URL + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok.Body.Close()
+	if other := ok.Header.Get(proxy.RequestIDHeader); len(other) != 16 || other == id {
+		t.Fatalf("second request id %q (first %q)", other, id)
 	}
 }

@@ -128,15 +128,20 @@ type requestInfo struct {
 // and logs the request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	id := NewRequestID()
+	w.Header().Set(RequestIDHeader, id)
 	lw := &loggingWriter{ResponseWriter: w}
 	info := &requestInfo{}
 	var errAttrs []slog.Attr
 	if err := p.serve(lw, r, info); err != nil {
+		if err.internal {
+			err.Message = InternalMessage(id)
+		}
 		if !lw.wroteHeader {
 			err.write(lw, r.Method == http.MethodHead)
 		}
 		info.cache = cmp.Or(info.cache, "-")
-		errAttrs = append(errAttrs, slog.String("error", err.Error()))
+		errAttrs = append(errAttrs, slog.String("error", err.Code+": "+err.Message))
 		if err.cause != nil {
 			errAttrs = append(errAttrs, slog.String("cause", err.cause.Error()))
 		}
@@ -146,6 +151,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		level = slog.LevelWarn
 	}
 	p.log.LogAttrs(r.Context(), level, "request",
+		slog.String("request_id", id),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.String("query", r.URL.RawQuery),
