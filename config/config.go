@@ -40,6 +40,17 @@ type Config struct {
 	Scan                  Scan   `yaml:"scan"`
 	VulnDB                VulnDB `yaml:"vulndb"`
 	Log                   Log    `yaml:"log"`
+	Server                Server `yaml:"server"`
+}
+
+// Server bounds what clients can hold on the listening socket.
+type Server struct {
+	// MaxConnections caps open client connections; past it new ones wait
+	// in the kernel's backlog until one closes.
+	MaxConnections int `yaml:"max_connections"`
+	// WriteIdleTimeout drops a connection whose client has read nothing of
+	// a response for this long; a slow transfer that keeps moving is kept.
+	WriteIdleTimeout Duration `yaml:"write_idle_timeout"`
 }
 
 // Scan configures the background scans of pulled images.
@@ -122,6 +133,7 @@ func Default() Config {
 		GateBlobs: true,
 		Scan:      Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute)},
 		Log:       Log{Level: "info", Format: "json"},
+		Server:    Server{MaxConnections: 10000, WriteIdleTimeout: Duration(2 * time.Minute)},
 	}
 }
 
@@ -224,6 +236,12 @@ func (c *Config) Finish() error {
 	}
 	if c.Scan.Workers < 1 || c.Scan.Timeout <= 0 {
 		add("scan.workers must be at least 1 and scan.timeout positive")
+	}
+	if c.Server.MaxConnections < 1 {
+		add("server.max_connections must be at least 1")
+	}
+	if c.Server.WriteIdleTimeout <= 0 {
+		add("server.write_idle_timeout must be positive")
 	}
 	if c.VulnDB.UpdateInterval < 0 {
 		add("vulndb.update_interval must not be negative")

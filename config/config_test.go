@@ -130,6 +130,8 @@ func TestFinishRejects(t *testing.T) {
 		"public_url no scheme":  func(c *Config) { c.PublicURL = "mirror.example.com" },
 		"public_url with query": func(c *Config) { c.PublicURL = "https://mirror.example.com/?x=1" },
 		"public_url ftp":        func(c *Config) { c.PublicURL = "ftp://mirror.example.com" },
+		"no connections":        func(c *Config) { c.Server.MaxConnections = 0 },
+		"no write idle timeout": func(c *Config) { c.Server.WriteIdleTimeout = 0 },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -190,12 +190,14 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln = serverListener(ln, cfg.Server.MaxConnections, time.Duration(cfg.Server.WriteIdleTimeout))
 	names := make([]string, len(cfg.Upstreams))
 	for i, u := range cfg.Upstreams {
 		names[i] = u.Name + "=" + u.URL
 	}
 	log.Info("portcullis listening", "addr", ln.Addr().String(), "tls", cfg.TLS.CertFile != "",
-		"data_dir", cfg.DataDir, "storage", cfg.Storage.Driver, "upstreams", names, "default_upstream", cfg.DefaultUpstream)
+		"data_dir", cfg.DataDir, "storage", cfg.Storage.Driver, "upstreams", names, "default_upstream", cfg.DefaultUpstream,
+		"max_connections", cfg.Server.MaxConnections, "write_idle_timeout", time.Duration(cfg.Server.WriteIdleTimeout))
 
 	errc := make(chan error, 1)
 	go func() {
