@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -51,6 +52,9 @@ type Handler struct {
 	// DBVersion is the vulnerability database version in force; results
 	// matched against another one are served marked stale. May be nil.
 	DBVersion func() string
+	// Logger receives the causes of internal errors, which clients only
+	// see as a request id. Nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // markStale flags a result whose findings come from another database
@@ -71,6 +75,8 @@ func (h *Handler) markStale(rec *store.ScanRecord) {
 //	POST /api/v1/scans?image=REF         resolve REF through the mirror, queue its scan, answer its state
 //	GET  /api/v1/events                  server-sent events: finished scans and verdict changes
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req := request{id: proxy.NewRequestID(), r: r}
+	w.Header().Set(proxy.RequestIDHeader, req.id)
 	if r.URL.Path == "/api/v1/events" && r.Method == http.MethodGet && h.Events != nil {
 		h.streamEvents(w, r)
 		return
@@ -80,35 +86,54 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		writeError(w, http.StatusNotFound, "no such endpoint")
 	case rest == "" && r.Method == http.MethodPost:
-		h.requestScan(w, r)
+		h.requestScan(w, req)
 	case strings.HasPrefix(rest, "/") && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		h.getScan(w, r, strings.TrimPrefix(rest, "/"))
+		h.getScan(w, req, strings.TrimPrefix(rest, "/"))
 	default:
 		writeError(w, http.StatusMethodNotAllowed, "use GET /api/v1/scans/{digest} or POST /api/v1/scans?image=REF")
 	}
 }
 
-func (h *Handler) getScan(w http.ResponseWriter, r *http.Request, raw string) {
+// request is one API request and the id its responses and logs carry.
+type request struct {
+	id string
+	r  *http.Request
+}
+
+// internalError answers 500 with the request id only and logs what failed
+// with the same id: store and cache errors name files and keys.
+func (h *Handler) internalError(w http.ResponseWriter, req request, what string, err error) {
+	log := h.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.LogAttrs(req.r.Context(), slog.LevelError, "api request failed",
+		slog.String("request_id", req.id), slog.String("method", req.r.Method), slog.String("path", req.r.URL.Path),
+		slog.String("error", what), slog.String("cause", err.Error()))
+	writeError(w, http.StatusInternalServerError, proxy.InternalMessage(req.id))
+}
+
+func (h *Handler) getScan(w http.ResponseWriter, req request, raw string) {
 	d, err := digest.Parse(raw)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid digest "+quote(raw)+": "+err.Error())
 		return
 	}
-	repository := r.URL.Query().Get("repository")
+	repository := req.r.URL.Query().Get("repository")
 	if repository != "" && !strings.Contains(repository, "/") {
 		writeError(w, http.StatusBadRequest, "invalid repository "+quote(repository)+": want UPSTREAM/REPOSITORY, e.g. docker.io/library/alpine")
 		return
 	}
-	rec, err := h.Scans.Scan(r.Context(), d.String())
+	rec, err := h.Scans.Scan(req.r.Context(), d.String())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "no scan of "+d.String()+" yet: pull it through the mirror, or POST /api/v1/scans?image=REF")
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, err.Error())
+		h.internalError(w, req, "read scan "+d.String(), err)
 	default:
-		view, err := h.view(r.Context(), rec, repository)
+		view, err := h.view(req.r.Context(), rec, repository)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, err.Error())
+			h.internalError(w, req, "read verdicts on "+d.String(), err)
 			return
 		}
 		writeJSON(w, http.StatusOK, view)
@@ -162,14 +187,19 @@ func (h *Handler) view(ctx context.Context, rec store.ScanRecord, repository str
 	return v, nil
 }
 
-func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
-	ref := r.URL.Query().Get("image")
+func (h *Handler) requestScan(w http.ResponseWriter, req request) {
+	ctx := req.r.Context()
+	ref := req.r.URL.Query().Get("image")
 	if ref == "" {
 		writeError(w, http.StatusBadRequest, "missing ?image=REF, e.g. ?image=ghcr.io/org/app:1.0")
 		return
 	}
-	res, err := h.Resolver.Resolve(r.Context(), ref)
-	if err != nil {
+	res, err := h.Resolver.Resolve(ctx, ref)
+	switch {
+	case errors.Is(err, proxy.ErrInternal):
+		h.internalError(w, req, "resolve "+quote(ref), err)
+		return
+	case err != nil:
 		status := http.StatusBadGateway
 		switch {
 		case errors.Is(err, proxy.ErrBadReference):
@@ -180,30 +210,30 @@ func (h *Handler) requestScan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, "resolve "+quote(ref)+": "+err.Error())
 		return
 	}
-	if err := h.Queue.Request(r.Context(), res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
-		status := http.StatusInternalServerError
+	if err := h.Queue.Request(ctx, res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
 		switch {
 		case errors.Is(err, pipeline.ErrIndexTooLarge):
-			status = http.StatusBadRequest
+			writeError(w, http.StatusBadRequest, "queue scan: "+err.Error())
 		case errors.Is(err, pipeline.ErrQueueFull):
-			status = http.StatusServiceUnavailable
+			writeError(w, http.StatusServiceUnavailable, "queue scan: "+err.Error())
+		default:
+			h.internalError(w, req, "queue scan of "+res.Digest.String(), err)
 		}
-		writeError(w, status, "queue scan: "+err.Error())
 		return
 	}
-	rec, err := h.Scans.Scan(r.Context(), res.Digest.String())
+	rec, err := h.Scans.Scan(ctx, res.Digest.String())
 	if errors.Is(err, store.ErrNotFound) {
 		// An index: its children were queued, the index itself has no scan.
 		writeJSON(w, http.StatusAccepted, map[string]string{"digest": res.Digest.String(), "mediaType": res.MediaType, "state": "queued-children"})
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		h.internalError(w, req, "read scan "+res.Digest.String(), err)
 		return
 	}
-	view, err := h.view(r.Context(), rec, res.Upstream+"/"+res.Repository)
+	view, err := h.view(ctx, rec, res.Upstream+"/"+res.Repository)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		h.internalError(w, req, "read verdicts on "+res.Digest.String(), err)
 		return
 	}
 	status := http.StatusOK

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -71,5 +73,40 @@ func TestRequestScanAccessDenied(t *testing.T) {
 	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/api/v1/scans?image=ghcr.io/other/x:1", nil))
 	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "may not pull") {
 		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+}
+
+// A store failure reaches the client as "internal error" and a request id,
+// the cause only the log (with the same id). It used to send the error text.
+func TestInternalErrorShowsRequestIDNotCause(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close() // every read now fails
+	var logs bytes.Buffer
+	h := &Handler{Scans: st, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/v1/scans/sha256:aa00000000000000000000000000000000000000000000000000000000000000", nil))
+	id := w.Header().Get(proxy.RequestIDHeader)
+	var body struct{ Error string }
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || len(id) != 16 {
+		t.Fatalf("id %q body %s", id, w.Body)
+	}
+	if w.Code != http.StatusInternalServerError || body.Error != "internal error, request id "+id {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	if strings.Contains(w.Body.String(), "database") || strings.Contains(w.Body.String(), path) {
+		t.Fatalf("body has internal detail: %s", w.Body)
+	}
+	if l := logs.String(); !strings.Contains(l, `"request_id":"`+id+`"`) || !strings.Contains(l, "database not open") {
+		t.Fatalf("log lacks the id or the cause: %s", l)
+	}
+	// Other answers carry an id too.
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/v1/nothing", nil))
+	if w.Code != http.StatusNotFound || len(w.Header().Get(proxy.RequestIDHeader)) != 16 {
+		t.Fatalf("%d %v", w.Code, w.Header())
 	}
 }

@@ -41,6 +41,17 @@ type Config struct {
 	VulnDB                VulnDB `yaml:"vulndb"`
 	Log                   Log    `yaml:"log"`
 	Auth                  Auth   `yaml:"auth"`
+	Server                Server `yaml:"server"`
+}
+
+// Server bounds what clients can hold on the listening socket.
+type Server struct {
+	// MaxConnections caps open client connections; past it new ones wait
+	// in the kernel's backlog until one closes.
+	MaxConnections int `yaml:"max_connections"`
+	// WriteIdleTimeout drops a connection whose client has read nothing of
+	// a response for this long; a slow transfer that keeps moving is kept.
+	WriteIdleTimeout Duration `yaml:"write_idle_timeout"`
 }
 
 // Auth decides who may pull what; off (an open mirror) when empty.
@@ -92,8 +103,10 @@ type Upstream struct {
 	CAFile       string   `yaml:"ca_file"`
 	Insecure     bool     `yaml:"insecure"`
 	Timeout      Duration `yaml:"timeout"`
-	TagTTL       Duration `yaml:"tag_ttl"`
-	Retries      int      `yaml:"retries"`
+	// TagTTL is how long a tag → digest answer is trusted; nil (unset)
+	// means 5 minutes, an explicit 0 revalidates every tag request.
+	TagTTL  *Duration `yaml:"tag_ttl"`
+	Retries int       `yaml:"retries"`
 }
 
 // TLS enables HTTPS serving when both files are set.
@@ -121,6 +134,10 @@ type Log struct {
 	Format string `yaml:"format"` // json or text
 }
 
+// DefaultTagTTL is how long a tag → digest answer is trusted when an
+// upstream sets no tag_ttl.
+const DefaultTagTTL = 5 * time.Minute
+
 // Default is the configuration used when no file is given.
 func Default() Config {
 	return Config{
@@ -141,6 +158,7 @@ func Default() Config {
 		GateBlobs: true,
 		Scan:      Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute)},
 		Log:       Log{Level: "info", Format: "json"},
+		Server:    Server{MaxConnections: 10000, WriteIdleTimeout: Duration(2 * time.Minute)},
 	}
 }
 
@@ -205,6 +223,13 @@ func (c *Config) Finish() error {
 			// The URL is logged; credentials belong in username/password_file.
 			add("%s: url must not carry credentials; use username and password_file or password_env", where)
 		}
+		switch {
+		case u.TagTTL == nil:
+			d := Duration(DefaultTagTTL)
+			c.Upstreams[i].TagTTL = &d
+		case *u.TagTTL < 0:
+			add("%s: tag_ttl must not be negative (0 revalidates every tag request)", where)
+		}
 		if u.PasswordFile != "" && u.PasswordEnv != "" {
 			add("%s: set password_file or password_env, not both", where)
 		}
@@ -236,6 +261,12 @@ func (c *Config) Finish() error {
 	}
 	if c.Scan.Workers < 1 || c.Scan.Timeout <= 0 {
 		add("scan.workers must be at least 1 and scan.timeout positive")
+	}
+	if c.Server.MaxConnections < 1 {
+		add("server.max_connections must be at least 1")
+	}
+	if c.Server.WriteIdleTimeout <= 0 {
+		add("server.write_idle_timeout must be positive")
 	}
 	if c.VulnDB.UpdateInterval < 0 {
 		add("vulndb.update_interval must not be negative")

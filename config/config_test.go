@@ -50,7 +50,7 @@ tls: {cert_file: c.pem, key_file: k.pem}
 			if c.Listen != "0.0.0.0:443" || c.DefaultUpstream != "ghcr.io" || len(c.Upstreams) != 2 {
 				t.Fatalf("%+v", c)
 			}
-			if c.Upstreams[0].TagTTL != Duration(time.Minute) || c.Cache.MaxBytes != 20<<30 || c.Upstreams[0].PasswordEnv != "GHCR_TOKEN" {
+			if c.Upstreams[0].TagTTL == nil || *c.Upstreams[0].TagTTL != Duration(time.Minute) || c.Cache.MaxBytes != 20<<30 || c.Upstreams[0].PasswordEnv != "GHCR_TOKEN" {
 				t.Fatalf("%+v", c)
 			}
 		}},
@@ -76,6 +76,47 @@ tls: {cert_file: c.pem, key_file: k.pem}
 	}
 }
 
+// tag_ttl: 0 is an explicit "revalidate every tag request", distinct from
+// leaving the key out (5 minutes).
+func TestTagTTLZeroIsNotUnset(t *testing.T) {
+	tests := []struct {
+		name, ttl string
+		want      time.Duration
+		errHas    string
+	}{
+		{name: "unset", want: DefaultTagTTL},
+		{name: "zero", ttl: "0", want: 0},
+		{name: "zero seconds", ttl: "0s", want: 0},
+		{name: "one minute", ttl: "1m", want: time.Minute},
+		{name: "negative", ttl: "-1s", errHas: "tag_ttl must not be negative"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := "upstreams:\n  - name: a.test\n    url: https://a.test\n"
+			if tc.ttl != "" {
+				yaml += "    tag_ttl: " + tc.ttl + "\n"
+			}
+			c := Default()
+			if err := Parse([]byte(yaml), &c); err != nil {
+				t.Fatal(err)
+			}
+			err := c.Finish()
+			if tc.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+					t.Fatalf("error %v, want it to contain %q", err, tc.errHas)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Upstreams[0].TagTTL; got == nil || time.Duration(*got) != tc.want {
+				t.Fatalf("tag_ttl %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestFinishRejects(t *testing.T) {
 	tests := map[string]func(c *Config){
 		"unknown default":       func(c *Config) { c.DefaultUpstream = "nope.io" },
@@ -89,6 +130,8 @@ func TestFinishRejects(t *testing.T) {
 		"public_url no scheme":  func(c *Config) { c.PublicURL = "mirror.example.com" },
 		"public_url with query": func(c *Config) { c.PublicURL = "https://mirror.example.com/?x=1" },
 		"public_url ftp":        func(c *Config) { c.PublicURL = "ftp://mirror.example.com" },
+		"no connections":        func(c *Config) { c.Server.MaxConnections = 0 },
+		"no write idle timeout": func(c *Config) { c.Server.WriteIdleTimeout = 0 },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -184,7 +227,7 @@ func TestDeployExampleLoads(t *testing.T) {
 	if err := c.Finish(); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Upstreams) != 5 || c.Upstreams[0].TagTTL != Duration(5*time.Minute) {
+	if len(c.Upstreams) != 5 || c.Upstreams[0].TagTTL == nil || *c.Upstreams[0].TagTTL != Duration(5*time.Minute) {
 		t.Fatalf("%+v", c.Upstreams)
 	}
 }

@@ -21,9 +21,22 @@ type regError struct {
 	Message    string
 	RetryAfter time.Duration
 	cause      error // logged, never sent: it may name internal addresses
+	// internal marks a failure of Portcullis itself (cause set): the client
+	// gets InternalMessage with the request id, the log gets the cause.
+	internal bool
 }
 
-func (e *regError) Error() string { return e.Code + ": " + e.Message }
+// Error is the text for logs and Go callers (the pipeline, the API): for an
+// internal error it carries the cause, which the client body never does.
+func (e *regError) Error() string {
+	if e.internal && e.cause != nil {
+		return e.Code + ": " + e.cause.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+// Is lets callers outside the package tell internal failures apart.
+func (e *regError) Is(target error) bool { return e.internal && target == ErrInternal }
 
 func (e *regError) write(w http.ResponseWriter, head bool) {
 	type item struct {
@@ -62,8 +75,11 @@ func errNameUnknown(format string, args ...any) *regError {
 	return errorf(http.StatusNotFound, "NAME_UNKNOWN", format, args...)
 }
 
+// errInternal reports a failure of Portcullis itself. what and err are
+// logged only: they name files, keys and Go errors a client has no use for.
 func errInternal(what string, err error) *regError {
-	return errorf(http.StatusInternalServerError, "UNKNOWN", "%s: %v", what, err)
+	return &regError{Status: http.StatusInternalServerError, Code: "UNKNOWN", Message: ErrInternal.Error(),
+		cause: fmt.Errorf("%s: %w", what, err), internal: true}
 }
 
 // fromUpstream translates an upstream failure into what the client sees.

@@ -34,7 +34,7 @@ func (p *Proxy) Image(ctx context.Context, upstreamName, repo string, d digest.D
 	if err != nil {
 		return nil, fmt.Errorf("image %s/%s@%s: %w", upstreamName, repo, d, err)
 	}
-	m, rerr := p.manifestByDigest(ctx, up, repo, d, p.accepts.lookup(nil))
+	m, rerr := p.manifestByDigest(ctx, up, repo, d, p.accepts.standard())
 	if rerr != nil {
 		return nil, fmt.Errorf("image %s/%s@%s: %w", upstreamName, repo, d, rerr)
 	}
@@ -54,7 +54,7 @@ func (p *Proxy) IndexChildren(ctx context.Context, upstreamName, repo string, d 
 	if err != nil {
 		return nil, fmt.Errorf("index %s/%s@%s: %w", upstreamName, repo, d, err)
 	}
-	m, rerr := p.manifestByDigest(ctx, up, repo, d, p.accepts.lookup(nil))
+	m, rerr := p.manifestByDigest(ctx, up, repo, d, p.accepts.standard())
 	if rerr != nil {
 		return nil, fmt.Errorf("index %s/%s@%s: %w", upstreamName, repo, d, rerr)
 	}
@@ -203,7 +203,7 @@ func (p *Proxy) Manifest(ctx context.Context, upstreamName, repo, reference stri
 	if err != nil {
 		return nil, "", "", err
 	}
-	m, rerr := p.manifest(ctx, up, route{upstream: upstreamName, repo: repo, ref: reference}, p.accepts.lookup(nil))
+	m, rerr := p.manifest(ctx, up, route{upstream: upstreamName, repo: repo, ref: reference}, p.accepts.standard())
 	if rerr != nil {
 		return nil, "", "", asError(rerr)
 	}

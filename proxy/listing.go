@@ -20,7 +20,7 @@ import (
 // upstream list, so clients get spec behaviour whatever the upstream does:
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-tags
 func (p *Proxy) serveTags(w http.ResponseWriter, r *http.Request, rt route) *regError {
-	q := r.URL.Query()
+	q := rt.query
 	limit := -1
 	if s := q.Get("n"); s != "" {
 		v, err := strconv.Atoi(s)
@@ -78,7 +78,7 @@ type referrerIndex struct {
 // it, from the referrers tag schema (sha256-<hex>):
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers
 func (p *Proxy) serveReferrers(w http.ResponseWriter, r *http.Request, rt route) *regError {
-	artifactType := r.URL.Query().Get("artifactType")
+	artifactType := rt.query.Get("artifactType")
 	ctx, cancel := p.detach(r.Context())
 	defer cancel()
 	idx, rerr := p.referrers(ctx, p.upstreamFor(rt), rt.repo, rt.digest, artifactType, true)

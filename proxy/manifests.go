@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
-	"hash/fnv"
 	"mime"
 	"net/http"
 	"slices"
@@ -68,35 +70,62 @@ func isManifestType(mt string) bool { return slices.Contains(manifestTypes, mt) 
 // so upstreams do not fall back to legacy formats.
 func defaultAccept() []string { return slices.Clone(manifestTypes) }
 
+// Bounds on the Accept header of a manifest request. Registry clients send
+// fewer than 20 types in a few hundred bytes; the bounds keep a hostile
+// header from costing CPU or memo memory, and a request past them gets a
+// clear 400 rather than a silently shortened list: dropping types could make
+// the upstream answer with a manifest the client did not ask for.
+const (
+	maxAcceptBytes = 64 << 10 // all Accept values together
+	maxAcceptTypes = 128      // distinct media types
+)
+
 // parseAccept turns Accept header values into a list of media types, passed
 // upstream so the upstream picks the same manifest it would for the client.
-func parseAccept(values []string) []string {
-	var out []string
+// Duplicates are dropped (first occurrence wins, keeping the client's order).
+func parseAccept(values []string) ([]string, *regError) {
+	total := 0
 	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
+		total += len(v)
+	}
+	if total > maxAcceptBytes {
+		return nil, errorf(http.StatusBadRequest, "UNSUPPORTED", "Accept header of %d bytes exceeds the limit of %d", total, maxAcceptBytes)
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
 			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-			if err != nil || mt == "" || mt == "*/*" || slices.Contains(out, mt) {
+			if err != nil || mt == "" || mt == "*/*" || seen[mt] {
 				continue
 			}
+			if len(out) == maxAcceptTypes {
+				return nil, errorf(http.StatusBadRequest, "UNSUPPORTED", "Accept header lists more than %d media types", maxAcceptTypes)
+			}
+			seen[mt] = true
 			out = append(out, mt)
 		}
 	}
 	if len(out) == 0 {
-		return defaultAccept()
+		return defaultAccept(), nil
 	}
-	return out
+	return out, nil
 }
 
 // acceptKey identifies a set of accepted types: the same tag can resolve to
-// different manifests for clients that accept different types.
+// different manifests for clients that accept different types. It is part
+// of tag cache keys, so it is a cryptographic hash: a client must not be
+// able to craft a set that collides with another client's and so choose
+// what a tag resolves to for them.
 func acceptKey(accept []string) string {
 	sorted := slices.Sorted(slices.Values(accept))
-	h := fnv.New64a()
+	h := sha256.New()
 	for _, s := range sorted {
+		// Length-prefixed, so no two lists encode alike.
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
 		h.Write([]byte(s))
-		h.Write([]byte{0})
 	}
-	return strconv.FormatUint(h.Sum64(), 36)
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:16])
 }
 
 type manifestResult struct {
@@ -110,7 +139,10 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	ctx, cancel := p.detach(r.Context())
 	defer cancel()
 	up := p.upstreamFor(rt)
-	accept := p.accepts.lookup(r.Header.Values("Accept"))
+	accept, rerr := p.accepts.lookup(r.Header.Values("Accept"))
+	if rerr != nil {
+		return rerr
+	}
 	m, rerr := p.manifest(ctx, up, rt, accept)
 	if rerr != nil {
 		return rerr
@@ -237,7 +269,7 @@ func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parse
 	name := up.Client.Name() + "/" + rt.repo + ":" + rt.ref
 	key := name + "@" + pa.key
 	known, have := p.tags.get(key)
-	if !have || p.now().Sub(known.CheckedAt) >= up.TagTTL {
+	if !have || !up.tagFresh(p.now().Sub(known.CheckedAt)) {
 		// Another replica may have revalidated it since.
 		e, err := p.state.Tag(ctx, key)
 		switch {
@@ -248,7 +280,7 @@ func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parse
 			return manifestResult{}, errInternal("read tag cache", err)
 		}
 	}
-	if have && p.now().Sub(known.CheckedAt) < up.TagTTL {
+	if have && up.tagFresh(p.now().Sub(known.CheckedAt)) {
 		m, rerr := p.manifestByDigest(ctx, up, rt.repo, digest.Digest(known.Digest), pa)
 		return m, rerr
 	}

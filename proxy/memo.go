@@ -36,32 +36,59 @@ func (m *tagMemo) put(key string, e store.TagEntry) {
 }
 
 // acceptMemo remembers parsed Accept headers: clients send the same few
-// over and over, and parsing them is a visible share of a warm request.
+// over and over, and parsing them is a visible share of a warm request. Only
+// headers up to memoAcceptBytes are remembered, at most memoAcceptEntries of
+// them, so the memo holds at most a few MB whatever clients send; a longer
+// (unusual) header is parsed on each request, which parseAccept bounds.
 type acceptMemo struct {
 	mu      sync.RWMutex
 	entries map[string]parsedAccept
 }
+
+const (
+	memoAcceptBytes   = 1 << 10
+	memoAcceptEntries = 1024
+)
 
 type parsedAccept struct {
 	types []string // never modified after parsing
 	key   string
 }
 
-func (m *acceptMemo) lookup(values []string) parsedAccept {
-	raw := strings.Join(values, "\n")
-	m.mu.RLock()
-	p, ok := m.entries[raw]
-	m.mu.RUnlock()
-	if ok {
-		return p
-	}
-	types := parseAccept(values)
-	p = parsedAccept{types: types, key: acceptKey(types)}
-	m.mu.Lock()
-	if m.entries == nil || len(m.entries) >= 1024 {
-		m.entries = map[string]parsedAccept{}
-	}
-	m.entries[raw] = p
-	m.mu.Unlock()
+// standard is the Accept set of requests Portcullis makes for itself.
+func (m *acceptMemo) standard() parsedAccept {
+	p, _ := m.lookup(nil) // no header: the default list, never an error
 	return p
+}
+
+func (m *acceptMemo) lookup(values []string) (parsedAccept, *regError) {
+	size := 0
+	for _, v := range values {
+		size += len(v) + 1
+	}
+	remember := size <= memoAcceptBytes
+	var raw string
+	if remember {
+		raw = strings.Join(values, "\n")
+		m.mu.RLock()
+		p, ok := m.entries[raw]
+		m.mu.RUnlock()
+		if ok {
+			return p, nil
+		}
+	}
+	types, err := parseAccept(values)
+	if err != nil {
+		return parsedAccept{}, err
+	}
+	p := parsedAccept{types: types, key: acceptKey(types)}
+	if remember {
+		m.mu.Lock()
+		if m.entries == nil || len(m.entries) >= memoAcceptEntries {
+			m.entries = map[string]parsedAccept{}
+		}
+		m.entries[raw] = p
+		m.mu.Unlock()
+	}
+	return p, nil
 }

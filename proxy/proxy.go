@@ -24,8 +24,22 @@ import (
 type Upstream struct {
 	Client *upstream.Client
 	// TagTTL is how long a tag → digest resolution is trusted before it is
-	// revalidated upstream; 0 means 5 minutes.
+	// revalidated upstream; 0 means DefaultTagTTL, and a negative value
+	// (RevalidateTags) means every tag request is revalidated.
 	TagTTL time.Duration
+}
+
+// DefaultTagTTL is the tag trust of an upstream that sets none.
+const DefaultTagTTL = 5 * time.Minute
+
+// RevalidateTags as an Upstream.TagTTL trusts no tag resolution: each
+// request by tag asks the upstream (configuration tag_ttl: 0).
+const RevalidateTags time.Duration = -1
+
+// tagFresh reports whether a tag resolution checked age ago may be used
+// without asking the upstream.
+func (u Upstream) tagFresh(age time.Duration) bool {
+	return u.TagTTL > 0 && age >= 0 && age < u.TagTTL
 }
 
 // Options wires a Proxy.
@@ -149,7 +163,7 @@ func New(o Options) (*Proxy, error) {
 		if _, dup := p.upstreams[name]; dup {
 			return nil, fmt.Errorf("upstream %s configured twice", name)
 		}
-		u.TagTTL = cmp.Or(u.TagTTL, 5*time.Minute)
+		u.TagTTL = cmp.Or(u.TagTTL, DefaultTagTTL)
 		p.upstreams[name] = u
 		names = append(names, name)
 	}
@@ -174,15 +188,20 @@ type requestInfo struct {
 // and logs the request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	id := NewRequestID()
+	w.Header().Set(RequestIDHeader, id)
 	lw := &loggingWriter{ResponseWriter: w}
 	info := &requestInfo{}
 	var errAttrs []slog.Attr
 	if err := p.serve(lw, r, info); err != nil {
+		if err.internal {
+			err.Message = InternalMessage(id)
+		}
 		if !lw.wroteHeader {
 			err.write(lw, r.Method == http.MethodHead)
 		}
 		info.cache = cmp.Or(info.cache, "-")
-		errAttrs = append(errAttrs, slog.String("error", err.Error()))
+		errAttrs = append(errAttrs, slog.String("error", err.Code+": "+err.Message))
 		if err.cause != nil {
 			errAttrs = append(errAttrs, slog.String("cause", err.cause.Error()))
 		}
@@ -192,6 +211,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		level = slog.LevelWarn
 	}
 	p.log.LogAttrs(r.Context(), level, "request",
+		slog.String("request_id", id),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.String("query", r.URL.RawQuery),

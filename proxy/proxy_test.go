@@ -42,6 +42,7 @@ type env struct {
 	upstreamHost string
 	proxyHost    string
 	dataDir      string
+	state        *store.Bolt
 }
 
 type envOption func(*envConfig)
@@ -50,11 +51,13 @@ type envConfig struct {
 	tagTTL          time.Duration
 	maxBytes        int64
 	requireBlobLink bool
+	log             io.Writer
 }
 
 func withTagTTL(d time.Duration) envOption  { return func(c *envConfig) { c.tagTTL = d } }
 func withMaxBytes(n int64) envOption        { return func(c *envConfig) { c.maxBytes = n } }
 func withRequiredBlobLinks() envOption      { return func(c *envConfig) { c.requireBlobLink = true } }
+func withLog(w io.Writer) envOption         { return func(c *envConfig) { c.log = w } }
 func quietLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
@@ -97,6 +100,11 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { state.Close() })
+	e.state = state
+	logger := quietLogger(t)
+	if cfg.log != nil {
+		logger = slog.New(slog.NewJSONHandler(cfg.log, nil))
+	}
 	client, err := upstream.New(upstream.Config{Name: "up.test", URL: e.upstream.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +115,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		Cache:           content,
 		Fetcher:         cache.NewFetcher(content, time.Minute, 10*time.Second, quietLogger(t)),
 		State:           state,
-		Logger:          quietLogger(t),
+		Logger:          logger,
 		RequireBlobLink: cfg.requireBlobLink,
 	})
 	if err != nil {

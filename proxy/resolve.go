@@ -39,7 +39,7 @@ func (p *Proxy) Resolve(ctx context.Context, ref string) (Resolved, error) {
 			return Resolved{}, fmt.Errorf("%w: %s: %w", ErrAccessDenied, ref, err)
 		}
 	}
-	m, rerr := p.manifest(ctx, p.upstreamFor(rt), rt, p.accepts.lookup(nil))
+	m, rerr := p.manifest(ctx, p.upstreamFor(rt), rt, p.accepts.standard())
 	if rerr != nil {
 		return Resolved{}, rerr
 	}

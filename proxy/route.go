@@ -33,6 +33,10 @@ type route struct {
 	// digest is ref parsed, set by validation when ref is a digest. Routes
 	// built by hand (Proxy.Manifest) leave it empty.
 	digest digest.Digest
+	// query is the request's query, parsed once and strictly: handlers read
+	// it (n, last, artifactType) instead of URL.Query, which drops what it
+	// cannot parse.
+	query url.Values
 }
 
 // Grammar from the distribution spec, checked by hand because it runs on
@@ -158,10 +162,12 @@ func (rt *router) parse(u *url.URL) (route, *regError) {
 	}
 	r.name = strings.Join(nameSegs, "/")
 
-	ns := ""
-	if u.RawQuery != "" {
-		ns = u.Query().Get("ns")
+	query, rerr := parseQuery(u.RawQuery)
+	if rerr != nil {
+		return route{}, rerr
 	}
+	r.query = query
+	ns := query.Get("ns")
 	upstreamName, repoSegs, err := rt.pickUpstream(ns, nameSegs)
 	if err != nil {
 		return route{}, err
@@ -182,6 +188,24 @@ func (rt *router) parse(u *url.URL) (route, *regError) {
 	}
 	r.digest = d
 	return r, nil
+}
+
+// parseQuery parses a request's query strictly. url.URL.Query drops what it
+// cannot parse, including every parameter past Go's limit of 10,000, and a
+// ?ns= dropped that way used to send the request to the default upstream.
+// ns selects the upstream, so it must be unambiguous: given at most once.
+func parseQuery(raw string) (url.Values, *regError) {
+	if raw == "" {
+		return url.Values{}, nil
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "UNSUPPORTED", "invalid query string: %v", err)
+	}
+	if ns := q["ns"]; len(ns) > 1 {
+		return nil, errNameInvalid("ns given %d times; name one registry", len(ns))
+	}
+	return q, nil
 }
 
 // pickUpstream applies the routing rules in order: ?ns= (containerd

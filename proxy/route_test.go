@@ -92,6 +92,13 @@ func TestRouteParse(t *testing.T) {
 		{url: "/v2/ghcr.io/org/app/referrers/latest", code: "DIGEST_INVALID"},
 		{url: "/v2/ghcr.io/org/app", code: "NAME_UNKNOWN"},
 		{url: "/v2/" + strings.Repeat("a/", 130) + "manifests/1", code: "NAME_INVALID"},
+		// The query is parsed strictly: ns must not be lost or ambiguous.
+		{url: "/v2/org/app/manifests/1.0?" + strings.Repeat("x=1&", 10_000) + "ns=ghcr.io", code: "UNSUPPORTED"},
+		{url: "/v2/org/app/manifests/1.0?ns=ghcr.io&ns=docker.io", code: "NAME_INVALID"},
+		{url: "/v2/org/app/manifests/1.0?ns=ghcr.io&ns=ghcr.io", code: "NAME_INVALID"},
+		{url: "/v2/org/app/manifests/1.0?ns=ghcr.io&x=%zz", code: "UNSUPPORTED"},
+		{url: "/v2/org/app/manifests/1.0?ns=ghcr.io;x=1", code: "UNSUPPORTED"},
+		{url: "/v2/org/app/tags/list?n=10&last=a&ns=ghcr.io", endpoint: endpointTags, upstream: "ghcr.io", repo: "org/app"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {

@@ -2,6 +2,7 @@ package signing
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -92,7 +93,13 @@ func verifyBundle(ctx context.Context, b *sgbundle.Bundle, policy verify.Artifac
 		opts := v.opts
 		res, err := cosign.VerifyNewBundle(ctx, &opts, policy, b)
 		if err != nil {
-			why = append(why, v.desc+": "+err.Error())
+			why = append(why, verifierFailure(v, err, func() *x509.Certificate {
+				vc, err := b.VerificationContent()
+				if err != nil {
+					return nil
+				}
+				return vc.Certificate()
+			}))
 			continue
 		}
 		s := Signer{Format: FormatBundle, KeyID: v.keyID}
@@ -106,6 +113,7 @@ func verifyBundle(ctx context.Context, b *sgbundle.Bundle, policy verify.Artifac
 		}
 		return &s, ""
 	}
+	mostSpecificFirst(why)
 	return nil, strings.Join(why, "; ")
 }
 

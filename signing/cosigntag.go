@@ -2,6 +2,7 @@ package signing
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -121,7 +122,10 @@ func verifyTagSignature(ctx context.Context, sig oci.Signature, h v1.Hash, ts tr
 	for _, v := range ts.verifiers {
 		opts := v.opts
 		if _, err := cosign.VerifyImageSignature(ctx, sig, h, &opts); err != nil {
-			why = append(why, v.desc+": "+err.Error())
+			why = append(why, verifierFailure(v, err, func() *x509.Certificate {
+				cert, _ := sig.Cert()
+				return cert
+			}))
 			continue
 		}
 		s := Signer{Format: FormatCosignTag, KeyID: v.keyID}
@@ -140,6 +144,7 @@ func verifyTagSignature(ctx context.Context, sig oci.Signature, h v1.Hash, ts tr
 		}
 		return &s, ""
 	}
+	mostSpecificFirst(why)
 	return nil, strings.Join(why, "; ")
 }
 

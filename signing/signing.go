@@ -221,7 +221,7 @@ func indexLists(ctx context.Context, reg Registry, repo, indexDigest, child stri
 func Merge(results ...Result) Result {
 	var out Result
 	rank := map[string]int{StateUnsigned: 0, StateInvalid: 1, StateError: 2, StateVerified: 3}
-	var errs []string
+	var errs, failedToLook []string
 	for _, r := range results {
 		if r.State == "" {
 			continue
@@ -232,10 +232,19 @@ func Merge(results ...Result) Result {
 		if r.State == StateVerified {
 			out.Signers = appendSigners(out.Signers, r.Signers...)
 		}
-		if r.Error != "" {
+		switch {
+		case r.Error == "":
+		case r.State == StateError:
+			failedToLook = append(failedToLook, r.Error)
+		default:
 			errs = append(errs, r.Error)
 		}
 	}
+	// Most specific first, so a truncated message keeps it: an identity
+	// mismatch, then signatures that were checked and failed, then what
+	// could not be read.
+	mostSpecificFirst(errs)
+	errs = append(errs, failedToLook...)
 	if out.State == "" {
 		out.State = StateUnsigned
 	}
@@ -269,6 +278,7 @@ const maxReasons = 8
 
 // describeFailures joins why each signature of one format failed.
 func describeFailures(format string, reasons []string) string {
+	mostSpecificFirst(reasons)
 	if len(reasons) > maxReasons {
 		reasons = append(reasons[:maxReasons:maxReasons], fmt.Sprintf("and %d more", len(reasons)-maxReasons))
 	}

@@ -74,7 +74,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		cancel()
 		wg.Wait()
 	}
-	return &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion}, stop, nil
+	return &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion, Logger: log}, stop, nil
 }
 
 // loadPolicy reads the policy file, or gives the default policy.

@@ -93,6 +93,18 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
+// tagTTL turns the configured tag_ttl into the proxy's: unset is the
+// default, an explicit 0 revalidates every tag request.
+func tagTTL(u config.Upstream) time.Duration {
+	switch {
+	case u.TagTTL == nil:
+		return proxy.DefaultTagTTL
+	case *u.TagTTL == 0:
+		return proxy.RevalidateTags
+	}
+	return time.Duration(*u.TagTTL)
+}
+
 func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -129,7 +141,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		ups = append(ups, proxy.Upstream{Client: client, TagTTL: time.Duration(u.TagTTL)})
+		ups = append(ups, proxy.Upstream{Client: client, TagTTL: tagTTL(u)})
 	}
 	opts := proxy.Options{
 		Upstreams:       ups,
@@ -191,12 +203,14 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln = serverListener(ln, cfg.Server.MaxConnections, time.Duration(cfg.Server.WriteIdleTimeout))
 	names := make([]string, len(cfg.Upstreams))
 	for i, u := range cfg.Upstreams {
 		names[i] = u.Name + "=" + u.URL
 	}
 	log.Info("portcullis listening", "addr", ln.Addr().String(), "tls", cfg.TLS.CertFile != "",
-		"data_dir", cfg.DataDir, "storage", cfg.Storage.Driver, "upstreams", names, "default_upstream", cfg.DefaultUpstream)
+		"data_dir", cfg.DataDir, "storage", cfg.Storage.Driver, "upstreams", names, "default_upstream", cfg.DefaultUpstream,
+		"max_connections", cfg.Server.MaxConnections, "write_idle_timeout", time.Duration(cfg.Server.WriteIdleTimeout))
 	if cfg.Auth.Htpasswd == "" && !loopbackOnly(ln.Addr().String()) {
 		log.Warn("open mirror: listening beyond loopback without auth.htpasswd; anyone who can reach this address can pull every image the upstream credentials can read, trigger scans and read the event stream",
 			"addr", ln.Addr().String())

@@ -317,8 +317,8 @@ func testPushUpstream(t *testing.T) {
 		// The suite re-pushes tags ("image", "index", "tagged-artifact")
 		// with new content and reads them back at once; with the default
 		// 5 minute tag TTL Portcullis rightly serves the earlier digest.
-		// Trusting a tag for 1ns makes every tag read revalidate upstream.
-		p := startPortcullis(t, up, "1ns")
+		// tag_ttl: 0 makes every tag read revalidate upstream.
+		p := startPortcullis(t, up, "0")
 		router := splitRouter(t, p.URL, up.URL()) // reads via portcullis
 		// Default-upstream routing: /v2/conformance/repo1/... on Portcullis.
 		res := runSuite(t, cfg(strings.TrimPrefix(router.URL, "http://")))
