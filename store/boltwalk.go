@@ -45,18 +45,19 @@ func (w *boltWalker) read(id uint64, wantFlags uint16) ([]byte, error) {
 	if id < 2 || id >= w.hwm {
 		return nil, fmt.Errorf("page %d referenced, outside the %d pages in use", id, w.hwm)
 	}
-	hdr := make([]byte, boltPageHeader)
-	if _, err := w.f.ReadAt(hdr, int64(id)*w.ps); err != nil {
+	// One read for the usual one-page page; overflow pages follow.
+	buf := make([]byte, w.ps)
+	if _, err := w.f.ReadAt(buf, int64(id)*w.ps); err != nil {
 		return nil, fmt.Errorf("read page %d: %w", id, err)
 	}
 	e := binary.NativeEndian
-	if got := e.Uint64(hdr); got != id {
+	if got := e.Uint64(buf); got != id {
 		return nil, fmt.Errorf("page %d says it is page %d", id, got)
 	}
-	if flags := e.Uint16(hdr[8:]); flags&wantFlags == 0 {
+	if flags := e.Uint16(buf[8:]); flags&wantFlags == 0 {
 		return nil, fmt.Errorf("page %d has type %#x, want %#x", id, flags, wantFlags)
 	}
-	overflow := uint64(e.Uint32(hdr[12:]))
+	overflow := uint64(e.Uint32(buf[12:]))
 	if id+overflow >= w.hwm {
 		return nil, fmt.Errorf("page %d runs %d pages on, past the %d pages in use", id, overflow, w.hwm)
 	}
@@ -66,9 +67,13 @@ func (w *boltWalker) read(id uint64, wantFlags uint16) ([]byte, error) {
 		}
 		w.seen[p] = true
 	}
-	buf := make([]byte, int64(overflow+1)*w.ps)
-	if _, err := w.f.ReadAt(buf, int64(id)*w.ps); err != nil {
-		return nil, fmt.Errorf("read page %d: %w", id, err)
+	if overflow > 0 {
+		whole := make([]byte, int64(overflow+1)*w.ps)
+		copy(whole, buf)
+		if _, err := w.f.ReadAt(whole[w.ps:], int64(id+1)*w.ps); err != nil {
+			return nil, fmt.Errorf("read page %d: %w", id, err)
+		}
+		buf = whole
 	}
 	return buf, nil
 }
