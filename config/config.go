@@ -120,6 +120,8 @@ type Cache struct {
 	MaxBytes     ByteSize `yaml:"max_bytes"`
 	FetchTimeout Duration `yaml:"fetch_timeout"`
 	IdleTimeout  Duration `yaml:"idle_timeout"`
+	// MaxBlobSize bounds one blob download whose size no manifest declared.
+	MaxBlobSize ByteSize `yaml:"max_blob_size"`
 }
 
 // Storage selects the distribution storage driver for cached content.
@@ -153,6 +155,8 @@ func Default() Config {
 		Cache: Cache{
 			FetchTimeout: Duration(time.Hour),
 			IdleTimeout:  Duration(2 * time.Minute),
+
+			MaxBlobSize: 32 << 30,
 		},
 		Storage:   Storage{Driver: "filesystem"},
 		GateBlobs: true,
@@ -255,6 +259,9 @@ func (c *Config) Finish() error {
 	}
 	if c.Cache.MaxBytes < 0 {
 		add("cache.max_bytes: must not be negative")
+	}
+	if c.Cache.MaxBlobSize <= 0 {
+		add("cache.max_blob_size: must be positive")
 	}
 	if c.Cache.FetchTimeout <= 0 || c.Cache.IdleTimeout <= 0 {
 		add("cache.fetch_timeout and cache.idle_timeout must be positive")

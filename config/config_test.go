@@ -56,6 +56,17 @@ tls: {cert_file: c.pem, key_file: k.pem}
 		}},
 		{name: "unknown key has its line", yaml: "listen: x\nlisten_addr: y\n", errHas: "line 2"},
 		{name: "bad size", yaml: "cache:\n  max_bytes: lots\n", errHas: "line 2"},
+		{name: "max blob size default", yaml: "", check: func(t *testing.T, c Config) {
+			if c.Cache.MaxBlobSize != 32<<30 {
+				t.Fatalf("default cache.max_blob_size %d, want 32GiB", c.Cache.MaxBlobSize)
+			}
+		}},
+		{name: "max blob size", yaml: "cache: {max_blob_size: 1MiB}\n", check: func(t *testing.T, c Config) {
+			if c.Cache.MaxBlobSize != 1<<20 {
+				t.Fatalf("cache.max_blob_size %d, want 1MiB", c.Cache.MaxBlobSize)
+			}
+		}},
+		{name: "bad max blob size", yaml: "cache:\n  max_blob_size: huge\n", errHas: "line 2"},
 		{name: "bad duration", yaml: "upstreams:\n  - name: a\n    url: https://a\n    tag_ttl: soon\n", errHas: "line 4"},
 	}
 	for _, tc := range tests {
@@ -132,6 +143,7 @@ func TestFinishRejects(t *testing.T) {
 		"public_url ftp":        func(c *Config) { c.PublicURL = "ftp://mirror.example.com" },
 		"no connections":        func(c *Config) { c.Server.MaxConnections = 0 },
 		"no write idle timeout": func(c *Config) { c.Server.WriteIdleTimeout = 0 },
+		"zero max_blob_size":    func(c *Config) { c.Cache.MaxBlobSize = 0 },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {

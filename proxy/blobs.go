@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -46,10 +47,15 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	if r.Method == http.MethodHead {
 		return p.headBlob(w, r, rt, info)
 	}
-	h, err := p.openBlob(r.Context(), up, rt.repo, d)
+	// The size the descriptor declared is not known on this path (yet):
+	// the download is bounded by cache.max_blob_size.
+	h, err := p.openBlob(r.Context(), up, rt.repo, d, -1)
 	if err != nil {
 		if r.Context().Err() != nil {
 			return errorf(499, "UNKNOWN", "client went away")
+		}
+		if errors.Is(err, cache.ErrTooLarge) {
+			return errorf(http.StatusBadGateway, "UNAVAILABLE", "fetch %s: %v", blobWhat(up, rt), err)
 		}
 		return fromUpstream("fetch "+blobWhat(up, rt), err, "BLOB_UNKNOWN")
 	}
@@ -60,7 +66,26 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	if rerr != nil {
 		return rerr
 	}
-	rc, err := h.Reader(r.Context(), start)
+	var rc io.ReadCloser
+	if status == http.StatusPartialContent {
+		rc, err = h.RangeReader(r.Context(), start)
+		if errors.Is(err, cache.ErrUnverified) {
+			// A download in flight: a range of it could not be checked
+			// by the client. Send the whole blob, held back until
+			// verified like any full GET (RFC 9110 §14.2 lets a server
+			// ignore Range).
+			start, length, status = 0, h.Size, http.StatusOK
+			rc, err = h.Reader(r.Context())
+		}
+	} else {
+		rc, err = h.Reader(r.Context())
+	}
+	if errors.Is(err, cache.ErrDigestMismatch) {
+		// The cached copy was corrupt and is gone now; a retry fetches it.
+		e := errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "cached copy of %s was damaged and has been removed: retry", blobWhat(up, rt))
+		e.RetryAfter = time.Second
+		return e
+	}
 	if err != nil {
 		return errInternal("read "+blobWhat(up, rt), err)
 	}
@@ -91,9 +116,10 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 }
 
 // openBlob opens d through the cache, with repo on up as the source on a
-// miss: one shared download that also fills the cache.
-func (p *Proxy) openBlob(ctx context.Context, up Upstream, repo string, d digest.Digest) (*cache.Handle, error) {
-	return p.fetcher.Open(ctx, d, func(ctx context.Context) (io.ReadCloser, int64, error) {
+// miss: one shared download that also fills the cache, bounded by size (what
+// the referring descriptor declares; -1 when unknown).
+func (p *Proxy) openBlob(ctx context.Context, up Upstream, repo string, d digest.Digest, size int64) (*cache.Handle, error) {
+	return p.fetcher.Open(ctx, d, size, func(ctx context.Context) (io.ReadCloser, int64, error) {
 		return up.Client.GetBlob(ctx, repo, d)
 	})
 }

@@ -83,7 +83,7 @@ func (ci *cachedImage) MediaType() (types.MediaType, error) {
 }
 
 func (ci *cachedImage) RawConfigFile() ([]byte, error) {
-	rc, err := ci.open(ci.manifest.Config.Digest)
+	rc, err := ci.open(ci.manifest.Config)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -111,23 +111,23 @@ func (ci *cachedImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error)
 }
 
 // open reads a blob through the fetcher: from the cache, or one shared
-// download that also fills the cache.
-func (ci *cachedImage) open(h v1.Hash) (io.ReadCloser, error) {
-	d, err := digest.Parse(h.String())
+// download that also fills the cache and stops at the declared size.
+func (ci *cachedImage) open(desc v1.Descriptor) (io.ReadCloser, error) {
+	d, err := digest.Parse(desc.Digest.String())
 	if err != nil {
 		return nil, err
 	}
-	return ci.p.readBlob(ci.ctx, ci.up, ci.repo, d)
+	return ci.p.readBlob(ci.ctx, ci.up, ci.repo, d, desc.Size)
 }
 
-// readBlob returns blob d from its first byte, opened through openBlob; the
-// handle is released when the reader is closed.
-func (p *Proxy) readBlob(ctx context.Context, up Upstream, repo string, d digest.Digest) (io.ReadCloser, error) {
-	handle, err := p.openBlob(ctx, up, repo, d)
+// readBlob returns blob d whole, opened through openBlob (size as there);
+// the handle is released when the reader is closed.
+func (p *Proxy) readBlob(ctx context.Context, up Upstream, repo string, d digest.Digest, size int64) (io.ReadCloser, error) {
+	handle, err := p.openBlob(ctx, up, repo, d, size)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", d, err)
 	}
-	rc, err := handle.Reader(ctx, 0)
+	rc, err := handle.Reader(ctx)
 	if err != nil {
 		handle.Close()
 		return nil, err
@@ -161,7 +161,7 @@ func (l *cachedLayer) Compressed() (io.ReadCloser, error) {
 	if !l.desc.MediaType.IsDistributable() {
 		return nil, fmt.Errorf("layer %s (%s) is non-distributable: %w", l.desc.Digest, l.desc.MediaType, ErrForeignLayer)
 	}
-	return l.ci.open(l.desc.Digest)
+	return l.ci.open(l.desc)
 }
 
 // ErrForeignLayer marks a layer the mirror does not fetch.
@@ -220,7 +220,7 @@ func (p *Proxy) Blob(ctx context.Context, upstreamName, repo string, d digest.Di
 	if _, err := parseDigest(string(d)); err != nil {
 		return nil, fmt.Errorf("blob %q: %w", d, err)
 	}
-	rc, err := p.readBlob(ctx, up, repo, d)
+	rc, err := p.readBlob(ctx, up, repo, d, -1)
 	if upstream.IsNotFound(err) {
 		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
 	}

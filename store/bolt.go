@@ -33,6 +33,9 @@ type Bolt struct {
 
 // OpenBolt opens (creating if needed) the state file at path.
 func OpenBolt(path string) (*Bolt, error) {
+	if err := checkStateFile(path); err != nil { // before bbolt trusts it (boltcheck.go)
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}

@@ -23,6 +23,7 @@ Usage:
   portcullis db update [--data DIR]      download the OSV database
   portcullis db status [--data DIR]      show the database version and contents
   portcullis policy check --config FILE  validate a policy file
+  portcullis cache verify [--data DIR]   re-hash the cache, delete what does not match
   portcullis version                     print the version
 
 Every command takes --data DIR; run 'portcullis COMMAND -h' for its flags.
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = dbCommand(ctx, args[1:], stdout, stderr)
 	case "policy":
 		err = policyCommand(ctx, args[1:], stdout, stderr)
+	case "cache":
+		err = cacheCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "portcullis", version())
 		return 0

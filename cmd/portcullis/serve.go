@@ -120,6 +120,8 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		SpoolDir:   filepath.Join(cfg.DataDir, "spool"),
 		MaxBytes:   int64(cfg.Cache.MaxBytes),
 		Logger:     log,
+
+		MaxBlobSize: int64(cfg.Cache.MaxBlobSize),
 	})
 	if err != nil {
 		return err

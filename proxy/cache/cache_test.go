@@ -68,8 +68,8 @@ func slowSource(body []byte, calls *atomic.Int64) Source {
 	}
 }
 
-func readAll(t *testing.T, h *Handle, off int64) ([]byte, error) {
-	rc, err := h.Reader(context.Background(), off)
+func readAll(t *testing.T, h *Handle) ([]byte, error) {
+	rc, err := h.Reader(context.Background())
 	if err != nil {
 		return nil, err
 	}
@@ -113,17 +113,16 @@ func TestCoalescedDownload(t *testing.T) {
 			sources := make([]string, 12)
 			for i := range 12 {
 				wg.Go(func() {
-					h, err := f.Open(context.Background(), d, slowSource(body, &calls))
+					h, err := f.Open(context.Background(), d, -1, slowSource(body, &calls))
 					if err != nil {
 						t.Error(err)
 						return
 					}
 					defer h.Close()
 					sources[i] = h.Source
-					off := int64(i * 1000)
-					got, err := readAll(t, h, off)
-					if err != nil || !bytes.Equal(got, body[off:]) {
-						t.Errorf("reader %d at %d: %d bytes, %v", i, off, len(got), err)
+					got, err := readAll(t, h)
+					if err != nil || !bytes.Equal(got, body) {
+						t.Errorf("reader %d: %d bytes, %v", i, len(got), err)
 					}
 				})
 			}
@@ -132,11 +131,11 @@ func TestCoalescedDownload(t *testing.T) {
 				t.Fatalf("upstream opened %d times, want 1 (sources %v)", n, sources)
 			}
 			waitCommitted(t, s, d)
-			h, err := f.Open(context.Background(), d, slowSource(body, &calls))
+			h, err := f.Open(context.Background(), d, -1, slowSource(body, &calls))
 			if err != nil || h.Source != SourceHit {
 				t.Fatalf("after the download: %v, source %v", err, h)
 			}
-			got, err := readAll(t, h, 0)
+			got, err := readAll(t, h)
 			h.Close()
 			if err != nil || !bytes.Equal(got, body) {
 				t.Fatalf("cached read: %d bytes, %v", len(got), err)
@@ -155,11 +154,11 @@ func TestCorruptDownloadNeverCompletesNorCommits(t *testing.T) {
 			bad := bytes.Clone(body)
 			bad[len(bad)/2] ^= 0xff
 			var calls atomic.Int64
-			h, err := f.Open(context.Background(), d, slowSource(bad, &calls))
+			h, err := f.Open(context.Background(), d, -1, slowSource(bad, &calls))
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := readAll(t, h, 0)
+			got, err := readAll(t, h)
 			h.Close()
 			if !errors.Is(err, ErrDigestMismatch) {
 				t.Fatalf("read of corrupt download: %v", err)
@@ -187,7 +186,7 @@ func TestSourceErrorReachesEveryWaiter(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 5 {
 		wg.Go(func() {
-			if _, err := f.Open(context.Background(), d, src); !errors.Is(err, boom) {
+			if _, err := f.Open(context.Background(), d, -1, src); !errors.Is(err, boom) {
 				t.Errorf("waiter got %v", err)
 			}
 		})
@@ -213,13 +212,13 @@ func TestStalledUpstreamIsAbandoned(t *testing.T) {
 		}()
 		return pr, int64(len(body)), nil
 	}
-	h, err := f.Open(context.Background(), digest.FromBytes(body), src)
+	h, err := f.Open(context.Background(), digest.FromBytes(body), -1, src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
 	began := time.Now()
-	if _, err := readAll(t, h, 0); err == nil {
+	if _, err := readAll(t, h); err == nil {
 		t.Fatal("stalled download read to the end")
 	}
 	if took := time.Since(began); took > 5*time.Second {
@@ -236,11 +235,11 @@ func TestEvictionSparesPinnedBlobs(t *testing.T) {
 			var calls atomic.Int64
 			put := func(seed uint64) digest.Digest {
 				body := randomBytes(100<<10, seed)
-				h, err := f.Open(ctx, digest.FromBytes(body), slowSource(body, &calls))
+				h, err := f.Open(ctx, digest.FromBytes(body), -1, slowSource(body, &calls))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := readAll(t, h, 0); err != nil {
+				if _, err := readAll(t, h); err != nil {
 					t.Fatal(err)
 				}
 				h.Close()
@@ -310,11 +309,11 @@ func TestReopenIndexesAndClearsSpool(t *testing.T) {
 	body := randomBytes(200<<10, 4)
 	d := digest.FromBytes(body)
 	var calls atomic.Int64
-	h, err := f.Open(context.Background(), d, slowSource(body, &calls))
+	h, err := f.Open(context.Background(), d, -1, slowSource(body, &calls))
 	if err != nil {
 		t.Fatal(err)
 	}
-	readAll(t, h, 0)
+	readAll(t, h)
 	h.Close()
 	waitCommitted(t, s, d)
 	leftover := filepath.Join(dir, "cache", spoolName, "ingest-crashed")

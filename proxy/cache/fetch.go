@@ -50,10 +50,36 @@ type Handle struct {
 	dl     *download
 }
 
-// Reader returns the bytes from offset on.
-func (h *Handle) Reader(ctx context.Context, offset int64) (io.ReadCloser, error) {
+// Reader returns the whole blob, verified as it goes out: the last byte is
+// held back until the bytes hashed to the digest, so a reader that received
+// every byte received verified bytes, and any other sees an error instead of
+// a short body it might take as complete.
+func (h *Handle) Reader(ctx context.Context) (io.ReadCloser, error) {
 	if h.blob != nil {
-		return h.blob.Reader(ctx, offset)
+		return h.blob.Reader(ctx)
+	}
+	return &downloadReader{ctx: ctx, dl: h.dl}, nil
+}
+
+// ErrUnverified means a range was asked of a download whose digest is not
+// verified yet: a range cannot be checked by whoever receives it, so it is
+// only ever cut from verified bytes.
+var ErrUnverified = errors.New("blob download not verified yet")
+
+// RangeReader returns the bytes from offset on, cut from verified bytes
+// only: a stored blob is verified whole first (once per process and file,
+// see Blob.RangeReader); a download in progress answers ErrUnverified until
+// its digest matched.
+func (h *Handle) RangeReader(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	if h.blob != nil {
+		return h.blob.RangeReader(ctx, offset)
+	}
+	_, done, err, _ := h.dl.visible()
+	if err != nil {
+		return nil, err
+	}
+	if !done {
+		return nil, ErrUnverified
 	}
 	return &downloadReader{ctx: ctx, dl: h.dl, off: offset}, nil
 }
@@ -68,7 +94,9 @@ func (h *Handle) Close() error {
 }
 
 // Open returns d from the store, or joins or starts its download from src.
-func (f *Fetcher) Open(ctx context.Context, d digest.Digest, src Source) (*Handle, error) {
+// size is what the descriptor that led to d declares, -1 when unknown: a
+// download stops there, or at the store's MaxBlobSize when unknown.
+func (f *Fetcher) Open(ctx context.Context, d digest.Digest, size int64, src Source) (*Handle, error) {
 	b, err := f.store.Open(ctx, d)
 	if err == nil {
 		return &Handle{Size: b.Size, Source: SourceHit, blob: b}, nil
@@ -89,7 +117,7 @@ func (f *Fetcher) Open(ctx context.Context, d digest.Digest, src Source) (*Handl
 		}
 		dl = &download{d: d, started: make(chan struct{}), changed: make(chan struct{}), refs: 1}
 		f.inflight[d] = dl
-		go f.run(dl, src)
+		go f.run(dl, size, src)
 	}
 	dl.acquire()
 	f.mu.Unlock()
@@ -119,11 +147,11 @@ func (f *Fetcher) InFlight(d digest.Digest) bool {
 	return ok
 }
 
-func (f *Fetcher) run(dl *download, src Source) {
+func (f *Fetcher) run(dl *download, declared int64, src Source) {
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
 	start := time.Now()
-	began, err := f.download(ctx, cancel, dl, src)
+	began, err := f.download(ctx, cancel, dl, declared, src)
 	// Leave the in-flight table before anyone hears of a failure, so a
 	// client that retries starts a fresh download instead of rejoining this
 	// one. On success the blob is committed by now: later requests find it
@@ -147,14 +175,33 @@ func (f *Fetcher) run(dl *download, src Source) {
 
 const chunkSize = 256 << 10
 
+// ErrTooLarge means a blob is larger than its descriptor declared or than
+// the store's MaxBlobSize.
+var ErrTooLarge = errors.New("blob too large")
+
 // download streams src into a spool file that readers follow. began reports
-// whether readers were let in (dl.begin) before an error.
-func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *download, src Source) (began bool, err error) {
+// whether readers were let in (dl.begin) before an error. It never writes
+// more than the bound (declared size, else MaxBlobSize) to the spool.
+func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *download, declared int64, src Source) (began bool, err error) {
+	limit, what := f.store.maxBlobSize, "cache.max_blob_size"
+	if declared >= 0 {
+		if declared > limit {
+			return false, fmt.Errorf("download blob %s: its descriptor declares %d bytes, more than %s (%d): %w", dl.d, declared, what, limit, ErrTooLarge)
+		}
+		limit, what = declared, "the size its descriptor declares"
+	}
 	body, size, err := src(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer body.Close()
+	if size > limit {
+		// Refused before reading a byte: the answer says it is too big.
+		return false, fmt.Errorf("download blob %s: upstream announced %d bytes, more than %s (%d): %w", dl.d, size, what, limit, ErrTooLarge)
+	}
+	if size >= 0 {
+		limit, what = size, "the size the upstream announced"
+	}
 	in, err := f.store.newIngest(dl.d.Algorithm())
 	if err != nil {
 		return false, err
@@ -170,7 +217,13 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 	defer idle.Stop()
 	buf := make([]byte, chunkSize)
 	for {
-		n, rerr := body.Read(buf)
+		// Read at most one byte past the bound: enough to know it was
+		// crossed, and nothing past it reaches the disk.
+		n, rerr := body.Read(buf[:min(int64(len(buf)), limit-in.n+1)])
+		if in.n+int64(n) > limit {
+			in.cancel()
+			return true, fmt.Errorf("download blob %s: upstream sent more than %s (%d bytes): %w", dl.d, what, limit, ErrTooLarge)
+		}
 		if n > 0 {
 			idle.Reset(f.idle)
 			if _, werr := in.Write(buf[:n]); werr != nil {
@@ -178,6 +231,8 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 				return true, werr
 			}
 			dl.advance(int64(n))
+			// The spool counts toward MaxBytes: make room as it grows.
+			f.store.evict(ctx)
 		}
 		if rerr == io.EOF {
 			break

@@ -18,6 +18,9 @@ type ingest struct {
 	path   string
 	hasher digest.Digester
 	n      int64
+	// spooled is what this ingest added to the store's spool count; it is
+	// given back once, on cancel or commit.
+	spooled int64
 }
 
 func (s *Store) newIngest(alg digest.Algorithm) (*ingest, error) {
@@ -35,6 +38,8 @@ func (in *ingest) Write(p []byte) (int, error) {
 	n, err := in.f.Write(p)
 	in.hasher.Hash().Write(p[:n])
 	in.n += int64(n)
+	in.spooled += int64(n)
+	in.s.spooled.Add(int64(n))
 	if err != nil {
 		return n, fmt.Errorf("write spool file: %w", err)
 	}
@@ -44,6 +49,13 @@ func (in *ingest) Write(p []byte) (int, error) {
 func (in *ingest) cancel() {
 	in.f.Close()
 	os.Remove(in.path)
+	in.unspool()
+}
+
+// unspool takes this ingest's bytes off the store's spool count.
+func (in *ingest) unspool() {
+	in.s.spooled.Add(-in.spooled)
+	in.spooled = 0
 }
 
 // commit verifies the bytes against want and moves them into place. With the
@@ -62,8 +74,10 @@ func (in *ingest) commit(ctx context.Context, want digest.Digest) error {
 	}
 	if err := in.f.Close(); err != nil {
 		os.Remove(in.path)
+		in.unspool()
 		return fmt.Errorf("close spool file: %w", err)
 	}
+	defer in.unspool()
 	defer os.Remove(in.path) // no-op after a rename
 	s := in.s
 	if s.spoolRel != "" {
@@ -73,6 +87,9 @@ func (in *ingest) commit(ctx context.Context, want digest.Digest) error {
 	} else if err := in.upload(ctx, want); err != nil {
 		return err
 	}
+	// Committed from bytes hashed on their way in: already verified.
+	s.rememberVerified(ctx, want)
+	in.unspool() // before add, so the bytes are never counted twice
 	s.index.add(want, in.n)
 	s.evict(ctx)
 	return nil

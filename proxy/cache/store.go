@@ -14,11 +14,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrNotFound means the store does not hold the digest.
@@ -32,7 +34,10 @@ type Config struct {
 	// filesystem. With the filesystem driver they live inside its root so a
 	// verified download is committed by a rename.
 	SpoolDir string
-	MaxBytes int64 // 0 means unbounded
+	MaxBytes int64 // 0 means unbounded; downloads in progress count too
+	// MaxBlobSize bounds one blob download whose size no descriptor
+	// declared; 0 means DefaultMaxBlobSize.
+	MaxBlobSize int64
 	// MaxManifestMemory bounds the in-memory manifest cache; 0 means 16 MiB.
 	MaxManifestMemory int64
 	Logger            *slog.Logger
@@ -46,6 +51,11 @@ type Store struct {
 	spoolDir    string
 	spoolRel    string // spoolDir as a driver path, when it lives inside the driver
 	maxBytes    int64
+	maxBlobSize int64
+	spooled     atomic.Int64 // bytes in spool files not committed yet
+	localRoot   string       // the filesystem driver's root directory, else ""
+	verified    *verifiedSet
+	verifying   singleflight.Group // one whole-file hash per digest at a time
 	index       *index
 	manifests   *memCache
 	log         *slog.Logger
@@ -53,6 +63,13 @@ type Store struct {
 }
 
 const spoolName = "_spool"
+
+// DefaultMaxBlobSize bounds a blob download of unknown size.
+const DefaultMaxBlobSize = 32 << 30
+
+// maxManifestSize bounds a manifest read back from storage, as
+// upstream.MaxManifestSize bounds one read from an upstream.
+const maxManifestSize = 4 << 20
 
 // Open creates the driver, clears what a previous process left half-written,
 // and starts indexing what is stored.
@@ -70,6 +87,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		driver:      drv,
 		spoolDir:    cfg.SpoolDir,
 		maxBytes:    cfg.MaxBytes,
+		maxBlobSize: cmp.Or(cfg.MaxBlobSize, DefaultMaxBlobSize),
+		verified:    newVerifiedSet(maxVerified),
 		index:       newIndex(),
 		manifests:   newMemCache(cmp.Or(cfg.MaxManifestMemory, 16<<20)),
 		log:         cmp.Or(cfg.Logger, slog.Default()),
@@ -82,6 +101,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.spoolDir = filepath.Join(root, spoolName)
 		s.spoolRel = "/" + spoolName
+		s.localRoot = root
 	}
 	if s.spoolDir == "" {
 		return nil, errors.New("cache: SpoolDir is required for non-filesystem drivers")
@@ -171,16 +191,6 @@ type Blob struct {
 	close func()
 }
 
-// Reader returns the blob's bytes from offset. With the filesystem driver it
-// is an *os.File, so net/http can sendfile it.
-func (b *Blob) Reader(ctx context.Context, offset int64) (io.ReadCloser, error) {
-	rc, err := b.s.driver.Reader(ctx, dataPath(b.d), offset)
-	if err != nil {
-		return nil, fmt.Errorf("read cached blob %s: %w", b.d, err)
-	}
-	return rc, nil
-}
-
 // Close unpins the blob.
 func (b *Blob) Close() error {
 	if b.close != nil {
@@ -249,7 +259,7 @@ func (s *Store) Manifest(ctx context.Context, d digest.Digest) ([]byte, string, 
 	mt, err := s.driver.GetContent(ctx, mediaTypePath(d))
 	if err == nil {
 		var body []byte
-		body, err = s.driver.GetContent(ctx, dataPath(d))
+		body, err = s.readManifest(ctx, d)
 		if err == nil {
 			s.index.add(d, int64(len(body)))
 			s.index.touch(d)
@@ -257,10 +267,36 @@ func (s *Store) Manifest(ctx context.Context, d digest.Digest) ([]byte, string, 
 			return body, string(mt), nil
 		}
 	}
+	if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrTooLarge) {
+		// Altered on disk: gone, so the next request fetches it again.
+		s.evictCorrupt(ctx, d, err)
+		return nil, "", ErrNotFound
+	}
 	if isPathNotFound(err) {
 		return nil, "", ErrNotFound
 	}
 	return nil, "", fmt.Errorf("read cached manifest %s: %w", d, err)
+}
+
+// readManifest reads a stored manifest's bytes, bounded, and checks them
+// against d: the in-memory copy is trusted, what comes from storage is not.
+func (s *Store) readManifest(ctx context.Context, d digest.Digest) ([]byte, error) {
+	rc, err := s.driver.Reader(ctx, dataPath(d), 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(io.LimitReader(rc, maxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxManifestSize {
+		return nil, fmt.Errorf("cached manifest %s is over %d bytes: %w", d, maxManifestSize, ErrTooLarge)
+	}
+	if got := d.Algorithm().FromBytes(body); got != d {
+		return nil, fmt.Errorf("cached manifest %s: %w: its bytes hash to %s", d, ErrDigestMismatch, got)
+	}
+	return body, nil
 }
 
 // PutManifest verifies and stores a manifest with its media type.
@@ -290,12 +326,15 @@ func (s *Store) PutManifest(ctx context.Context, d digest.Digest, mediaType stri
 // ErrDigestMismatch means bytes did not hash to the digest they were stored under.
 var ErrDigestMismatch = errors.New("digest mismatch")
 
+// evict removes least recently used items until what is stored plus what
+// is being downloaded fits in MaxBytes.
 func (s *Store) evict(ctx context.Context) {
 	if s.maxBytes <= 0 {
 		return
 	}
-	for _, d := range s.index.victims(s.maxBytes) {
+	for _, d := range s.index.victims(s.maxBytes - s.spooled.Load()) {
 		s.manifests.remove(d)
+		s.verified.forget(d)
 		if err := s.driver.Delete(ctx, blobDir(d)); err != nil && !isPathNotFound(err) {
 			s.log.Warn("evict", "digest", d, "err", err)
 			continue
