@@ -1,12 +1,18 @@
 package proxy_test
 
 import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"github.com/portcullis/portcullis/store"
 )
 
 // With blob links required (auth), a blob cached for one repository is not
@@ -28,7 +34,15 @@ func TestCachedBlobNeedsTheRepositoryToHoldIt(t *testing.T) {
 			}
 			e := newEnv(t, opts...)
 			var heads atomic.Int64
-			e.refuse = func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/other/") }
+			e.intercept = func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.Contains(r.URL.Path, "/other/") {
+					return false
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"not in this repository"}]}`)
+				return true
+			}
 			e.onUpstream = func(r *http.Request) {
 				if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/blobs/") {
 					heads.Add(1)
@@ -70,4 +84,64 @@ func TestCachedBlobNeedsTheRepositoryToHoldIt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A download stops at the size the repository's manifest declared for the
+// blob, not at cache.max_blob_size: an upstream that sends more (here, a
+// body that never ends) fills no disk beyond it.
+func TestDownloadStopsAtTheDeclaredSize(t *testing.T) {
+	e := newEnv(t)
+	img, err := random.Image(64<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.push(t, "team/app:1.0", img)
+	ls, _ := img.Layers()
+	layer, _ := ls[0].Digest()
+	declared := int64(1024)
+	if err := e.state.LinkImage(context.Background(), "up.test", "team/app", d.String(), []store.BlobRef{{Digest: layer.String(), Size: declared}}); err != nil {
+		t.Fatal(err)
+	}
+	var sent atomic.Int64
+	e.intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/blobs/"+layer.String()) || r.Method != http.MethodGet {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		chunk := make([]byte, 32<<10)
+		for sent.Load() < 64<<20 { // bounded: 64 MiB at most
+			n, err := w.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil {
+				return true
+			}
+		}
+		return true
+	}
+	// The client sees an error or a broken transfer, never a whole body.
+	if resp, err := http.Get(e.proxy.URL + "/v2/team/app/blobs/" + layer.String()); err == nil {
+		body, readErr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && readErr == nil {
+			t.Fatalf("a blob larger than declared was served whole: %d bytes", len(body))
+		}
+		if int64(len(body)) > declared {
+			t.Fatalf("%d bytes reached the client, more than the %d declared", len(body), declared)
+		}
+	}
+	// The upstream wrote at most the declared size and what the kernel's
+	// socket buffers took before the proxy hung up: far below 64 MiB.
+	if n := sent.Load(); n >= 64<<20 {
+		t.Fatalf("the proxy read the whole endless body (%d bytes)", n)
+	}
+	if cachedBlob(t, e, layer.String()) {
+		t.Fatal("the oversized blob was cached")
+	}
+}
+
+// cachedBlob reports whether the proxy's cache holds d.
+func cachedBlob(t *testing.T, e *env, d string) bool {
+	t.Helper()
+	_, err := os.Stat(filepath.Join(e.dataDir, "cache", "blobs", "sha256", d[7:9], d[7:], "data"))
+	return err == nil
 }

@@ -27,7 +27,8 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 			return errorf(http.StatusForbidden, "DENIED", "%s", p.withDetails(r, dec))
 		}
 	}
-	if !p.cache.Has(d) {
+	cached := p.cache.Has(d)
+	if !cached {
 		// Not cached: it may be something Portcullis published itself.
 		if c, ok := p.localContent(r.Context(), d); ok && !isManifestType(c.MediaType) {
 			info.cache = cacheLocal
@@ -47,9 +48,7 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 	if r.Method == http.MethodHead {
 		return p.headBlob(w, r, rt, info)
 	}
-	// The size the descriptor declared is not known on this path (yet):
-	// the download is bounded by cache.max_blob_size.
-	h, err := p.openBlob(r.Context(), up, rt.repo, d, -1)
+	h, err := p.openBlob(r.Context(), up, rt.repo, d, p.declaredSize(r.Context(), rt, cached))
 	if err != nil {
 		if r.Context().Err() != nil {
 			return errorf(499, "UNKNOWN", "client went away")
@@ -213,4 +212,19 @@ func parseRange(h string, size int64) (start, length int64, status int, err *reg
 		end = size - 1
 	}
 	return start, end - start + 1, http.StatusPartialContent, nil
+}
+
+// declaredSize is the size a manifest of the repository declared for the
+// blob (-1: none known), so a download stops there, not at
+// cache.max_blob_size. Cached blobs need no bound: nothing is downloaded.
+func (p *Proxy) declaredSize(ctx context.Context, rt route, cached bool) int64 {
+	if cached {
+		return -1
+	}
+	size, _, err := p.state.BlobLink(ctx, rt.upstream, rt.repo, rt.digest.String())
+	if err != nil {
+		p.log.Warn("look up declared blob size", "blob", rt.digest, "repo", rt.upstream+"/"+rt.repo, "err", err)
+		return -1
+	}
+	return size
 }

@@ -36,8 +36,9 @@ type env struct {
 	proxy      *httptest.Server
 	gets       atomic.Int64 // upstream blob GETs
 	onUpstream func(*http.Request)
-	// refuse makes the upstream answer 404 to the requests it selects.
-	refuse       func(*http.Request) bool
+	// intercept answers the upstream requests it selects (returns true)
+	// in place of the registry: a hostile or partial upstream.
+	intercept    func(http.ResponseWriter, *http.Request) bool
 	p            *proxy.Proxy
 	upstreamHost string
 	proxyHost    string
@@ -75,10 +76,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		if e.onUpstream != nil {
 			e.onUpstream(r)
 		}
-		if e.refuse != nil && e.refuse(r) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusNotFound)
-			io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"not in this repository"}]}`)
+		if e.intercept != nil && e.intercept(w, r) {
 			return
 		}
 		reg.ServeHTTP(w, r)
