@@ -3,9 +3,9 @@ package proxy_test
 import (
 	"context"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
