@@ -30,8 +30,8 @@ func manifestRefs(body []byte) (blobs []store.BlobRef, children []string, err er
 		Size   int64  `json:"size"`
 	}
 	var m struct {
-		Config *descriptor  `json:"config"`
-		Layers []descriptor `json:"layers"`
+		Config    *descriptor  `json:"config"`
+		Layers    []descriptor `json:"layers"`
 		Manifests []struct {
 			Digest string `json:"digest"`
 		} `json:"manifests"`
