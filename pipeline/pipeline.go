@@ -374,10 +374,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.push(j)
 		}
 	}
-	if err := p.decideUndecided(ctx, undecided); err != nil {
-		p.log.Error("decide stored results", "err", err)
-	}
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		// Beside the workers: deciding can mean signature lookups upstream.
+		if err := p.decideUndecided(ctx, undecided); err != nil && ctx.Err() == nil {
+			p.log.Error("decide stored results", "err", err)
+		}
+	})
 	for range p.o.Workers {
 		wg.Go(func() { p.work(ctx) })
 	}
