@@ -8,7 +8,6 @@ import (
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
-	"github.com/portcullis/portcullis/store"
 )
 
 // CheckBlob implements proxy.BlobGate: in the repository the request
@@ -45,21 +44,15 @@ func (p *Pipeline) CheckBlob(ctx context.Context, upstream, repo string, d diges
 		return proxy.Decision{Verdict: proxy.Allow}, nil
 	}
 	// An image with no verdict here yet is still being scanned (its
-	// manifest was served under on_unscanned), or its scan just ended and
-	// the verdict is being written: the blob gets what its manifest would.
+	// manifest was served under on_unscanned), or its verdict is being
+	// decided: the blob gets the rule's unscanned verdict, as its manifest
+	// did, and the decision is asked for (not made: this is the blob path).
 	rule := p.policy().Select(upstream, repo)
 	for _, image := range undecided {
-		rec, found, err := p.current(ctx, digest.Digest(image))
-		if err != nil {
-			return proxy.Decision{}, err
+		if _, err := p.requestDecision(decisionJob{digest: image, upstream: upstream, repo: repo}); err != nil {
+			p.log.Warn("ask for a verdict", "image", upstream+"/"+repo+"@"+image, "err", err)
 		}
-		var d policy.Decision
-		if !found || rec.State == store.ScanPending {
-			d = p.unscannedDecision(rule, upstream, repo, image, "")
-		} else if d, err = p.decideIn(ctx, rec, upstream, repo, ""); err != nil {
-			return proxy.Decision{}, err
-		}
-		if d.Effective != policy.Block {
+		if p.unscannedDecision(rule, upstream, repo, image, "").Effective != policy.Block {
 			return proxy.Decision{Verdict: proxy.Allow}, nil
 		}
 		blocked = append(blocked, image)

@@ -101,21 +101,39 @@ func (p *Pipeline) current(ctx context.Context, d digest.Digest) (store.ScanReco
 }
 
 // verdictOf returns the stored verdict on a finished result in the
-// subject's repository, deciding it (without any download) when there is
-// none yet, or it was made under another policy, on other findings, or
-// for another tag where the rule looks at tags.
+// subject's repository. When there is none yet, or it was made under
+// another policy, on other findings, or for another tag where the rule
+// looks at tags, a decision is asked of the background workers and waited
+// for as the rule's on_unscanned says; until then the rule's unscanned
+// verdict applies. The pull path itself never decides.
 func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *policy.Policy, rule policy.Rule, s proxy.Subject) (proxy.Decision, error) {
 	tag := tagOf(s.Reference)
-	dec, err := p.o.Store.Decision(ctx, rec.Digest, s.Upstream, s.Repository)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	current := func() (policy.Decision, bool, error) {
+		dec, err := p.o.Store.Decision(ctx, rec.Digest, s.Upstream, s.Repository)
+		if errors.Is(err, store.ErrNotFound) {
+			return policy.Decision{}, false, nil
+		}
+		if err != nil {
+			return policy.Decision{}, false, err
+		}
+		var d policy.Decision
+		ok := dec.PolicyVersion == pol.Version() && dec.DBVersion == rec.DBVersion &&
+			(rule.Freshness == nil || tag == "" || tag == dec.Tag) && json.Unmarshal(dec.Decision, &d) == nil
+		return d, ok, nil
+	}
+	d, ok, err := current()
+	if err != nil {
 		return proxy.Decision{}, err
 	}
-	var d policy.Decision
-	outdated := err != nil || dec.PolicyVersion != pol.Version() || dec.DBVersion != rec.DBVersion ||
-		(rule.Freshness != nil && tag != "" && tag != dec.Tag) || json.Unmarshal(dec.Decision, &d) != nil
-	if outdated {
-		if d, err = p.decideIn(ctx, rec, s.Upstream, s.Repository, tag); err != nil {
-			return proxy.Decision{}, err
+	if !ok {
+		done, err := p.requestDecision(decisionJob{digest: rec.Digest, upstream: s.Upstream, repo: s.Repository, tag: tag})
+		if err == nil && awaitDecision(ctx, done, rule.OnUnscanned.Wait) {
+			if d, ok, err = current(); err != nil {
+				return proxy.Decision{}, err
+			}
+		}
+		if !ok {
+			return toGate(p.unscannedDecision(rule, s.Upstream, s.Repository, rec.Digest, tag), s.Upstream, s.Repository, rec.Digest), nil
 		}
 	}
 	g := toGate(d, s.Upstream, s.Repository, rec.Digest)

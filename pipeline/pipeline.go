@@ -104,8 +104,13 @@ type Pipeline struct {
 	linked    map[string]bool
 	memoLimit int
 	maxQueued int
-	events    broker
-	wake      chan struct{}
+	// decisionQueue holds the verdicts pulls asked for; deciding their
+	// claims, each closed when decided (decisions.go).
+	decisionQueue []decisionJob
+	deciding      map[string]chan struct{}
+	decisionWake  chan struct{}
+	events        broker
+	wake          chan struct{}
 }
 
 // defaultMemoLimit bounds each in-memory cache; when full it starts over.
@@ -134,16 +139,18 @@ func New(o Options) *Pipeline {
 	o.ScanTimeout = cmp.Or(o.ScanTimeout, 30*time.Minute)
 	o.RetryFailedAfter = cmp.Or(o.RetryFailedAfter, 10*time.Minute)
 	p := &Pipeline{
-		o:         o,
-		log:       cmp.Or(o.Logger, slog.Default()),
-		now:       time.Now,
-		settled:   map[digest.Digest]bool{},
-		finished:  map[digest.Digest]chan struct{}{},
-		decisions: map[digest.Digest]map[string]cachedDecision{},
-		linked:    map[string]bool{},
-		memoLimit: defaultMemoLimit,
-		maxQueued: defaultMaxQueued,
-		wake:      make(chan struct{}, 1),
+		o:            o,
+		log:          cmp.Or(o.Logger, slog.Default()),
+		now:          time.Now,
+		settled:      map[digest.Digest]bool{},
+		finished:     map[digest.Digest]chan struct{}{},
+		decisions:    map[digest.Digest]map[string]cachedDecision{},
+		linked:       map[string]bool{},
+		memoLimit:    defaultMemoLimit,
+		deciding:     map[string]chan struct{}{},
+		decisionWake: make(chan struct{}, 1),
+		maxQueued:    defaultMaxQueued,
+		wake:         make(chan struct{}, 1),
 	}
 	pol := o.Policy
 	if pol == nil {
@@ -188,6 +195,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	})
 	for range p.o.Workers {
 		wg.Go(func() { p.work(ctx) })
+		wg.Go(func() { p.decideWork(ctx) })
 	}
 	wg.Wait()
 	return nil
