@@ -18,7 +18,7 @@ import (
 func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info *requestInfo) *regError {
 	d := rt.digest // validated by the router
 	up := p.upstreamFor(rt)
-	if bg, ok := p.gate.(BlobGate); ok && p.gateBlobs {
+	if bg, ok := info.gate.(BlobGate); ok && p.gateBlobs {
 		dec, err := bg.CheckBlob(r.Context(), rt.upstream, rt.repo, d)
 		if err != nil {
 			return errInternal("check "+blobWhat(up, rt), err)

@@ -149,7 +149,7 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	}
 	info.cache = m.cache
 
-	dec, err := p.gate.Check(ctx, Subject{Upstream: rt.upstream, Repository: rt.repo, Reference: rt.ref, Digest: m.digest, MediaType: m.mediaType, Manifest: m.body})
+	dec, err := info.gate.Check(ctx, Subject{Upstream: rt.upstream, Repository: rt.repo, Reference: rt.ref, Digest: m.digest, MediaType: m.mediaType, Manifest: m.body})
 	if err != nil {
 		return errInternal("evaluate "+rt.upstream+"/"+rt.repo+"@"+m.digest.String(), err)
 	}

@@ -176,22 +176,35 @@ func New(o Options) (*Proxy, error) {
 	return p, nil
 }
 
-// requestInfo collects what the request log reports about one request.
+// requestInfo collects what the request log reports about one request,
+// and the gate that decides it.
 type requestInfo struct {
+	gate     Gate
 	upstream string
 	repo     string
 	cache    string
 	abort    bool // the response broke after its headers went out
 }
 
-// ServeHTTP routes a /v2/ request, writes any error as an OCI error body,
+// ServeHTTP serves /v2/ with the gate of the options (none: everything
+// allowed).
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.serveGated(w, r, p.gate) }
+
+// WithGate serves /v2/ with gate deciding what may be served. The gate (the
+// evaluation pipeline) reads images through this same Proxy, so it is given
+// here, once both exist, rather than at New.
+func (p *Proxy) WithGate(gate Gate) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serveGated(w, r, gate) })
+}
+
+// serveGated routes a /v2/ request, writes any error as an OCI error body,
 // and logs the request.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 	start := time.Now()
 	id := NewRequestID()
 	w.Header().Set(RequestIDHeader, id)
 	lw := &loggingWriter{ResponseWriter: w}
-	info := &requestInfo{}
+	info := &requestInfo{gate: gate}
 	var errAttrs []slog.Attr
 	if err := p.serve(lw, r, info); err != nil {
 		if err.internal {
@@ -325,10 +338,6 @@ func (p *Proxy) userOf(ctx context.Context) string {
 }
 
 func (p *Proxy) upstreamFor(rt route) Upstream { return p.upstreams[rt.upstream] }
-
-// SetGate installs the gate; call it before serving. It exists because the
-// gate (the evaluation pipeline) reads images through the proxy itself.
-func (p *Proxy) SetGate(g Gate) { p.gate = g }
 
 // detach gives upstream work its own deadline; the client's cancellation
 // still applies.

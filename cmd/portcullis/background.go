@@ -25,20 +25,21 @@ import (
 )
 
 // startBackground opens the vulnerability database, starts the scan
-// pipeline (installed as the proxy's gate) and returns the status API. stop
-// waits for the background work to end after ctx is cancelled.
-func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, closing <-chan struct{}, log *slog.Logger) (http.Handler, func(), error) {
+// pipeline and returns the /v2/ handler gated by it (p itself when scanning
+// is off) and the status API. stop waits for the background work to end
+// after ctx is cancelled.
+func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, closing <-chan struct{}, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
 	// Shared: the server holds the database only while matching, so
 	// 'portcullis db import' works while it runs.
 	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
 	pol, err := loadPolicy(cfg.Policy)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	log.Info("policy loaded", "file", cfg.Policy, "version", pol.Version(), "rules", len(pol.Rules))
 	signer, err := loadSigningKey(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	pl := pipeline.New(pipeline.Options{
 		Policy:         pol,
@@ -55,10 +56,11 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		AllPlatforms:   cfg.Scan.AllPlatforms,
 		Logger:         log,
 	})
+	registry = p
 	bg, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	if cfg.Scan.Enabled {
-		p.SetGate(pl)
+		registry = p.WithGate(pl)
 		wg.Go(func() {
 			if err := pl.Run(bg); err != nil {
 				log.Error("scan pipeline", "err", err)
@@ -70,11 +72,12 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	if every := time.Duration(cfg.VulnDB.UpdateInterval); every > 0 {
 		wg.Go(func() { updateLoop(bg, db, every, log) })
 	}
-	stop := func() {
+	stop = func() {
 		cancel()
 		wg.Wait()
 	}
-	return &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion, Logger: log}, stop, nil
+	status = &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion, Logger: log}
+	return registry, status, stop, nil
 }
 
 // loadPolicy reads the policy file, or gives the default policy.

@@ -165,15 +165,14 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	closing := make(chan struct{})
-	apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, closing, log)
+	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, closing, log)
 	if err != nil {
 		return err
 	}
 	defer stopBackground()
 
-	var registry http.Handler = p
 	if access != nil {
-		registry, apiHandler = access.Registry(p), access.API(apiHandler)
+		registry, apiHandler = access.Registry(registry), access.API(apiHandler)
 	}
 	var ready atomic.Bool
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
