@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -21,26 +20,12 @@ import (
 	"github.com/portcullis/portcullis/store"
 )
 
-// imageFacts are what the policy needs from the image itself, stored with
-// the scan so a re-evaluation downloads nothing.
-type imageFacts struct {
-	Created        time.Time `json:"created,omitzero"`
-	CompressedSize int64     `json:"compressedSize"`
-	LayerCount     int       `json:"layerCount"`
-	// Blobs are the config and layer digests, so blob requests can follow
-	// the verdict of the image they belong to.
-	Blobs []string `json:"blobs,omitempty"`
-	// The manifest itself, the subject of published verdicts and SBOMs.
-	ManifestMediaType string `json:"manifestMediaType,omitempty"`
-	ManifestSize      int64  `json:"manifestSize,omitempty"`
-}
-
-func readImageFacts(img v1.Image) (imageFacts, error) {
+func readImageFacts(img v1.Image) (store.ImageFacts, error) {
 	m, err := img.Manifest()
 	if err != nil {
-		return imageFacts{}, fmt.Errorf("read manifest: %w", err)
+		return store.ImageFacts{}, fmt.Errorf("read manifest: %w", err)
 	}
-	f := imageFacts{LayerCount: len(m.Layers), Blobs: []string{m.Config.Digest.String()}}
+	f := store.ImageFacts{LayerCount: len(m.Layers), Blobs: []string{m.Config.Digest.String()}}
 	if raw, err := img.RawManifest(); err == nil {
 		f.ManifestSize = int64(len(raw))
 	}
@@ -53,7 +38,7 @@ func readImageFacts(img v1.Image) (imageFacts, error) {
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return imageFacts{}, fmt.Errorf("read config: %w", err)
+		return store.ImageFacts{}, fmt.Errorf("read config: %w", err)
 	}
 	f.Created = cfg.Created.Time
 	return f, nil
@@ -100,8 +85,7 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, dec stor
 		ScanState: rec.State, ScanError: rec.Error, CurrentTag: dec.Tag,
 		DBBuiltAt: p.dbBuiltAt(), FirstAllowedAt: dec.FirstAllowedAt, Now: p.now(),
 	}
-	var img imageFacts
-	if len(rec.Facts) > 0 && json.Unmarshal(rec.Facts, &img) == nil {
+	if img := rec.Facts; img != nil {
 		f.Created, f.CompressedSize, f.LayerCount = img.Created, img.CompressedSize, img.LayerCount
 	}
 	var findings []vulndb.Finding
@@ -172,7 +156,7 @@ func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream,
 	}
 	var d policy.Decision
 	var change *store.VerdictChange
-	written, err := p.updateDecision(ctx, rec.Digest, upstream, repo, func(dec *store.DecisionRecord) (bool, error) {
+	written, err := store.UpdateDecision(ctx, p.o.Store, rec.Digest, upstream, repo, func(dec *store.DecisionRecord) (bool, error) {
 		if tag != "" {
 			dec.Tag = tag
 		}
@@ -224,37 +208,6 @@ func (p *Pipeline) decideAll(ctx context.Context, d string, also job) error {
 		}
 	}
 	return nil
-}
-
-// updateDecision reads the verdict on d in upstream/repo (a new record if
-// none), lets change modify it and writes it back; when another writer got
-// there first it reads again and redoes the change, a bounded number of
-// times. change returns false to leave the record alone. It returns the
-// record as written, or nil when nothing was written.
-func (p *Pipeline) updateDecision(ctx context.Context, d, upstream, repo string, change func(*store.DecisionRecord) (bool, error)) (*store.DecisionRecord, error) {
-	for range maxWriteAttempts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		r, err := p.o.Store.Decision(ctx, d, upstream, repo)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			r = store.DecisionRecord{Digest: d, Upstream: upstream, Repository: repo}
-		case err != nil:
-			return nil, err
-		}
-		ok, err := change(&r)
-		if err != nil || !ok {
-			return nil, err
-		}
-		switch err := p.o.Store.PutDecision(ctx, &r); {
-		case err == nil:
-			return &r, nil
-		case !errors.Is(err, store.ErrConflict):
-			return nil, err
-		}
-	}
-	return nil, fmt.Errorf("verdict on %s in %s/%s kept changing: %w", d, upstream, repo, store.ErrConflict)
 }
 
 // announce makes a stored decision known: the verdict change, if any, as a
@@ -311,7 +264,7 @@ func (p *Pipeline) EvaluateOnce(ctx context.Context, upstream, repo, reference s
 }
 
 // encodeResult stores a scan's result in its record, as JSON.
-func encodeResult(rec *store.ScanRecord, inv *scanner.Inventory, findings []vulndb.Finding, facts imageFacts) error {
+func encodeResult(rec *store.ScanRecord, inv *scanner.Inventory, findings []vulndb.Finding, facts store.ImageFacts) error {
 	var err error
 	if rec.Inventory, err = json.Marshal(inv); err != nil {
 		return err
@@ -319,8 +272,8 @@ func encodeResult(rec *store.ScanRecord, inv *scanner.Inventory, findings []vuln
 	if rec.Findings, err = json.Marshal(findings); err != nil {
 		return err
 	}
-	rec.Facts, err = json.Marshal(facts)
-	return err
+	rec.Facts = &facts
+	return nil
 }
 
 // maxHistory bounds the verdict history kept per digest.

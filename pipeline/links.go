@@ -131,15 +131,14 @@ func (p *Pipeline) linkImage(ctx context.Context, s proxy.Subject) error {
 // linkImageFacts stores the blob relations of a scanned image in
 // upstream/repo from its stored facts.
 func (p *Pipeline) linkImageFacts(ctx context.Context, upstream, repo string, rec store.ScanRecord) error {
-	var f imageFacts
-	if len(rec.Facts) == 0 || json.Unmarshal(rec.Facts, &f) != nil || len(f.Blobs) == 0 {
+	if rec.Facts == nil || len(rec.Facts.Blobs) == 0 {
 		return nil
 	}
 	if p.alreadyLinked(upstream, repo, rec.Digest) {
 		return nil
 	}
-	blobs := make([]store.BlobRef, len(f.Blobs))
-	for i, b := range f.Blobs {
+	blobs := make([]store.BlobRef, len(rec.Facts.Blobs))
+	for i, b := range rec.Facts.Blobs {
 		blobs[i] = store.BlobRef{Digest: b, Size: -1} // the manifest's link has the sizes
 	}
 	if err := p.o.Store.LinkImage(ctx, upstream, repo, rec.Digest, blobs); err != nil {

@@ -304,52 +304,43 @@ func keepFromPrevious(rec *store.ScanRecord, old store.ScanRecord) {
 	rec.Revision, rec.QueuedAt = old.Revision, old.QueuedAt
 }
 
-// storeResult writes a scan's result. If the record changed while the scan
-// ran (another replica queued it again), the result is written on top of
-// the newer record; a result another replica finished meanwhile with this
-// scanner stays (written is false), and that replica announced it.
+// storeResult writes a scan's result on top of the record as it is now
+// (another replica may have queued it again meanwhile); a result another
+// replica finished meanwhile with this scanner stays (written is false),
+// and that replica announced it.
 func (p *Pipeline) storeResult(ctx context.Context, rec *store.ScanRecord) (written bool, err error) {
-	for range maxWriteAttempts {
-		err := p.o.Store.PutScan(ctx, rec)
-		if err == nil {
-			return true, nil
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return false, err
-		}
-		now, err := p.o.Store.Scan(ctx, rec.Digest)
-		if err != nil {
-			return false, err
-		}
-		if now.State == store.ScanDone && now.ScannerVersion == rec.ScannerVersion {
+	stored, err := store.UpdateScan(ctx, p.o.Store, rec.Digest, func(now *store.ScanRecord, exists bool) (bool, error) {
+		if exists && now.State == store.ScanDone && now.ScannerVersion == rec.ScannerVersion {
 			return false, nil
 		}
-		keepFromPrevious(rec, now)
+		keepFromPrevious(rec, *now)
+		*now = *rec
+		return true, nil
+	})
+	if err != nil || stored == nil {
+		return false, err
 	}
-	return false, fmt.Errorf("scan record %s kept changing: %w", rec.Digest, store.ErrConflict)
+	*rec = *stored
+	return true, nil
 }
 
-// maxWriteAttempts bounds how often a writer reads a record again after
-// another writer changed it.
-const maxWriteAttempts = 5
-
-func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, imageFacts, string, error) {
+func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, store.ImageFacts, string, error) {
 	img, err := p.o.Images.Image(ctx, j.upstream, j.repo, j.digest)
 	if err != nil {
-		return nil, nil, imageFacts{}, "", err
+		return nil, nil, store.ImageFacts{}, "", err
 	}
 	if why := notAContainerImage(img); why != "" {
 		// Signatures, SBOMs and other artifacts travel as manifests too;
 		// they have nothing to scan.
-		return &scanner.Inventory{ImageDigest: j.digest.String(), Packages: []scanner.Package{}, Note: why}, []vulndb.Finding{}, imageFacts{}, "", nil
+		return &scanner.Inventory{ImageDigest: j.digest.String(), Packages: []scanner.Package{}, Note: why}, []vulndb.Finding{}, store.ImageFacts{}, "", nil
 	}
 	facts, err := readImageFacts(img)
 	if err != nil {
-		return nil, nil, imageFacts{}, "", fmt.Errorf("image %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
+		return nil, nil, store.ImageFacts{}, "", fmt.Errorf("image %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
 	}
 	inv, err := p.o.Scanner.Scan(ctx, img)
 	if err != nil {
-		return nil, nil, imageFacts{}, "", fmt.Errorf("scan %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
+		return nil, nil, store.ImageFacts{}, "", fmt.Errorf("scan %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
 	}
 	inv.ImageDigest = j.digest.String()
 	findings, dbVersion, err := p.match(ctx, inv)

@@ -43,8 +43,8 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 	if p.o.Artifacts == nil || rec.State != store.ScanDone {
 		return nil
 	}
-	var f imageFacts
-	if json.Unmarshal(rec.Facts, &f) != nil || f.ManifestMediaType == "" {
+	f := rec.Facts
+	if f == nil || f.ManifestMediaType == "" {
 		return nil // an artifact, or a record from before subjects were kept
 	}
 	var inv scanner.Inventory

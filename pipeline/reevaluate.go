@@ -54,7 +54,7 @@ func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
 		// meanwhile, or a newer policy come into force.
 		var d policy.Decision
 		var change *store.VerdictChange
-		written, err := p.updateDecision(ctx, t.digest, t.upstream, t.repo, func(r *store.DecisionRecord) (bool, error) {
+		written, err := store.UpdateDecision(ctx, p.o.Store, t.digest, t.upstream, t.repo, func(r *store.DecisionRecord) (bool, error) {
 			if r.PolicyVersion == p.policy().Version() {
 				return false, nil
 			}

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -29,8 +28,8 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, d := range digests {
-		written, err := p.updateScan(ctx, d, func(r *store.ScanRecord) (bool, error) {
-			if !outdated(*r) {
+		written, err := store.UpdateScan(ctx, p.o.Store, d, func(r *store.ScanRecord, exists bool) (bool, error) {
+			if !exists || !outdated(*r) {
 				return false, nil // changed since the listing
 			}
 			var inv scanner.Inventory
@@ -77,37 +76,6 @@ func (p *Pipeline) digestsWhere(ctx context.Context, keep func(store.ScanRecord)
 		return nil, fmt.Errorf("list scans: %w", err)
 	}
 	return out, nil
-}
-
-// updateScan reads the record of d, lets change modify it and writes it
-// back; when another writer got there first it reads again and redoes the
-// change, a bounded number of times, so neither loses the other's work.
-// change returns false to leave the record alone. It returns the record
-// as written, or nil when nothing was written.
-func (p *Pipeline) updateScan(ctx context.Context, d string, change func(*store.ScanRecord) (bool, error)) (*store.ScanRecord, error) {
-	for range maxWriteAttempts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		r, err := p.o.Store.Scan(ctx, d)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		ok, err := change(&r)
-		if err != nil || !ok {
-			return nil, err
-		}
-		switch err := p.o.Store.PutScan(ctx, &r); {
-		case err == nil:
-			return &r, nil
-		case !errors.Is(err, store.ErrConflict):
-			return nil, err
-		}
-	}
-	return nil, fmt.Errorf("scan record %s kept changing: %w", d, store.ErrConflict)
 }
 
 // DBVersion is the database version WatchDB saw last ("" before it ran):

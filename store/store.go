@@ -109,7 +109,21 @@ type ScanRecord struct {
 	Findings  json.RawMessage `json:"findings,omitempty"`
 	// Facts read from the image for the policy (age, size, layers), kept so
 	// re-evaluation needs no download.
-	Facts json.RawMessage `json:"facts,omitempty"`
+	Facts *ImageFacts `json:"facts,omitempty"`
+}
+
+// ImageFacts are what the policy and the gates need from an image itself,
+// read once when it is scanned.
+type ImageFacts struct {
+	Created        time.Time `json:"created,omitzero"`
+	CompressedSize int64     `json:"compressedSize"`
+	LayerCount     int       `json:"layerCount"`
+	// Blobs are the config and layer digests, so blob requests can follow
+	// the verdict of the image they belong to.
+	Blobs []string `json:"blobs,omitempty"`
+	// The manifest itself, the subject of published verdicts and SBOMs.
+	ManifestMediaType string `json:"manifestMediaType,omitempty"`
+	ManifestSize      int64  `json:"manifestSize,omitempty"`
 }
 
 // DecisionRecord is the gate's verdict on one manifest digest pulled
