@@ -24,6 +24,11 @@ type Fetcher struct {
 	idle    time.Duration
 	log     *slog.Logger
 
+	// leases, when set, make downloads single-flight across replicas
+	// sharing the storage (shared.go).
+	leases Leases
+	owner  string
+
 	mu       sync.Mutex
 	inflight map[digest.Digest]*download
 }
@@ -31,8 +36,12 @@ type Fetcher struct {
 // NewFetcher makes a fetcher. timeout bounds a whole download, idle the time
 // without a byte from upstream; a download runs to completion (or to these
 // limits) even when every client that wanted it has gone.
-func NewFetcher(s *Store, timeout, idle time.Duration, log *slog.Logger) *Fetcher {
-	return &Fetcher{store: s, timeout: timeout, idle: idle, log: log, inflight: map[digest.Digest]*download{}}
+func NewFetcher(s *Store, timeout, idle time.Duration, log *slog.Logger, opts ...FetcherOption) *Fetcher {
+	f := &Fetcher{store: s, timeout: timeout, idle: idle, log: log, inflight: map[digest.Digest]*download{}}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
 }
 
 // Where a Handle's bytes come from.
@@ -128,6 +137,14 @@ func (f *Fetcher) Open(ctx context.Context, d digest.Digest, size int64, src Sou
 		dl.release()
 		return nil, ctx.Err()
 	}
+	if errors.Is(dl.startErr, errStoredElsewhere) {
+		dl.release()
+		b, err := f.store.Open(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("open blob %s another replica stored: %w", d, err)
+		}
+		return &Handle{Size: b.Size, Source: SourceHit, blob: b}, nil
+	}
 	if dl.startErr != nil {
 		dl.release()
 		return nil, dl.startErr
@@ -151,7 +168,12 @@ func (f *Fetcher) run(dl *download, declared int64, src Source) {
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
 	start := time.Now()
-	began, err := f.download(ctx, cancel, dl, declared, src)
+	var began bool
+	release, err := f.takeTurn(ctx, dl.d)
+	if err == nil {
+		began, err = f.download(ctx, cancel, dl, declared, src)
+		release()
+	}
 	// Leave the in-flight table before anyone hears of a failure, so a
 	// client that retries starts a fresh download instead of rejoining this
 	// one. On success the blob is committed by now: later requests find it
@@ -165,9 +187,12 @@ func (f *Fetcher) run(dl *download, declared int64, src Source) {
 	case err != nil:
 		dl.fail(err)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errStoredElsewhere):
+		f.log.Info("blob stored by another replica", "digest", dl.d, "waited", time.Since(start))
+	case err != nil:
 		f.log.Warn("blob download failed", "digest", dl.d, "err", err, "duration", time.Since(start))
-	} else {
+	default:
 		f.log.Info("blob cached", "digest", dl.d, "bytes", dl.written, "duration", time.Since(start))
 	}
 	dl.release()
