@@ -54,12 +54,15 @@ type Store struct {
 	maxBlobSize int64
 	spooled     atomic.Int64 // bytes in spool files not committed yet
 	localRoot   string       // the filesystem driver's root directory, else ""
-	verified    *verifiedSet
-	verifying   singleflight.Group // one whole-file hash per digest at a time
-	index       *index
-	manifests   *memCache
-	log         *slog.Logger
-	indexLoaded chan struct{}
+	// hashEveryRead: the driver's objects have no identity a read can
+	// trust (see the top of verify.go), so every read is hashed.
+	hashEveryRead bool
+	verified      *verifiedSet
+	verifying     singleflight.Group // one whole-file hash per digest at a time
+	index         *index
+	manifests     *memCache
+	log           *slog.Logger
+	indexLoaded   chan struct{}
 }
 
 const spoolName = "_spool"
@@ -93,6 +96,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		manifests:   newMemCache(cmp.Or(cfg.MaxManifestMemory, 16<<20)),
 		log:         cmp.Or(cfg.Logger, slog.Default()),
 		indexLoaded: make(chan struct{}),
+		// Local files have an inode and nanosecond times; an in-memory
+		// driver has no other writer. Anything else is remote storage.
+		hashEveryRead: name != "filesystem" && name != "inmemory",
 	}
 	if name == "filesystem" {
 		root, _ := params["rootdirectory"].(string)

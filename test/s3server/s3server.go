@@ -96,7 +96,7 @@ func Start(t testing.TB) *Server {
 	// The sidecar keeps object metadata in files, so the backend needs no
 	// extended attributes on the test's file system.
 	args := []string{"--access", AccessKey, "--secret", SecretKey, "--region", Region,
-		"--port", addr, "posix", "--sidecar", sidecar, s.Root}
+		"--port", addr, "--quiet", "posix", "--sidecar", sidecar, s.Root}
 	proc, err := harness.StartProcess(bin, args, nil, nil)
 	if err != nil {
 		t.Fatal(err)
