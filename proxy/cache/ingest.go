@@ -102,7 +102,8 @@ func (in *ingest) upload(ctx context.Context, want digest.Digest) error {
 		return fmt.Errorf("reopen spool file: %w", err)
 	}
 	defer f.Close()
-	tmp := "/_uploads/" + filepath.Base(in.path) + "/data"
+	dir := s.uploadDir + "/" + filepath.Base(in.path)
+	tmp := dir + "/data"
 	w, err := s.driver.Writer(ctx, tmp, false)
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", want, err)
@@ -119,8 +120,10 @@ func (in *ingest) upload(ctx context.Context, want digest.Digest) error {
 		return fmt.Errorf("upload %s: %w", want, err)
 	}
 	if err := s.driver.Move(ctx, tmp, dataPath(want)); err != nil {
+		if derr := s.driver.Delete(context.WithoutCancel(ctx), dir); derr != nil && !isPathNotFound(derr) {
+			s.log.Warn("delete failed upload", "path", dir, "err", derr)
+		}
 		return fmt.Errorf("commit %s: %w", want, err)
 	}
-	_ = s.driver.Delete(ctx, "/_uploads/"+filepath.Base(in.path))
 	return nil
 }

@@ -6,6 +6,8 @@ package cache
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +56,13 @@ type Store struct {
 	maxBlobSize int64
 	spooled     atomic.Int64 // bytes in spool files not committed yet
 	localRoot   string       // the filesystem driver's root directory, else ""
+	// hashEveryRead: the driver's objects have no identity a read can
+	// trust (see the top of verify.go), so every read is hashed.
+	hashEveryRead bool
+	// uploadDir holds this Store's uploads on non-filesystem drivers. It
+	// is its own: other replicas on the same bucket have theirs, with
+	// uploads in progress a starting replica must not delete.
+	uploadDir   string
 	verified    *verifiedSet
 	verifying   singleflight.Group // one whole-file hash per digest at a time
 	index       *index
@@ -63,6 +72,20 @@ type Store struct {
 }
 
 const spoolName = "_spool"
+
+// uploadsRoot holds uploads to non-filesystem drivers until they are moved
+// into place, one directory per Store.
+const uploadsRoot = "/_uploads"
+
+// staleUploadAge is when an upload left under uploadsRoot is taken as
+// abandoned by a crashed process: far longer than an upload may take (a
+// commit is bounded by 10 minutes), since another replica's upload in
+// progress must never be deleted.
+const staleUploadAge = time.Hour
+
+// maxStaleUploads bounds what one start-up deletes; the rest goes at the
+// next start.
+const maxStaleUploads = 10000
 
 // DefaultMaxBlobSize bounds a blob download of unknown size.
 const DefaultMaxBlobSize = 32 << 30
@@ -93,6 +116,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		manifests:   newMemCache(cmp.Or(cfg.MaxManifestMemory, 16<<20)),
 		log:         cmp.Or(cfg.Logger, slog.Default()),
 		indexLoaded: make(chan struct{}),
+		// Local files have an inode and nanosecond times; an in-memory
+		// driver has no other writer. Anything else is remote storage.
+		hashEveryRead: name != "filesystem" && name != "inmemory",
 	}
 	if name == "filesystem" {
 		root, _ := params["rootdirectory"].(string)
@@ -114,13 +140,46 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("create spool %s: %w", s.spoolDir, err)
 	}
 	if s.spoolRel == "" {
-		// Uploads a crashed process left on remote storage.
-		if err := drv.Delete(ctx, "/_uploads"); err != nil && !isPathNotFound(err) {
-			s.log.Warn("clear stale uploads", "err", err)
+		id := make([]byte, 8)
+		if _, err := rand.Read(id); err != nil {
+			return nil, fmt.Errorf("cache instance id: %w", err)
 		}
+		s.uploadDir = uploadsRoot + "/" + hex.EncodeToString(id)
+		s.clearStaleUploads(ctx)
 	}
 	go s.loadIndex(context.WithoutCancel(ctx))
 	return s, nil
+}
+
+// clearStaleUploads deletes uploads that crashed processes left behind on
+// shared storage, leaving those of running replicas alone. Only completed
+// uploads are objects; the storage's own incomplete multipart uploads are
+// for a bucket lifecycle rule to abort (see the README).
+func (s *Store) clearStaleUploads(ctx context.Context) {
+	errEnough := errors.New("enough for one start")
+	cutoff := time.Now().Add(-staleUploadAge)
+	var stale []string
+	err := s.driver.Walk(ctx, uploadsRoot, func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() || !fi.ModTime().Before(cutoff) {
+			return nil
+		}
+		stale = append(stale, fi.Path())
+		if len(stale) >= maxStaleUploads {
+			return errEnough
+		}
+		return nil
+	})
+	if err != nil && !isPathNotFound(err) && !errors.Is(err, errEnough) {
+		s.log.Warn("list stale uploads", "err", err)
+	}
+	for _, p := range stale {
+		if err := s.driver.Delete(ctx, p); err != nil && !isPathNotFound(err) {
+			s.log.Warn("clear stale upload", "path", p, "err", err)
+		}
+	}
+	if len(stale) > 0 {
+		s.log.Info("cleared stale uploads", "count", len(stale))
+	}
 }
 
 // WaitIndexed blocks until the start-up index scan finished (tests, metrics).

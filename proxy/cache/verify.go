@@ -25,6 +25,14 @@ import (
 // and start out verified. A byte flipped under an unchanged identity (bit
 // rot on a running system) is caught on the next start, or by
 // 'portcullis cache verify'.
+//
+// Remote object storage (s3, gcs, azure) gives no such identity: its
+// modification times have whole seconds, there is no inode, and other
+// replicas write the same bucket. An object replaced within the second it
+// was written looks unchanged, so there every read is hashed instead: a
+// whole read as it goes out (its bytes cross the network anyway; the hash
+// costs CPU only), a range by hashing the whole object first (concurrent
+// ranges of one blob share that hash).
 
 // maxVerified bounds the memory of verified files; a blob that fell out is
 // simply hashed again on its next use.
@@ -159,21 +167,25 @@ func (b *Blob) Reader(ctx context.Context) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.s.verified.has(b.d, id) {
+	if !b.s.hashEveryRead && b.s.verified.has(b.d, id) {
 		return rc, nil
 	}
 	return &verifyingReader{ctx: ctx, b: b, rc: rc, id: id, hash: b.d.Algorithm().Hash()}, nil
 }
 
 // RangeReader returns the blob from offset. A range cannot be checked by
-// itself, so a file not verified yet is hashed whole first (one hash per
-// digest at a time, however many requests wait for it).
+// itself, so a file not verified yet (on remote storage: any object) is
+// hashed whole first (one hash per digest at a time, however many requests
+// wait for it).
 func (b *Blob) RangeReader(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	if offset < 0 || offset > b.Size {
+		return nil, fmt.Errorf("read cached blob %s at %d: outside its %d bytes", b.d, offset, b.Size)
+	}
 	rc, id, err := b.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if !b.s.verified.has(b.d, id) {
+	if b.s.hashEveryRead || !b.s.verified.has(b.d, id) {
 		_, err, _ := b.s.verifying.Do(b.d.String(), func() (any, error) {
 			return nil, b.verifyFile(context.WithoutCancel(ctx))
 		})

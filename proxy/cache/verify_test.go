@@ -58,103 +58,101 @@ func TestDownloadStopsAtItsBound(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			s, err := Open(context.Background(), Config{
-				Parameters:  map[string]any{"rootdirectory": filepath.Join(dir, "cache")},
-				MaxBlobSize: maxBlob,
-				Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+			forEachDriver(t, func(t *testing.T, drv testDriver, cfg Config) {
+				cfg.MaxBlobSize = maxBlob
+				s := openStore(t, cfg, 0)
+				f := NewFetcher(s, time.Minute, 10*time.Second, s.log)
+				d := digest.FromString(tc.name)
+				var sent atomic.Int64
+				h, err := f.Open(context.Background(), d, tc.declared, endlessSource(tc.announced, &sent))
+				if tc.openFails {
+					if !errors.Is(err, ErrTooLarge) {
+						t.Fatalf("open: %v, want ErrTooLarge", err)
+					}
+					if n := sent.Load(); n != 0 {
+						t.Fatalf("read %d bytes of a body refused by its size", n)
+					}
+				} else {
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, err := readAll(t, h)
+					h.Close()
+					if !errors.Is(err, ErrTooLarge) && tc.announced < 0 {
+						t.Fatalf("read: %v after %d bytes, want ErrTooLarge", err, len(got))
+					}
+					if err == nil {
+						t.Fatalf("read of an oversized body succeeded with %d bytes", len(got))
+					}
+					// Read sizes are one chunk at most: it stopped near the bound.
+					if n := sent.Load(); n > tc.bound+chunkSize {
+						t.Fatalf("upstream sent %d bytes, bound %d", n, tc.bound)
+					}
+				}
+				for deadline := time.Now().Add(10 * time.Second); f.InFlight(d); time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("download never ended")
+					}
+				}
+				if n := spoolEntries(t, s); n != 0 {
+					t.Fatalf("%d spool files left", n)
+				}
+				if stored(t, s, d) {
+					t.Fatal("oversized blob committed")
+				}
+				if n := s.spooled.Load(); n != 0 {
+					t.Fatalf("spool count %d after the download ended, want 0", n)
+				}
+				assertNothingStored(t, s)
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			f := NewFetcher(s, time.Minute, 10*time.Second, s.log)
-			d := digest.FromString(tc.name)
-			var sent atomic.Int64
-			h, err := f.Open(context.Background(), d, tc.declared, endlessSource(tc.announced, &sent))
-			if tc.openFails {
-				if !errors.Is(err, ErrTooLarge) {
-					t.Fatalf("open: %v, want ErrTooLarge", err)
-				}
-				if n := sent.Load(); n != 0 {
-					t.Fatalf("read %d bytes of a body refused by its size", n)
-				}
-			} else {
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, err := readAll(t, h)
-				h.Close()
-				if !errors.Is(err, ErrTooLarge) && tc.announced < 0 {
-					t.Fatalf("read: %v after %d bytes, want ErrTooLarge", err, len(got))
-				}
-				if err == nil {
-					t.Fatalf("read of an oversized body succeeded with %d bytes", len(got))
-				}
-				// Read sizes are one chunk at most: it stopped near the bound.
-				if n := sent.Load(); n > tc.bound+chunkSize {
-					t.Fatalf("upstream sent %d bytes, bound %d", n, tc.bound)
-				}
-			}
-			for deadline := time.Now().Add(10 * time.Second); f.InFlight(d); time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("download never ended")
-				}
-			}
-			if n := spoolEntries(t, s); n != 0 {
-				t.Fatalf("%d spool files left", n)
-			}
-			if stored(t, s, d) {
-				t.Fatal("oversized blob committed")
-			}
-			if n := s.spooled.Load(); n != 0 {
-				t.Fatalf("spool count %d after the download ended, want 0", n)
-			}
 		})
 	}
 }
 
 func TestSpoolCountsTowardMaxBytes(t *testing.T) {
-	s := openStore(t, "filesystem", t.TempDir(), 250<<10)
-	f := NewFetcher(s, time.Minute, 10*time.Second, s.log)
-	var calls atomic.Int64
-	old := randomBytes(100<<10, 20)
-	h, err := f.Open(context.Background(), digest.FromBytes(old), -1, slowSource(old, &calls))
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, h)
-	h.Close()
-	waitCommitted(t, s, digest.FromBytes(old))
-
-	// A 200 KiB download that pauses before its end: stored 100 KiB plus
-	// 200 KiB in the spool is over the bound before anything commits.
-	big := randomBytes(200<<10, 21)
-	release := make(chan struct{})
-	src := func(ctx context.Context) (io.ReadCloser, int64, error) {
-		pr, pw := io.Pipe()
-		go func() {
-			pw.Write(big[:len(big)-1])
-			select {
-			case <-release:
-				pw.Write(big[len(big)-1:])
-				pw.Close()
-			case <-ctx.Done():
-				pw.CloseWithError(ctx.Err())
-			}
-		}()
-		return pr, int64(len(big)), nil
-	}
-	h, err = f.Open(context.Background(), digest.FromBytes(big), -1, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	defer close(release)
-	for deadline := time.Now().Add(10 * time.Second); stored(t, s, digest.FromBytes(old)); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("stored blob kept while the spool (%d bytes) pushes the cache over max_bytes", s.spooled.Load())
+	forEachDriver(t, func(t *testing.T, drv testDriver, cfg Config) {
+		s := openStore(t, cfg, 250<<10)
+		f := NewFetcher(s, time.Minute, 10*time.Second, s.log)
+		var calls atomic.Int64
+		old := randomBytes(100<<10, 20)
+		h, err := f.Open(context.Background(), digest.FromBytes(old), -1, slowSource(old, &calls))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		readAll(t, h)
+		h.Close()
+		waitCommitted(t, s, digest.FromBytes(old))
+
+		// A 200 KiB download that pauses before its end: stored 100 KiB plus
+		// 200 KiB in the spool is over the bound before anything commits.
+		big := randomBytes(200<<10, 21)
+		release := make(chan struct{})
+		src := func(ctx context.Context) (io.ReadCloser, int64, error) {
+			pr, pw := io.Pipe()
+			go func() {
+				pw.Write(big[:len(big)-1])
+				select {
+				case <-release:
+					pw.Write(big[len(big)-1:])
+					pw.Close()
+				case <-ctx.Done():
+					pw.CloseWithError(ctx.Err())
+				}
+			}()
+			return pr, int64(len(big)), nil
+		}
+		h, err = f.Open(context.Background(), digest.FromBytes(big), -1, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		defer close(release)
+		for deadline := time.Now().Add(10 * time.Second); stored(t, s, digest.FromBytes(old)); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("stored blob kept while the spool (%d bytes) pushes the cache over max_bytes", s.spooled.Load())
+			}
+		}
+	})
 }
 
 // putBlob downloads body into s through a fetcher and waits for the commit.
@@ -205,11 +203,50 @@ func flipByte(t *testing.T, path string, at int64, keepTimes bool) {
 	}
 }
 
+// damage alters d's stored bytes behind the store's back: on the local
+// file (keepTimes puts the old modification time back) with the
+// filesystem driver, else by rewriting the object through the driver, as
+// another program with access to the bucket would.
+func damage(t *testing.T, s *Store, d digest.Digest, truncate, keepTimes bool) {
+	t.Helper()
+	if s.localRoot != "" {
+		if truncate {
+			fi, err := os.Stat(blobFile(s, d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(blobFile(s, d), fi.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		fi, err := os.Stat(blobFile(s, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		flipByte(t, blobFile(s, d), fi.Size()/3, keepTimes)
+		return
+	}
+	ctx := context.Background()
+	body, err := s.driver.GetContent(ctx, dataPath(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if truncate {
+		body = body[:len(body)/2]
+	} else {
+		body[len(body)/3] ^= 0xff
+	}
+	if err := s.driver.PutContent(ctx, dataPath(d), body); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDamagedStoredBlobIsNeverServed(t *testing.T) {
 	tests := []struct {
 		name      string
 		restart   bool // a new process: nothing verified yet
-		keepTimes bool
+		keepTimes bool // filesystem only: the modification time put back
 		ranged    bool
 		truncate  bool
 	}{
@@ -219,69 +256,64 @@ func TestDamagedStoredBlobIsNeverServed(t *testing.T) {
 		{name: "range, edited while running", restart: false, ranged: true},
 		{name: "edited with the old mtime put back", restart: false, keepTimes: true},
 		{name: "truncated", restart: true, truncate: true},
+		{name: "truncated while running", restart: false, truncate: true},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			s := openStore(t, "filesystem", dir, 0)
-			body := randomBytes(600<<10, 30)
-			d := putBlob(t, s, body)
-			path := blobFile(s, d)
-			if tc.truncate {
-				if err := os.Truncate(path, int64(len(body)/2)); err != nil {
+	forEachDriver(t, func(t *testing.T, drv testDriver, cfg Config) {
+		for _, tc := range tests {
+			if (tc.restart && !drv.persistent) || (tc.keepTimes && drv.name != "filesystem") {
+				continue // the case does not exist for this driver
+			}
+			t.Run(tc.name, func(t *testing.T) {
+				cfg := drv.config(t, t.TempDir())
+				cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+				s := openStore(t, cfg, 0)
+				body := randomBytes(600<<10, 30)
+				d := putBlob(t, s, body)
+				damage(t, s, d, tc.truncate, tc.keepTimes)
+				if tc.restart {
+					s = openStore(t, cfg, 0)
+				}
+				b, err := s.Open(context.Background(), d)
+				if err != nil {
 					t.Fatal(err)
 				}
-			} else {
-				flipByte(t, path, int64(len(body))/3, tc.keepTimes)
-			}
-			if tc.restart {
-				s = openStore(t, "filesystem", dir, 0)
-			}
-			b, err := s.Open(context.Background(), d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []byte
-			if tc.ranged {
+				var got []byte
 				var rc io.ReadCloser
-				rc, err = b.RangeReader(context.Background(), 10)
+				if tc.ranged {
+					rc, err = b.RangeReader(context.Background(), 10)
+				} else {
+					rc, err = b.Reader(context.Background())
+				}
 				if err == nil {
 					got, err = io.ReadAll(rc)
 					rc.Close()
 				}
-			} else {
-				var rc io.ReadCloser
-				rc, err = b.Reader(context.Background())
-				if err == nil {
-					got, err = io.ReadAll(rc)
-					rc.Close()
+				b.Close()
+				if !errors.Is(err, ErrDigestMismatch) {
+					t.Fatalf("read of a damaged blob: %d bytes, %v; want ErrDigestMismatch", len(got), err)
 				}
-			}
-			b.Close()
-			if !errors.Is(err, ErrDigestMismatch) {
-				t.Fatalf("read of a damaged blob: %d bytes, %v; want ErrDigestMismatch", len(got), err)
-			}
-			if len(got) >= len(body)-1 || (tc.ranged && len(got) > 0) {
-				t.Fatalf("reader received %d bytes of a damaged %d-byte blob", len(got), len(body))
-			}
-			if stored(t, s, d) {
-				t.Fatal("damaged blob still stored")
-			}
-			if _, err := s.Open(context.Background(), d); !errors.Is(err, ErrNotFound) {
-				t.Fatalf("damaged blob still indexed: %v", err)
-			}
-		})
-	}
+				if len(got) >= len(body)-1 || (tc.ranged && len(got) > 0) {
+					t.Fatalf("reader received %d bytes of a damaged %d-byte blob", len(got), len(body))
+				}
+				if stored(t, s, d) {
+					t.Fatal("damaged blob still stored")
+				}
+				if _, err := s.Open(context.Background(), d); !errors.Is(err, ErrNotFound) {
+					t.Fatalf("damaged blob still indexed: %v", err)
+				}
+			})
+		}
+	})
 }
 
 func TestVerifiedBlobServesRangesAndFile(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, "filesystem", dir, 0)
+	s := openStore(t, fsConfig(dir), 0)
 	body := randomBytes(300<<10, 31)
 	d := putBlob(t, s, body)
 	for _, restart := range []bool{false, true} {
 		if restart {
-			s = openStore(t, "filesystem", dir, 0)
+			s = openStore(t, fsConfig(dir), 0)
 		}
 		for _, off := range []int64{0, 1, 1000, int64(len(body)) - 1} {
 			b, err := s.Open(context.Background(), d)
@@ -317,74 +349,80 @@ func TestVerifiedBlobServesRangesAndFile(t *testing.T) {
 }
 
 func TestRangeOfInFlightDownloadOnlyOnceVerified(t *testing.T) {
-	for _, corrupt := range []bool{false, true} {
-		s := openStore(t, "filesystem", t.TempDir(), 0)
-		f := NewFetcher(s, time.Minute, 10*time.Second, s.log)
-		body := randomBytes(1<<20, 32)
-		d := digest.FromBytes(body)
-		sent := body
-		if corrupt {
-			sent = bytes.Clone(body)
-			sent[len(sent)/2] ^= 0xff
-		}
-		var calls atomic.Int64
-		h, err := f.Open(context.Background(), d, -1, slowSource(sent, &calls))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rc, err := h.RangeReader(context.Background(), 10); !errors.Is(err, ErrUnverified) {
-			if rc != nil {
-				rc.Close()
+	forEachDriver(t, func(t *testing.T, drv testDriver, cfg Config) {
+		for _, corrupt := range []bool{false, true} {
+			s := openStore(t, drv.config(t, t.TempDir()), 0) // fresh: nothing cached yet
+			f := NewFetcher(s, time.Minute, 10*time.Second, s.log)
+			body := randomBytes(1<<20, 32)
+			d := digest.FromBytes(body)
+			sent := body
+			if corrupt {
+				sent = bytes.Clone(body)
+				sent[len(sent)/2] ^= 0xff
 			}
-			t.Fatalf("corrupt %v: range of a download in flight: %v, want ErrUnverified", corrupt, err)
-		}
-		got, err := readAll(t, h)
-		if corrupt {
-			if err == nil || len(got) >= len(body) {
-				t.Fatalf("corrupt download read whole: %d bytes, %v", len(got), err)
-			}
-			if _, err := h.RangeReader(context.Background(), 10); err == nil {
-				t.Fatal("range of a failed download answered")
-			}
-		} else {
+			var calls atomic.Int64
+			h, err := f.Open(context.Background(), d, -1, slowSource(sent, &calls))
 			if err != nil {
 				t.Fatal(err)
 			}
-			rc, err := h.RangeReader(context.Background(), 10)
-			if err != nil {
-				t.Fatalf("range of a verified download: %v", err)
+			if rc, err := h.RangeReader(context.Background(), 10); !errors.Is(err, ErrUnverified) {
+				if rc != nil {
+					rc.Close()
+				}
+				t.Fatalf("corrupt %v: range of a download in flight: %v, want ErrUnverified", corrupt, err)
 			}
-			part, err := io.ReadAll(rc)
-			if err != nil || !bytes.Equal(part, body[10:]) {
-				t.Fatalf("range of a verified download: %d bytes, %v", len(part), err)
+			got, err := readAll(t, h)
+			if corrupt {
+				if err == nil || len(got) >= len(body) {
+					t.Fatalf("corrupt download read whole: %d bytes, %v", len(got), err)
+				}
+				if _, err := h.RangeReader(context.Background(), 10); err == nil {
+					t.Fatal("range of a failed download answered")
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				rc, err := h.RangeReader(context.Background(), 10)
+				if err != nil {
+					t.Fatalf("range of a verified download: %v", err)
+				}
+				part, err := io.ReadAll(rc)
+				if err != nil || !bytes.Equal(part, body[10:]) {
+					t.Fatalf("range of a verified download: %d bytes, %v", len(part), err)
+				}
 			}
+			h.Close()
 		}
-		h.Close()
-	}
+	})
 }
 
 func TestDamagedStoredManifestIsRefetched(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, "filesystem", dir, 0)
-	ctx := context.Background()
-	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
-	d := digest.FromBytes(body)
-	if err := s.PutManifest(ctx, d, "application/vnd.oci.image.manifest.v1+json", body); err != nil {
-		t.Fatal(err)
-	}
-	flipByte(t, blobFile(s, d), 5, false)
-	s = openStore(t, "filesystem", dir, 0) // nothing in memory
-	if got, _, err := s.Manifest(ctx, d); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("damaged manifest: %q, %v; want ErrNotFound", got, err)
-	}
-	if stored(t, s, d) {
-		t.Fatal("damaged manifest still stored")
-	}
+	forEachDriver(t, func(t *testing.T, drv testDriver, cfg Config) {
+		if !drv.persistent {
+			return // nothing outlives the store to be damaged
+		}
+		s := openStore(t, cfg, 0)
+		ctx := context.Background()
+		body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
+		d := digest.FromBytes(body)
+		if err := s.PutManifest(ctx, d, "application/vnd.oci.image.manifest.v1+json", body); err != nil {
+			t.Fatal(err)
+		}
+		damage(t, s, d, false, false)
+		s = openStore(t, cfg, 0) // nothing in memory
+		if got, _, err := s.Manifest(ctx, d); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("damaged manifest: %q, %v; want ErrNotFound", got, err)
+		}
+		if stored(t, s, d) {
+			t.Fatal("damaged manifest still stored")
+		}
+	})
 }
 
 func TestScrubDeletesWhatDoesNotMatch(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, "filesystem", dir, 0)
+	s := openStore(t, fsConfig(dir), 0)
 	ctx := context.Background()
 	good := putBlob(t, s, randomBytes(200<<10, 40))
 	flipped := putBlob(t, s, randomBytes(200<<10, 41))
