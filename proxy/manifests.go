@@ -210,7 +210,7 @@ func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, 
 	if c, ok := p.localContent(ctx, d); ok && isManifestType(c.MediaType) {
 		return manifestResult{body: c.Body, mediaType: c.MediaType, digest: d, cache: cacheLocal}, nil
 	}
-	m, err := p.fetchManifest(ctx, up, repo, d.String(), pa)
+	m, err := p.fetchManifest(ctx, up, repo, d.String(), pa, nil)
 	if err != nil {
 		return manifestResult{}, fromUpstream("fetch manifest "+up.Client.Name()+"/"+repo+"@"+d.String(), err, "MANIFEST_UNKNOWN")
 	}
@@ -220,11 +220,16 @@ func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, 
 // fetchManifest gets a manifest from upstream and caches it, once however
 // many requests ask at the same time. The shared fetch does not depend on
 // the request that started it: a client that leaves does not fail the others.
-func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string, pa parsedAccept) (*upstream.Manifest, error) {
+func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string, pa parsedAccept, tk *tagKeys) (*upstream.Manifest, error) {
 	key := up.Client.Name() + "/" + repo + "@" + ref + "#" + pa.key
 	ch := p.manifestFlight.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.manifestTimeout)
 		defer cancel()
+		release, stored, err := p.manifestTurn(fctx, up, repo, ref, tk, "manifest/"+key)
+		if err != nil || stored != nil {
+			return stored, err
+		}
+		defer release()
 		m, err := up.Client.GetManifest(fctx, repo, ref, pa.types)
 		if err != nil {
 			return nil, err
@@ -232,6 +237,10 @@ func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string
 		if err := p.cache.PutManifest(fctx, m.Digest, m.MediaType, m.Body); err != nil {
 			// The client still gets verified bytes; only caching failed.
 			p.log.Error("cache manifest", "digest", m.Digest, "err", err)
+		}
+		if tk != nil {
+			// Before the lease goes: replicas waiting on it read this.
+			p.rememberTag(fctx, tk.name, tk.key, manifestResult{body: m.Body, mediaType: m.MediaType, digest: m.Digest})
 		}
 		return m, nil
 	})
@@ -308,7 +317,7 @@ func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parse
 			return manifestResult{}, fromUpstream("resolve "+name, err, "MANIFEST_UNKNOWN")
 		}
 	}
-	mf, err := p.fetchManifest(ctx, up, rt.repo, rt.ref, pa)
+	mf, err := p.fetchManifest(ctx, up, rt.repo, rt.ref, pa, &tagKeys{name: name, key: key})
 	if err != nil {
 		if upstream.Temporary(err) {
 			if m, ok := p.stale(ctx, name, nil, accept, err); ok {
@@ -317,9 +326,7 @@ func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parse
 		}
 		return manifestResult{}, fromUpstream("fetch manifest "+name, err, "MANIFEST_UNKNOWN")
 	}
-	m := manifestResult{body: mf.Body, mediaType: mf.MediaType, digest: mf.Digest, cache: cacheMiss}
-	p.rememberTag(ctx, name, key, m)
-	return m, nil
+	return manifestResult{body: mf.Body, mediaType: mf.MediaType, digest: mf.Digest, cache: cacheMiss}, nil
 }
 
 // stale finds the last known manifest for a tag when the upstream cannot

@@ -65,6 +65,10 @@ type Options struct {
 	// Access decides who may pull what (package proxy/auth); nil allows
 	// everyone everything.
 	Access Access
+	// Leases, when set, make manifest fetches single-flight across the
+	// replicas sharing State and Cache; Replica names this one in them.
+	Leases  cache.Leases
+	Replica string
 	// RequireBlobLink serves a cached blob under a repository only when
 	// that repository is known to reference it; set when clients
 	// authenticate, so the shared cache does not leak one repository's
@@ -134,6 +138,8 @@ type Proxy struct {
 	publicURL       string
 	access          Access
 	requireBlobLink bool
+	leases          cache.Leases
+	replica         string
 	manifestFlight  singleflight.Group
 	tags            tagMemo
 	accepts         acceptMemo
@@ -155,6 +161,8 @@ func New(o Options) (*Proxy, error) {
 		publicURL:       strings.TrimRight(o.PublicURL, "/"),
 		access:          o.Access,
 		requireBlobLink: o.RequireBlobLink,
+		leases:          o.Leases,
+		replica:         o.Replica,
 		now:             time.Now,
 	}
 	var names []string
