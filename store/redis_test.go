@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -152,4 +153,39 @@ func TestRedisCorruptValues(t *testing.T) {
 			t.Errorf("%s: error %v, want one containing %q", c.name, c.err, c.want)
 		}
 	}
+}
+
+// TestRedisCluster runs the suites on Redis Cluster (one node that owns
+// every slot): Redis refuses any multi-key command or script whose keys
+// lie in different hash slots (CROSSSLOT), so this proves the key design
+// works on a real cluster.
+func TestRedisCluster(t *testing.T) {
+	ctx := context.Background()
+	srv := redisserver.StartWith(t, "--cluster-enabled", "yes")
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	if err := admin.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", "0", "16383").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The node reports the cluster usable once it has taken the slots.
+	for i := 0; ; i++ {
+		info, err := admin.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("cluster not ready after %d checks: %q, %v", i, info, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	var n atomic.Int64
+	storetest.Run(t, func(t *testing.T) store.Store {
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}})
+		s, err := store.NewRedis(c, fmt.Sprintf("ct%d", n.Add(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/portcullis/portcullis/store"
@@ -98,6 +99,48 @@ func RunArtifacts(t *testing.T, newStore func(t *testing.T) store.Store) {
 		}
 		if _, err := s.Content(ctx, "sha256:s"); err != nil {
 			t.Errorf("shared content after replace: %v", err)
+		}
+	})
+	t.Run("concurrent publishers", func(t *testing.T) {
+		// Subjects published and replaced at the same time share content:
+		// it lives exactly as long as one of them keeps it.
+		s := newStore(t)
+		const subjects = 8
+		shared := map[string]store.Content{"sha256:shared": {MediaType: "b", Body: []byte("s")}}
+		each := func(from, to int, fn func(i int) error) {
+			t.Helper()
+			var wg sync.WaitGroup
+			for i := from; i < to; i++ {
+				wg.Go(func() {
+					if err := fn(i); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+		}
+		each(0, subjects, func(i int) error {
+			return s.PutReferrers(ctx, digestN(i), []json.RawMessage{[]byte(`{}`)}, shared)
+		})
+		each(1, subjects, func(i int) error { return s.PutReferrers(ctx, digestN(i), nil, nil) })
+		if _, err := s.Content(ctx, "sha256:shared"); err != nil {
+			t.Fatalf("content one subject still keeps: %v", err)
+		}
+		if err := s.PutReferrers(ctx, digestN(0), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Content(ctx, "sha256:shared"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("content no subject keeps: %v, want ErrNotFound", err)
+		}
+		// Concurrent additions to one subject: none is lost.
+		subject := digestN(100)
+		each(0, 8, func(i int) error {
+			return s.AddContents(ctx, subject, map[string]store.Content{fmt.Sprintf("sha256:c%d", i): {MediaType: "m", Body: []byte{byte(i)}}})
+		})
+		for i := range 8 {
+			if _, err := s.Content(ctx, fmt.Sprintf("sha256:c%d", i)); err != nil {
+				t.Errorf("concurrently added content %d: %v", i, err)
+			}
 		}
 	})
 	t.Run("local tags", func(t *testing.T) {

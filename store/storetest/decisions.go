@@ -83,4 +83,27 @@ func RunDecisions(t *testing.T, newStore func(t *testing.T) store.Store) {
 			t.Fatalf("%d concurrent writers from one read won, want 1", wins.Load())
 		}
 	})
+	t.Run("decisions on many digests", func(t *testing.T) {
+		s := newStore(t)
+		const digests = 250
+		for i := range digests {
+			for _, repo := range []string{"a/b", "c/d"} {
+				r := store.DecisionRecord{Digest: digestN(i), Upstream: "docker.io", Repository: repo, Verdict: "allow"}
+				if err := s.PutDecision(ctx, &r); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		seen := map[string]int{}
+		if err := s.Decisions(ctx, "", func(r store.DecisionRecord) bool { seen[r.Digest+" "+r.Repository]++; return true }); err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != 2*digests {
+			t.Fatalf("Decisions visited %d distinct verdicts, want %d", len(seen), 2*digests)
+		}
+		n := 0
+		if err := s.Decisions(ctx, "", func(store.DecisionRecord) bool { n++; return n < 301 }); err != nil || n != 301 {
+			t.Fatalf("Decisions did not stop when told: %d calls, %v", n, err)
+		}
+	})
 }

@@ -109,5 +109,23 @@ func RunRelations(t *testing.T, newStore func(t *testing.T) store.Store) {
 		if err := s.BlobImages(ctx, "docker.io", "big/repo", layer, func(string, string) bool { n++; return true }); err != nil || n != images {
 			t.Fatalf("images with the shared layer: %d, %v; want %d", n, err, images)
 		}
+		// The gate stops at the first allowed image: so does the lookup.
+		n = 0
+		if err := s.BlobImages(ctx, "docker.io", "big/repo", layer, func(string, string) bool { n++; return n < 150 }); err != nil || n != 150 {
+			t.Fatalf("BlobImages did not stop when told: %d calls, %v", n, err)
+		}
+		for i := range images {
+			if err := s.LinkIndex(ctx, "docker.io", "big/repo", digestN(1<<21+i), []string{layer}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n = 0
+		if err := s.Parents(ctx, "docker.io", "big/repo", layer, func(string) bool { n++; return true }); err != nil || n != images {
+			t.Fatalf("parents of a much-listed child: %d, %v; want %d", n, err, images)
+		}
+		n = 0
+		if err := s.Parents(ctx, "docker.io", "big/repo", layer, func(string) bool { n++; return n < 150 }); err != nil || n != 150 {
+			t.Fatalf("Parents did not stop when told: %d calls, %v", n, err)
+		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,6 +100,28 @@ func RunScans(t *testing.T, newStore func(t *testing.T) store.Store) {
 		wg.Wait()
 		if wins.Load() != 1 {
 			t.Fatalf("%d concurrent writers from one revision succeeded", wins.Load())
+		}
+	})
+	t.Run("many scan records in digest order", func(t *testing.T) {
+		s := newStore(t)
+		const records = 250 // more than one batch of any implementation that reads in batches
+		for i := range records {
+			// Written out of order; read back in digest order.
+			r := store.ScanRecord{Digest: digestN((i * 97) % records), State: store.ScanDone}
+			if err := s.PutScan(ctx, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var seen []string
+		if err := s.Scans(ctx, func(r store.ScanRecord) bool { seen = append(seen, r.Digest); return true }); err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != records || !slices.IsSorted(seen) || len(slices.Compact(slices.Clone(seen))) != records {
+			t.Fatalf("Scans visited %d records (sorted: %v), want %d distinct in digest order", len(seen), slices.IsSorted(seen), records)
+		}
+		n := 0
+		if err := s.Scans(ctx, func(store.ScanRecord) bool { n++; return n < 150 }); err != nil || n != 150 {
+			t.Fatalf("Scans did not stop when told: %d calls, %v", n, err)
 		}
 	})
 }
