@@ -25,6 +25,7 @@ type Config struct {
 	TLS             TLS        `yaml:"tls"`
 	Cache           Cache      `yaml:"cache"`
 	Storage         Storage    `yaml:"storage"`
+	Store           Store      `yaml:"store"`
 	Policy          string     `yaml:"policy"` // policy file; empty: the default policy (warn mode)
 	// PublicURL is where clients reach Portcullis (e.g. behind a load
 	// balancer), for the links in error messages; empty: the address the
@@ -128,6 +129,32 @@ type Cache struct {
 type Storage struct {
 	Driver     string         `yaml:"driver"`
 	Parameters map[string]any `yaml:"parameters"`
+}
+
+// Store selects where the state (tag cache, scan records, verdicts,
+// relations, published artifacts) lives.
+type Store struct {
+	Driver string     `yaml:"driver"` // bolt (default: <data_dir>/state.db) or redis
+	Redis  RedisStore `yaml:"redis"`
+}
+
+// Store drivers.
+const (
+	StoreBolt  = "bolt"
+	StoreRedis = "redis"
+)
+
+// RedisStore says how to reach Redis: one address is a standalone server,
+// several a cluster, with master_name they are Sentinels.
+type RedisStore struct {
+	Addrs        []string `yaml:"addrs"`
+	MasterName   string   `yaml:"master_name"`
+	PasswordFile string   `yaml:"password_file"`
+	PasswordEnv  string   `yaml:"password_env"`
+	DB           int      `yaml:"db"`
+	TLS          bool     `yaml:"tls"`
+	CAFile       string   `yaml:"ca_file"`    // with tls: these roots instead of the system's
+	KeyPrefix    string   `yaml:"key_prefix"` // default "portcullis"
 }
 
 // Log configures the logger.
@@ -293,6 +320,7 @@ func (c *Config) Finish() error {
 			c.Storage.Parameters["rootdirectory"] = abs
 		}
 	}
+	c.finishStore(add)
 	if c.Auth.Anonymous == nil {
 		anonymous := c.Auth.Htpasswd == ""
 		c.Auth.Anonymous = &anonymous
@@ -340,4 +368,37 @@ func (u Upstream) Password() (string, error) {
 		return v, nil
 	}
 	return "", nil
+}
+
+// finishStore checks the store section; the Redis connection itself is
+// checked when the server starts.
+func (c *Config) finishStore(add func(format string, args ...any)) {
+	if c.Store.Driver == "" {
+		c.Store.Driver = StoreBolt
+	}
+	r := c.Store.Redis
+	switch c.Store.Driver {
+	case StoreBolt:
+	case StoreRedis:
+		if len(r.Addrs) == 0 {
+			add("store.redis.addrs: at least one host:port is required with store.driver redis")
+		}
+		if r.DB < 0 {
+			add("store.redis.db: must not be negative")
+		}
+		if r.DB != 0 && r.MasterName == "" && len(r.Addrs) > 1 {
+			add("store.redis.db: a Redis Cluster has only db 0")
+		}
+		if r.PasswordFile != "" && r.PasswordEnv != "" {
+			add("store.redis: set password_file or password_env, not both")
+		}
+		if r.CAFile != "" && !r.TLS {
+			add("store.redis.ca_file: needs tls: true")
+		}
+		if strings.ContainsAny(r.KeyPrefix, "{}") {
+			add("store.redis.key_prefix: must not contain { or } (they would become every key's hash tag)")
+		}
+	default:
+		add("store.driver: %q must be %s or %s", c.Store.Driver, StoreBolt, StoreRedis)
+	}
 }

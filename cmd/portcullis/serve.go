@@ -19,7 +19,6 @@ import (
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/proxy/upstream"
-	"github.com/portcullis/portcullis/store"
 )
 
 var errUsage = errors.New("usage")
@@ -109,7 +108,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
-	state, err := store.OpenBolt(filepath.Join(cfg.DataDir, "state.db"))
+	state, err := openState(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -2,94 +2,15 @@ package storetest
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/portcullis/portcullis/store"
 )
 
-func digestN(n int) string { return fmt.Sprintf("sha256:%064x", n) }
-
-// runDecisions: verdicts are kept per (digest, upstream, repository), with
-// the same compare-and-swap as scan records.
-func runDecisions(t *testing.T, newStore func(t *testing.T) store.Store) {
-	ctx := context.Background()
-	t.Run("decisions per repository", func(t *testing.T) {
-		s := newStore(t)
-		d := digestN(1)
-		if _, err := s.Decision(ctx, d, "docker.io", "library/alpine"); !errors.Is(err, store.ErrNotFound) {
-			t.Fatalf("missing decision: %v", err)
-		}
-		at := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
-		for _, r := range []store.DecisionRecord{
-			{Digest: d, Upstream: "docker.io", Repository: "library/alpine", Verdict: "block", Rule: "strict", UpdatedAt: at},
-			{Digest: d, Upstream: "docker.io", Repository: "someone/alpine", Verdict: "allow", Rule: "lax", UpdatedAt: at},
-			{Digest: d, Upstream: "ghcr.io", Repository: "library/alpine", Verdict: "warn", UpdatedAt: at},
-			{Digest: digestN(2), Upstream: "docker.io", Repository: "library/alpine", Verdict: "allow", UpdatedAt: at},
-		} {
-			if err := s.PutDecision(ctx, &r); err != nil || r.Revision != 1 {
-				t.Fatalf("put %+v: %v", r, err)
-			}
-		}
-		got, err := s.Decision(ctx, d, "docker.io", "library/alpine")
-		if err != nil || got.Verdict != "block" || got.Rule != "strict" || got.Revision != 1 || !got.UpdatedAt.Equal(at) {
-			t.Fatalf("round trip: %+v, %v", got, err)
-		}
-		var repos []string
-		err = s.Decisions(ctx, d, func(r store.DecisionRecord) bool {
-			repos = append(repos, r.Upstream+"/"+r.Repository+"="+r.Verdict)
-			return true
-		})
-		slices.Sort(repos)
-		if want := []string{"docker.io/library/alpine=block", "docker.io/someone/alpine=allow", "ghcr.io/library/alpine=warn"}; err != nil || !slices.Equal(repos, want) {
-			t.Fatalf("Decisions(%s) = %v, %v; want %v", d, repos, err, want)
-		}
-		n := 0
-		if err := s.Decisions(ctx, "", func(store.DecisionRecord) bool { n++; return true }); err != nil || n != 4 {
-			t.Fatalf("all decisions: %d, %v", n, err)
-		}
-		n = 0
-		if err := s.Decisions(ctx, "", func(store.DecisionRecord) bool { n++; return false }); err != nil || n != 1 {
-			t.Fatalf("Decisions did not stop when fn said so: %d, %v", n, err)
-		}
-	})
-	t.Run("decision revisions", func(t *testing.T) {
-		s := newStore(t)
-		r := store.DecisionRecord{Digest: digestN(1), Upstream: "docker.io", Repository: "a/b", Verdict: "allow"}
-		if err := s.PutDecision(ctx, &r); err != nil {
-			t.Fatal(err)
-		}
-		stale := r
-		stale.Revision = 0
-		if err := s.PutDecision(ctx, &stale); !errors.Is(err, store.ErrConflict) {
-			t.Fatalf("write from a stale read: %v, want ErrConflict", err)
-		}
-		var wins atomic.Int32
-		var wg sync.WaitGroup
-		for i := range 8 {
-			w := r
-			w.Verdict = fmt.Sprint("v", i)
-			wg.Go(func() {
-				if s.PutDecision(ctx, &w) == nil {
-					wins.Add(1)
-				}
-			})
-		}
-		wg.Wait()
-		if wins.Load() != 1 {
-			t.Fatalf("%d concurrent writers from one read won, want 1", wins.Load())
-		}
-	})
-}
-
-// runRelations: blob → image and index → child links, per repository, with
+// RunRelations: blob → image and index → child links, per repository, with
 // each image's verdict in that repository.
-func runRelations(t *testing.T, newStore func(t *testing.T) store.Store) {
+func RunRelations(t *testing.T, newStore func(t *testing.T) store.Store) {
 	ctx := context.Background()
 	blobImages := func(t *testing.T, s store.Store, upstream, repo, blob string) []string {
 		t.Helper()
@@ -187,6 +108,24 @@ func runRelations(t *testing.T, newStore func(t *testing.T) store.Store) {
 		n := 0
 		if err := s.BlobImages(ctx, "docker.io", "big/repo", layer, func(string, string) bool { n++; return true }); err != nil || n != images {
 			t.Fatalf("images with the shared layer: %d, %v; want %d", n, err, images)
+		}
+		// The gate stops at the first allowed image: so does the lookup.
+		n = 0
+		if err := s.BlobImages(ctx, "docker.io", "big/repo", layer, func(string, string) bool { n++; return n < 150 }); err != nil || n != 150 {
+			t.Fatalf("BlobImages did not stop when told: %d calls, %v", n, err)
+		}
+		for i := range images {
+			if err := s.LinkIndex(ctx, "docker.io", "big/repo", digestN(1<<21+i), []string{layer}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n = 0
+		if err := s.Parents(ctx, "docker.io", "big/repo", layer, func(string) bool { n++; return true }); err != nil || n != images {
+			t.Fatalf("parents of a much-listed child: %d, %v; want %d", n, err, images)
+		}
+		n = 0
+		if err := s.Parents(ctx, "docker.io", "big/repo", layer, func(string) bool { n++; return n < 150 }); err != nil || n != 150 {
+			t.Fatalf("Parents did not stop when told: %d calls, %v", n, err)
 		}
 	})
 }

@@ -27,16 +27,25 @@ type Server struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	t    testing.TB
+	// extra are more redis-server arguments (StartWith).
+	extra []string
 }
 
 // Start runs redis-server on a free loopback port until the test ends.
 // A missing redis-server fails the test: the test command installs it.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t)
+}
+
+// StartWith is Start with more redis-server arguments, e.g.
+// "--cluster-enabled", "yes".
+func StartWith(t testing.TB, extra ...string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found (the test command installs Debian's redis-server): %v", err)
 	}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), dir: t.TempDir(), t: t}
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), dir: t.TempDir(), t: t, extra: extra}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -48,6 +57,7 @@ func (s *Server) start() {
 	// `--port 0` would disable TCP: a free port is picked instead.
 	s.cmd = exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning")
+	s.cmd.Args = append(s.cmd.Args, s.extra...)
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)

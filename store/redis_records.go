@@ -1,0 +1,232 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// casScanLua writes a scan record if its stored revision is still the one
+// it was read at. KEYS[1]: the record's hash (fields revision, record).
+// ARGV: read revision, next revision, record JSON.
+const casScanLua = `
+local stored = redis.call('HGET', KEYS[1], 'revision') or '0'
+if stored ~= ARGV[1] then return {0, stored} end
+redis.call('HSET', KEYS[1], 'revision', ARGV[2], 'record', ARGV[3])
+return {1, ARGV[2]}
+`
+
+// casDecisionLua does the same for one verdict. KEYS: the digest's
+// decisions, decision-revisions and verdicts hashes (one hash tag).
+// ARGV: upstream/repo, read revision, next revision, record JSON, verdict.
+const casDecisionLua = `
+local stored = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+if stored ~= ARGV[2] then return {0, stored} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+return {1, ARGV[3]}
+`
+
+// Scan implements ScanStore.
+func (r *Redis) Scan(ctx context.Context, digest string) (ScanRecord, error) {
+	raw, err := r.c.HGet(ctx, r.keys.scan(digest), "record").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return ScanRecord{}, ErrNotFound
+	}
+	if err != nil {
+		return ScanRecord{}, fmt.Errorf("read scan %s: %w", digest, err)
+	}
+	var rec ScanRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return ScanRecord{}, fmt.Errorf("read scan %s: stored record is not valid: %w", digest, err)
+	}
+	return rec, nil
+}
+
+// PutScan implements ScanStore.
+func (r *Redis) PutScan(ctx context.Context, rec *ScanRecord) error {
+	next := *rec
+	next.Revision++
+	v, err := json.Marshal(next)
+	if err != nil {
+		return fmt.Errorf("write scan %s: %w", rec.Digest, err)
+	}
+	// The index first: a failure after it leaves an entry Scans skips,
+	// never a record Scans cannot find.
+	if err := r.c.ZAdd(ctx, r.keys.scanIndex(), redis.Z{Member: rec.Digest}).Err(); err != nil {
+		return fmt.Errorf("write scan %s: index: %w", rec.Digest, err)
+	}
+	res, err := r.casScan.Run(ctx, r.c, []string{r.keys.scan(rec.Digest)},
+		strconv.FormatUint(rec.Revision, 10), strconv.FormatUint(next.Revision, 10), v).Result()
+	if err != nil {
+		return fmt.Errorf("write scan %s: %w", rec.Digest, err)
+	}
+	ok, stored, err := casResult(res)
+	if err != nil {
+		return fmt.Errorf("write scan %s: %w", rec.Digest, err)
+	}
+	if !ok {
+		return fmt.Errorf("write scan %s: stored at revision %s, written from %d: %w", rec.Digest, stored, rec.Revision, ErrConflict)
+	}
+	rec.Revision = next.Revision
+	return nil
+}
+
+// Scans implements ScanStore: the index is read a batch at a time, in
+// digest order, and each batch's records in one round trip.
+func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
+	return r.eachIndexed(ctx, r.keys.scanIndex(), func(digests []string) (bool, error) {
+		pipe := r.c.Pipeline()
+		cmds := make([]*redis.StringCmd, len(digests))
+		for i, d := range digests {
+			cmds[i] = pipe.HGet(ctx, r.keys.scan(d), "record")
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return false, fmt.Errorf("read scans: %w", err)
+		}
+		for i, cmd := range cmds {
+			raw, err := cmd.Bytes()
+			if errors.Is(err, redis.Nil) {
+				continue // indexed, never written
+			}
+			if err != nil {
+				return false, fmt.Errorf("read scan %s: %w", digests[i], err)
+			}
+			var rec ScanRecord
+			if err := json.Unmarshal(raw, &rec); err != nil {
+				return false, fmt.Errorf("read scan %s: stored record is not valid: %w", digests[i], err)
+			}
+			if !fn(rec) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// eachIndexed calls batch with the members of the sorted set index, in
+// lexical order, redisBatch at a time, until it returns false.
+func (r *Redis) eachIndexed(ctx context.Context, index string, batch func([]string) (bool, error)) error {
+	from := "-"
+	for {
+		members, err := r.c.ZRangeByLex(ctx, index, &redis.ZRangeBy{Min: from, Max: "+", Count: redisBatch}).Result()
+		if err != nil {
+			return fmt.Errorf("read index %s: %w", index, err)
+		}
+		if len(members) == 0 {
+			return nil
+		}
+		more, err := batch(members)
+		if err != nil || !more || len(members) < redisBatch {
+			return err
+		}
+		from = "(" + members[len(members)-1]
+	}
+}
+
+// Decision implements DecisionStore.
+func (r *Redis) Decision(ctx context.Context, digest, upstream, repo string) (DecisionRecord, error) {
+	raw, err := r.c.HGet(ctx, r.keys.decisions(digest), upstream+"/"+repo).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return DecisionRecord{}, ErrNotFound
+	}
+	if err != nil {
+		return DecisionRecord{}, fmt.Errorf("read decision on %s in %s/%s: %w", digest, upstream, repo, err)
+	}
+	var rec DecisionRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return DecisionRecord{}, fmt.Errorf("read decision on %s in %s/%s: stored record is not valid: %w", digest, upstream, repo, err)
+	}
+	return rec, nil
+}
+
+// PutDecision implements DecisionStore.
+func (r *Redis) PutDecision(ctx context.Context, rec *DecisionRecord) error {
+	next := *rec
+	next.Revision++
+	v, err := json.Marshal(next)
+	what := fmt.Sprintf("%s in %s/%s", rec.Digest, rec.Upstream, rec.Repository)
+	if err != nil {
+		return fmt.Errorf("write decision on %s: %w", what, err)
+	}
+	if err := r.c.ZAdd(ctx, r.keys.decidedIndex(), redis.Z{Member: rec.Digest}).Err(); err != nil {
+		return fmt.Errorf("write decision on %s: index: %w", what, err)
+	}
+	d := rec.Digest
+	res, err := r.casDecision.Run(ctx, r.c,
+		[]string{r.keys.decisions(d), r.keys.decisionRevisions(d), r.keys.verdicts(d)},
+		rec.Upstream+"/"+rec.Repository, strconv.FormatUint(rec.Revision, 10), strconv.FormatUint(next.Revision, 10), v, rec.Verdict).Result()
+	if err != nil {
+		return fmt.Errorf("write decision on %s: %w", what, err)
+	}
+	ok, stored, err := casResult(res)
+	if err != nil {
+		return fmt.Errorf("write decision on %s: %w", what, err)
+	}
+	if !ok {
+		return fmt.Errorf("write decision on %s: stored at revision %s, written from %d: %w", what, stored, rec.Revision, ErrConflict)
+	}
+	rec.Revision = next.Revision
+	return nil
+}
+
+// Decisions implements DecisionStore.
+func (r *Redis) Decisions(ctx context.Context, digest string, fn func(DecisionRecord) bool) error {
+	if digest != "" {
+		_, err := r.decisionsOf(ctx, digest, fn)
+		return err
+	}
+	return r.eachIndexed(ctx, r.keys.decidedIndex(), func(digests []string) (bool, error) {
+		for _, d := range digests {
+			if more, err := r.decisionsOf(ctx, d, fn); err != nil || !more {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+}
+
+// decisionsOf calls fn for each verdict on digest, reading its hash a
+// batch at a time; it reports whether fn wants more.
+func (r *Redis) decisionsOf(ctx context.Context, digest string, fn func(DecisionRecord) bool) (bool, error) {
+	more := true
+	err := r.hscan(ctx, r.keys.decisions(digest), func(field, value string) (bool, error) {
+		var rec DecisionRecord
+		if err := json.Unmarshal([]byte(value), &rec); err != nil {
+			return false, fmt.Errorf("read decision on %s in %s: stored record is not valid: %w", digest, field, err)
+		}
+		more = fn(rec)
+		return more, nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("read decisions on %s: %w", digest, err)
+	}
+	return more, nil
+}
+
+// hscan calls each for the fields of the hash at key, a batch at a time,
+// until it returns false. A field may come twice if the hash is resized
+// meanwhile (SCAN's guarantee); callers here tolerate that.
+func (r *Redis) hscan(ctx context.Context, key string, each func(field, value string) (bool, error)) error {
+	var cursor uint64
+	for {
+		kv, next, err := r.c.HScan(ctx, key, cursor, "", redisBatch).Result()
+		if err != nil {
+			return err
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if more, err := each(kv[i], kv[i+1]); err != nil || !more {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
