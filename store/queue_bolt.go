@@ -208,6 +208,7 @@ func (q *BoltQueue) claimOnce(consumer string, lease time.Duration) (Job, time.D
 		claimed  Job
 		next     time.Duration
 		haveNext bool
+		broken   error
 	)
 	err := q.update(func(t boltQueueTx) error {
 		now := time.Now().UnixNano()
@@ -240,8 +241,11 @@ func (q *BoltQueue) claimOnce(consumer string, lease time.Duration) (Job, time.D
 		}
 		j, err := t.job(seq)
 		if err != nil {
-			// The index named a job that is gone: the state is damaged.
-			return fmt.Errorf("queue index names job %d: %w", seq, err)
+			// Damaged state (the index names a job that is gone or cannot
+			// be read): drop it, so the queue does not stop on it, and say
+			// so once.
+			broken = fmt.Errorf("dropped damaged job %d: %w", seq, err)
+			return t.drop(seq)
 		}
 		j.Attempt++
 		j.Consumer = consumer
@@ -255,10 +259,36 @@ func (q *BoltQueue) claimOnce(consumer string, lease time.Duration) (Job, time.D
 		claimed = Job{Key: j.Key, Payload: j.Payload, Attempt: j.Attempt, id: strconv.FormatUint(seq, 10), consumer: consumer}
 		return nil
 	})
+	if err == nil && broken != nil {
+		err = broken
+	}
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return Job{}, 0, false, fmt.Errorf("claim on %s: %w", q.name, err)
 	}
 	return claimed, next, haveNext, err
+}
+
+// drop removes what is left of a damaged job: its record and its dedupe
+// mark (found by a walk of the marks, bounded by the queue's size: this
+// only runs on damaged state).
+func (t boltQueueTx) drop(seq uint64) error {
+	if err := t.jobs.Delete(seqKey(seq)); err != nil {
+		return err
+	}
+	want := seqKey(seq)
+	c := t.keys.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if string(v) == string(want) {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			if n := t.count(); n > 0 {
+				return t.setCount(n - 1)
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // held loads j's record if j's claim still holds it; else ErrConflict.
