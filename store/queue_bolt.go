@@ -38,11 +38,14 @@ type BoltQueue struct {
 
 type boltQueueBuckets struct{ jobs, ready, leases, keys, meta []byte }
 
+// boltJob keeps key and consumer as bytes: a JSON string would replace
+// bytes that are not UTF-8, and the job would come back under another key
+// (or its holder would no longer match).
 type boltJob struct {
-	Key      string `json:"key"`
+	Key      []byte `json:"key"`
 	Payload  []byte `json:"payload,omitempty"`
 	Attempt  int    `json:"attempt"`
-	Consumer string `json:"consumer,omitempty"`
+	Consumer []byte `json:"consumer,omitempty"`
 	Deadline int64  `json:"deadline,omitempty"` // unix ns; 0: not claimed
 }
 
@@ -145,7 +148,7 @@ func (q *BoltQueue) Enqueue(_ context.Context, key string, payload []byte) (bool
 		if err != nil {
 			return err
 		}
-		if err := t.putJob(seq, boltJob{Key: key, Payload: payload}); err != nil {
+		if err := t.putJob(seq, boltJob{Key: []byte(key), Payload: payload}); err != nil {
 			return err
 		}
 		if err := t.ready.Put(seqKey(seq), nil); err != nil {
@@ -248,7 +251,7 @@ func (q *BoltQueue) claimOnce(consumer string, lease time.Duration) (Job, time.D
 			return t.drop(seq)
 		}
 		j.Attempt++
-		j.Consumer = consumer
+		j.Consumer = []byte(consumer)
 		j.Deadline = now + int64(lease)
 		if err := t.leases.Put(leaseKey(j.Deadline, seq), nil); err != nil {
 			return err
@@ -256,7 +259,7 @@ func (q *BoltQueue) claimOnce(consumer string, lease time.Duration) (Job, time.D
 		if err := t.putJob(seq, j); err != nil {
 			return err
 		}
-		claimed = Job{Key: j.Key, Payload: j.Payload, Attempt: j.Attempt, id: strconv.FormatUint(seq, 10), consumer: consumer}
+		claimed = Job{Key: string(j.Key), Payload: j.Payload, Attempt: j.Attempt, id: strconv.FormatUint(seq, 10), consumer: consumer}
 		return nil
 	})
 	if err == nil && broken != nil {
@@ -304,8 +307,8 @@ func (q *BoltQueue) held(t boltQueueTx, j Job) (uint64, boltJob, error) {
 	if err != nil {
 		return 0, boltJob{}, err
 	}
-	if rec.Consumer != j.consumer || rec.Attempt != j.Attempt || rec.Deadline == 0 {
-		return 0, boltJob{}, fmt.Errorf("job %s is held by %s (attempt %d), not %s (attempt %d): %w",
+	if string(rec.Consumer) != j.consumer || rec.Attempt != j.Attempt || rec.Deadline == 0 {
+		return 0, boltJob{}, fmt.Errorf("job %q is held by %q (attempt %d), not %q (attempt %d): %w",
 			j.Key, rec.Consumer, rec.Attempt, j.consumer, j.Attempt, ErrConflict)
 	}
 	return seq, rec, nil
@@ -350,8 +353,8 @@ func (q *BoltQueue) Done(_ context.Context, j Job) error {
 		if err := t.jobs.Delete(seqKey(seq)); err != nil {
 			return err
 		}
-		if v := t.keys.Get([]byte(rec.Key)); v != nil && len(v) == 8 && binary.BigEndian.Uint64(v) == seq {
-			if err := t.keys.Delete([]byte(rec.Key)); err != nil {
+		if v := t.keys.Get(rec.Key); v != nil && len(v) == 8 && binary.BigEndian.Uint64(v) == seq {
+			if err := t.keys.Delete(rec.Key); err != nil {
 				return err
 			}
 		}

@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,4 +107,53 @@ func TestLocalLeasesBounded(t *testing.T) {
 	if err := acquire("e", time.Minute); !errors.Is(err, store.ErrTooManyLeases) {
 		t.Fatalf("acquire with two live leases held: %v, want ErrTooManyLeases", err)
 	}
+}
+
+// FuzzBoltQueue: whatever key and payload a caller hands the queue (a
+// digest from a client's request path) is refused with an error or comes
+// back exactly, and leaves the queue as it found it.
+func FuzzBoltQueue(f *testing.F) {
+	f.Add("sha256:aa", []byte("payload"), "worker-1")
+	f.Add("", []byte(nil), "")
+	f.Add("k\x00{}|", []byte{0, 255}, "a|b")
+	b, err := store.OpenBolt(filepath.Join(f.TempDir(), "state.db"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer b.Close()
+	var runs atomic.Int64
+	f.Fuzz(func(t *testing.T, key string, payload []byte, consumer string) {
+		ctx := t.Context()
+		// A queue per input: a failing input leaves nothing for the next.
+		q, err := b.Queue(fmt.Sprint("fuzz", runs.Add(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		added, err := q.Enqueue(ctx, key, payload)
+		if err != nil {
+			if added {
+				t.Fatal("added and an error")
+			}
+			return
+		}
+		if !added {
+			t.Fatalf("%q not added to an empty queue", key)
+		}
+		j, err := q.Claim(ctx, consumer, time.Minute, 0)
+		if err != nil {
+			// Only the consumer name can be refused here; the job stays.
+			if j, err = q.Claim(ctx, "fuzzer", time.Minute, 0); err != nil {
+				t.Fatalf("claim: %v", err)
+			}
+		}
+		if j.Key != key || string(j.Payload) != string(payload) || j.Attempt != 1 {
+			t.Fatalf("got %q %q attempt %d, want %q %q", j.Key, j.Payload, j.Attempt, key, payload)
+		}
+		if err := q.Done(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := q.Len(ctx); err != nil || n != 0 {
+			t.Fatalf("Len after Done: %d, %v", n, err)
+		}
+	})
 }

@@ -306,6 +306,32 @@ func RunQueue(t *testing.T, open QueueOpener) {
 		}
 		mustEnqueue(t, ctx, q, "sha256:3", "")
 	})
+	t.Run("keys, payloads and consumers are binary-safe", func(t *testing.T) {
+		q, _ := open(t)
+		all := make([]byte, 256)
+		for i := range all {
+			all[i] = byte(i)
+		}
+		for _, tc := range []struct{ key, payload, consumer string }{
+			{"k\x00ey{with}|braces", string(all), "a|b{c}"},
+			{"ünïcode:" + strings.Repeat("x", store.MaxQueueKeyLen-len("ünïcode:")), "", "1|2"}, // the longest key
+			{"1-0", "p", "c"}, // looks like a stream entry id
+			{"not utf-8 \xb5\xff", "\xfe", "\xb5"},
+		} {
+			mustEnqueue(t, ctx, q, tc.key, tc.payload)
+			j := mustClaim(t, ctx, q, tc.consumer, longLease)
+			if j.Key != tc.key || string(j.Payload) != tc.payload || j.Attempt != 1 {
+				t.Fatalf("got key %q payload %q attempt %d, want %q %q 1", j.Key, j.Payload, j.Attempt, tc.key, tc.payload)
+			}
+			if err := q.Extend(ctx, j, longLease); err != nil {
+				t.Fatalf("extend %q: %v", tc.key, err)
+			}
+			if err := q.Done(ctx, j); err != nil {
+				t.Fatalf("done %q: %v", tc.key, err)
+			}
+		}
+		wantLen(t, ctx, q, 0)
+	})
 	t.Run("bad input is an error", func(t *testing.T) {
 		q, _ := open(t)
 		for _, tc := range []struct {
