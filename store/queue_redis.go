@@ -39,7 +39,8 @@ const (
 // RedisQueue is the Queue on Redis Streams with a consumer group, shared
 // by every replica. Leases run on the Redis server's clock. The client's
 // ReadTimeout must exceed one second (go-redis' default is 3 s): a waiting
-// Claim blocks on the server for up to that long.
+// Claim blocks on the server for up to that long, so it also notices a
+// cancelled context within about a second.
 type RedisQueue struct {
 	c                                     redis.UniversalClient
 	name                                  string
