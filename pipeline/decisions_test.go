@@ -80,7 +80,7 @@ func TestPullPathNeverDecides(t *testing.T) {
 	pol := mustPolicy(t, "rules:\n  - {name: signed, match: {}, signature: {required: true, keys: ["+publicKeyFile(t)+"], tlog: false}, on_unscanned: {wait: 0s, then: block}}\n")
 	reg := &countingRegistry{Registry: r.proxy}
 	newPipeline := func() *pipeline.Pipeline {
-		return pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: reg, Scanner: r.scans, ScannerVersion: scanner.Version,
+		return pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: reg, Scanner: r.scans, ScannerVersion: scanner.Version,
 			Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}
 	// Scanned and decided in library/alpine by a running pipeline.

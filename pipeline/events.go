@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"context"
+	"encoding/json"
 	"sync"
 	"time"
 )
@@ -20,14 +22,21 @@ type Event struct {
 	Findings int    `json:"findings,omitempty"`
 }
 
+// eventsTopic is where the pipeline publishes its events in the store:
+// with Redis, every replica's subscribers see every replica's events, each
+// once.
+const eventsTopic = "pipeline"
+
 // subscriberBuffer is how many events a slow subscriber may lag behind
 // before it misses some; publishing never waits for a subscriber.
 const subscriberBuffer = 256
 
-// broker fans events out to subscribers.
+// broker fans the store's events out to this process's subscribers: one
+// store subscription per process, however many clients listen.
 type broker struct {
-	mu   sync.Mutex
-	subs map[chan Event]struct{}
+	mu      sync.Mutex
+	subs    map[chan Event]struct{}
+	started bool
 }
 
 // Subscribe returns a channel of events from now on, and a function that
@@ -39,7 +48,15 @@ func (p *Pipeline) Subscribe() (<-chan Event, func()) {
 		p.events.subs = map[chan Event]struct{}{}
 	}
 	p.events.subs[ch] = struct{}{}
-	p.events.mu.Unlock()
+	if !p.events.started {
+		p.events.started = true
+		ready := make(chan struct{})
+		go p.relayEvents(ready)
+		p.events.mu.Unlock()
+		<-ready // events published from now on reach ch
+	} else {
+		p.events.mu.Unlock()
+	}
 	return ch, func() {
 		p.events.mu.Lock()
 		defer p.events.mu.Unlock()
@@ -50,13 +67,52 @@ func (p *Pipeline) Subscribe() (<-chan Event, func()) {
 	}
 }
 
-func (p *Pipeline) publish(e Event) {
+// relayEvents subscribes to the store's events and hands each to this
+// process's subscribers, subscribing again (with a pause) whenever the
+// subscription ends, e.g. while Redis restarts. ready is closed once the
+// first subscription is up, or failed.
+func (p *Pipeline) relayEvents(ready chan struct{}) {
+	once := sync.OnceFunc(func() { close(ready) })
+	for {
+		ch, stop, err := p.o.Events.Subscribe(context.Background(), eventsTopic)
+		once()
+		if err != nil {
+			p.log.Warn("subscribe to events", "err", err)
+			time.Sleep(time.Second)
+			continue
+		}
+		for raw := range ch {
+			var e Event
+			if json.Unmarshal(raw, &e) != nil {
+				continue
+			}
+			p.fanOut(e)
+		}
+		stop()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (p *Pipeline) fanOut(e Event) {
 	p.events.mu.Lock()
 	defer p.events.mu.Unlock()
 	for ch := range p.events.subs {
 		select {
 		case ch <- e:
-		default: // a stalled subscriber misses events rather than stalling scans
+		default: // a stalled subscriber misses events rather than stalling others
 		}
+	}
+}
+
+// publish announces e through the store, to every replica's subscribers.
+func (p *Pipeline) publish(e Event) {
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.o.Events.Publish(ctx, eventsTopic, raw); err != nil {
+		p.log.Warn("publish event", "type", e.Type, "image", e.Image, "err", err)
 	}
 }

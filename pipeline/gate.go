@@ -182,23 +182,26 @@ func (p *Pipeline) forget(d digest.Digest) {
 	delete(p.decisions, d)
 }
 
-// wait blocks until the queued scan of d ends, for at most max; it reports
-// whether it ended.
+// wait blocks until the scan of d ends, here or on another replica, for
+// at most max; it reports whether it ended. It looks at the stored record,
+// more rarely as time goes on.
 func (p *Pipeline) wait(ctx context.Context, d digest.Digest, max time.Duration) bool {
-	p.mu.Lock()
-	ch := p.finished[d]
-	p.mu.Unlock()
-	if ch == nil {
-		// Queued by another process: look again shortly, until max.
-		return false
+	deadline := time.Now().Add(max)
+	pause := 20 * time.Millisecond
+	for {
+		rec, found, err := p.current(ctx, d)
+		if err == nil && found && rec.State != store.ScanPending {
+			return true
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(min(pause, left)):
+		}
+		pause = min(2*pause, 250*time.Millisecond)
 	}
-	t := time.NewTimer(max)
-	defer t.Stop()
-	select {
-	case <-ch:
-		return true
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	return false
 }

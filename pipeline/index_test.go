@@ -133,7 +133,7 @@ func TestIndexWalkIsBounded(t *testing.T) {
 		many = append(many, manifest(fmt.Sprint(i)))
 	}
 	wide := index("wide", many...)
-	bounded := pipeline.New(pipeline.Options{Store: r.state, Images: table, Scanner: r.scans, ScannerVersion: "test"})
+	bounded := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: table, Scanner: r.scans, ScannerVersion: "test"})
 	for name, idx := range map[string]v1.Descriptor{"nested 5 deep": deep, "1100 distinct children": wide} {
 		err := bounded.Request(context.Background(), "docker.io", "team/made-up", digest.Digest(idx.Digest.String()), ociIndex)
 		if !errors.Is(err, pipeline.ErrIndexTooLarge) {
@@ -152,9 +152,13 @@ func TestIndexWalkIsBounded(t *testing.T) {
 func TestScanQueueIsBounded(t *testing.T) {
 	r := newRig(t)
 	r.importDB(t)
-	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Scanner: r.scans, ScannerVersion: scanner.Version, Matcher: r.db,
+	bounded, err := r.state.Queue("bounded", store.WithMaxJobs(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: bounded, Images: r.images, Scanner: r.scans, ScannerVersion: scanner.Version, Matcher: r.db,
 		Policy: mustPolicy(t, "rules:\n  - {name: r, match: {}, vulnerabilities: {block: CRITICAL}, on_unscanned: {wait: 10s, then: block}}\n"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	pl.SetQueueLimit(3) // and no workers: nothing leaves the queue
+	// No workers run: nothing leaves the queue.
 	const image = "application/vnd.oci.image.manifest.v1+json"
 	for i := range 3 {
 		if err := pl.Request(context.Background(), "docker.io", "team/app", digest.FromString(fmt.Sprint(i)), image); err != nil {

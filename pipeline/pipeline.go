@@ -7,9 +7,11 @@ package pipeline
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,7 +57,16 @@ type State interface {
 
 // Options wires a Pipeline.
 type Options struct {
-	Store          State
+	Store State
+	// Queue holds the images waiting to be scanned (deduplicated per
+	// digest); with Redis, cluster-wide. Needed to scan; nil only for
+	// pipelines that judge stored results (policy test, re-matching).
+	Queue store.Queue
+	// Events carries what the pipeline announces to every replica's
+	// subscribers; nil: this process's only.
+	Events store.Events
+	// Consumer names this replica in the queue; empty: host and pid.
+	Consumer       string
 	Images         Images
 	Scanner        Scanner
 	ScannerVersion string
@@ -86,15 +97,11 @@ type Pipeline struct {
 	// dbVersion is the database version WatchDB saw last.
 	dbVersion atomic.Value
 
-	mu    sync.Mutex
-	queue []job
+	mu sync.Mutex
 	// settled holds digests with a current scan result, so the manifest
 	// path does not read the store on every pull. A cache: a miss reads
 	// the store.
 	settled map[digest.Digest]bool
-	// finished holds the digests queued or being scanned in this process;
-	// each channel is closed when that scan ends, for gates waiting on it.
-	finished map[digest.Digest]chan struct{}
 	// decisions remembers served verdicts per digest and repository, so the
 	// manifest path does not read the store on every pull; a digest's
 	// entries go when a result changes. A cache: a miss reads the store.
@@ -110,7 +117,6 @@ type Pipeline struct {
 	deciding      map[string]chan struct{}
 	decisionWake  chan struct{}
 	events        broker
-	wake          chan struct{}
 }
 
 // defaultMemoLimit bounds each in-memory cache; when full it starts over.
@@ -143,14 +149,19 @@ func New(o Options) *Pipeline {
 		log:          cmp.Or(o.Logger, slog.Default()),
 		now:          time.Now,
 		settled:      map[digest.Digest]bool{},
-		finished:     map[digest.Digest]chan struct{}{},
 		decisions:    map[digest.Digest]map[string]cachedDecision{},
 		linked:       map[string]bool{},
 		memoLimit:    defaultMemoLimit,
 		deciding:     map[string]chan struct{}{},
 		decisionWake: make(chan struct{}, 1),
 		maxQueued:    defaultMaxQueued,
-		wake:         make(chan struct{}, 1),
+	}
+	if p.o.Events == nil {
+		p.o.Events = store.NewLocalEvents()
+	}
+	if p.o.Consumer == "" {
+		host, _ := os.Hostname()
+		p.o.Consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	pol := o.Policy
 	if pol == nil {
@@ -181,9 +192,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read stored scans: %w", err)
 	}
+	if p.o.Queue == nil {
+		return errors.New("scan pipeline: no queue")
+	}
+	// Pending records whose job the queue lost (a Redis restart) are
+	// queued again; the others are still there (dedupe).
 	for _, j := range resume {
-		if p.claim(j.digest) { // else queued by a pull since
-			p.push(j)
+		if err := p.enqueueManifest(ctx, j); err != nil {
+			p.log.Warn("queue pending scan again", "digest", j.digest, "err", err)
 		}
 	}
 	var wg sync.WaitGroup
@@ -227,25 +243,92 @@ func (p *Pipeline) decideUndecided(ctx context.Context, candidates []job) error 
 	return nil
 }
 
+// Scan jobs are held under a lease, renewed while the scan runs: a replica
+// that dies mid-scan loses its job to another after scanLease.
+const (
+	scanLease = time.Minute
+	// maxScanAttempts bounds the times one image is handed out: an image
+	// that kills its scanner (memory, a crash) is recorded as failed
+	// instead of taking replica after replica down.
+	maxScanAttempts = 3
+)
+
 func (p *Pipeline) work(ctx context.Context) {
-	for {
-		j, ok := p.pop()
-		if !ok {
+	for ctx.Err() == nil {
+		qj, err := p.o.Queue.Claim(ctx, p.o.Consumer, scanLease, time.Second)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			continue
+		case err != nil:
+			if ctx.Err() == nil {
+				p.log.Warn("claim scan job", "err", err)
+				time.Sleep(time.Second) // the queue is unreachable: do not spin
+			}
+			continue
+		}
+		p.runJob(ctx, qj)
+	}
+}
+
+// runJob scans one claimed job, renewing its lease meanwhile, and marks it
+// done.
+func (p *Pipeline) runJob(ctx context.Context, qj store.Job) {
+	var pl jobPayload
+	if err := json.Unmarshal(qj.Payload, &pl); err != nil || digest.Digest(pl.Digest).Validate() != nil {
+		p.log.Error("drop malformed scan job", "key", qj.Key, "err", err)
+		p.finishJob(ctx, qj)
+		return
+	}
+	j := job{upstream: pl.Upstream, repo: pl.Repository, tag: pl.Tag, digest: digest.Digest(pl.Digest)}
+	if qj.Attempt > maxScanAttempts {
+		p.giveUp(ctx, j, qj.Attempt)
+		p.finishJob(ctx, qj)
+		return
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(scanLease / 3)
+		defer t.Stop()
+		for {
 			select {
-			case <-ctx.Done():
+			case <-sctx.Done():
 				return
-			case <-p.wake:
-				continue
-			case <-time.After(time.Second):
-				// A wake-up can be taken by another worker; look again.
-				continue
+			case <-t.C:
+				if err := p.o.Queue.Extend(sctx, qj, scanLease); errors.Is(err, store.ErrConflict) {
+					p.log.Warn("scan job lost to another replica", "digest", j.digest)
+					cancel()
+					return
+				}
 			}
 		}
-		p.scan(ctx, j)
-		p.unclaim(j.digest)
-		if ctx.Err() != nil {
-			return
+	}()
+	p.scan(sctx, j)
+	cancel()
+	<-renewed
+	p.finishJob(ctx, qj)
+}
+
+func (p *Pipeline) finishJob(ctx context.Context, qj store.Job) {
+	if err := p.o.Queue.Done(context.WithoutCancel(ctx), qj); err != nil && !errors.Is(err, store.ErrConflict) {
+		p.log.Warn("finish scan job", "key", qj.Key, "err", err)
+	}
+}
+
+// giveUp records a scan that was handed out too often as failed.
+func (p *Pipeline) giveUp(ctx context.Context, j job, attempts int) {
+	msg := fmt.Sprintf("gave up after %d attempts: the scan never finished (its scanner died or hung)", attempts-1)
+	p.log.Error("scan abandoned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo, "attempts", attempts-1)
+	_, err := store.UpdateScan(context.WithoutCancel(ctx), p.o.Store, j.digest.String(), func(r *store.ScanRecord, exists bool) (bool, error) {
+		if exists && r.State != store.ScanPending {
+			return false, nil
 		}
+		r.State, r.Error, r.Upstream, r.Repository, r.UpdatedAt = store.ScanFailed, msg, j.upstream, j.repo, p.now()
+		return true, nil
+	})
+	if err != nil {
+		p.log.Error("record abandoned scan", "digest", j.digest, "err", err)
 	}
 }
 

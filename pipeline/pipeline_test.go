@@ -44,6 +44,7 @@ type rig struct {
 	upstreamHost string
 	proxy        *proxy.Proxy
 	state        *store.Bolt
+	queue        *store.BoltQueue
 	db           *vulndb.Shared
 	dbDir        string
 	images       *countingImages
@@ -97,7 +98,11 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{upstreamHost: strings.TrimPrefix(srv.URL, "http://"), proxy: p, state: state, dbDir: filepath.Join(dir, "vulndb")}
+	queue, err := state.Queue("scans")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{upstreamHost: strings.TrimPrefix(srv.URL, "http://"), proxy: p, state: state, queue: queue, dbDir: filepath.Join(dir, "vulndb")}
 	r.db = vulndb.NewShared(r.dbDir)
 	r.images = &countingImages{Images: p}
 	r.scans = &countingScanner{Scanner: scanner.New()}
@@ -105,7 +110,7 @@ func newRig(t *testing.T) *rig {
 }
 
 func (r *rig) pipeline(t *testing.T) *pipeline.Pipeline {
-	return pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Scanner: r.scans, ScannerVersion: scanner.Version,
+	return pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Scanner: r.scans, ScannerVersion: scanner.Version,
 		Matcher: r.db, Workers: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
@@ -351,7 +356,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
 		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	run(t, pl)
 	dec, err := pl.Check(context.Background(), proxy.Subject{Upstream: "docker.io", Repository: "team/app", Reference: "1.0.0", Digest: old, MediaType: string(types.DockerManifestSchema2)})
@@ -383,7 +388,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
 		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	run(t, pl)
 	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -9,27 +10,6 @@ import (
 
 	"github.com/portcullis/portcullis/store"
 )
-
-// claim marks d as queued in this process; false if it already is.
-func (p *Pipeline) claim(d digest.Digest) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.finished[d] != nil {
-		return false
-	}
-	p.finished[d] = make(chan struct{})
-	return true
-}
-
-// unclaim ends d's claim and wakes the gates waiting on it.
-func (p *Pipeline) unclaim(d digest.Digest) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ch := p.finished[d]; ch != nil {
-		close(ch)
-		delete(p.finished, d)
-	}
-}
 
 // Enqueue queues a scan of manifest d unless a usable result exists or one
 // is already queued. Indexes queue their children when AllPlatforms is set.
@@ -79,13 +59,12 @@ const (
 	maxIndexManifests = 1024 // distinct manifests one walk visits
 )
 
-// defaultMaxQueued bounds the scans queued or running in this process:
-// every distinct digest pulled or requested queues one, and each costs
-// memory until its turn.
+// defaultMaxQueued bounds the verdicts pulls may ask this process to
+// decide at once (decisions.go); the scan queue's bound is the store's.
 const defaultMaxQueued = 10_000
 
-// ErrQueueFull is returned when that many scans are waiting already; the
-// digest is queued by a later pull.
+// ErrQueueFull is returned when the queue holds as many jobs as it may;
+// the digest is queued by a later pull.
 var ErrQueueFull = errors.New("scan queue full")
 
 // ErrIndexTooLarge is returned for an index nested deeper, or listing more
@@ -133,74 +112,55 @@ func (p *Pipeline) platformManifests(ctx context.Context, upstream, repo string,
 	return leaves, nil
 }
 
-// enqueueManifest queues the scan of one image manifest.
+// jobPayload is a scan job as the queue carries it.
+type jobPayload struct {
+	Upstream   string `json:"upstream"`
+	Repository string `json:"repository"`
+	Tag        string `json:"tag,omitempty"`
+	Digest     string `json:"digest"`
+}
+
+// enqueueManifest queues the scan of one image manifest: in the store's
+// queue, deduplicated per digest cluster-wide, then marked pending.
 func (p *Pipeline) enqueueManifest(ctx context.Context, j job) error {
 	d := j.digest
-	p.mu.Lock()
-	full := len(p.finished) >= p.maxQueued
-	p.mu.Unlock()
-	if full {
-		return fmt.Errorf("scan of %s/%s@%s: %w", j.upstream, j.repo, d, ErrQueueFull)
+	if p.o.Queue == nil {
+		return fmt.Errorf("scan of %s/%s@%s: the pipeline has no queue", j.upstream, j.repo, d)
 	}
-	// Claim the digest before looking at the store, so a racing request
-	// cannot read "nothing yet" while this one's scan starts and ends.
-	if !p.claim(d) {
-		return nil
-	}
-	unclaim := func() { p.unclaim(d) }
 	rec, err := p.o.Store.Scan(ctx, d.String())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		rec = store.ScanRecord{}
 	case err != nil:
-		unclaim()
 		return err
 	case rec.State == store.ScanDone && rec.ScannerVersion == p.o.ScannerVersion:
-		unclaim()
 		p.settle(d)
 		return nil
 	case rec.State == store.ScanFailed && p.now().Sub(rec.UpdatedAt) < p.o.RetryFailedAfter:
-		unclaim()
-		return nil
-	case rec.State == store.ScanPending && p.now().Sub(rec.QueuedAt) < p.o.ScanTimeout:
-		// Queued by another replica, or by this process before a
-		// restart (Run resumes those).
-		unclaim()
 		return nil
 	}
-	// Pending again: the verdict history and what the policy remembers
-	// about the digest stay.
+	payload, err := json.Marshal(jobPayload{Upstream: j.upstream, Repository: j.repo, Tag: j.tag, Digest: d.String()})
+	if err != nil {
+		return err
+	}
+	// Queued again even when the record says pending: the queue keeps one
+	// job per digest, and puts back a job it lost (a Redis restart).
+	added, err := p.o.Queue.Enqueue(ctx, d.String(), payload)
+	switch {
+	case errors.Is(err, store.ErrQueueFull):
+		return fmt.Errorf("scan of %s/%s@%s: %w", j.upstream, j.repo, d, ErrQueueFull)
+	case err != nil:
+		return fmt.Errorf("queue scan of %s/%s@%s: %w", j.upstream, j.repo, d, err)
+	case !added && rec.State == store.ScanPending:
+		return nil // queued or being scanned, here or on another replica
+	}
+	// Pending: written over the record read before queueing, so a result
+	// a fast worker wrote meanwhile is never overwritten.
 	pending := store.ScanRecord{Digest: d.String(), State: store.ScanPending, Upstream: j.upstream, Repository: j.repo}
 	keepFromPrevious(&pending, rec)
 	pending.QueuedAt, pending.UpdatedAt = p.now(), p.now()
-	if err := p.o.Store.PutScan(ctx, &pending); err != nil {
-		unclaim()
-		if errors.Is(err, store.ErrConflict) {
-			return nil // another replica queued or finished it meanwhile
-		}
+	if err := p.o.Store.PutScan(ctx, &pending); err != nil && !errors.Is(err, store.ErrConflict) {
 		return err
 	}
-	p.push(j)
 	return nil
-}
-
-func (p *Pipeline) push(j job) {
-	p.mu.Lock()
-	p.queue = append(p.queue, j)
-	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (p *Pipeline) pop() (job, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.queue) == 0 {
-		return job{}, false
-	}
-	j := p.queue[0]
-	p.queue = p.queue[1:]
-	return j, true
 }

@@ -52,7 +52,7 @@ rules:
     vulnerabilities: {block: UNKNOWN}
     on_unscanned: {wait: 30s, then: block}
 `)
-	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
 		Matcher: r.db, Policy: lenient, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	run(t, pl)
 	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
@@ -117,7 +117,7 @@ func TestRematchRacingAnotherWriterLosesNothing(t *testing.T) {
 	r := newRig(t)
 	d := r.pushAlpine(t)
 	st := &interferingStore{Store: r.state}
-	pl := pipeline.New(pipeline.Options{Store: st, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+	pl := pipeline.New(pipeline.Options{Store: st, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
 		Matcher: r.db, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	run(t, pl)
 	if err := pl.Enqueue(context.Background(), "docker.io", "library/alpine", d, string(types.OCIManifestSchema1)); err != nil {
@@ -154,7 +154,7 @@ func TestBlobsFollowTheCurrentVerdict(t *testing.T) {
 	d := r.pushAlpine(t)
 	lenient := mustPolicy(t, "rules:\n  - {name: lenient, match: {}, vulnerabilities: {warn: UNKNOWN}, on_unscanned: {wait: 30s, then: block}}\n")
 	strict := mustPolicy(t, "rules:\n  - {name: strict, match: {}, vulnerabilities: {block: UNKNOWN}, on_unscanned: {wait: 30s, then: block}}\n")
-	pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
 		Matcher: r.db, Policy: lenient, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	run(t, pl)
 	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
@@ -197,7 +197,7 @@ func TestBlobGateHoldsMoreThanItsCaches(t *testing.T) {
 	r := newRig(t)
 	strict := mustPolicy(t, "rules:\n  - {name: one-layer, match: {}, size: {max_layers: 1}, on_unscanned: {wait: 30s, then: block}}\n")
 	newPipeline := func() *pipeline.Pipeline {
-		pl := pipeline.New(pipeline.Options{Store: r.state, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
 			Policy: strict, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		pl.SetMemoLimit(2)
 		return pl

@@ -28,7 +28,7 @@ import (
 // pipeline and returns the /v2/ handler gated by it (p itself when scanning
 // is off) and the status API. stop waits for the background work to end
 // after ctx is cancelled.
-func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, closing <-chan struct{}, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
+func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
 	// Shared: the server holds the database only while matching, so
 	// 'portcullis db import' works while it runs.
 	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
@@ -47,6 +47,9 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		Artifacts:      state,
 		Signer:         signer,
 		Store:          state,
+		Queue:          coord.Queue,
+		Events:         coord.Events,
+		Consumer:       replica,
 		Images:         p,
 		Scanner:        scanner.New(scanner.WithLogger(log)),
 		ScannerVersion: scanner.Version,

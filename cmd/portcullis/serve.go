@@ -113,6 +113,18 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer state.Close()
+	coord, err := coordination(state)
+	if err != nil {
+		return err
+	}
+	replica := replicaName()
+	var fetcherOpts []cache.FetcherOption
+	var leases cache.Leases
+	if cfg.Store.Driver == config.StoreRedis {
+		// Replicas share the state: they take turns downloading.
+		leases = coord.Leases
+		fetcherOpts = append(fetcherOpts, cache.WithLeases(leases, replica))
+	}
 	content, err := cache.Open(ctx, cache.Config{
 		Driver:     cfg.Storage.Driver,
 		Parameters: cfg.Storage.Parameters,
@@ -148,13 +160,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Upstreams:       ups,
 		DefaultUpstream: cfg.DefaultUpstream,
 		Cache:           content,
-		Fetcher:         cache.NewFetcher(content, time.Duration(cfg.Cache.FetchTimeout), time.Duration(cfg.Cache.IdleTimeout), log),
+		Fetcher:         cache.NewFetcher(content, time.Duration(cfg.Cache.FetchTimeout), time.Duration(cfg.Cache.IdleTimeout), log, fetcherOpts...),
 		State:           state,
 		Logger:          log,
 		GateBlobs:       cfg.GateBlobs,
 		PublicURL:       cfg.PublicURL,
 		Local:           state,
 		RequireBlobLink: cfg.Auth.Enabled(),
+		Leases:          leases,
+		Replica:         replica,
 	}
 	if access != nil { // a nil *auth.Auth in the interface would not be nil
 		opts.Access = access
@@ -164,7 +178,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	closing := make(chan struct{})
-	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, closing, log)
+	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, coord, replica, closing, log)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/portcullis/portcullis/config"
@@ -29,4 +32,23 @@ func openState(ctx context.Context, cfg config.Config, log *slog.Logger) (store.
 		return s, nil
 	}
 	return nil, fmt.Errorf("store.driver %q: must be %s or %s", cfg.Store.Driver, config.StoreBolt, config.StoreRedis)
+}
+
+// replicaName names this process among the replicas sharing a state
+// store: host, pid and a random suffix (a restarted process is another
+// replica, whose predecessor's leases must run out, not be taken over).
+func replicaName() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// coordination gives the queue, leases and events that go with state.
+func coordination(state store.Store) (store.Coordination, error) {
+	c, ok := state.(store.Coordinated)
+	if !ok {
+		return store.Coordination{}, fmt.Errorf("state store %T has no queue, leases or events", state)
+	}
+	return c.Coordination()
 }

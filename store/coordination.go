@@ -1,0 +1,43 @@
+package store
+
+import "fmt"
+
+// Coordination is what replicas use to work as one proxy: the queue of
+// images to evaluate, leases (one download per blob), and events every
+// replica sees. The embedded store gives one process's versions (the
+// queue persisted in its state file); Redis gives cluster-wide ones.
+type Coordination struct {
+	Queue  Queue
+	Leases Leases
+	Events Events
+}
+
+// scanQueue names the queue of images to evaluate.
+const scanQueue = "scans"
+
+// maxLocalLeases bounds the leases one process holds at once (one per
+// blob or manifest being fetched).
+const maxLocalLeases = 1 << 16
+
+// Coordination implements Coordinated for the embedded store.
+func (b *Bolt) Coordination() (Coordination, error) {
+	q, err := b.Queue(scanQueue)
+	if err != nil {
+		return Coordination{}, fmt.Errorf("open scan queue: %w", err)
+	}
+	return Coordination{Queue: q, Leases: NewLocalLeases(maxLocalLeases), Events: NewLocalEvents()}, nil
+}
+
+// Coordination implements Coordinated for Redis.
+func (r *Redis) Coordination() (Coordination, error) {
+	q, err := NewRedisQueue(r.c, r.keys.prefix+":", scanQueue)
+	if err != nil {
+		return Coordination{}, fmt.Errorf("open scan queue: %w", err)
+	}
+	return Coordination{Queue: q, Leases: NewRedisLeases(r.c, r.keys.prefix+":"), Events: NewRedisEvents(r.c, r.keys.prefix+":")}, nil
+}
+
+// Coordinated is a store that offers Coordination.
+type Coordinated interface {
+	Coordination() (Coordination, error)
+}
