@@ -183,4 +183,3 @@ func waitScanned(t *testing.T, pc *harness.Portcullis, d string) {
 		}
 	}
 }
-
