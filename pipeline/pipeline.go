@@ -246,7 +246,7 @@ func (p *Pipeline) decideUndecided(ctx context.Context, candidates []job) error 
 // Scan jobs are held under a lease, renewed while the scan runs: a replica
 // that dies mid-scan loses its job to another after scanLease.
 const (
-	scanLease = time.Minute
+	scanLease = 30 * time.Second
 	// maxScanAttempts bounds the times one image is handed out: an image
 	// that kills its scanner (memory, a crash) is recorded as failed
 	// instead of taking replica after replica down.

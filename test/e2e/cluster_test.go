@@ -20,17 +20,22 @@ import (
 	"github.com/portcullis/portcullis/test/testregistry"
 )
 
-// startCluster runs n replicas on one redis-server and one S3 bucket, each
-// with its own --data and port, in front of up.
-func startCluster(t *testing.T, up *testregistry.Registry, n int) []*harness.Portcullis {
+// cluster is one redis-server, one S3 bucket and the configuration of
+// replicas that share them in front of an upstream.
+type cluster struct {
+	bin, config string
+	redis       *redisserver.Server
+	s3          *s3server.Server
+}
+
+func newCluster(t *testing.T, up *testregistry.Registry) *cluster {
 	t.Helper()
-	rs := redisserver.Start(t)
-	srv := s3server.Start(t)
+	c := &cluster{redis: redisserver.Start(t), s3: s3server.Start(t), bin: harness.BuildPortcullis(t)}
 	var params []string
-	for k, v := range srv.Parameters() {
+	for k, v := range c.s3.Parameters() {
 		params = append(params, fmt.Sprintf("%s: %v", k, v))
 	}
-	config := writeConfig(t, fmt.Sprintf(`
+	c.config = writeConfig(t, fmt.Sprintf(`
 default_upstream: up.test
 upstreams:
   - {name: up.test, url: %s}
@@ -40,11 +45,23 @@ store:
 storage:
   driver: s3
   parameters: {%s}
-`, up.URL(), rs.Addr, strings.Join(params, ", ")))
-	bin := harness.BuildPortcullis(t)
+`, up.URL(), c.redis.Addr, strings.Join(params, ", ")))
+	return c
+}
+
+// start runs one more replica, with its own --data and port.
+func (c *cluster) start(t *testing.T) *harness.Portcullis {
+	t.Helper()
+	return harness.StartPortcullis(t, c.bin, "--config", c.config)
+}
+
+// startCluster runs n replicas on one redis-server and one S3 bucket.
+func startCluster(t *testing.T, up *testregistry.Registry, n int) []*harness.Portcullis {
+	t.Helper()
+	c := newCluster(t, up)
 	var out []*harness.Portcullis
 	for range n {
-		out = append(out, harness.StartPortcullis(t, bin, "--config", config))
+		out = append(out, c.start(t))
 	}
 	return out
 }
