@@ -18,6 +18,45 @@ import (
 // repository references are served (with auth, the proxy serves only blobs
 // linked to the repository).
 func (p *Pipeline) CheckBlob(ctx context.Context, upstream, repo string, d digest.Digest) (proxy.Decision, error) {
+	key := upstream + "/" + repo + "@" + d.String()
+	dec, err := p.checkBlob(ctx, upstream, repo, d)
+	if err == nil {
+		p.rememberBlob(key, dec)
+		return dec, nil
+	}
+	if ctx.Err() != nil {
+		return proxy.Decision{}, err
+	}
+	// The state store (Redis) cannot be reached: the answer this process
+	// gave last, else the rule's on_error.
+	if last, ok := p.lastBlob(key); ok {
+		return last, nil
+	}
+	p.log.Warn("state store unavailable; on_error decides the blob", "blob", key, "err", err)
+	rule := p.policy().Select(upstream, repo)
+	if unavailableDecision(rule, upstream, repo, d.String(), err, p.now()).Effective == policy.Block {
+		return proxy.Decision{Verdict: proxy.Block, Message: fmt.Sprintf("portcullis: blob %s in %s/%s cannot be checked now (state store unavailable)", d, upstream, repo)}, nil
+	}
+	return proxy.Decision{Verdict: proxy.Allow}, nil
+}
+
+func (p *Pipeline) rememberBlob(key string, d proxy.Decision) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.blobAnswers) >= p.memoLimit {
+		p.blobAnswers = map[string]proxy.Decision{}
+	}
+	p.blobAnswers[key] = d
+}
+
+func (p *Pipeline) lastBlob(key string) (proxy.Decision, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d, ok := p.blobAnswers[key]
+	return d, ok
+}
+
+func (p *Pipeline) checkBlob(ctx context.Context, upstream, repo string, d digest.Digest) (proxy.Decision, error) {
 	allowed := false
 	var blocked []string // images blocked here, the first few
 	var undecided []string

@@ -20,6 +20,34 @@ import (
 // repositories: a tag that moves gets the new digest's verdict, and a copy
 // of an image in a laxer repository does not open it in a stricter one.
 func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, error) {
+	d, err := p.check(ctx, s)
+	if err == nil || ctx.Err() != nil {
+		return d, err
+	}
+	// The state store (Redis) cannot be reached: the verdict this process
+	// served last for the subject, else the rule's on_error.
+	if last, ok := p.lastServed(s); ok {
+		p.log.Warn("state store unavailable; serving the last verdict", "image", s.Upstream+"/"+s.Repository+"@"+s.Digest.String(), "err", err)
+		return last, nil
+	}
+	p.log.Warn("state store unavailable; on_error decides", "image", s.Upstream+"/"+s.Repository+"@"+s.Digest.String(), "err", err)
+	rule := p.policy().Select(s.Upstream, s.Repository)
+	return toGate(unavailableDecision(rule, s.Upstream, s.Repository, s.Digest.String(), err, p.now()), s.Upstream, s.Repository, s.Digest.String()), nil
+}
+
+// unavailableDecision is what rule gives an image when what it needs
+// cannot be read: its on_error verdict for each check it has.
+func unavailableDecision(rule policy.Rule, upstream, repo, dgst string, cause error, now time.Time) policy.Decision {
+	msg := "state store unavailable: " + cause.Error()
+	return policy.Evaluate(rule, policy.Facts{
+		Upstream: upstream, Repository: repo, Digest: dgst, Reference: dgst,
+		ScanState: policy.ScanFailed, ScanError: msg,
+		Signature: policy.SignatureFacts{State: policy.SignatureError, Error: msg},
+		Now:       now,
+	})
+}
+
+func (p *Pipeline) check(ctx context.Context, s proxy.Subject) (proxy.Decision, error) {
 	if isIndex(s.MediaType) {
 		// The gate applies to the platform manifest a client pulls next;
 		// a signature on the index covers it.
@@ -148,6 +176,15 @@ type cachedDecision struct {
 }
 
 func repoKey(upstream, repo string) string { return upstream + "/" + repo }
+
+// lastServed is the verdict this process last served for s, whatever the
+// policy it was made under: the fallback while the state store is away.
+func (p *Pipeline) lastServed(s proxy.Subject) (proxy.Decision, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.decisions[s.Digest][repoKey(s.Upstream, s.Repository)]
+	return c.decision, ok
+}
 
 func (p *Pipeline) remembered(s proxy.Subject, policyVersion string, rule policy.Rule) (proxy.Decision, bool) {
 	p.mu.Lock()

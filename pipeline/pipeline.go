@@ -23,6 +23,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
@@ -108,9 +109,12 @@ type Pipeline struct {
 	decisions map[digest.Digest]map[string]cachedDecision
 	// linked remembers the manifests whose relations are stored, so a pull
 	// writes them once. A cache: a miss writes them again (idempotent).
-	linked    map[string]bool
-	memoLimit int
-	maxQueued int
+	linked map[string]bool
+	// blobAnswers remembers the blob gate's last answers, only to answer
+	// while the state store is unreachable (never instead of it).
+	blobAnswers map[string]proxy.Decision
+	memoLimit   int
+	maxQueued   int
 	// decisionQueue holds the verdicts pulls asked for; deciding their
 	// claims, each closed when decided (decisions.go).
 	decisionQueue []decisionJob
@@ -151,6 +155,7 @@ func New(o Options) *Pipeline {
 		settled:      map[digest.Digest]bool{},
 		decisions:    map[digest.Digest]map[string]cachedDecision{},
 		linked:       map[string]bool{},
+		blobAnswers:  map[string]proxy.Decision{},
 		memoLimit:    defaultMemoLimit,
 		deciding:     map[string]chan struct{}{},
 		decisionWake: make(chan struct{}, 1),

@@ -286,7 +286,9 @@ func (p *Proxy) upstreamTag(ctx context.Context, up Upstream, rt route, pa parse
 			known, have = e, true
 			p.tags.put(key, e)
 		case !errors.Is(err, store.ErrNotFound):
-			return manifestResult{}, errInternal("read tag cache", err)
+			// The shared state is unreachable: what this process knows
+			// stands, and the upstream is asked as usual.
+			p.log.Warn("read tag cache", "tag", key, "err", err)
 		}
 	}
 	if have && up.tagFresh(p.now().Sub(known.CheckedAt)) {

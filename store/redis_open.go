@@ -101,3 +101,11 @@ func (cfg RedisConfig) password() (string, error) {
 	}
 	return "", nil
 }
+
+// Ping checks that Redis answers, for readiness reports.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}

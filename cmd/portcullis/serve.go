@@ -201,6 +201,18 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 				http.Error(w, "shutting down", http.StatusServiceUnavailable)
 				return
 			}
+			// A replica whose shared state is away still serves what it
+			// has cached (verdicts it served, blobs in the storage): it
+			// stays ready, and says it is degraded.
+			if pinger, ok := state.(interface{ Ping(context.Context) error }); ok {
+				pctx, cancel := context.WithTimeout(r.Context(), time.Second)
+				err := pinger.Ping(pctx)
+				cancel()
+				if err != nil {
+					fmt.Fprintf(w, "ready; degraded: state store unreachable: %v\n", err)
+					return
+				}
+			}
 			io.WriteString(w, "ready\n")
 		default:
 			http.NotFound(w, r)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/store"
 )
@@ -20,6 +22,10 @@ func openState(ctx context.Context, cfg config.Config, log *slog.Logger) (store.
 	case config.StoreBolt, "":
 		return store.OpenBolt(filepath.Join(cfg.DataDir, "state.db"))
 	case config.StoreRedis:
+		// go-redis logs every failed dial on its own; Portcullis reports
+		// what a failure means (/readyz, warnings), so its lines go to
+		// debug. Its logger is process-wide: set once, here, by main.
+		redis.SetLogger(redisLogger{log})
 		r := cfg.Store.Redis
 		s, err := store.OpenRedis(ctx, store.RedisConfig{
 			Addrs: r.Addrs, MasterName: r.MasterName, PasswordFile: r.PasswordFile, PasswordEnv: r.PasswordEnv,
@@ -51,4 +57,11 @@ func coordination(state store.Store) (store.Coordination, error) {
 		return store.Coordination{}, fmt.Errorf("state store %T has no queue, leases or events", state)
 	}
 	return c.Coordination()
+}
+
+// redisLogger hands go-redis' own log lines to slog, at debug level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
