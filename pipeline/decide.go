@@ -160,7 +160,7 @@ func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream,
 		if tag != "" {
 			dec.Tag = tag
 		}
-		d, change = p.decide(ctx, rec, dec)
+		d, change = p.decideAndPublish(ctx, rec, dec)
 		return true, nil
 	})
 	if err != nil {
@@ -210,10 +210,10 @@ func (p *Pipeline) decideAll(ctx context.Context, d string, also job) error {
 	return nil
 }
 
-// announce makes a stored decision known: the verdict change, if any, as a
-// log line and an event, and the verdict and SBOM published. It runs once
-// the record is written, so a decision another writer overrode is never
-// announced, and a retried write announces once.
+// announce makes a stored decision's verdict change, if any, known as a
+// log line and an event. It runs once the record is written, so a decision
+// another writer overrode is never announced, and a retried write
+// announces once.
 func (p *Pipeline) announce(ctx context.Context, rec store.ScanRecord, dec store.DecisionRecord, d policy.Decision, change *store.VerdictChange) {
 	image := dec.Upstream + "/" + dec.Repository + "@" + dec.Digest
 	if change != nil {
@@ -226,9 +226,18 @@ func (p *Pipeline) announce(ctx context.Context, rec store.ScanRecord, dec store
 		p.log.Log(ctx, level, "verdict changed", "image", image, "rule", dec.Rule,
 			"from", change.From, "to", change.To, "reasons", change.Reasons, "policy_version", change.PolicyVersion, "db_version", rec.DBVersion)
 	}
-	if err := p.publishArtifacts(ctx, rec, dec, d); err != nil {
-		p.log.Error("publish verdict and SBOM", "image", image, "err", err)
+}
+
+// decideAndPublish decides dec (see decide) and publishes the verdict and
+// SBOM it makes, before dec is written: whoever reads the stored verdict
+// finds its publication. A write that then loses to another writer is
+// decided and published again on the newer record.
+func (p *Pipeline) decideAndPublish(ctx context.Context, rec store.ScanRecord, dec *store.DecisionRecord) (policy.Decision, *store.VerdictChange) {
+	d, change := p.decide(ctx, rec, dec)
+	if err := p.publishArtifacts(ctx, rec, *dec, d); err != nil {
+		p.log.Error("publish verdict and SBOM", "image", dec.Upstream+"/"+dec.Repository+"@"+dec.Digest, "err", err)
 	}
+	return d, change
 }
 
 // toGate turns a policy decision into what the proxy serves.

@@ -58,7 +58,7 @@ func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
 			if r.PolicyVersion == p.policy().Version() {
 				return false, nil
 			}
-			d, change = p.decide(ctx, rec, r)
+			d, change = p.decideAndPublish(ctx, rec, r)
 			return true, nil
 		})
 		if err != nil {

@@ -168,18 +168,22 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// An internal failure (here: the state database is gone) reaches the client
-// as "internal error" and a request id; the cause is in the log line that
-// carries the same id. It used to send the Go error text.
+// An internal failure (here: the state database is gone when a blob's
+// repository link must be checked) reaches the client as "internal error"
+// and a request id; the cause is in the log line that carries the same id.
+// It used to send the Go error text. (A tag lookup no longer fails on a
+// missing state: the tag is asked upstream, as when Redis is away.)
 func TestInternalErrorShowsRequestIDNotCause(t *testing.T) {
 	var logs syncBuffer
-	e := newEnv(t, withLog(&logs))
+	e := newEnv(t, withLog(&logs), withRequiredBlobLinks())
 	img, _ := random.Image(256, 1)
 	e.push(t, "team/app:1.0", img)
+	ls, _ := img.Layers()
+	layer, _ := ls[0].Digest()
 	if err := e.state.Close(); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(e.proxy.URL + "/v2/team/app/manifests/1.0")
+	resp, err := http.Get(e.proxy.URL + "/v2/team/app/blobs/" + layer.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +209,7 @@ func TestInternalErrorShowsRequestIDNotCause(t *testing.T) {
 			}
 		}
 	}
-	if line.RequestID != id || line.Status != 500 || !strings.Contains(line.Failure.Cause, "read tag cache") || !strings.Contains(line.Failure.Cause, "database not open") {
+	if line.RequestID != id || line.Status != 500 || !strings.Contains(line.Failure.Cause, "look up blob") || !strings.Contains(line.Failure.Cause, "database not open") {
 		t.Fatalf("request log line %+v lacks the id or the cause; logs:\n%s", line, logs.String())
 	}
 	// Every response carries an id, successes included, each its own.
