@@ -1,13 +1,11 @@
 package proxy_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/test/harness"
 )
 
 // get sends a GET with the given headers and returns status, the OCI error
@@ -150,31 +149,13 @@ func TestTooManyQueryParametersRefused(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink the server goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // An internal failure (here: the state database is gone when a blob's
 // repository link must be checked) reaches the client as "internal error"
 // and a request id; the cause is in the log line that carries the same id.
 // It used to send the Go error text. (A tag lookup no longer fails on a
 // missing state: the tag is asked upstream, as when Redis is away.)
 func TestInternalErrorShowsRequestIDNotCause(t *testing.T) {
-	var logs syncBuffer
+	var logs harness.LogBuffer
 	e := newEnv(t, withLog(&logs), withRequiredBlobLinks())
 	img, _ := random.Image(256, 1)
 	e.push(t, "team/app:1.0", img)

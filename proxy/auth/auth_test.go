@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,32 +26,15 @@ import (
 	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/proxy/upstream"
 	"github.com/portcullis/portcullis/store"
+	"github.com/portcullis/portcullis/test/harness"
 )
-
-// syncBuffer is a log destination safe for concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // authEnv is an upstream registry (counting its requests) and a proxy in
 // front of it wrapped by Auth, the way serve wires them.
 type authEnv struct {
 	url       string
 	upstream  atomic.Int64
-	logs      *syncBuffer
+	logs      *harness.LogBuffer
 	blobOfApp string
 }
 
@@ -64,7 +45,7 @@ const (
 
 func newAuthEnv(t *testing.T, anonymous bool, rules []Rule) *authEnv {
 	t.Helper()
-	e := &authEnv{logs: &syncBuffer{}}
+	e := &authEnv{logs: &harness.LogBuffer{}}
 	reg := ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0)))
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.upstream.Add(1)
