@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -134,7 +135,7 @@ func (p *Pipeline) decide(ctx context.Context, rec store.ScanRecord, dec *store.
 	if raw, err := json.Marshal(d); err == nil {
 		dec.Decision = raw
 	}
-	dec.DBVersion = rec.DBVersion
+	dec.DBVersion, dec.ScannedAt = rec.DBVersion, rec.UpdatedAt
 	var change *store.VerdictChange
 	if string(d.Effective) != dec.Verdict {
 		change = p.recordChange(dec, d, pol.Version())
@@ -154,21 +155,66 @@ func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream,
 	if err := p.linkImageFacts(ctx, upstream, repo, rec); err != nil {
 		return policy.Decision{}, err
 	}
+	// One decider per verdict in this process: a pull asking for a verdict
+	// the scan worker is deciding finds it decided, not decided (and
+	// published) twice.
+	unlock := p.lockDecision(rec.Digest + "\x00" + upstream + "/" + repo)
+	defer unlock()
+	pol := p.policy()
+	rule := pol.Select(upstream, repo)
 	var d policy.Decision
 	var change *store.VerdictChange
+	current := false
 	written, err := store.UpdateDecision(ctx, p.o.Store, rec.Digest, upstream, repo, func(dec *store.DecisionRecord) (bool, error) {
+		if decisionCurrent(*dec, rec, pol.Version(), rule, tag) && json.Unmarshal(dec.Decision, &d) == nil {
+			current = true
+			return false, nil
+		}
 		if tag != "" {
 			dec.Tag = tag
 		}
 		d, change = p.decideAndPublish(ctx, rec, dec)
 		return true, nil
 	})
-	if err != nil {
-		return policy.Decision{}, err
+	if err != nil || current {
+		return d, err
 	}
 	p.forget(digest.Digest(rec.Digest))
 	p.announce(ctx, rec, *written, d, change)
 	return d, nil
+}
+
+// decisionCurrent reports whether dec still stands for the stored result
+// rec under the policy in force, for a pull by tag (empty: by digest).
+func decisionCurrent(dec store.DecisionRecord, rec store.ScanRecord, policyVersion string, rule policy.Rule, tag string) bool {
+	return dec.Revision > 0 && dec.PolicyVersion == policyVersion && dec.DBVersion == rec.DBVersion &&
+		dec.ScannedAt.Equal(rec.UpdatedAt) && (rule.Freshness == nil || tag == "" || tag == dec.Tag)
+}
+
+// lockDecision serializes the deciders of one verdict in this process.
+func (p *Pipeline) lockDecision(key string) (unlock func()) {
+	p.mu.Lock()
+	l := p.decisionLocks[key]
+	if l == nil {
+		l = &keyLock{}
+		p.decisionLocks[key] = l
+	}
+	l.refs++
+	p.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		p.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(p.decisionLocks, key)
+		}
+		p.mu.Unlock()
+	}
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int // holders and waiters; the entry goes with the last
 }
 
 // decideAll decides again every verdict stored on digest d, and the first

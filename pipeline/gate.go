@@ -81,7 +81,7 @@ func (p *Pipeline) check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 	case errors.Is(err, ErrQueueFull):
 		// Too much to scan already: the rule's on_unscanned verdict now,
 		// and the scan is queued by a later pull.
-		p.log.Warn("scan queue full", "image", s.Upstream+"/"+s.Repository+"@"+s.Digest.String(), "queued", p.maxQueued)
+		p.log.Warn("scan queue full", "image", s.Upstream+"/"+s.Repository+"@"+s.Digest.String())
 	case err != nil:
 		return proxy.Decision{}, err
 	case rule.OnUnscanned.Wait > 0:
@@ -145,8 +145,7 @@ func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *pol
 			return policy.Decision{}, false, err
 		}
 		var d policy.Decision
-		ok := dec.PolicyVersion == pol.Version() && dec.DBVersion == rec.DBVersion &&
-			(rule.Freshness == nil || tag == "" || tag == dec.Tag) && json.Unmarshal(dec.Decision, &d) == nil
+		ok := decisionCurrent(dec, rec, pol.Version(), rule, tag) && json.Unmarshal(dec.Decision, &d) == nil
 		return d, ok, nil
 	}
 	d, ok, err := current()

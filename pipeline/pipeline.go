@@ -119,6 +119,7 @@ type Pipeline struct {
 	// claims, each closed when decided (decisions.go).
 	decisionQueue []decisionJob
 	deciding      map[string]chan struct{}
+	decisionLocks map[string]*keyLock
 	decisionWake  chan struct{}
 	events        broker
 }
@@ -149,17 +150,18 @@ func New(o Options) *Pipeline {
 	o.ScanTimeout = cmp.Or(o.ScanTimeout, 30*time.Minute)
 	o.RetryFailedAfter = cmp.Or(o.RetryFailedAfter, 10*time.Minute)
 	p := &Pipeline{
-		o:            o,
-		log:          cmp.Or(o.Logger, slog.Default()),
-		now:          time.Now,
-		settled:      map[digest.Digest]bool{},
-		decisions:    map[digest.Digest]map[string]cachedDecision{},
-		linked:       map[string]bool{},
-		blobAnswers:  map[string]proxy.Decision{},
-		memoLimit:    defaultMemoLimit,
-		deciding:     map[string]chan struct{}{},
-		decisionWake: make(chan struct{}, 1),
-		maxQueued:    defaultMaxQueued,
+		o:             o,
+		log:           cmp.Or(o.Logger, slog.Default()),
+		now:           time.Now,
+		settled:       map[digest.Digest]bool{},
+		decisions:     map[digest.Digest]map[string]cachedDecision{},
+		linked:        map[string]bool{},
+		blobAnswers:   map[string]proxy.Decision{},
+		memoLimit:     defaultMemoLimit,
+		deciding:      map[string]chan struct{}{},
+		decisionLocks: map[string]*keyLock{},
+		decisionWake:  make(chan struct{}, 1),
+		maxQueued:     defaultMaxQueued,
 	}
 	if p.o.Events == nil {
 		p.o.Events = store.NewLocalEvents()

@@ -145,8 +145,11 @@ type DecisionRecord struct {
 	Verdict       string          `json:"verdict"`
 	Signature     json.RawMessage `json:"signature,omitempty"` // signature check: state and signers
 	PolicyVersion string          `json:"policyVersion,omitempty"`
-	// DBVersion is the database version of the findings it was made on.
+	// DBVersion is the database version of the findings it was made on,
+	// ScannedAt the time of the scan result (its UpdatedAt): a verdict on
+	// an older result is decided again.
 	DBVersion      string    `json:"dbVersion,omitempty"`
+	ScannedAt      time.Time `json:"scannedAt,omitzero"`
 	FirstAllowedAt time.Time `json:"firstAllowedAt,omitzero"`
 	UpdatedAt      time.Time `json:"updatedAt"`
 	// History lists verdict changes, oldest first (bounded).
