@@ -271,6 +271,8 @@ func TestCutDownloadLeavesNothing(t *testing.T) {
 		if err != nil || !bytes.Equal(got, body) || calls.Load() != 1 || h.Source != SourceMiss {
 			t.Fatalf("retry: %d bytes, %v, %d upstream calls, source %s", len(got), err, calls.Load(), h.Source)
 		}
+		// The bytes are out before the commit ends; let it end.
+		waitDownloadEnded(t, f, d)
 	})
 }
 

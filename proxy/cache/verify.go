@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -50,22 +51,45 @@ func identityOf(fi os.FileInfo) fileIdentity {
 	return id
 }
 
-// verifiedSet remembers which stored files hashed to their digest.
+// racyWindow is how long after a file last changed a verification of it
+// is not trusted: file times tick coarsely (a jiffy), so a file changed
+// within the same tick as it was verified keeps the identity it was
+// verified with. Such a "racily verified" file is hashed again on its next
+// use, until a verification comes after the window (as git does with its
+// index).
+const racyWindow = 100 * time.Millisecond
+
+// verifiedSet remembers which stored files hashed to their digest, and
+// when.
 type verifiedSet struct {
 	mu  sync.Mutex
 	max int
-	ids map[digest.Digest]fileIdentity
+	ids map[digest.Digest]verification
+}
+
+type verification struct {
+	id fileIdentity
+	at int64 // when it was verified, Unix nanoseconds
 }
 
 func newVerifiedSet(max int) *verifiedSet {
-	return &verifiedSet{max: max, ids: map[digest.Digest]fileIdentity{}}
+	return &verifiedSet{max: max, ids: map[digest.Digest]verification{}}
 }
 
 func (v *verifiedSet) has(d digest.Digest, id fileIdentity) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	got, ok := v.ids[d]
-	return ok && got == id
+	return ok && got.id == id && got.at-max(id.modNanos, id.ctimeNanos) >= racyWindow.Nanoseconds()
+}
+
+// matches reports whether d was verified as the file id names, however
+// recently: right after a verification, to tell it hashed this file.
+func (v *verifiedSet) matches(d digest.Digest, id fileIdentity) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	got, ok := v.ids[d]
+	return ok && got.id == id
 }
 
 func (v *verifiedSet) add(d digest.Digest, id fileIdentity) {
@@ -77,7 +101,7 @@ func (v *verifiedSet) add(d digest.Digest, id fileIdentity) {
 			break
 		}
 	}
-	v.ids[d] = id
+	v.ids[d] = verification{id: id, at: time.Now().UnixNano()}
 }
 
 func (v *verifiedSet) forget(d digest.Digest) {
@@ -189,7 +213,7 @@ func (b *Blob) RangeReader(ctx context.Context, offset int64) (io.ReadCloser, er
 		_, err, _ := b.s.verifying.Do(b.d.String(), func() (any, error) {
 			return nil, b.verifyFile(context.WithoutCancel(ctx))
 		})
-		if err == nil && !b.s.verified.has(b.d, id) {
+		if err == nil && !b.s.verified.matches(b.d, id) {
 			err = fmt.Errorf("cached blob %s changed while it was verified", b.d)
 		}
 		if err != nil {
