@@ -4,9 +4,10 @@ package conformance
 //
 // The suite is a standalone main package configured by OCI_* variables. It is
 // built from a copy of its module (the module cache is read-only) with one
-// guard patched into run.go, and the binary is cached under os.TempDir keyed
-// by the suite version, the patch and the Go toolchain, so re-runs do not
-// rebuild it. A `tool` directive in our go.mod was rejected: it cannot carry
+// guard patched into run.go, and the binary is cached in the user's cache
+// directory (beside Go's build cache, not in the temporary directory, which
+// tests leave as they found it), keyed by the suite version, the patch and
+// the Go toolchain, so re-runs do not rebuild it. A `tool` directive in our go.mod was rejected: it cannot carry
 // the patch (that needs a replace pointing at a patched copy kept in the
 // repository) and it would add the suite's dependencies to our module.
 
@@ -95,7 +96,11 @@ func suiteCachePath() string {
 		h.Write([]byte{0})
 	}
 	key := suiteVersion + "-" + hex.EncodeToString(h.Sum(nil))[:16]
-	return filepath.Join(os.TempDir(), "portcullis-oci-conformance", key, "conformance")
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir() // no home: rebuilt by each run that lacks it
+	}
+	return filepath.Join(dir, "portcullis", "oci-conformance", key, "conformance")
 }
 
 func buildSuite() (string, error) {

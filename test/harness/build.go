@@ -137,3 +137,12 @@ func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
+
+// Main runs a test binary's tests, then removes the binaries it built:
+// tests leave the temporary directory as they found it. Use it from
+// TestMain: os.Exit(harness.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	_ = os.RemoveAll(filepath.Join(os.TempDir(), binDirPrefix+strconv.Itoa(os.Getpid())))
+	return code
+}
