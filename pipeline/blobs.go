@@ -58,7 +58,7 @@ func (p *Pipeline) lastBlob(key string) (proxy.Decision, bool) {
 
 func (p *Pipeline) checkBlob(ctx context.Context, upstream, repo string, d digest.Digest) (proxy.Decision, error) {
 	allowed := false
-	var blocked []string // images blocked here, the first few
+	var blocked []string // the first image blocked here, then undecided ones the rule blocks
 	var undecided []string
 	err := p.o.Store.BlobImages(ctx, upstream, repo, d.String(), func(image, verdict string) bool {
 		switch verdict {
