@@ -47,97 +47,69 @@ type Scanner struct {
 // Option configures a Scanner.
 type Option func(*Scanner)
 
+// positive sets *dst to n when n > 0: a zero or negative bound keeps the
+// default rather than switching the bound off.
+func positive[T int | int64](dst *T, n T) {
+	if n > 0 {
+		*dst = n
+	}
+}
+
 // WithMaxFileSize bounds the size of each file read into memory for an
 // extractor (package databases, jars, executables); larger files are
 // skipped and logged. Default 256 MiB.
 func WithMaxFileSize(n int64) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxFileSize = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxFileSize, n) }
 }
 
 // WithMaxLayerSize bounds the uncompressed bytes read from one layer; a
 // layer that expands beyond it fails the scan. Default 64 GiB.
 func WithMaxLayerSize(n int64) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxLayerSize = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxLayerSize, n) }
 }
 
 // WithMaxEntries bounds the number of tar entries in one layer. Default five
 // million.
 func WithMaxEntries(n int) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxEntries = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxEntries, n) }
 }
 
 // WithMaxImageEntries bounds the tar entries of all layers of an image
 // together. Default ten million.
 func WithMaxImageEntries(n int) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxImageEntries = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxImageEntries, n) }
 }
 
 // WithMaxReadBytes bounds the bytes read into memory for extractors over
 // the whole image (package databases, metadata, jars, executables; sparse
 // files count at their full size). Default 16 GiB.
 func WithMaxReadBytes(n int64) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxReadBytes = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxReadBytes, n) }
 }
 
 // WithMaxPackages bounds the packages found in one image. Default 50,000.
 func WithMaxPackages(n int) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxPackages = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxPackages, n) }
 }
 
 // WithMaxInventoryBytes bounds the bytes of the packages' strings (names,
 // versions, locations, purls) in one image. Default 32 MiB.
 func WithMaxInventoryBytes(n int64) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxInventoryBytes = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxInventoryBytes, n) }
 }
 
 // WithMaxPackageDBSize bounds the size of an OS package database (dpkg
 // status, apk installed, rpm database); a larger one fails the scan.
 // Default 128 MiB.
 func WithMaxPackageDBSize(n int64) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxPackageDBSize = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxPackageDBSize, n) }
 }
 
 // WithMaxMetadataSize bounds the size of a language package's metadata
 // file (package.json, METADATA, gemspec); larger ones are skipped and
 // logged. Default 8 MiB.
 func WithMaxMetadataSize(n int64) Option {
-	return func(s *Scanner) {
-		if n > 0 {
-			s.maxMetadataSize = n
-		}
-	}
+	return func(s *Scanner) { positive(&s.maxMetadataSize, n) }
 }
 
 // WithMaxArchive bounds a Java archive (jar, war, ear) together with the
