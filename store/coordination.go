@@ -15,17 +15,13 @@ type Coordination struct {
 // scanQueue names the queue of images to evaluate.
 const scanQueue = "scans"
 
-// maxLocalLeases bounds the leases one process holds at once (one per
-// blob or manifest being fetched).
-const maxLocalLeases = 1 << 16
-
 // Coordination implements Coordinated for the embedded store.
 func (b *Bolt) Coordination() (Coordination, error) {
 	q, err := b.Queue(scanQueue)
 	if err != nil {
 		return Coordination{}, fmt.Errorf("open scan queue: %w", err)
 	}
-	return Coordination{Queue: q, Leases: NewLocalLeases(maxLocalLeases), Events: NewLocalEvents()}, nil
+	return Coordination{Queue: q, Leases: NewLocalLeases(0), Events: NewLocalEvents()}, nil
 }
 
 // Coordination implements Coordinated for Redis.

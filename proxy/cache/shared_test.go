@@ -12,49 +12,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/store"
 )
-
-// leaseTable is leases kept in memory, with expiry: what the Redis leases
-// do for replicas in different processes.
-type leaseTable struct {
-	mu     sync.Mutex
-	owners map[string]string
-	until  map[string]time.Time
-}
-
-func newLeaseTable() *leaseTable {
-	return &leaseTable{owners: map[string]string{}, until: map[string]time.Time{}}
-}
-
-func (l *leaseTable) Acquire(_ context.Context, key, owner string, ttl time.Duration) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if o, ok := l.owners[key]; ok && o != owner && time.Now().Before(l.until[key]) {
-		return false, nil
-	}
-	l.owners[key], l.until[key] = owner, time.Now().Add(ttl)
-	return true, nil
-}
-
-func (l *leaseTable) Renew(_ context.Context, key, owner string, ttl time.Duration) (bool, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.owners[key] != owner || time.Now().After(l.until[key]) {
-		return false, nil
-	}
-	l.until[key] = time.Now().Add(ttl)
-	return true, nil
-}
-
-func (l *leaseTable) Release(_ context.Context, key, owner string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.owners[key] == owner {
-		delete(l.owners, key)
-		delete(l.until, key)
-	}
-	return nil
-}
 
 // replicas opens n stores on one shared filesystem root, each with its own
 // spool, and a fetcher for each sharing leases.
@@ -78,7 +38,7 @@ func replicas(t *testing.T, n int, leases Leases) []*Fetcher {
 // many clients ask each of them at once: one downloads under the lease,
 // the others serve it from the shared storage once it is there.
 func TestDownloadsAreSingleFlightAcrossReplicas(t *testing.T) {
-	fs := replicas(t, 3, newLeaseTable())
+	fs := replicas(t, 3, store.NewLocalLeases(0))
 	body := randomBytes(2<<20, 7)
 	d := digest.FromBytes(body)
 	var calls atomic.Int64
@@ -106,7 +66,7 @@ func TestDownloadsAreSingleFlightAcrossReplicas(t *testing.T) {
 // A replica that took a download's lease and died (stops renewing) holds
 // the others up only until the lease runs out; then one of them downloads.
 func TestDeadReplicasLeaseRunsOut(t *testing.T) {
-	leases := newLeaseTable()
+	leases := store.NewLocalLeases(0)
 	fs := replicas(t, 1, leases)
 	body := randomBytes(64<<10, 9)
 	d := digest.FromBytes(body)
