@@ -157,7 +157,7 @@ func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream,
 	}
 	// One decider per verdict in this process: a pull asking for a verdict
 	// the scan worker is deciding finds it decided, not decided (and
-	// published) twice.
+	// announced) twice.
 	unlock := p.lockDecision(rec.Digest + "\x00" + upstream + "/" + repo)
 	defer unlock()
 	pol := p.policy()
@@ -173,14 +173,13 @@ func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream,
 		if tag != "" {
 			dec.Tag = tag
 		}
-		d, change = p.decideAndPublish(ctx, rec, dec)
+		d, change = p.decideForWrite(ctx, rec, dec)
 		return true, nil
 	})
 	if err != nil || current {
 		return d, err
 	}
-	p.forget(digest.Digest(rec.Digest))
-	p.announce(ctx, rec, *written, d, change)
+	p.decided(ctx, rec, *written, d, change)
 	return d, nil
 }
 
@@ -274,16 +273,22 @@ func (p *Pipeline) announce(ctx context.Context, rec store.ScanRecord, dec store
 	}
 }
 
-// decideAndPublish decides dec (see decide) and publishes the verdict and
-// SBOM it makes, before dec is written: whoever reads the stored verdict
-// finds its publication. A write that then loses to another writer is
-// decided and published again on the newer record.
-func (p *Pipeline) decideAndPublish(ctx context.Context, rec store.ScanRecord, dec *store.DecisionRecord) (policy.Decision, *store.VerdictChange) {
+// decideForWrite decides dec (see decide) about to be written, and queues
+// its publication first: a decider that dies right after the write leaves
+// the job behind.
+func (p *Pipeline) decideForWrite(ctx context.Context, rec store.ScanRecord, dec *store.DecisionRecord) (policy.Decision, *store.VerdictChange) {
 	d, change := p.decide(ctx, rec, dec)
-	if err := p.publishArtifacts(ctx, rec, *dec, d); err != nil {
-		p.log.Error("publish verdict and SBOM", "image", dec.Upstream+"/"+dec.Repository+"@"+dec.Digest, "err", err)
-	}
+	p.queuePublication(ctx, dec.Digest, dec.Upstream, dec.Repository)
 	return d, change
+}
+
+// decided follows a written decision: remembered verdicts on the digest
+// go, the change is announced, and the publication is queued again (the
+// job queued before the write may have been running already).
+func (p *Pipeline) decided(ctx context.Context, rec store.ScanRecord, written store.DecisionRecord, d policy.Decision, change *store.VerdictChange) {
+	p.forget(digest.Digest(rec.Digest))
+	p.announce(ctx, rec, written, d, change)
+	p.queuePublication(ctx, written.Digest, written.Upstream, written.Repository)
 }
 
 // toGate turns a policy decision into what the proxy serves.

@@ -63,6 +63,9 @@ type Options struct {
 	// digest); with Redis, cluster-wide. Needed to scan; nil only for
 	// pipelines that judge stored results (policy test, re-matching).
 	Queue store.Queue
+	// Publications holds the verdicts waiting to be published (one job per
+	// digest and repository); needed with Artifacts.
+	Publications store.Queue
 	// Events carries what the pipeline announces to every replica's
 	// subscribers; nil: this process's only.
 	Events store.Events
@@ -115,6 +118,9 @@ type Pipeline struct {
 	blobAnswers map[string]proxy.Decision
 	memoLimit   int
 	maxQueued   int
+	// publishLease is how long a publication job is held unrenewed
+	// before another publisher may take it.
+	publishLease time.Duration
 	// decisionQueue holds the verdicts pulls asked for; deciding their
 	// claims, each closed when decided (decisions.go).
 	decisionQueue []decisionJob
@@ -162,6 +168,7 @@ func New(o Options) *Pipeline {
 		decisionLocks: map[string]*keyLock{},
 		decisionWake:  make(chan struct{}, 1),
 		maxQueued:     defaultMaxQueued,
+		publishLease:  defaultPublishLease,
 	}
 	if p.o.Events == nil {
 		p.o.Events = store.NewLocalEvents()
@@ -202,6 +209,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if p.o.Queue == nil {
 		return errors.New("scan pipeline: no queue")
 	}
+	if p.o.Artifacts != nil && p.o.Publications == nil {
+		return errors.New("scan pipeline: artifacts to publish but no publication queue")
+	}
 	// Pending records whose job the queue lost (a Redis restart) are
 	// queued again; the others are still there (dedupe).
 	for _, j := range resume {
@@ -219,6 +229,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	for range p.o.Workers {
 		wg.Go(func() { p.work(ctx) })
 		wg.Go(func() { p.decideWork(ctx) })
+		if p.o.Artifacts != nil {
+			wg.Go(func() { p.publishWork(ctx) })
+		}
 	}
 	wg.Wait()
 	return nil
@@ -283,44 +296,19 @@ func (p *Pipeline) runJob(ctx context.Context, qj store.Job) {
 	var pl jobPayload
 	if err := json.Unmarshal(qj.Payload, &pl); err != nil || digest.Digest(pl.Digest).Validate() != nil {
 		p.log.Error("drop malformed scan job", "key", qj.Key, "err", err)
-		p.finishJob(ctx, qj)
+		p.finish(ctx, p.o.Queue, qj)
 		return
 	}
 	j := job{upstream: pl.Upstream, repo: pl.Repository, tag: pl.Tag, digest: digest.Digest(pl.Digest)}
 	if qj.Attempt > maxScanAttempts {
 		p.giveUp(ctx, j, qj.Attempt)
-		p.finishJob(ctx, qj)
+		p.finish(ctx, p.o.Queue, qj)
 		return
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	renewed := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		t := time.NewTicker(scanLease / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-sctx.Done():
-				return
-			case <-t.C:
-				if err := p.o.Queue.Extend(sctx, qj, scanLease); errors.Is(err, store.ErrConflict) {
-					p.log.Warn("scan job lost to another replica", "digest", j.digest)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
+	sctx, release := p.holdLease(ctx, p.o.Queue, qj, scanLease, "scan "+j.digest.String())
 	p.scan(sctx, j)
-	cancel()
-	<-renewed
-	p.finishJob(ctx, qj)
-}
-
-func (p *Pipeline) finishJob(ctx context.Context, qj store.Job) {
-	if err := p.o.Queue.Done(context.WithoutCancel(ctx), qj); err != nil && !errors.Is(err, store.ErrConflict) {
-		p.log.Warn("finish scan job", "key", qj.Key, "err", err)
-	}
+	release()
+	p.finish(ctx, p.o.Queue, qj)
 }
 
 // giveUp records a scan that was handed out too often as failed.

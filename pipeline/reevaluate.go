@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/store"
 )
@@ -58,15 +56,14 @@ func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
 			if r.PolicyVersion == p.policy().Version() {
 				return false, nil
 			}
-			d, change = p.decideAndPublish(ctx, rec, r)
+			d, change = p.decideForWrite(ctx, rec, r)
 			return true, nil
 		})
 		if err != nil {
 			return n, err
 		}
 		if written != nil {
-			p.forget(digest.Digest(t.digest))
-			p.announce(ctx, rec, *written, d, change)
+			p.decided(ctx, rec, *written, d, change)
 			n++
 		}
 	}

@@ -7,13 +7,18 @@ import "fmt"
 // replica sees. The embedded store gives one process's versions (the
 // queue persisted in its state file); Redis gives cluster-wide ones.
 type Coordination struct {
-	Queue  Queue
-	Leases Leases
-	Events Events
+	Queue Queue
+	// Publications queues the verdicts to publish as referrers.
+	Publications Queue
+	Leases       Leases
+	Events       Events
 }
 
-// scanQueue names the queue of images to evaluate.
-const scanQueue = "scans"
+// Names of the queues: images to evaluate, verdicts to publish.
+const (
+	scanQueue        = "scans"
+	publicationQueue = "publications"
+)
 
 // Coordination implements Coordinated for the embedded store.
 func (b *Bolt) Coordination() (Coordination, error) {
@@ -21,7 +26,11 @@ func (b *Bolt) Coordination() (Coordination, error) {
 	if err != nil {
 		return Coordination{}, fmt.Errorf("open scan queue: %w", err)
 	}
-	return Coordination{Queue: q, Leases: NewLocalLeases(0), Events: NewLocalEvents()}, nil
+	pq, err := b.Queue(publicationQueue)
+	if err != nil {
+		return Coordination{}, fmt.Errorf("open publication queue: %w", err)
+	}
+	return Coordination{Queue: q, Publications: pq, Leases: NewLocalLeases(0), Events: NewLocalEvents()}, nil
 }
 
 // Coordination implements Coordinated for Redis.
@@ -30,7 +39,11 @@ func (r *Redis) Coordination() (Coordination, error) {
 	if err != nil {
 		return Coordination{}, fmt.Errorf("open scan queue: %w", err)
 	}
-	return Coordination{Queue: q, Leases: NewRedisLeases(r.c, r.keys.prefix+":"), Events: NewRedisEvents(r.c, r.keys.prefix+":")}, nil
+	pq, err := NewRedisQueue(r.c, r.keys.prefix+":", publicationQueue)
+	if err != nil {
+		return Coordination{}, fmt.Errorf("open publication queue: %w", err)
+	}
+	return Coordination{Queue: q, Publications: pq, Leases: NewRedisLeases(r.c, r.keys.prefix+":"), Events: NewRedisEvents(r.c, r.keys.prefix+":")}, nil
 }
 
 // Coordinated is a store that offers Coordination.

@@ -48,6 +48,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		Signer:         signer,
 		Store:          state,
 		Queue:          coord.Queue,
+		Publications:   coord.Publications,
 		Events:         coord.Events,
 		Consumer:       replica,
 		Images:         p,

@@ -184,6 +184,7 @@ func signingMirror(t *testing.T) (gated, []byte, name.Digest) {
 	if r := do(t, "GET", g.pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
 		t.Fatalf("pull: %d %s", r.status, r.body)
 	}
+	awaitPublished(t, g.pc.URL, "library/alpine", g.manifest, true)
 	ref, err := name.NewDigest(strings.TrimPrefix(g.pc.URL, "http://") + "/library/alpine@" + g.manifest)
 	if err != nil {
 		t.Fatal(err)

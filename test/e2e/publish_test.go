@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
+
+	"github.com/portcullis/portcullis/pipeline"
 )
 
 // After evaluation the verdict and the SBOM are published as OCI referrers
@@ -17,6 +21,7 @@ func TestVerdictAndSBOMArePublishedAsReferrers(t *testing.T) {
 	if r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
 		t.Fatalf("pull: %d", r.status)
 	}
+	awaitPublished(t, pc.URL, "library/alpine", d, false)
 	r := do(t, "GET", pc.URL+"/v2/library/alpine/referrers/"+d)
 	var idx v1.IndexManifest
 	if r.status != 200 || json.Unmarshal(r.body, &idx) != nil {
@@ -67,6 +72,7 @@ func TestPublishedArtifactsAreSigned(t *testing.T) {
 	if r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9"); r.status != 200 {
 		t.Fatalf("pull: %d", r.status)
 	}
+	awaitPublished(t, pc.URL, "library/alpine", d, true)
 	var idx v1.IndexManifest
 	if err := json.Unmarshal(do(t, "GET", pc.URL+"/v2/library/alpine/referrers/"+d).body, &idx); err != nil || len(idx.Manifests) != 2 {
 		t.Fatalf("referrers: %+v %v", idx, err)
@@ -82,6 +88,26 @@ func TestPublishedArtifactsAreSigned(t *testing.T) {
 		})
 		if err != nil || len(sigs) != 1 {
 			t.Fatalf("%s (%s): %d signatures, %v", m.ArtifactType, m.Digest, len(sigs), err)
+		}
+	}
+}
+
+// awaitPublished waits until the verdict on manifest in repo is published
+// (its referrers list the verdict; with signed, the attestation tag is
+// there too): publication runs in its own workers, after the verdict.
+func awaitPublished(t *testing.T, pcURL, repo, manifest string, signed bool) {
+	t.Helper()
+	attTag := "sha256-" + strings.TrimPrefix(manifest, "sha256:") + ".att"
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var idx v1.IndexManifest
+		r := do(t, "GET", pcURL+"/v2/"+repo+"/referrers/"+manifest)
+		listed := r.status == 200 && json.Unmarshal(r.body, &idx) == nil &&
+			slices.ContainsFunc(idx.Manifests, func(m v1.Descriptor) bool { return m.ArtifactType == pipeline.VerdictArtifactType })
+		if listed && (!signed || do(t, "HEAD", pcURL+"/v2/"+repo+"/manifests/"+attTag).status == 200) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("verdict on %s/%s not published: referrers %d %s", repo, manifest, r.status, r.body)
 		}
 	}
 }
