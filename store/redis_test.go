@@ -116,7 +116,8 @@ func TestRedisCorruptValues(t *testing.T) {
 	d := fmt.Sprintf("sha256:%064x", 1)
 	for _, kv := range [][2]string{
 		{"bad:tag:k", "{not json"},
-		{"bad:{docker.io/a/b@" + d + "}:link", "-5"},
+		{"bad:{docker.io/a/b}:link:" + d, "-5"},
+		{"bad:{docker.io/a/b}:verdicts", "not a hash"},
 	} {
 		if err := c.Set(ctx, kv[0], kv[1], 0).Err(); err != nil {
 			t.Fatal(err)
@@ -125,7 +126,13 @@ func TestRedisCorruptValues(t *testing.T) {
 	if err := c.HSet(ctx, "bad:{"+d+"}:scan", "record", "[1,2", "revision", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.HSet(ctx, "bad:{"+d+"}:decisions", "docker.io/a/b", "nope").Err(); err != nil {
+	if err := c.HSet(ctx, "bad:{docker.io/a/b}:decision:"+d, "record", "nope", "revision", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SAdd(ctx, "bad:{"+d+"}:decided-in", "docker.io/a/b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SAdd(ctx, "bad:{docker.io/a/b}:images:"+d, d).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.HSet(ctx, "bad:{artifacts}:contents", d, "nope").Err(); err != nil {
@@ -144,6 +151,7 @@ func TestRedisCorruptValues(t *testing.T) {
 		{"decision", func() error { _, err := s.Decision(ctx, d, "docker.io", "a/b"); return err }(), "read decision on " + d},
 		{"decisions", s.Decisions(ctx, d, func(store.DecisionRecord) bool { return true }), "read decision on " + d},
 		{"link", func() error { _, _, err := s.BlobLink(ctx, "docker.io", "a/b", d); return err }(), "look up blob " + d},
+		{"blob images", s.BlobImages(ctx, "docker.io", "a/b", d, func(string, string) bool { return true }), "images with blob " + d},
 		{"content", func() error { _, err := s.Content(ctx, d); return err }(), "read content " + d},
 		{"referrers", func() error { _, err := s.Referrers(ctx, "s"); return err }(), "read referrers of s"},
 		{"add contents", s.AddContents(ctx, "s", map[string]store.Content{"x": {}}), "add content for s"},
