@@ -182,58 +182,99 @@ func (r *Redis) PutDecision(ctx context.Context, rec *DecisionRecord) error {
 	return nil
 }
 
-// Decisions implements DecisionStore.
+// Decisions implements DecisionStore. For every digest, the index is read
+// a batch of digests at a time: their first batches of repositories in one
+// round trip, those repositories' records in another, and only a digest
+// decided in more repositories than a batch holds costs more.
 func (r *Redis) Decisions(ctx context.Context, digest string, fn func(DecisionRecord) bool) error {
 	if digest != "" {
-		_, err := r.decisionsOf(ctx, digest, fn)
+		_, err := r.decisionsOf(ctx, digest, 0, fn)
 		return err
 	}
 	return r.eachIndexed(ctx, r.keys.decidedIndex(), func(digests []string) (bool, error) {
-		for _, d := range digests {
-			if more, err := r.decisionsOf(ctx, d, fn); err != nil || !more {
+		pipe := r.c.Pipeline()
+		scans := make([]*redis.ScanCmd, len(digests))
+		for i, d := range digests {
+			scans[i] = pipe.SScan(ctx, r.keys.decidedIn(d), 0, "", redisBatch)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, fmt.Errorf("read decisions: %w", err)
+		}
+		wheres := make([][]string, len(digests))
+		cursors := make([]uint64, len(digests))
+		pipe = r.c.Pipeline()
+		cmds := make([][]*redis.StringCmd, len(digests))
+		for i, d := range digests {
+			wheres[i], cursors[i], _ = scans[i].Result()
+			cmds[i] = r.readDecisions(ctx, pipe, d, wheres[i])
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return false, fmt.Errorf("read decisions: %w", err)
+		}
+		for i, d := range digests {
+			if more, err := decodeDecisions(d, wheres[i], cmds[i], fn); err != nil || !more {
 				return false, err
+			}
+			if cursors[i] != 0 {
+				if more, err := r.decisionsOf(ctx, d, cursors[i], fn); err != nil || !more {
+					return false, err
+				}
 			}
 		}
 		return true, nil
 	})
 }
 
-// decisionsOf calls fn for each verdict on digest: the repositories it was
-// decided in are read a batch at a time, and each batch's records in one
-// round trip. It reports whether fn wants more. A repository may come twice
-// if the set is resized meanwhile (SSCAN's guarantee); callers here
-// tolerate that.
-func (r *Redis) decisionsOf(ctx context.Context, digest string, fn func(DecisionRecord) bool) (bool, error) {
+// decisionsOf calls fn for each verdict on digest, from the SSCAN cursor
+// on (0: all): the repositories it was decided in are read a batch at a
+// time, and each batch's records in one round trip. It reports whether fn
+// wants more. A repository may come twice if the set is resized meanwhile
+// (SSCAN's guarantee); callers here tolerate that.
+func (r *Redis) decisionsOf(ctx context.Context, digest string, cursor uint64, fn func(DecisionRecord) bool) (bool, error) {
 	more := true
-	err := r.sscan(ctx, r.keys.decidedIn(digest), func(wheres []string) (bool, error) {
+	err := r.sscanFrom(ctx, r.keys.decidedIn(digest), cursor, func(wheres []string) (bool, error) {
 		pipe := r.c.Pipeline()
-		cmds := make([]*redis.StringCmd, len(wheres))
-		for i, where := range wheres {
-			cmds[i] = pipe.HGet(ctx, r.keys.decision(where, digest), "record")
-		}
+		cmds := r.readDecisions(ctx, pipe, digest, wheres)
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return false, err
 		}
-		for i, cmd := range cmds {
-			raw, err := cmd.Bytes()
-			if errors.Is(err, redis.Nil) {
-				continue // indexed, never written
-			}
-			if err != nil {
-				return false, fmt.Errorf("read decision on %s in %s: %w", digest, wheres[i], err)
-			}
-			var rec DecisionRecord
-			if err := json.Unmarshal(raw, &rec); err != nil {
-				return false, fmt.Errorf("read decision on %s in %s: stored record is not valid: %w", digest, wheres[i], err)
-			}
-			if more = fn(rec); !more {
-				return false, nil
-			}
-		}
-		return true, nil
+		var err error
+		more, err = decodeDecisions(digest, wheres, cmds, fn)
+		return more, err
 	})
 	if err != nil {
 		return false, fmt.Errorf("read decisions on %s: %w", digest, err)
 	}
 	return more, nil
+}
+
+// readDecisions queues on pipe the reads of digest's records in wheres.
+func (r *Redis) readDecisions(ctx context.Context, pipe redis.Pipeliner, digest string, wheres []string) []*redis.StringCmd {
+	cmds := make([]*redis.StringCmd, len(wheres))
+	for i, where := range wheres {
+		cmds[i] = pipe.HGet(ctx, r.keys.decision(where, digest), "record")
+	}
+	return cmds
+}
+
+// decodeDecisions calls fn with the records cmds read, skipping indexed
+// ones that were never written; it reports whether fn wants more.
+func decodeDecisions(digest string, wheres []string, cmds []*redis.StringCmd, fn func(DecisionRecord) bool) (bool, error) {
+	for i, cmd := range cmds {
+		raw, err := cmd.Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue // indexed, never written
+		}
+		if err != nil {
+			return false, fmt.Errorf("read decision on %s in %s: %w", digest, wheres[i], err)
+		}
+		var rec DecisionRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return false, fmt.Errorf("read decision on %s in %s: stored record is not valid: %w", digest, wheres[i], err)
+		}
+		if !fn(rec) {
+			return false, nil
+		}
+	}
+	return true, nil
 }

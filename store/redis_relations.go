@@ -182,7 +182,11 @@ func (r *Redis) Parents(ctx context.Context, upstream, repo, child string, fn fu
 // sscan calls batch with the members of the set at key, a batch at a
 // time, until it returns false.
 func (r *Redis) sscan(ctx context.Context, key string, batch func([]string) (bool, error)) error {
-	var cursor uint64
+	return r.sscanFrom(ctx, key, 0, batch)
+}
+
+// sscanFrom is sscan from an SSCAN cursor another call returned.
+func (r *Redis) sscanFrom(ctx context.Context, key string, cursor uint64, batch func([]string) (bool, error)) error {
 	for {
 		members, next, err := r.c.SScan(ctx, key, cursor, "", redisBatch).Result()
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -196,4 +197,49 @@ func TestRedisCluster(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	})
+}
+
+// TestRedisDecisionIndexWithoutRecord: PutDecision writes the indexes
+// before the record, so a write that failed between them leaves index
+// entries without a record; readers skip them, with no error.
+func TestRedisDecisionIndexWithoutRecord(t *testing.T) {
+	ctx := context.Background()
+	srv := redisserver.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	s, err := store.NewRedis(c, "half")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	written, orphan := fmt.Sprintf("sha256:%064x", 1), fmt.Sprintf("sha256:%064x", 2)
+	r := store.DecisionRecord{Digest: written, Upstream: "docker.io", Repository: "a/b", Verdict: "allow"}
+	if err := s.PutDecision(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	// What a PutDecision that stopped after its indexes leaves.
+	if err := c.ZAdd(ctx, "half:decided", redis.Z{Member: orphan}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{written, orphan} {
+		if err := c.SAdd(ctx, "half:{"+d+"}:decided-in", "docker.io/c/d").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"", written, orphan} {
+		var got []string
+		err := s.Decisions(ctx, d, func(r store.DecisionRecord) bool {
+			got = append(got, r.Digest+" "+r.Upstream+"/"+r.Repository)
+			return true
+		})
+		want := []string{written + " docker.io/a/b"}
+		if d == orphan {
+			want = nil
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("Decisions(%q) = %v, %v; want %v", d, got, err, want)
+		}
+	}
+	if _, err := s.Decision(ctx, orphan, "docker.io", "c/d"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Decision of an index entry without record: %v, want ErrNotFound", err)
+	}
 }
