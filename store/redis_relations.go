@@ -79,8 +79,8 @@ func (r *Redis) BlobLink(ctx context.Context, upstream, repo, blob string) (int6
 // those images, so the blob gate's usual case (a set of a few images) is
 // one round trip. KEYS: the blob's image set and the repository's verdicts
 // hash (one hash tag). ARGV: the SSCAN cursor, the batch size. It returns
-// {next cursor, images, verdicts ("": none; a
-// Lua false would reach a RESP3 client as a boolean)}. The verdicts are read in
+// {next cursor, images, verdicts}, a missing verdict as "" (a Lua false
+// would reach a RESP3 client as a boolean). The verdicts are read in
 // slices: SSCAN may return more than the batch size (a small set is
 // returned whole), and unpack has a limit.
 const blobImagesLua = `
