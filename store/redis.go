@@ -24,7 +24,7 @@ type Redis struct {
 	keys redisKeys
 	// Scripts are immutable once made; kept here rather than in package
 	// variables.
-	casScan, casDecision, linkBlob, replaceSet *redis.Script
+	casScan, casDecision, linkBlob, blobImages, replaceSet *redis.Script
 }
 
 // DefaultRedisPrefix starts every key Portcullis writes to Redis.
@@ -51,6 +51,7 @@ func NewRedis(c redis.UniversalClient, prefix string) (*Redis, error) {
 		casScan:     redis.NewScript(casScanLua),
 		casDecision: redis.NewScript(casDecisionLua),
 		linkBlob:    redis.NewScript(linkBlobLua),
+		blobImages:  redis.NewScript(blobImagesLua),
 		replaceSet:  redis.NewScript(replaceSetLua),
 	}, nil
 }
@@ -77,25 +78,32 @@ func (k redisKeys) tag(key string) string      { return k.prefix + ":tag:" + key
 func (k redisKeys) localTag(tag string) string { return k.prefix + ":localtag:" + tag }
 func (k redisKeys) scan(digest string) string  { return k.tagged(digest, "scan") }
 func (k redisKeys) scanIndex() string          { return k.prefix + ":scans" }
-func (k redisKeys) decisions(digest string) string {
-	return k.tagged(digest, "decisions")
-}
-func (k redisKeys) decisionRevisions(digest string) string {
-	return k.tagged(digest, "decision-revisions")
-}
-func (k redisKeys) verdicts(digest string) string { return k.tagged(digest, "verdicts") }
-func (k redisKeys) decidedIndex() string          { return k.prefix + ":decided" }
 
-// where@blob: upstream names hold no '/' and repository names no '@'
-// (the config and the router check), so the pair reads back unambiguously.
+// A repository's verdicts and relations share the hash tag {W} (W is
+// upstream/repo): the blob gate reads an image set and the verdicts of its
+// images in one script, one round trip, which Redis Cluster allows only on
+// one slot. The tag ends at the first '}', which hashTag never holds, so
+// the rest of the key (a digest) cannot shift it: different (W, digest)
+// pairs get different keys whatever the names hold.
+func (k redisKeys) decision(where, digest string) string {
+	return k.tagged(where, "decision:"+digest)
+}
+func (k redisKeys) verdicts(where string) string { return k.tagged(where, "verdicts") }
 func (k redisKeys) blobImages(where, blob string) string {
-	return k.tagged(where+"@"+blob, "images")
+	return k.tagged(where, "images:"+blob)
 }
 func (k redisKeys) blobLink(where, blob string) string {
-	return k.tagged(where+"@"+blob, "link")
+	return k.tagged(where, "link:"+blob)
 }
 func (k redisKeys) parents(where, child string) string {
-	return k.tagged(where+"@"+child, "parents")
+	return k.tagged(where, "parents:"+child)
+}
+
+// Indexes of verdicts across repositories, written before the records:
+// every digest with a verdict, and per digest the repositories with one.
+func (k redisKeys) decidedIndex() string { return k.prefix + ":decided" }
+func (k redisKeys) decidedIn(digest string) string {
+	return k.tagged(digest, "decided-in")
 }
 
 // Published artifacts share one hash tag: replacing a subject's set moves

@@ -41,8 +41,8 @@ func checkKeySlots(t *testing.T, digest, where, blob, subject string) {
 			}
 		}
 	}
-	same("decision", k.decisions(digest), k.decisionRevisions(digest), k.verdicts(digest))
-	same("blob link", k.blobImages(where, blob), k.blobLink(where, blob))
+	// The decision script, the blob gate's script and the blob link.
+	same("repository", k.decision(where, digest), k.verdicts(where), k.blobImages(where, blob), k.blobLink(where, blob), k.parents(where, blob))
 	same("artifacts", k.referrers(subject), k.contents(), k.contentRefs())
 	if digest != blob && k.scan(digest) == k.scan(blob) {
 		t.Fatalf("scan records of %q and %q share the key %q", digest, blob, k.scan(digest))

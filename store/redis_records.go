@@ -20,15 +20,16 @@ redis.call('HSET', KEYS[1], 'revision', ARGV[2], 'record', ARGV[3])
 return {1, ARGV[2]}
 `
 
-// casDecisionLua does the same for one verdict. KEYS: the digest's
-// decisions, decision-revisions and verdicts hashes (one hash tag).
-// ARGV: upstream/repo, read revision, next revision, record JSON, verdict.
+// casDecisionLua does the same for one verdict, and keeps its effective
+// verdict in the repository's verdicts hash, which the blob gate reads.
+// KEYS: the record's hash (fields revision, record) and the repository's
+// verdicts hash (one hash tag, {upstream/repo}). ARGV: digest, read
+// revision, next revision, record JSON, verdict.
 const casDecisionLua = `
-local stored = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+local stored = redis.call('HGET', KEYS[1], 'revision') or '0'
 if stored ~= ARGV[2] then return {0, stored} end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'revision', ARGV[3], 'record', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
 return {1, ARGV[3]}
 `
 
@@ -131,16 +132,17 @@ func (r *Redis) eachIndexed(ctx context.Context, index string, batch func([]stri
 
 // Decision implements DecisionStore.
 func (r *Redis) Decision(ctx context.Context, digest, upstream, repo string) (DecisionRecord, error) {
-	raw, err := r.c.HGet(ctx, r.keys.decisions(digest), upstream+"/"+repo).Bytes()
+	where := upstream + "/" + repo
+	raw, err := r.c.HGet(ctx, r.keys.decision(where, digest), "record").Bytes()
 	if errors.Is(err, redis.Nil) {
 		return DecisionRecord{}, ErrNotFound
 	}
 	if err != nil {
-		return DecisionRecord{}, fmt.Errorf("read decision on %s in %s/%s: %w", digest, upstream, repo, err)
+		return DecisionRecord{}, fmt.Errorf("read decision on %s in %s: %w", digest, where, err)
 	}
 	var rec DecisionRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
-		return DecisionRecord{}, fmt.Errorf("read decision on %s in %s/%s: stored record is not valid: %w", digest, upstream, repo, err)
+		return DecisionRecord{}, fmt.Errorf("read decision on %s in %s: stored record is not valid: %w", digest, where, err)
 	}
 	return rec, nil
 }
@@ -150,17 +152,22 @@ func (r *Redis) PutDecision(ctx context.Context, rec *DecisionRecord) error {
 	next := *rec
 	next.Revision++
 	v, err := json.Marshal(next)
-	what := fmt.Sprintf("%s in %s/%s", rec.Digest, rec.Upstream, rec.Repository)
+	where := rec.Upstream + "/" + rec.Repository
+	what := rec.Digest + " in " + where
 	if err != nil {
 		return fmt.Errorf("write decision on %s: %w", what, err)
 	}
-	if err := r.c.ZAdd(ctx, r.keys.decidedIndex(), redis.Z{Member: rec.Digest}).Err(); err != nil {
+	// The indexes first (two slots, one round trip): a failure after them
+	// leaves entries Decisions skips, never a record it cannot find.
+	pipe := r.c.Pipeline()
+	pipe.ZAdd(ctx, r.keys.decidedIndex(), redis.Z{Member: rec.Digest})
+	pipe.SAdd(ctx, r.keys.decidedIn(rec.Digest), where)
+	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("write decision on %s: index: %w", what, err)
 	}
-	d := rec.Digest
 	res, err := r.casDecision.Run(ctx, r.c,
-		[]string{r.keys.decisions(d), r.keys.decisionRevisions(d), r.keys.verdicts(d)},
-		rec.Upstream+"/"+rec.Repository, strconv.FormatUint(rec.Revision, 10), strconv.FormatUint(next.Revision, 10), v, rec.Verdict).Result()
+		[]string{r.keys.decision(where, rec.Digest), r.keys.verdicts(where)},
+		rec.Digest, strconv.FormatUint(rec.Revision, 10), strconv.FormatUint(next.Revision, 10), v, rec.Verdict).Result()
 	if err != nil {
 		return fmt.Errorf("write decision on %s: %w", what, err)
 	}
@@ -175,33 +182,65 @@ func (r *Redis) PutDecision(ctx context.Context, rec *DecisionRecord) error {
 	return nil
 }
 
-// Decisions implements DecisionStore.
+// Decisions implements DecisionStore. For every digest, the index is read
+// a batch of digests at a time: their first batches of repositories in one
+// round trip, those repositories' records in another, and only a digest
+// decided in more repositories than a batch holds costs more.
 func (r *Redis) Decisions(ctx context.Context, digest string, fn func(DecisionRecord) bool) error {
 	if digest != "" {
-		_, err := r.decisionsOf(ctx, digest, fn)
+		_, err := r.decisionsOf(ctx, digest, 0, fn)
 		return err
 	}
 	return r.eachIndexed(ctx, r.keys.decidedIndex(), func(digests []string) (bool, error) {
-		for _, d := range digests {
-			if more, err := r.decisionsOf(ctx, d, fn); err != nil || !more {
+		pipe := r.c.Pipeline()
+		scans := make([]*redis.ScanCmd, len(digests))
+		for i, d := range digests {
+			scans[i] = pipe.SScan(ctx, r.keys.decidedIn(d), 0, "", redisBatch)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, fmt.Errorf("read decisions: %w", err)
+		}
+		wheres := make([][]string, len(digests))
+		cursors := make([]uint64, len(digests))
+		pipe = r.c.Pipeline()
+		cmds := make([][]*redis.StringCmd, len(digests))
+		for i, d := range digests {
+			wheres[i], cursors[i], _ = scans[i].Result()
+			cmds[i] = r.readDecisions(ctx, pipe, d, wheres[i])
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return false, fmt.Errorf("read decisions: %w", err)
+		}
+		for i, d := range digests {
+			if more, err := decodeDecisions(d, wheres[i], cmds[i], fn); err != nil || !more {
 				return false, err
+			}
+			if cursors[i] != 0 {
+				if more, err := r.decisionsOf(ctx, d, cursors[i], fn); err != nil || !more {
+					return false, err
+				}
 			}
 		}
 		return true, nil
 	})
 }
 
-// decisionsOf calls fn for each verdict on digest, reading its hash a
-// batch at a time; it reports whether fn wants more.
-func (r *Redis) decisionsOf(ctx context.Context, digest string, fn func(DecisionRecord) bool) (bool, error) {
+// decisionsOf calls fn for each verdict on digest, from the SSCAN cursor
+// on (0: all): the repositories it was decided in are read a batch at a
+// time, and each batch's records in one round trip. It reports whether fn
+// wants more. A repository may come twice if the set is resized meanwhile
+// (SSCAN's guarantee); callers here tolerate that.
+func (r *Redis) decisionsOf(ctx context.Context, digest string, cursor uint64, fn func(DecisionRecord) bool) (bool, error) {
 	more := true
-	err := r.hscan(ctx, r.keys.decisions(digest), func(field, value string) (bool, error) {
-		var rec DecisionRecord
-		if err := json.Unmarshal([]byte(value), &rec); err != nil {
-			return false, fmt.Errorf("read decision on %s in %s: stored record is not valid: %w", digest, field, err)
+	err := r.sscanFrom(ctx, r.keys.decidedIn(digest), cursor, func(wheres []string) (bool, error) {
+		pipe := r.c.Pipeline()
+		cmds := r.readDecisions(ctx, pipe, digest, wheres)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return false, err
 		}
-		more = fn(rec)
-		return more, nil
+		var err error
+		more, err = decodeDecisions(digest, wheres, cmds, fn)
+		return more, err
 	})
 	if err != nil {
 		return false, fmt.Errorf("read decisions on %s: %w", digest, err)
@@ -209,24 +248,33 @@ func (r *Redis) decisionsOf(ctx context.Context, digest string, fn func(Decision
 	return more, nil
 }
 
-// hscan calls each for the fields of the hash at key, a batch at a time,
-// until it returns false. A field may come twice if the hash is resized
-// meanwhile (SCAN's guarantee); callers here tolerate that.
-func (r *Redis) hscan(ctx context.Context, key string, each func(field, value string) (bool, error)) error {
-	var cursor uint64
-	for {
-		kv, next, err := r.c.HScan(ctx, key, cursor, "", redisBatch).Result()
-		if err != nil {
-			return err
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if more, err := each(kv[i], kv[i+1]); err != nil || !more {
-				return err
-			}
-		}
-		if next == 0 {
-			return nil
-		}
-		cursor = next
+// readDecisions queues on pipe the reads of digest's records in wheres.
+func (r *Redis) readDecisions(ctx context.Context, pipe redis.Pipeliner, digest string, wheres []string) []*redis.StringCmd {
+	cmds := make([]*redis.StringCmd, len(wheres))
+	for i, where := range wheres {
+		cmds[i] = pipe.HGet(ctx, r.keys.decision(where, digest), "record")
 	}
+	return cmds
+}
+
+// decodeDecisions calls fn with the records cmds read, skipping indexed
+// ones that were never written; it reports whether fn wants more.
+func decodeDecisions(digest string, wheres []string, cmds []*redis.StringCmd, fn func(DecisionRecord) bool) (bool, error) {
+	for i, cmd := range cmds {
+		raw, err := cmd.Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue // indexed, never written
+		}
+		if err != nil {
+			return false, fmt.Errorf("read decision on %s in %s: %w", digest, wheres[i], err)
+		}
+		var rec DecisionRecord
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return false, fmt.Errorf("read decision on %s in %s: stored record is not valid: %w", digest, wheres[i], err)
+		}
+		if !fn(rec) {
+			return false, nil
+		}
+	}
+	return true, nil
 }

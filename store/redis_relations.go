@@ -75,36 +75,78 @@ func (r *Redis) BlobLink(ctx context.Context, upstream, repo, blob string) (int6
 	return size, true, nil
 }
 
-// BlobImages implements RelationStore: the image set is read with SSCAN a
-// batch at a time, and each batch's verdicts in one round trip, so a layer
-// shared by many images never loads the whole set. An image may be
+// blobImagesLua reads one batch of a blob's image set and the verdicts of
+// those images, so the blob gate's usual case (a set of a few images) is
+// one round trip. KEYS: the blob's image set and the repository's verdicts
+// hash (one hash tag). ARGV: the SSCAN cursor, the batch size. It returns
+// {next cursor, images, verdicts}, a missing verdict as "" (a Lua false
+// would reach a RESP3 client as a boolean). The verdicts are read in
+// slices: SSCAN may return more than the batch size (a small set is
+// returned whole), and unpack has a limit.
+const blobImagesLua = `
+local scan = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local images = scan[2]
+local verdicts = {}
+for i = 1, #images, 500 do
+  local got = redis.call('HMGET', KEYS[2], unpack(images, i, math.min(i + 499, #images)))
+  for j = 1, #got do verdicts[i + j - 1] = got[j] or '' end
+end
+return {scan[1], images, verdicts}
+`
+
+// BlobImages implements RelationStore: the image set is read a batch at a
+// time, each batch with its verdicts in one script (one round trip), so a
+// layer shared by many images never loads the whole set. An image may be
 // visited twice if the set is resized meanwhile (SSCAN's guarantee).
 func (r *Redis) BlobImages(ctx context.Context, upstream, repo, blob string, fn func(image, verdict string) bool) error {
 	where := upstream + "/" + repo
-	err := r.sscan(ctx, r.keys.blobImages(where, blob), func(images []string) (bool, error) {
-		pipe := r.c.Pipeline()
-		cmds := make([]*redis.StringCmd, len(images))
+	keys := []string{r.keys.blobImages(where, blob), r.keys.verdicts(where)}
+	cursor := "0"
+	batch := strconv.Itoa(redisBatch)
+	for {
+		res, err := r.blobImages.Run(ctx, r.c, keys, cursor, batch).Result()
+		if err != nil {
+			return fmt.Errorf("images with blob %s in %s: %w", blob, where, err)
+		}
+		next, images, verdicts, err := blobImagesResult(res)
+		if err != nil {
+			return fmt.Errorf("images with blob %s in %s: %w", blob, where, err)
+		}
 		for i, image := range images {
-			cmds[i] = pipe.HGet(ctx, r.keys.verdicts(image), where)
-		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return false, fmt.Errorf("read verdicts: %w", err)
-		}
-		for i, cmd := range cmds {
-			verdict, err := cmd.Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return false, fmt.Errorf("read verdict on %s: %w", images[i], err)
-			}
-			if !fn(images[i], verdict) {
-				return false, nil
+			if !fn(image, verdicts[i]) {
+				return nil
 			}
 		}
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("images with blob %s in %s: %w", blob, where, err)
+		if next == "0" {
+			return nil
+		}
+		cursor = next
 	}
-	return nil
+}
+
+// blobImagesResult reads blobImagesLua's answer.
+func blobImagesResult(res any) (next string, images, verdicts []string, err error) {
+	parts, ok := res.([]any)
+	if !ok || len(parts) != 3 {
+		return "", nil, nil, fmt.Errorf("unexpected script answer %v", res)
+	}
+	next, ok = parts[0].(string)
+	rawImages, ok2 := parts[1].([]any)
+	rawVerdicts, ok3 := parts[2].([]any)
+	if !ok || !ok2 || !ok3 || len(rawImages) != len(rawVerdicts) {
+		return "", nil, nil, fmt.Errorf("unexpected script answer %v", res)
+	}
+	images = make([]string, len(rawImages))
+	verdicts = make([]string, len(rawImages))
+	for i := range rawImages {
+		if images[i], ok = rawImages[i].(string); !ok {
+			return "", nil, nil, fmt.Errorf("unexpected image %v in script answer", rawImages[i])
+		}
+		if verdicts[i], ok = rawVerdicts[i].(string); !ok {
+			return "", nil, nil, fmt.Errorf("unexpected verdict %v in script answer", rawVerdicts[i])
+		}
+	}
+	return next, images, verdicts, nil
 }
 
 // LinkIndex implements RelationStore.
@@ -140,7 +182,11 @@ func (r *Redis) Parents(ctx context.Context, upstream, repo, child string, fn fu
 // sscan calls batch with the members of the set at key, a batch at a
 // time, until it returns false.
 func (r *Redis) sscan(ctx context.Context, key string, batch func([]string) (bool, error)) error {
-	var cursor uint64
+	return r.sscanFrom(ctx, key, 0, batch)
+}
+
+// sscanFrom is sscan from an SSCAN cursor another call returned.
+func (r *Redis) sscanFrom(ctx context.Context, key string, cursor uint64, batch func([]string) (bool, error)) error {
 	for {
 		members, next, err := r.c.SScan(ctx, key, cursor, "", redisBatch).Result()
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -116,7 +117,8 @@ func TestRedisCorruptValues(t *testing.T) {
 	d := fmt.Sprintf("sha256:%064x", 1)
 	for _, kv := range [][2]string{
 		{"bad:tag:k", "{not json"},
-		{"bad:{docker.io/a/b@" + d + "}:link", "-5"},
+		{"bad:{docker.io/a/b}:link:" + d, "-5"},
+		{"bad:{docker.io/a/b}:verdicts", "not a hash"},
 	} {
 		if err := c.Set(ctx, kv[0], kv[1], 0).Err(); err != nil {
 			t.Fatal(err)
@@ -125,7 +127,13 @@ func TestRedisCorruptValues(t *testing.T) {
 	if err := c.HSet(ctx, "bad:{"+d+"}:scan", "record", "[1,2", "revision", "1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.HSet(ctx, "bad:{"+d+"}:decisions", "docker.io/a/b", "nope").Err(); err != nil {
+	if err := c.HSet(ctx, "bad:{docker.io/a/b}:decision:"+d, "record", "nope", "revision", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SAdd(ctx, "bad:{"+d+"}:decided-in", "docker.io/a/b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SAdd(ctx, "bad:{docker.io/a/b}:images:"+d, d).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.HSet(ctx, "bad:{artifacts}:contents", d, "nope").Err(); err != nil {
@@ -144,6 +152,7 @@ func TestRedisCorruptValues(t *testing.T) {
 		{"decision", func() error { _, err := s.Decision(ctx, d, "docker.io", "a/b"); return err }(), "read decision on " + d},
 		{"decisions", s.Decisions(ctx, d, func(store.DecisionRecord) bool { return true }), "read decision on " + d},
 		{"link", func() error { _, _, err := s.BlobLink(ctx, "docker.io", "a/b", d); return err }(), "look up blob " + d},
+		{"blob images", s.BlobImages(ctx, "docker.io", "a/b", d, func(string, string) bool { return true }), "images with blob " + d},
 		{"content", func() error { _, err := s.Content(ctx, d); return err }(), "read content " + d},
 		{"referrers", func() error { _, err := s.Referrers(ctx, "s"); return err }(), "read referrers of s"},
 		{"add contents", s.AddContents(ctx, "s", map[string]store.Content{"x": {}}), "add content for s"},
@@ -188,4 +197,49 @@ func TestRedisCluster(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	})
+}
+
+// TestRedisDecisionIndexWithoutRecord: PutDecision writes the indexes
+// before the record, so a write that failed between them leaves index
+// entries without a record; readers skip them, with no error.
+func TestRedisDecisionIndexWithoutRecord(t *testing.T) {
+	ctx := context.Background()
+	srv := redisserver.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	s, err := store.NewRedis(c, "half")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	written, orphan := fmt.Sprintf("sha256:%064x", 1), fmt.Sprintf("sha256:%064x", 2)
+	r := store.DecisionRecord{Digest: written, Upstream: "docker.io", Repository: "a/b", Verdict: "allow"}
+	if err := s.PutDecision(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	// What a PutDecision that stopped after its indexes leaves.
+	if err := c.ZAdd(ctx, "half:decided", redis.Z{Member: orphan}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{written, orphan} {
+		if err := c.SAdd(ctx, "half:{"+d+"}:decided-in", "docker.io/c/d").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"", written, orphan} {
+		var got []string
+		err := s.Decisions(ctx, d, func(r store.DecisionRecord) bool {
+			got = append(got, r.Digest+" "+r.Upstream+"/"+r.Repository)
+			return true
+		})
+		want := []string{written + " docker.io/a/b"}
+		if d == orphan {
+			want = nil
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("Decisions(%q) = %v, %v; want %v", d, got, err, want)
+		}
+	}
+	if _, err := s.Decision(ctx, orphan, "docker.io", "c/d"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Decision of an index entry without record: %v, want ErrNotFound", err)
+	}
 }

@@ -106,4 +106,43 @@ func RunDecisions(t *testing.T, newStore func(t *testing.T) store.Store) {
 			t.Fatalf("Decisions did not stop when told: %d calls, %v", n, err)
 		}
 	})
+	t.Run("decisions in many repositories", func(t *testing.T) {
+		// One digest decided in more repositories than one read batch
+		// holds, between digests decided in one: every verdict is visited,
+		// by digest and all alike.
+		s := newStore(t)
+		const repos = 250
+		wide := digestN(2)
+		for i := range repos {
+			r := store.DecisionRecord{Digest: wide, Upstream: "docker.io", Repository: fmt.Sprintf("org/app%d", i), Verdict: "allow"}
+			if err := s.PutDecision(ctx, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, d := range []string{digestN(1), digestN(3)} {
+			r := store.DecisionRecord{Digest: d, Upstream: "ghcr.io", Repository: "a/b", Verdict: "block"}
+			if err := s.PutDecision(ctx, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range []struct {
+			digest string
+			want   int
+		}{{wide, repos}, {"", repos + 2}} {
+			seen := map[string]int{}
+			if err := s.Decisions(ctx, c.digest, func(r store.DecisionRecord) bool {
+				seen[r.Digest+" "+r.Upstream+"/"+r.Repository]++
+				return true
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(seen) != c.want {
+				t.Fatalf("Decisions(%q) visited %d distinct verdicts, want %d", c.digest, len(seen), c.want)
+			}
+		}
+		n := 0
+		if err := s.Decisions(ctx, "", func(store.DecisionRecord) bool { n++; return n < 120 }); err != nil || n != 120 {
+			t.Fatalf("Decisions did not stop when told: %d calls, %v", n, err)
+		}
+	})
 }
