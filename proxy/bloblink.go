@@ -15,11 +15,16 @@ import (
 // repository with the mirror's credentials (once: it is then remembered).
 func (p *Proxy) checkBlobLink(ctx context.Context, up Upstream, rt route) *regError {
 	d := rt.digest.String()
+	key := rt.upstream + "/" + rt.repo + "@" + d
+	if p.links.has(key) {
+		return nil
+	}
 	_, linked, err := p.state.BlobLink(ctx, rt.upstream, rt.repo, d)
 	if err != nil {
 		return errInternal("look up "+blobWhat(up, rt), err)
 	}
 	if linked {
+		p.links.add(key)
 		return nil
 	}
 	hctx, cancel := p.detach(ctx)
@@ -36,6 +41,8 @@ func (p *Proxy) checkBlobLink(ctx context.Context, up Upstream, rt route) *regEr
 	}
 	if err := p.state.LinkBlob(ctx, rt.upstream, rt.repo, store.BlobRef{Digest: d, Size: size}); err != nil {
 		p.log.Error("remember blob confirmed upstream", "blob", d, "repo", rt.upstream+"/"+rt.repo, "err", err)
+		return nil
 	}
+	p.links.add(key)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
@@ -144,4 +145,68 @@ func cachedBlob(t *testing.T, e *env, d string) bool {
 	t.Helper()
 	_, err := os.Stat(filepath.Join(e.dataDir, "cache", "blobs", "sha256", d[7:9], d[7:], "data"))
 	return err == nil
+}
+
+// linkCountingState counts the blob-link look-ups that reach the store.
+type linkCountingState struct {
+	store.Store
+	lookups atomic.Int64
+}
+
+func (s *linkCountingState) BlobLink(ctx context.Context, upstream, repo, blob string) (int64, bool, error) {
+	s.lookups.Add(1)
+	return s.Store.BlobLink(ctx, upstream, repo, blob)
+}
+
+// Under auth, a warm blob GET asks the store about the link once per
+// process, not once per request: with Redis state every look-up is a round
+// trip on the hot path.
+func TestKnownBlobLinkIsNotLookedUpAgain(t *testing.T) {
+	counting := &linkCountingState{}
+	e := newEnv(t, withRequiredBlobLinks(), withStateWrapper(func(s store.Store) store.Store {
+		counting.Store = s
+		return counting
+	}))
+	img, err := random.Image(2048, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.push(t, "team/app:1.0", img)
+	if resp, err := http.Get(e.proxy.URL + "/v2/team/app/manifests/1.0"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("manifest: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	ls, _ := img.Layers()
+	layer, _ := ls[0].Digest()
+	get := func() string {
+		t.Helper()
+		resp, err := http.Get(e.proxy.URL + "/v2/team/app/blobs/" + layer.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("layer: %d", resp.StatusCode)
+		}
+		return resp.Header.Get("Portcullis-Cache")
+	}
+	// Cold, then until the cache holds it (a miss also reads the declared
+	// size from the store).
+	for i := 0; get() != "hit"; i++ {
+		if i == 100 {
+			t.Fatal("the layer never became a cache hit")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := counting.lookups.Load()
+	for range 5 {
+		if got := get(); got != "hit" {
+			t.Fatalf("warm GET: Portcullis-Cache %q", got)
+		}
+	}
+	if n := counting.lookups.Load() - before; n != 0 {
+		t.Fatalf("%d blob-link look-ups for 5 warm GETs of a known link, want 0", n)
+	}
 }

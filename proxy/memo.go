@@ -92,3 +92,29 @@ func (m *acceptMemo) lookup(values []string) (parsedAccept, *regError) {
 	}
 	return p, nil
 }
+
+// linkMemo keeps the blob links (repository holds blob) this process read
+// or wrote, so a warm blob GET under auth does not ask the store again.
+// Links are facts that stay true (the store never removes one), so a
+// remembered link cannot let through what the store would refuse; a memo
+// that starts over only costs store reads.
+type linkMemo struct {
+	mu      sync.RWMutex
+	entries map[string]struct{}
+}
+
+func (m *linkMemo) has(key string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.entries[key]
+	return ok
+}
+
+func (m *linkMemo) add(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.entries == nil || len(m.entries) >= memoLimit {
+		m.entries = map[string]struct{}{}
+	}
+	m.entries[key] = struct{}{}
+}

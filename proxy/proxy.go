@@ -143,6 +143,7 @@ type Proxy struct {
 	manifestFlight  singleflight.Group
 	tags            tagMemo
 	accepts         acceptMemo
+	links           linkMemo
 	now             func() time.Time
 }
 

@@ -53,12 +53,18 @@ type envConfig struct {
 	maxBytes        int64
 	requireBlobLink bool
 	log             io.Writer
+	wrapState       func(store.Store) store.Store
 }
 
 func withTagTTL(d time.Duration) envOption  { return func(c *envConfig) { c.tagTTL = d } }
 func withMaxBytes(n int64) envOption        { return func(c *envConfig) { c.maxBytes = n } }
 func withRequiredBlobLinks() envOption      { return func(c *envConfig) { c.requireBlobLink = true } }
 func withLog(w io.Writer) envOption         { return func(c *envConfig) { c.log = w } }
+
+// withStateWrapper hands the proxy wrap(state) instead of the state itself.
+func withStateWrapper(wrap func(store.Store) store.Store) envOption {
+	return func(c *envConfig) { c.wrapState = wrap }
+}
 func quietLogger(t testing.TB) *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
 
 func newEnv(t testing.TB, opts ...envOption) *env {
@@ -107,12 +113,16 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var proxyState store.Store = state
+	if cfg.wrapState != nil {
+		proxyState = cfg.wrapState(state)
+	}
 	p, err := proxy.New(proxy.Options{
 		Upstreams:       []proxy.Upstream{{Client: client, TagTTL: cfg.tagTTL}},
 		DefaultUpstream: "up.test",
 		Cache:           content,
 		Fetcher:         cache.NewFetcher(content, time.Minute, 10*time.Second, quietLogger(t)),
-		State:           state,
+		State:           proxyState,
 		Logger:          logger,
 		RequireBlobLink: cfg.requireBlobLink,
 	})
