@@ -56,10 +56,10 @@ type envConfig struct {
 	wrapState       func(store.Store) store.Store
 }
 
-func withTagTTL(d time.Duration) envOption  { return func(c *envConfig) { c.tagTTL = d } }
-func withMaxBytes(n int64) envOption        { return func(c *envConfig) { c.maxBytes = n } }
-func withRequiredBlobLinks() envOption      { return func(c *envConfig) { c.requireBlobLink = true } }
-func withLog(w io.Writer) envOption         { return func(c *envConfig) { c.log = w } }
+func withTagTTL(d time.Duration) envOption { return func(c *envConfig) { c.tagTTL = d } }
+func withMaxBytes(n int64) envOption       { return func(c *envConfig) { c.maxBytes = n } }
+func withRequiredBlobLinks() envOption     { return func(c *envConfig) { c.requireBlobLink = true } }
+func withLog(w io.Writer) envOption        { return func(c *envConfig) { c.log = w } }
 
 // withStateWrapper hands the proxy wrap(state) instead of the state itself.
 func withStateWrapper(wrap func(store.Store) store.Store) envOption {
