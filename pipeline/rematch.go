@@ -31,7 +31,10 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 				return false, nil // changed since the listing
 			}
 			if r.Inventory == nil {
-				return false, fmt.Errorf("re-match %s: stored result has no inventory", r.Digest)
+				// Nothing to match (a record written by hand or by an old
+				// version): it keeps its findings; the others go on.
+				p.log.Warn("re-match: stored result has no inventory", "digest", r.Digest)
+				return false, nil
 			}
 			findings, dbVersion, err := p.match(ctx, r.Inventory)
 			if err != nil {

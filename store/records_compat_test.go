@@ -24,7 +24,7 @@ import (
 // Redis databases hold such records: the typed records must read them with
 // the same content, and write them back byte for byte the same.
 
-const oldDigest = "sha256:5c0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
+const oldDigest = "sha256:5c0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
 
 func oldRecord(t *testing.T, name string) []byte {
 	t.Helper()
@@ -37,14 +37,14 @@ func oldRecord(t *testing.T, name string) []byte {
 
 func oldScanRecords() map[string]ScanRecord {
 	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
-	layer := "sha256:aa0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab"
+	layer := "sha256:aa0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"
 	return map[string]ScanRecord{
 		"scan_record_v1.json": {
 			Digest: oldDigest, Revision: 3, State: ScanDone, Upstream: "docker.io", Repository: "library/alpine",
 			ScannerVersion: "scanner-7", DBVersion: "sha256:dbdb@2026-11-27T08:00:00Z", QueuedAt: at, UpdatedAt: at.Add(time.Minute),
 			Inventory: &scanner.Inventory{ImageDigest: oldDigest, ScannerVersion: "scanner-7",
 				OS: scanner.OS{ID: "alpine", VersionID: "3.16.9", PrettyName: "Alpine Linux v3.16", Ecosystem: "Alpine:v3.16"},
-				Layers: []scanner.Layer{{Digest: layer, DiffID: "sha256:bb0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab",
+				Layers: []scanner.Layer{{Digest: layer, DiffID: "sha256:bb0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd",
 					Size: 2811, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip"}},
 				Packages: []scanner.Package{
 					{Name: "ssl_client", Version: "1.35.0-r17", Ecosystem: "Alpine:v3.16", SourceName: "busybox", SourceVersion: "1.35.0-r17",
