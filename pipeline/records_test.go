@@ -2,16 +2,22 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/portcullis/portcullis/pipeline"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -65,5 +71,79 @@ func TestDoneResultWithoutInventory(t *testing.T) {
 	}
 	if refs, err := r.state.Referrers(ctx, store.SubjectKey("docker.io", "library/alpine", d.String())); err != nil || len(refs) != 0 {
 		t.Fatalf("published without an inventory: %d referrers, %v", len(refs), err)
+	}
+}
+
+// A stored result whose findings do not read is not a result with nothing
+// found: the gate gives the rule's on_error verdict. The decider used to
+// drop findings it could not decode and allow the image.
+func TestUnreadableFindingsAreNotNoFindings(t *testing.T) {
+	ctx := context.Background()
+	d := digest.FromString("image")
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":%q,"size":3}]}`,
+		types.OCIManifestSchema1, digest.FromString("config"), digest.FromString("layer"))
+	at := time.Now().UTC().Add(-time.Hour).Format(time.RFC3339)
+	for _, tc := range []struct{ name, findings string }{
+		{"findings not a list", `{"id":"CVE-2026-1","severity":"CRITICAL"}`},
+		{"a finding not an object", `["CVE-2026-1"]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A state file holding the damaged record, written past the store.
+			path := filepath.Join(t.TempDir(), "state.db")
+			st, err := store.OpenBolt(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			placeholder := store.ScanRecord{Digest: d.String(), State: store.ScanPending}
+			err = st.PutScan(ctx, &placeholder)
+			st.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = raw.Update(func(tx *bolt.Tx) error {
+				return tx.Bucket([]byte("scans")).Put([]byte(d.String()), []byte(`{"digest":"`+d.String()+`","revision":1,"state":"done",`+
+					`"upstream":"docker.io","repository":"team/app","queuedAt":"`+at+`","updatedAt":"`+at+`",`+
+					`"inventory":{"imageDigest":"`+d.String()+`","os":{"id":"alpine"},"layers":null,"packages":[],"scannerVersion":""},`+
+					`"findings":`+tc.findings+`,"facts":{"compressedSize":5,"layerCount":1}}`))
+			})
+			raw.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err = store.OpenBolt(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			// A database, so that "no findings" can allow.
+			dbDir := filepath.Join(t.TempDir(), "vulndb")
+			db, err := vulndb.Open(dbDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = db.Import(ctx, []string{alpineOSV}, nil)
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			queue, err := st.Queue("scans")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pl := pipeline.New(pipeline.Options{Store: st, Queue: queue, ScannerVersion: scanner.Version, Matcher: vulndb.NewShared(dbDir),
+				Policy: mustPolicy(t, "rules:\n  - {name: strict, match: {}, vulnerabilities: {block: LOW}, on_error: block, on_unscanned: {wait: 5s, then: warn}}\n"),
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			run(t, pl)
+			subj := proxy.Subject{Upstream: "docker.io", Repository: "team/app", Reference: "1.0", Digest: d,
+				MediaType: string(types.OCIManifestSchema1), Manifest: []byte(manifest)}
+			dec, err := pl.Check(ctx, subj)
+			if err != nil || dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "stored record is not valid") {
+				t.Fatalf("gate on a record whose findings do not read: %+v, %v; want block (on_error)", dec, err)
+			}
+		})
 	}
 }

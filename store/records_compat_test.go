@@ -239,7 +239,7 @@ func TestBoltRecordWithBadTypedPartFails(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.scan != "" {
-				if r, err := b.Scan(ctx, oldDigest); err == nil || !strings.Contains(err.Error(), oldDigest) {
+				if r, err := b.Scan(ctx, oldDigest); err == nil || !strings.Contains(err.Error(), oldDigest) || !strings.Contains(err.Error(), "stored record is not valid") {
 					t.Fatalf("Scan: %+v, %v", r, err)
 				}
 				if err := b.Scans(ctx, func(ScanRecord) bool { return true }); err == nil {
@@ -247,7 +247,7 @@ func TestBoltRecordWithBadTypedPartFails(t *testing.T) {
 				}
 				return
 			}
-			if r, err := b.Decision(ctx, oldDigest, "docker.io", "a/b"); err == nil || !strings.Contains(err.Error(), oldDigest) {
+			if r, err := b.Decision(ctx, oldDigest, "docker.io", "a/b"); err == nil || !strings.Contains(err.Error(), oldDigest) || !strings.Contains(err.Error(), "stored record is not valid") {
 				t.Fatalf("Decision: %+v, %v", r, err)
 			}
 			if err := b.Decisions(ctx, oldDigest, func(DecisionRecord) bool { return true }); err == nil {
