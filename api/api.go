@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/pipeline"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/store"
 )
@@ -149,8 +150,8 @@ type scanView struct {
 	VerdictIn      string                 `json:"verdictIn,omitempty"` // upstream/repository of the top-level verdict
 	Verdict        string                 `json:"verdict,omitempty"`
 	Rule           string                 `json:"rule,omitempty"`
-	Decision       json.RawMessage        `json:"decision,omitempty"`
-	Signature      json.RawMessage        `json:"signature,omitempty"`
+	Decision       *policy.Decision       `json:"decision,omitempty"`
+	Signature      *policy.SignatureFacts `json:"signature,omitempty"`
 	PolicyVersion  string                 `json:"policyVersion,omitempty"`
 	Tag            string                 `json:"tag,omitempty"`
 	FirstAllowedAt time.Time              `json:"firstAllowedAt,omitzero"`

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -89,14 +88,11 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, dec stor
 	if img := rec.Facts; img != nil {
 		f.Created, f.CompressedSize, f.LayerCount = img.Created, img.CompressedSize, img.LayerCount
 	}
-	var findings []vulndb.Finding
-	if len(rec.Findings) > 0 && json.Unmarshal(rec.Findings, &findings) == nil {
-		for _, v := range findings {
-			f.Vulnerabilities = append(f.Vulnerabilities, policy.Vulnerability{
-				ID: v.ID, Aliases: slices.Concat(v.Aliases, v.Upstream), Package: v.Package, InstalledVersion: v.InstalledVersion,
-				FixedVersions: v.FixedVersions, Severity: v.Severity, Score: v.Score, Published: v.Published,
-			})
-		}
+	for _, v := range rec.Findings {
+		f.Vulnerabilities = append(f.Vulnerabilities, policy.Vulnerability{
+			ID: v.ID, Aliases: slices.Concat(v.Aliases, v.Upstream), Package: v.Package, InstalledVersion: v.InstalledVersion,
+			FixedVersions: v.FixedVersions, Severity: v.Severity, Score: v.Score, Published: v.Published,
+		})
 	}
 	if !online {
 		return f
@@ -128,13 +124,10 @@ func (p *Pipeline) decide(ctx context.Context, rec store.ScanRecord, dec *store.
 	dec.Signature = nil
 	if rule.Signature != nil {
 		// Who signed (key ids, identities) is kept with the verdict.
-		if raw, err := json.Marshal(facts.Signature); err == nil {
-			dec.Signature = raw
-		}
+		sig := facts.Signature
+		dec.Signature = &sig
 	}
-	if raw, err := json.Marshal(d); err == nil {
-		dec.Decision = raw
-	}
+	dec.Decision = &d
 	dec.DBVersion, dec.ScannedAt = rec.DBVersion, rec.UpdatedAt
 	var change *store.VerdictChange
 	if string(d.Effective) != dec.Verdict {
@@ -166,8 +159,8 @@ func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream,
 	var change *store.VerdictChange
 	current := false
 	written, err := store.UpdateDecision(ctx, p.o.Store, rec.Digest, upstream, repo, func(dec *store.DecisionRecord) (bool, error) {
-		if decisionCurrent(*dec, rec, pol.Version(), rule, tag) && json.Unmarshal(dec.Decision, &d) == nil {
-			current = true
+		if decisionCurrent(*dec, rec, pol.Version(), rule, tag) && dec.Decision != nil {
+			d, current = *dec.Decision, true
 			return false, nil
 		}
 		if tag != "" {
@@ -315,25 +308,19 @@ func (p *Pipeline) EvaluateOnce(ctx context.Context, upstream, repo, reference s
 	}
 	rec := store.ScanRecord{Digest: d.String(), State: store.ScanDone, Upstream: upstream, Repository: repo,
 		ScannerVersion: p.o.ScannerVersion, DBVersion: dbVersion, QueuedAt: p.now(), UpdatedAt: p.now()}
-	if err := encodeResult(&rec, inv, findings, facts); err != nil {
-		return policy.Decision{}, rec, err
-	}
+	setResult(&rec, inv, findings, facts)
 	dec := store.DecisionRecord{Digest: rec.Digest, Upstream: upstream, Repository: repo, Tag: tagOf(reference)}
 	decision, _ := p.decide(ctx, rec, &dec)
 	return decision, rec, nil
 }
 
-// encodeResult stores a scan's result in its record, as JSON.
-func encodeResult(rec *store.ScanRecord, inv *scanner.Inventory, findings []vulndb.Finding, facts store.ImageFacts) error {
-	var err error
-	if rec.Inventory, err = json.Marshal(inv); err != nil {
-		return err
+// setResult puts a scan's result in its record. Findings are never nil in
+// a done record: none found is stored as [], not as "not matched".
+func setResult(rec *store.ScanRecord, inv *scanner.Inventory, findings []vulndb.Finding, facts store.ImageFacts) {
+	if findings == nil {
+		findings = []vulndb.Finding{}
 	}
-	if rec.Findings, err = json.Marshal(findings); err != nil {
-		return err
-	}
-	rec.Facts = &facts
-	return nil
+	rec.Inventory, rec.Findings, rec.Facts = inv, findings, &facts
 }
 
 // maxHistory bounds the verdict history kept per digest.

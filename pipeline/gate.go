@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -144,9 +143,10 @@ func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *pol
 		if err != nil {
 			return policy.Decision{}, false, err
 		}
-		var d policy.Decision
-		ok := decisionCurrent(dec, rec, pol.Version(), rule, tag) && json.Unmarshal(dec.Decision, &d) == nil
-		return d, ok, nil
+		if !decisionCurrent(dec, rec, pol.Version(), rule, tag) || dec.Decision == nil {
+			return policy.Decision{}, false, nil
+		}
+		return *dec.Decision, true, nil
 	}
 	d, ok, err := current()
 	if err != nil {

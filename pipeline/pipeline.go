@@ -348,9 +348,7 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		p.log.Warn("scan failed", "digest", j.digest, "upstream", j.upstream, "repo", j.repo, "err", err, "duration", rec.UpdatedAt.Sub(started))
 	} else {
 		rec.State, rec.DBVersion = store.ScanDone, dbVersion
-		if err := encodeResult(&rec, inv, findings, facts); err != nil {
-			rec.State, rec.Error = store.ScanFailed, "encode result: "+err.Error()
-		}
+		setResult(&rec, inv, findings, facts)
 		p.log.Info("scanned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo,
 			"packages", len(inv.Packages), "findings", len(findings), "duration", rec.UpdatedAt.Sub(started))
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scanner"
-	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -47,23 +46,16 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 	if f == nil || f.ManifestMediaType == "" {
 		return nil // an artifact, or a record from before subjects were kept
 	}
-	var inv scanner.Inventory
-	var findings []vulndb.Finding
-	if err := json.Unmarshal(rec.Inventory, &inv); err != nil {
-		return fmt.Errorf("stored inventory: %w", err)
-	}
-	if len(rec.Findings) > 0 {
-		if err := json.Unmarshal(rec.Findings, &findings); err != nil {
-			return fmt.Errorf("stored findings: %w", err)
-		}
+	if rec.Inventory == nil {
+		return fmt.Errorf("publish %s: stored result has no inventory", rec.Digest)
 	}
 	verdict, err := json.Marshal(verdictDocument{Image: dec.Upstream + "/" + dec.Repository, Digest: rec.Digest, Decision: d,
-		DBVersion: rec.DBVersion, ScannerVer: rec.ScannerVersion, EvaluatedAt: p.now().UTC(), Vulnerability: len(findings)})
+		DBVersion: rec.DBVersion, ScannerVer: rec.ScannerVersion, EvaluatedAt: p.now().UTC(), Vulnerability: len(rec.Findings)})
 	if err != nil {
 		return err
 	}
 	var sbom bytes.Buffer
-	if err := scanner.WriteCycloneDX(&sbom, &inv, findings); err != nil {
+	if err := scanner.WriteCycloneDX(&sbom, rec.Inventory, rec.Findings); err != nil {
 		return fmt.Errorf("sbom: %w", err)
 	}
 	subject := descriptor{MediaType: f.ManifestMediaType, Digest: rec.Digest, Size: f.ManifestSize}

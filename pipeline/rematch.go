@@ -2,13 +2,11 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -32,18 +30,17 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 			if !exists || !outdated(*r) {
 				return false, nil // changed since the listing
 			}
-			var inv scanner.Inventory
-			if err := json.Unmarshal(r.Inventory, &inv); err != nil {
-				return false, fmt.Errorf("stored inventory of %s: %w", r.Digest, err)
+			if r.Inventory == nil {
+				// Nothing to match (a record written by hand or by an old
+				// version): it keeps its findings; the others go on.
+				p.log.Warn("re-match: stored result has no inventory", "digest", r.Digest)
+				return false, nil
 			}
-			findings, dbVersion, err := p.match(ctx, &inv)
+			findings, dbVersion, err := p.match(ctx, r.Inventory)
 			if err != nil {
 				return false, err
 			}
-			if r.Findings, err = json.Marshal(findings); err != nil {
-				return false, err
-			}
-			r.DBVersion, r.UpdatedAt = dbVersion, p.now()
+			r.Findings, r.DBVersion, r.UpdatedAt = findings, dbVersion, p.now()
 			return true, nil
 		})
 		if err != nil {

@@ -96,6 +96,16 @@ func (b *Bolt) PutTag(_ context.Context, key string, e TagEntry) error {
 	return nil
 }
 
+// decodeRecord reads a stored scan or decision record. One whose typed
+// parts (inventory, findings, decision) do not decode is not read at all:
+// half a record would pass for a result with nothing found.
+func decodeRecord(v []byte, r any) error {
+	if err := json.Unmarshal(v, r); err != nil {
+		return fmt.Errorf("stored record is not valid: %w", err)
+	}
+	return nil
+}
+
 // Close implements Store.
 func (b *Bolt) Close() error { return b.db.Close() }
 
@@ -107,7 +117,7 @@ func (b *Bolt) Scan(_ context.Context, digest string) (ScanRecord, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		return json.Unmarshal(v, &r)
+		return decodeRecord(v, &r)
 	})
 	if err != nil && err != ErrNotFound {
 		return ScanRecord{}, fmt.Errorf("read scan %s: %w", digest, err)
@@ -160,7 +170,7 @@ func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
 		c := tx.Bucket(scansBucket).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var r ScanRecord
-			if err := json.Unmarshal(v, &r); err != nil {
+			if err := decodeRecord(v, &r); err != nil {
 				return fmt.Errorf("read scan %s: %w", k, err)
 			}
 			if !fn(r) {

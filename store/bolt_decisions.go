@@ -53,7 +53,7 @@ func (b *Bolt) Decision(_ context.Context, digest, upstream, repo string) (Decis
 		if v == nil {
 			return ErrNotFound
 		}
-		return json.Unmarshal(v, &r)
+		return decodeRecord(v, &r)
 	})
 	if err != nil && err != ErrNotFound {
 		return DecisionRecord{}, fmt.Errorf("read decision on %s in %s/%s: %w", digest, upstream, repo, err)
@@ -105,7 +105,7 @@ func (b *Bolt) Decisions(_ context.Context, digest string, fn func(DecisionRecor
 		c := tx.Bucket(decisionsBucket).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var r DecisionRecord
-			if err := json.Unmarshal(v, &r); err != nil {
+			if err := decodeRecord(v, &r); err != nil {
 				return fmt.Errorf("read decision %q: %w", k, err)
 			}
 			if !fn(r) {

@@ -8,6 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
 // ErrNotFound means the key is not in the store.
@@ -86,9 +90,9 @@ const (
 // ScanRecord is the scan result of one image manifest digest: facts about
 // the content, shared by every repository it is pulled through. Verdicts
 // are not here: they depend on the rule of the repository a pull names
-// (DecisionRecord). The store keeps the inventory and findings as the
-// scanner wrote them (JSON): it sits below the scanner and does not know
-// its types.
+// (DecisionRecord). The inventory and findings are the scanner's and the
+// matcher's own types, stored as their JSON; a done record may still lack
+// an inventory (written by hand, or by an older version), so readers check.
 type ScanRecord struct {
 	Digest string `json:"digest"`
 	// Revision counts the writes of the record; PutScan takes a record only
@@ -102,11 +106,13 @@ type ScanRecord struct {
 	DBVersion      string `json:"dbVersion,omitempty"`
 	// Stale is set by readers (the scan API), not stored: the findings
 	// come from another database version than the one in force.
-	Stale     bool            `json:"stale,omitempty"`
-	QueuedAt  time.Time       `json:"queuedAt"`
-	UpdatedAt time.Time       `json:"updatedAt"`
-	Inventory json.RawMessage `json:"inventory,omitempty"`
-	Findings  json.RawMessage `json:"findings,omitempty"`
+	Stale     bool               `json:"stale,omitempty"`
+	QueuedAt  time.Time          `json:"queuedAt"`
+	UpdatedAt time.Time          `json:"updatedAt"`
+	Inventory *scanner.Inventory `json:"inventory,omitempty"`
+	// Findings is nil while there are none to tell (pending, failed) and
+	// empty, written as [], when the match found nothing.
+	Findings []vulndb.Finding `json:"findings,omitzero"`
 	// Facts read from the image for the policy (age, size, layers), kept so
 	// re-evaluation needs no download.
 	Facts *ImageFacts `json:"facts,omitempty"`
@@ -139,12 +145,14 @@ type DecisionRecord struct {
 	Revision uint64 `json:"revision"`
 	Rule     string `json:"rule,omitempty"`
 	Tag      string `json:"tag,omitempty"` // the tag it was last pulled by here, for freshness
-	// Decision is the policy's verdict and reasons, as the policy wrote
-	// them; Verdict is its effective verdict, for quick lookups.
-	Decision      json.RawMessage `json:"decision,omitempty"`
-	Verdict       string          `json:"verdict"`
-	Signature     json.RawMessage `json:"signature,omitempty"` // signature check: state and signers
-	PolicyVersion string          `json:"policyVersion,omitempty"`
+	// Decision is the policy's verdict and reasons (nil: none made yet);
+	// Verdict is its effective verdict, for quick lookups.
+	Decision *policy.Decision `json:"decision,omitempty"`
+	Verdict  string           `json:"verdict"`
+	// Signature is the signature check, state and signers (nil: the rule
+	// asks for no signature).
+	Signature     *policy.SignatureFacts `json:"signature,omitempty"`
+	PolicyVersion string                 `json:"policyVersion,omitempty"`
 	// DBVersion is the database version of the findings it was made on,
 	// ScannedAt the time of the scan result (its UpdatedAt): a verdict on
 	// an older result is decided again.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -25,7 +28,11 @@ func RunScans(t *testing.T, newStore func(t *testing.T) store.Store) {
 		for i, state := range []string{store.ScanPending, store.ScanDone, store.ScanFailed} {
 			r := store.ScanRecord{
 				Digest: fmt.Sprintf("sha256:%064x", i), State: state, Upstream: "ghcr.io", Repository: "org/app",
-				QueuedAt: at, UpdatedAt: at.Add(time.Minute), Inventory: []byte(`{"packages":[]}`), Findings: []byte(`[]`),
+				QueuedAt: at, UpdatedAt: at.Add(time.Minute),
+			}
+			if state == store.ScanDone {
+				r.Inventory = &scanner.Inventory{ImageDigest: r.Digest, Packages: []scanner.Package{{Name: "zlib", Version: "1.3", Ecosystem: "Debian:12", Layer: "sha256:aa"}}}
+				r.Findings = []vulndb.Finding{{ID: "CVE-2026-1", Ecosystem: "Debian:12", Package: "zlib", InstalledVersion: "1.3", Severity: "HIGH"}}
 			}
 			if state == store.ScanFailed {
 				r.Error = "boom"
@@ -34,7 +41,7 @@ func RunScans(t *testing.T, newStore func(t *testing.T) store.Store) {
 				t.Fatal(err)
 			}
 			got, err := s.Scan(ctx, r.Digest)
-			if err != nil || got.State != state || got.Error != r.Error || string(got.Inventory) != string(r.Inventory) || !got.UpdatedAt.Equal(r.UpdatedAt) || got.Revision != 1 || r.Revision != 1 {
+			if err != nil || got.State != state || got.Error != r.Error || !reflect.DeepEqual(got.Inventory, r.Inventory) || !reflect.DeepEqual(got.Findings, r.Findings) || !got.UpdatedAt.Equal(r.UpdatedAt) || got.Revision != 1 || r.Revision != 1 {
 				t.Fatalf("round trip: %+v, %v", got, err)
 			}
 		}
