@@ -47,7 +47,9 @@ func (p *Pipeline) publishArtifacts(ctx context.Context, rec store.ScanRecord, d
 		return nil // an artifact, or a record from before subjects were kept
 	}
 	if rec.Inventory == nil {
-		return fmt.Errorf("publish %s: stored result has no inventory", rec.Digest)
+		// Trying again cannot help: the next scan of it brings one.
+		p.log.Warn("nothing to publish: the stored result has no inventory", "image", dec.Upstream+"/"+dec.Repository+"@"+rec.Digest)
+		return nil
 	}
 	verdict, err := json.Marshal(verdictDocument{Image: dec.Upstream + "/" + dec.Repository, Digest: rec.Digest, Decision: d,
 		DBVersion: rec.DBVersion, ScannerVer: rec.ScannerVersion, EvaluatedAt: p.now().UTC(), Vulnerability: len(rec.Findings)})

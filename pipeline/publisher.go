@@ -9,7 +9,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -119,11 +118,10 @@ func (p *Pipeline) publishCurrent(ctx context.Context, pl publicationPayload) (u
 	if err != nil {
 		return 0, err
 	}
-	var d policy.Decision
-	if err := json.Unmarshal(dec.Decision, &d); err != nil {
-		return 0, fmt.Errorf("stored decision on %s: %w", pl.Digest, err)
+	if dec.Decision == nil {
+		return 0, fmt.Errorf("publish %s in %s/%s: the stored verdict has no decision", pl.Digest, pl.Upstream, pl.Repository)
 	}
-	return dec.Revision, p.publishArtifacts(ctx, rec, dec, d)
+	return dec.Revision, p.publishArtifacts(ctx, rec, dec, *dec.Decision)
 }
 
 // holdLease renews qj's lease in q while the returned context lives; the

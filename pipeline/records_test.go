@@ -44,8 +44,12 @@ func TestDoneResultWithoutInventory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	pubs, err := r.state.Queue("publications")
+	if err != nil {
+		t.Fatal(err)
+	}
 	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans,
-		ScannerVersion: scanner.Version, Matcher: r.db, Artifacts: r.state,
+		ScannerVersion: scanner.Version, Matcher: r.db, Artifacts: r.state, Publications: pubs,
 		Policy: mustPolicy(t, "rules:\n  - {name: lenient, match: {}, vulnerabilities: {warn: UNKNOWN}, on_unscanned: {wait: 30s, then: block}}\n"),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	run(t, pl)
