@@ -86,6 +86,8 @@ const (
 	// DefaultMaxRetryAfter caps a receiver's Retry-After, so one receiver
 	// cannot park its worker for hours.
 	DefaultMaxRetryAfter = 5 * time.Minute
+	// leaseTimeout bounds taking an alert's lease in the store.
+	leaseTimeout = 2 * time.Second
 )
 
 // Options wires an Alerter.
@@ -315,7 +317,11 @@ func (a *Alerter) handle(ctx context.Context, e pipeline.Event) {
 func (a *Alerter) queue(ctx context.Context, h *hook, al alert) {
 	sum := sha256.Sum256([]byte(al.key))
 	lease := "alert/" + h.Name + "/" + al.kind + "/" + hex.EncodeToString(sum[:16])
-	got, err := a.o.Leases.Acquire(ctx, lease, a.o.Owner, h.DedupeWindow)
+	// Bounded: a store that does not answer must not stall the reading of
+	// events (the subscription drops what a stalled reader misses).
+	lctx, cancel := context.WithTimeout(ctx, leaseTimeout)
+	got, err := a.o.Leases.Acquire(lctx, lease, a.o.Owner, h.DedupeWindow)
+	cancel()
 	switch {
 	case err != nil:
 		// Better a repeat than a lost alert: deliver without the lease.
