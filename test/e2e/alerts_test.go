@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/portcullis/portcullis/test/harness"
+	"github.com/portcullis/portcullis/test/redisserver"
 )
 
 // alertReceiver is a webhook receiver on 127.0.0.1 that records what it
@@ -268,5 +269,55 @@ func TestHangingAlertReceiverSlowsNoPull(t *testing.T) {
 	}
 	if n := len(rc.requests("/chat")); n != 1 {
 		t.Fatalf("%d alerts reached the receiver, want the one it holds", n)
+	}
+}
+
+// Two replicas on one Redis both see every verdict event; the lease in
+// Redis makes exactly one of them send each alert.
+func TestReplicasSendEachAlertOnce(t *testing.T) {
+	bin := harness.BuildPortcullis(t)
+	redis := redisserver.Start(t)
+	up := startUpstream(t)
+	_, d := pushAlpine(t, up)
+	archive, _ := alpineFixtures(t)
+	again, err := tarball.ImageFromPath(archive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Push(t, "team/alpine", "stable", again)
+	rc := startAlertReceiver(t, false)
+	dir := t.TempDir()
+	policyFile := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(policyFile, []byte(blockingPolicy), 0o600)
+	cfg := writeConfig(t, `default_upstream: docker.io
+upstreams: [{name: docker.io, url: `+up.URL()+`}]
+policy: `+policyFile+`
+store: {driver: redis, redis: {addrs: [`+redis.Addr+`]}}
+alerts:
+  webhooks:
+    - {name: ops, url: `+rc.URL+`/ops, format: json, events: [block]}
+`)
+	var replicas []*harness.Portcullis
+	for range 2 {
+		data := t.TempDir()
+		importAlpineDB(t, bin, data)
+		replicas = append(replicas, harness.StartPortcullis(t, bin, "--config", cfg, "--data", data))
+	}
+	wantError(t, do(t, "GET", replicas[0].URL+"/v2/library/alpine/manifests/3.16.9"), http.StatusForbidden, "DENIED")
+	wantError(t, do(t, "GET", replicas[1].URL+"/v2/team/alpine/manifests/stable"), http.StatusForbidden, "DENIED")
+	wantError(t, do(t, "GET", replicas[1].URL+"/v2/library/alpine/manifests/3.16.9"), http.StatusForbidden, "DENIED")
+	rc.waitFor(t, "/ops", `"repository":"library/alpine"`, 30*time.Second)
+	rc.waitFor(t, "/ops", `"repository":"team/alpine"`, 30*time.Second)
+	// Give a late duplicate from the other replica time to show.
+	time.Sleep(time.Second)
+	var got []string
+	for _, r := range rc.requests("/ops") {
+		var doc struct{ Type, Image string }
+		json.Unmarshal(r.body, &doc)
+		got = append(got, doc.Type+" "+doc.Image)
+	}
+	slices.Sort(got)
+	if want := []string{"block docker.io/library/alpine:3.16.9@" + d.String(), "block docker.io/team/alpine:stable@" + d.String()}; !slices.Equal(got, want) {
+		t.Fatalf("alerts %v, want each once: %v", got, want)
 	}
 }
