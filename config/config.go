@@ -43,6 +43,7 @@ type Config struct {
 	Log                   Log    `yaml:"log"`
 	Auth                  Auth   `yaml:"auth"`
 	Server                Server `yaml:"server"`
+	Alerts                Alerts `yaml:"alerts"`
 }
 
 // Server bounds what clients can hold on the listening socket.
@@ -321,6 +322,7 @@ func (c *Config) Finish() error {
 		}
 	}
 	c.finishStore(add)
+	c.finishAlerts(add)
 	if c.Auth.Anonymous == nil {
 		anonymous := c.Auth.Htpasswd == ""
 		c.Auth.Anonymous = &anonymous

@@ -255,8 +255,7 @@ func (p *Pipeline) decideAll(ctx context.Context, d string, also job) error {
 func (p *Pipeline) announce(ctx context.Context, rec store.ScanRecord, dec store.DecisionRecord, d policy.Decision, change *store.VerdictChange) {
 	image := dec.Upstream + "/" + dec.Repository + "@" + dec.Digest
 	if change != nil {
-		p.publish(Event{Type: "verdict", At: change.At, Image: image, Digest: dec.Digest,
-			From: change.From, To: change.To, Reasons: change.Reasons})
+		p.publish(verdictEvent(rec, dec, d, *change))
 		level := slog.LevelInfo
 		if change.From != "" && d.Effective == policy.Block {
 			level = slog.LevelWarn // newly failing

@@ -9,7 +9,7 @@ import (
 
 // Event is something worth announcing: a verdict change, a finished scan.
 type Event struct {
-	Type   string    `json:"type"` // "verdict" or "scan"
+	Type   string    `json:"type"` // "verdict", "scan", or one of the Event* types
 	At     time.Time `json:"at"`
 	Image  string    `json:"image"` // upstream/repository@digest
 	Digest string    `json:"digest"`
@@ -20,6 +20,28 @@ type Event struct {
 	// scan events
 	State    string `json:"state,omitempty"`
 	Findings int    `json:"findings,omitempty"`
+
+	// ID names the event (set when published), so receivers can tell a
+	// repeat from a new event.
+	ID string `json:"id,omitempty"`
+	// Verdict events: where and under what the verdict was decided, and
+	// its reasons in full (Reasons has their codes).
+	Upstream      string        `json:"upstream,omitempty"`
+	Repository    string        `json:"repository,omitempty"`
+	Tag           string        `json:"tag,omitempty"` // the tag it was last pulled by there
+	Rule          string        `json:"rule,omitempty"`
+	PolicyVersion string        `json:"policyVersion,omitempty"`
+	Causes        []EventReason `json:"causes,omitempty"`
+	// Details is the API path of the digest's scan and verdicts.
+	Details   string `json:"details,omitempty"`
+	DBVersion string `json:"dbVersion,omitempty"`
+	// newly_vulnerable: the images a database update made fail their
+	// policy (at most maxAffectedImages; MoreImages counts the rest).
+	Images     []AffectedImage `json:"images,omitempty"`
+	MoreImages int             `json:"moreImages,omitempty"`
+	// db_stale and db_updated: the database in force.
+	DBBuiltAt time.Time `json:"dbBuiltAt,omitzero"`
+	MaxDBAge  string    `json:"maxDBAge,omitempty"` // db_stale: the policy's bound
 }
 
 // eventsTopic is where the pipeline publishes its events in the store:
@@ -106,8 +128,12 @@ func (p *Pipeline) fanOut(e Event) {
 
 // publish announces e through the store, to every replica's subscribers.
 func (p *Pipeline) publish(e Event) {
-	raw, err := json.Marshal(e)
+	if e.ID == "" {
+		e.ID = newEventID()
+	}
+	raw, err := encodeEvent(&e)
 	if err != nil {
+		p.log.Warn("encode event", "type", e.Type, "image", e.Image, "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -25,7 +25,15 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n := 0
+	// Images this update made fail are announced together, once the
+	// re-match is done (or stopped).
+	var failing []AffectedImage
+	defer func() { p.announceNewlyVulnerable(version, failing) }()
 	for _, d := range digests {
+		before, err := p.storedVerdicts(ctx, d)
+		if err != nil {
+			return n, fmt.Errorf("read verdicts on %s: %w", d, err)
+		}
 		written, err := store.UpdateScan(ctx, p.o.Store, d, func(r *store.ScanRecord, exists bool) (bool, error) {
 			if !exists || !outdated(*r) {
 				return false, nil // changed since the listing
@@ -54,6 +62,11 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 			return n, err
 		}
 		n++
+		if after, err := p.storedVerdicts(ctx, d); err == nil {
+			failing = append(failing, newlyFailing(before, after)...)
+		} else {
+			p.log.Warn("read verdicts after re-match", "digest", d, "err", err)
+		}
 	}
 	return n, nil
 }
@@ -90,22 +103,26 @@ func (p *Pipeline) WatchDB(ctx context.Context, interval time.Duration) {
 		return
 	}
 	last := ""
+	var w dbWatch
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		v := p.o.Matcher.Version()
 		p.dbVersion.Store(v)
+		changed := false
 		if v != last {
 			n, err := p.Rematch(ctx)
 			if err != nil {
 				p.log.Error("re-match after database change", "err", err)
 			} else {
+				changed = true
 				last = v
 				if n > 0 {
 					p.log.Info("re-matched stored inventories", "db_version", v, "images", n)
 				}
 			}
 		}
+		p.announceDB(&w, v, changed)
 		select {
 		case <-ctx.Done():
 			return

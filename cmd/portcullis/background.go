@@ -60,9 +60,22 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		AllPlatforms:   cfg.Scan.AllPlatforms,
 		Logger:         log,
 	})
+	alerter, err := newAlerter(cfg, coord.Leases, replica, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	registry = p
 	bg, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	if alerter != nil {
+		// Every replica sees every event; the alerter's leases make one
+		// of them send each alert.
+		events, unsubscribe := pl.Subscribe()
+		wg.Go(func() {
+			defer unsubscribe()
+			alerter.Run(bg, events)
+		})
+	}
 	if cfg.Scan.Enabled {
 		registry = p.WithGate(pl)
 		wg.Go(func() {
