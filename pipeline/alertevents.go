@@ -195,9 +195,8 @@ func newlyFailing(before, after map[string]store.DecisionRecord) []AffectedImage
 			continue
 		}
 		im := AffectedImage{Digest: now.Digest, Upstream: now.Upstream, Repository: now.Repository, Tag: now.Tag, Rule: now.Rule}
-		var d policy.Decision
-		if json.Unmarshal(now.Decision, &d) == nil {
-			im.Causes = eventCauses(d, maxAffectedVulns)
+		if now.Decision != nil {
+			im.Causes = eventCauses(*now.Decision, maxAffectedVulns)
 		}
 		out = append(out, im)
 	}
