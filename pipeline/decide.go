@@ -98,7 +98,9 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, dec stor
 		return f
 	}
 	if rule.Signature != nil {
-		f.Signature = p.signatureFacts(ctx, rec.Digest, dec.Upstream, dec.Repository, rule)
+		sctx, span := p.startSpan(ctx, spanVerify)
+		f.Signature = p.signatureFacts(sctx, rec.Digest, dec.Upstream, dec.Repository, rule)
+		endSpan(span, nil, attrSignature.String(string(f.Signature.State)))
 	}
 	if rule.Freshness != nil && p.o.Images != nil {
 		// Tags change upstream; they are asked for at each evaluation, in
@@ -120,7 +122,9 @@ func (p *Pipeline) decide(ctx context.Context, rec store.ScanRecord, dec *store.
 	pol := p.policy()
 	rule := pol.Select(dec.Upstream, dec.Repository)
 	facts := p.facts(ctx, rec, *dec, rule)
+	_, span := p.startSpan(ctx, spanPolicy, attrUpstream.String(dec.Upstream), attrRepository.String(dec.Repository))
 	d := policy.Evaluate(rule, facts)
+	endSpan(span, nil, attrRule.String(rule.Name), attrVerdict.String(string(d.Effective)))
 	dec.Signature = nil
 	if rule.Signature != nil {
 		// Who signed (key ids, identities) is kept with the verdict.

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
@@ -88,14 +89,18 @@ type Options struct {
 	// queues it again; 0 means 10 minutes.
 	RetryFailedAfter time.Duration
 	Logger           *slog.Logger
+	// Tracer records each evaluation and publication as a trace
+	// (tracing.go); nil or a no-op tracer records none.
+	Tracer trace.Tracer
 }
 
 // Pipeline queues and runs scans. Its Check makes it the proxy's Gate: it
 // allows every pull and queues what it has not seen.
 type Pipeline struct {
-	o   Options
-	log *slog.Logger
-	now func() time.Time
+	o      Options
+	log    *slog.Logger
+	now    func() time.Time
+	tracer trace.Tracer // nil: no spans
 	// pol is the policy in force; SetPolicy swaps it while pulls go on.
 	pol atomic.Pointer[policy.Policy]
 	// dbVersion is the database version WatchDB saw last.
@@ -169,6 +174,7 @@ func New(o Options) *Pipeline {
 		decisionWake:  make(chan struct{}, 1),
 		maxQueued:     defaultMaxQueued,
 		publishLease:  defaultPublishLease,
+		tracer:        tracerOf(o.Tracer),
 	}
 	if p.o.Events == nil {
 		p.o.Events = store.NewLocalEvents()
@@ -306,7 +312,10 @@ func (p *Pipeline) runJob(ctx context.Context, qj store.Job) {
 		return
 	}
 	sctx, release := p.holdLease(ctx, p.o.Queue, qj, scanLease, "scan "+j.digest.String())
+	sctx, span := p.startRoot(sctx, spanEvaluate, pl.TraceParent, attrUpstream.String(j.upstream),
+		attrRepository.String(j.repo), attrDigest.String(j.digest.String()), attrAttempt.Int(qj.Attempt))
 	p.scan(sctx, j)
+	endSpan(span, nil)
 	release()
 	p.finish(ctx, p.o.Queue, qj)
 }
@@ -401,7 +410,9 @@ func (p *Pipeline) storeResult(ctx context.Context, rec *store.ScanRecord) (writ
 }
 
 func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, store.ImageFacts, string, error) {
+	_, span := p.startSpan(ctx, spanImageRead)
 	img, err := p.o.Images.Image(ctx, j.upstream, j.repo, j.digest)
+	endSpan(span, err)
 	if err != nil {
 		return nil, nil, store.ImageFacts{}, "", err
 	}
@@ -414,12 +425,16 @@ func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []v
 	if err != nil {
 		return nil, nil, store.ImageFacts{}, "", fmt.Errorf("image %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
 	}
-	inv, err := p.o.Scanner.Scan(ctx, img)
+	ectx, span := p.startSpan(ctx, spanExtract)
+	inv, err := p.o.Scanner.Scan(ectx, p.tracedImage(ectx, img))
+	endSpan(span, err)
 	if err != nil {
 		return nil, nil, store.ImageFacts{}, "", fmt.Errorf("scan %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
 	}
 	inv.ImageDigest = j.digest.String()
-	findings, dbVersion, err := p.match(ctx, inv)
+	mctx, span := p.startSpan(ctx, spanMatch, attrPackages.Int(len(inv.Packages)))
+	findings, dbVersion, err := p.match(mctx, inv)
+	endSpan(span, err, attrFindings.Int(len(findings)))
 	return inv, findings, facts, dbVersion, err
 }
 

@@ -26,6 +26,9 @@ type publicationPayload struct {
 	Digest     string `json:"digest"`
 	Upstream   string `json:"upstream"`
 	Repository string `json:"repository"`
+	// TraceParent is the evaluation that queued it (W3C traceparent), so
+	// the publication's trace links to it; empty with tracing off.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 const (
@@ -42,7 +45,7 @@ func (p *Pipeline) queuePublication(ctx context.Context, dgst, upstream, repo st
 	if p.o.Artifacts == nil || p.o.Publications == nil {
 		return
 	}
-	payload, err := json.Marshal(publicationPayload{Digest: dgst, Upstream: upstream, Repository: repo})
+	payload, err := json.Marshal(publicationPayload{Digest: dgst, Upstream: upstream, Repository: repo, TraceParent: traceParent(ctx)})
 	if err == nil {
 		_, err = p.o.Publications.Enqueue(context.WithoutCancel(ctx), store.SubjectKey(upstream, repo, dgst), payload)
 	}
@@ -85,7 +88,10 @@ func (p *Pipeline) publishJob(ctx context.Context, qj store.Job) {
 		return
 	}
 	jctx, release := p.holdLease(ctx, p.o.Publications, qj, p.publishLease, image)
+	jctx, span := p.startRoot(jctx, spanPublish, pl.TraceParent, attrUpstream.String(pl.Upstream),
+		attrRepository.String(pl.Repository), attrDigest.String(pl.Digest), attrAttempt.Int(qj.Attempt))
 	revision, err := p.publishCurrent(jctx, pl)
+	endSpan(span, err)
 	release()
 	if err != nil {
 		if ctx.Err() == nil {

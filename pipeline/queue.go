@@ -118,6 +118,9 @@ type jobPayload struct {
 	Repository string `json:"repository"`
 	Tag        string `json:"tag,omitempty"`
 	Digest     string `json:"digest"`
+	// TraceParent is the pull that queued it (W3C traceparent), so the
+	// evaluation's trace links to it; empty with tracing off.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // enqueueManifest queues the scan of one image manifest: in the store's
@@ -139,7 +142,7 @@ func (p *Pipeline) enqueueManifest(ctx context.Context, j job) error {
 	case rec.State == store.ScanFailed && p.now().Sub(rec.UpdatedAt) < p.o.RetryFailedAfter:
 		return nil
 	}
-	payload, err := json.Marshal(jobPayload{Upstream: j.upstream, Repository: j.repo, Tag: j.tag, Digest: d.String()})
+	payload, err := json.Marshal(jobPayload{Upstream: j.upstream, Repository: j.repo, Tag: j.tag, Digest: d.String(), TraceParent: traceParent(ctx)})
 	if err != nil {
 		return err
 	}

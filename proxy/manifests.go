@@ -200,7 +200,7 @@ func (p *Proxy) manifest(ctx context.Context, up Upstream, rt route, pa parsedAc
 // manifestByDigest serves from cache forever; a miss is fetched, verified
 // and stored.
 func (p *Proxy) manifestByDigest(ctx context.Context, up Upstream, repo string, d digest.Digest, pa parsedAccept) (manifestResult, *regError) {
-	body, mt, err := p.cache.Manifest(ctx, d)
+	body, mt, err := p.cachedManifest(ctx, d)
 	if err == nil {
 		return manifestResult{body: body, mediaType: mt, digest: d, cache: cacheHit}, nil
 	}
@@ -234,7 +234,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, up Upstream, repo, ref string
 		if err != nil {
 			return nil, err
 		}
-		if err := p.cache.PutManifest(fctx, m.Digest, m.MediaType, m.Body); err != nil {
+		if err := p.commitManifest(fctx, m.Digest, m.MediaType, m.Body); err != nil {
 			// The client still gets verified bytes; only caching failed.
 			p.log.Error("cache manifest", "digest", m.Digest, "err", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/portcullis/portcullis/proxy/cache"
@@ -74,6 +75,9 @@ type Options struct {
 	// authenticate, so the shared cache does not leak one repository's
 	// layers to someone allowed only another.
 	RequireBlobLink bool
+	// Tracer makes the request spans (README, "Traces"); nil or a no-op
+	// tracer makes none.
+	Tracer trace.Tracer
 }
 
 // Access decides who may pull what. The caller's identity travels in the
@@ -140,6 +144,7 @@ type Proxy struct {
 	requireBlobLink bool
 	leases          cache.Leases
 	replica         string
+	tracer          trace.Tracer // nil: tracing off
 	manifestFlight  singleflight.Group
 	tags            tagMemo
 	accepts         acceptMemo
@@ -164,6 +169,7 @@ func New(o Options) (*Proxy, error) {
 		requireBlobLink: o.RequireBlobLink,
 		leases:          o.Leases,
 		replica:         o.Replica,
+		tracer:          tracerOf(o.Tracer),
 		now:             time.Now,
 	}
 	var names []string
@@ -189,6 +195,7 @@ func New(o Options) (*Proxy, error) {
 // and the gate that decides it.
 type requestInfo struct {
 	gate     Gate
+	kind     string // the route, in span names
 	upstream string
 	repo     string
 	cache    string
@@ -210,12 +217,14 @@ func (p *Proxy) WithGate(gate Gate) http.Handler {
 // and logs the request.
 func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 	start := time.Now()
+	r, span := p.startRequestSpan(r)
 	id := NewRequestID()
 	w.Header().Set(RequestIDHeader, id)
 	lw := &loggingWriter{ResponseWriter: w}
 	info := &requestInfo{gate: gate}
 	var errAttrs []slog.Attr
-	if err := p.serve(lw, r, info); err != nil {
+	err := p.serve(lw, r, info)
+	if err != nil {
 		if err.internal {
 			err.Message = InternalMessage(id)
 		}
@@ -228,6 +237,7 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 			errAttrs = append(errAttrs, slog.String("cause", err.cause.Error()))
 		}
 	}
+	endRequestSpan(span, r, info, cmp.Or(lw.status, http.StatusOK), lw.bytes, err)
 	level := slog.LevelInfo
 	if lw.status >= 500 {
 		level = slog.LevelWarn
@@ -247,6 +257,7 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 		slog.String("user", p.userOf(r.Context())),
 		slog.Bool("aborted", info.abort),
 		slog.Attr{Key: "failure", Value: slog.GroupValue(errAttrs...)},
+		traceLogAttr(span),
 	)
 	if info.abort {
 		panic(http.ErrAbortHandler) // net/http resets the connection, quietly
@@ -259,6 +270,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo)
 	if rerr != nil {
 		return rerr
 	}
+	info.kind = routeKind(rt.endpoint)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return errUnsupported("portcullis is a read-only pull-through mirror: %s is not supported", r.Method)
 	}

@@ -22,13 +22,14 @@ import (
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // startBackground opens the vulnerability database, starts the scan
 // pipeline and returns the /v2/ handler gated by it (p itself when scanning
 // is off) and the status API. stop waits for the background work to end
 // after ctx is cancelled.
-func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
+func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, tracing *telemetry.Tracing, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
 	// Shared: the server holds the database only while matching, so
 	// 'portcullis db import' works while it runs.
 	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
@@ -59,6 +60,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		ScanTimeout:    time.Duration(cfg.Scan.Timeout),
 		AllPlatforms:   cfg.Scan.AllPlatforms,
 		Logger:         log,
+		Tracer:         tracing.Tracer("portcullis/pipeline"),
 	})
 	alerter, err := newAlerter(cfg, coord.Leases, replica, log)
 	if err != nil {

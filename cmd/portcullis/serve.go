@@ -118,7 +118,12 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	replica := replicaName()
-	var fetcherOpts []cache.FetcherOption
+	tracing, stopTracing, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // last: after the requests and background work
+	fetcherOpts := []cache.FetcherOption{cache.WithTracer(tracing.Tracer("portcullis/proxy/cache"))}
 	var leases cache.Leases
 	if cfg.Store.Driver == config.StoreRedis {
 		// Replicas share the state: they take turns downloading.
@@ -150,6 +155,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		client, err := upstream.New(upstream.Config{
 			Name: u.Name, URL: u.URL, Username: u.Username, Password: password,
 			CAFile: u.CAFile, Insecure: u.Insecure, Timeout: time.Duration(u.Timeout), Retries: u.Retries,
+			Tracer: tracing.Tracer("portcullis/proxy/upstream"),
 		})
 		if err != nil {
 			return err
@@ -169,6 +175,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		RequireBlobLink: cfg.Auth.Enabled(),
 		Leases:          leases,
 		Replica:         replica,
+		Tracer:          tracing.Tracer("portcullis/proxy"),
 	}
 	if access != nil { // a nil *auth.Auth in the interface would not be nil
 		opts.Access = access
@@ -178,7 +185,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	closing := make(chan struct{})
-	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, coord, replica, closing, log)
+	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, coord, replica, closing, tracing, log)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Source opens a blob's bytes upstream. size is -1 when unknown.
@@ -28,6 +29,8 @@ type Fetcher struct {
 	// sharing the storage (shared.go).
 	leases Leases
 	owner  string
+
+	tracer trace.Tracer // nil: no spans (tracing.go)
 
 	mu       sync.Mutex
 	inflight map[digest.Digest]*download
@@ -106,7 +109,7 @@ func (h *Handle) Close() error {
 // size is what the descriptor that led to d declares, -1 when unknown: a
 // download stops there, or at the store's MaxBlobSize when unknown.
 func (f *Fetcher) Open(ctx context.Context, d digest.Digest, size int64, src Source) (*Handle, error) {
-	b, err := f.store.Open(ctx, d)
+	b, err := f.lookup(ctx, d)
 	if err == nil {
 		return &Handle{Size: b.Size, Source: SourceHit, blob: b}, nil
 	}
@@ -126,7 +129,7 @@ func (f *Fetcher) Open(ctx context.Context, d digest.Digest, size int64, src Sou
 		}
 		dl = &download{d: d, started: make(chan struct{}), changed: make(chan struct{}), refs: 1}
 		f.inflight[d] = dl
-		go f.run(dl, size, src)
+		go f.run(f.downloadContext(ctx), dl, size, src)
 	}
 	dl.acquire()
 	f.mu.Unlock()
@@ -164,8 +167,8 @@ func (f *Fetcher) InFlight(d digest.Digest) bool {
 	return ok
 }
 
-func (f *Fetcher) run(dl *download, declared int64, src Source) {
-	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+func (f *Fetcher) run(parent context.Context, dl *download, declared int64, src Source) {
+	ctx, cancel := context.WithTimeout(parent, f.timeout)
 	defer cancel()
 	start := time.Now()
 	var began bool
@@ -282,7 +285,7 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 	dl.finish() // verified: readers may have the last byte now
 	commitCtx, cancelCommit := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 	defer cancelCommit()
-	if err := in.commit(commitCtx, dl.d); err != nil {
+	if err := f.commit(commitCtx, in, dl.d); err != nil {
 		// The bytes were good and served; only caching failed.
 		f.log.Error("cache blob", "digest", dl.d, "err", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -37,6 +38,7 @@ type authenticator struct {
 	basic  bool       // set once the upstream asked for basic auth
 	tokens map[string]cachedToken
 	flight singleflight.Group
+	tracer trace.Tracer // nil: no spans
 }
 
 type cachedToken struct {
@@ -125,7 +127,9 @@ func (a *authenticator) token(ctx context.Context, c challenge, scope string) (s
 		if ok && a.now().Before(t.expires) {
 			return t.value, nil
 		}
-		t, err := a.fetchToken(ctx, c, scope)
+		tctx, span := a.startToken(ctx, c.params["realm"])
+		t, err := a.fetchToken(tctx, c, scope)
+		endToken(span, err)
 		if err != nil {
 			return "", err
 		}

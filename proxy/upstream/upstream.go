@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 var (
@@ -51,6 +53,9 @@ type Config struct {
 	// MaxRetryAfter is the longest Retry-After we wait out ourselves; a longer
 	// one goes back to the client as TOOMANYREQUESTS. 0 means 2 s.
 	MaxRetryAfter time.Duration
+	// Tracer records each fetch, its HTTP attempts and token requests as
+	// spans (tracing.go); nil or a no-op tracer records none.
+	Tracer trace.Tracer
 }
 
 // Client fetches from one upstream registry. It is safe for concurrent use.
@@ -61,6 +66,7 @@ type Client struct {
 	auth          *authenticator
 	retries       int
 	maxRetryAfter time.Duration
+	tracer        trace.Tracer // nil: no spans
 }
 
 // New builds a client; it does not contact the upstream.
@@ -130,9 +136,11 @@ func New(cfg Config) (*Client, error) {
 			guard:          g,
 			now:            time.Now,
 			tokens:         map[string]cachedToken{},
+			tracer:         tracerOf(cfg.Tracer),
 		},
 		retries:       retries,
 		maxRetryAfter: maxRA,
+		tracer:        tracerOf(cfg.Tracer),
 	}, nil
 }
 
@@ -184,19 +192,23 @@ func IsNotFound(err error) bool {
 
 func pullScope(repo string) string { return "repository:" + repo + ":pull" }
 
-// do sends an idempotent request, authenticating as the upstream asks and
-// retrying network errors, 5xx and short 429s with backoff. Only a response
-// with status < 400 is returned; everything else is an error.
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, scope string, header http.Header) (*http.Response, error) {
+// attempts sends an idempotent request, authenticating as the upstream asks
+// and retrying network errors, 5xx and short 429s with backoff. Only a
+// response with status < 400 is returned; everything else is an error.
+func (c *Client) attempts(ctx context.Context, method, path string, query url.Values, scope string, header http.Header) (*http.Response, error) {
 	u := *c.base
 	u.Path = path
 	u.RawQuery = query.Encode()
 	target := u.String()
 	authRetried := false
 	var lastErr error
+	sent := 0
 	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, method, target, nil)
+		sent++
+		actx, aspan := c.startAttempt(ctx, sent)
+		req, err := http.NewRequestWithContext(actx, method, target, nil)
 		if err != nil {
+			endAttempt(aspan, nil, err)
 			return nil, err
 		}
 		for k, vs := range header {
@@ -204,6 +216,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		c.auth.apply(req, scope)
 		resp, err := c.http.Do(req)
+		endAttempt(aspan, resp, err)
 		var wait time.Duration
 		switch {
 		case err != nil:
