@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -18,6 +20,9 @@ import (
 type decisionJob struct {
 	digest, upstream, repo string
 	tag                    string // the tag it was pulled by, if any
+	// from is the span of the pull that asked first (tracing), linked
+	// from the decision's own trace.
+	from trace.SpanContext
 }
 
 func (j decisionJob) key() string { return j.digest + "\x00" + j.upstream + "/" + j.repo }
@@ -83,7 +88,10 @@ func (p *Pipeline) decideWork(ctx context.Context) {
 	}
 }
 
-func (p *Pipeline) decideJob(ctx context.Context, j decisionJob) error {
+func (p *Pipeline) decideJob(ctx context.Context, j decisionJob) (err error) {
+	ctx, span := p.startRootLinked(ctx, spanDecide, j.from, attrUpstream.String(j.upstream),
+		attrRepository.String(j.repo), attrDigest.String(j.digest))
+	defer func() { endSpan(span, err) }()
 	rec, err := p.o.Store.Scan(ctx, j.digest)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil

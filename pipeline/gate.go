@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
@@ -153,7 +154,7 @@ func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *pol
 		return proxy.Decision{}, err
 	}
 	if !ok {
-		done, err := p.requestDecision(decisionJob{digest: rec.Digest, upstream: s.Upstream, repo: s.Repository, tag: tag})
+		done, err := p.requestDecision(decisionJob{digest: rec.Digest, upstream: s.Upstream, repo: s.Repository, tag: tag, from: trace.SpanContextFromContext(ctx)})
 		if err == nil && awaitDecision(ctx, done, rule.OnUnscanned.Wait) {
 			if d, ok, err = current(); err != nil {
 				return proxy.Decision{}, err

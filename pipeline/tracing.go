@@ -17,6 +17,7 @@ import (
 // Span names and attributes of the evaluation path (README, "Traces").
 const (
 	spanEvaluate  = "evaluate"
+	spanDecide    = "decide"
 	spanImageRead = "image.read"
 	spanLayerRead = "layer.read"
 	spanExtract   = "scan.extract"
@@ -69,12 +70,23 @@ func (p *Pipeline) startRoot(ctx context.Context, name, queued string, attrs ...
 	if p.tracer == nil {
 		return ctx, nil
 	}
-	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithAttributes(attrs...)}
+	var from trace.SpanContext
 	if queued != "" && len(queued) <= maxTraceParent {
 		linked := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": queued})
-		if sc := trace.SpanContextFromContext(linked); sc.IsValid() {
-			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
-		}
+		from = trace.SpanContextFromContext(linked)
+	}
+	return p.startRootLinked(ctx, name, from, attrs...)
+}
+
+// startRootLinked is startRoot with the queuing span given as a span
+// context (invalid: no link).
+func (p *Pipeline) startRootLinked(ctx context.Context, name string, from trace.SpanContext, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if p.tracer == nil {
+		return ctx, nil
+	}
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithAttributes(attrs...)}
+	if from.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: from}))
 	}
 	return p.tracer.Start(ctx, name, opts...)
 }
