@@ -31,6 +31,8 @@ func NewCacheMetrics(m metric.Meter) (*CacheMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	evictions.Add(context.Background(), 0) // exists from the start
+	inflight.Add(context.Background(), 0)
 	return &CacheMetrics{inflight: inflight, evictions: evictions}, nil
 }
 
@@ -163,12 +165,15 @@ func NewPipelineMetrics(m metric.Meter) (*PipelineMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &PipelineMetrics{
+	p := &PipelineMetrics{
 		scans: scans, scanTime: scanTime, verdicts: verdicts,
 		done:        addOpts(attribute.String("result", "done")),
 		failed:      addOpts(attribute.String("result", "failed")),
 		verdictSets: boundedLabels{keys: []string{"verdict", "mode"}, max: maxVerdictPairs, other: "other"},
-	}, nil
+	}
+	p.scans.Add(context.Background(), 0, p.done...) // both exist from the start
+	p.scans.Add(context.Background(), 0, p.failed...)
+	return p, nil
 }
 
 // ScanFinished records one evaluation that ended, and how long it took

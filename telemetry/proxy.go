@@ -96,13 +96,21 @@ func NewProxyMetrics(m metric.Meter) (*ProxyMetrics, error) {
 	}
 	pm.fromCache = addOpts(attribute.String("source", "cache"))
 	pm.fromUpstream = addOpts(attribute.String("source", "upstream"))
+	// Every series of a fixed label set exists from the start, at 0, so a
+	// rate over it has a beginning.
+	ctx := context.Background()
+	for _, r := range cacheResults {
+		pm.cacheRequests.Add(ctx, 0, pm.cacheOpts[r]...)
+	}
+	pm.bytesServed.Add(ctx, 0, pm.fromCache...)
+	pm.bytesServed.Add(ctx, 0, pm.fromUpstream...)
 	return pm, nil
 }
 
 // Request records one answered request: its route and status, and for
 // manifests and blobs where the content came from (cache, one of the
 // Portcullis-Cache values, "" or anything else when none) and how many body
-// bytes went out.
+// bytes went out (counted for successful answers only).
 func (pm *ProxyMetrics) Request(ctx context.Context, route Route, status int, cache string, bytes int64) {
 	if pm == nil {
 		return
@@ -113,7 +121,7 @@ func (pm *ProxyMetrics) Request(ctx context.Context, route Route, status int, ca
 		return
 	}
 	pm.cacheRequests.Add(ctx, 1, opts...)
-	if bytes > 0 {
+	if bytes > 0 && status < 300 { // content, not an error body
 		source := pm.fromCache
 		if cache == "miss" || cache == "coalesced" {
 			source = pm.fromUpstream

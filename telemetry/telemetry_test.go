@@ -104,6 +104,7 @@ func TestExposedNames(t *testing.T) {
 	pm.Request(ctx, RouteBlob, 200, "hit", 100)
 	pm.Request(ctx, RouteBlob, 200, "miss", 30)
 	pm.Request(ctx, RouteManifest, 403, "-", 50) // an error: no cache result, no bytes
+	pm.Request(ctx, RouteManifest, 403, "hit", 70) // refused after a cache hit: no bytes
 	pm.Blocked(ctx, "VULNERABLE")
 	cm.DownloadStarted()
 	cm.Evicted()
@@ -124,9 +125,11 @@ func TestExposedNames(t *testing.T) {
 	}{
 		{"portcullis_requests_total", dto.MetricType_COUNTER, []sample{
 			{map[string]string{"route": "blob", "code": "200"}, 2},
-			{map[string]string{"route": "manifest", "code": "403"}, 1}}},
+			{map[string]string{"route": "manifest", "code": "403"}, 2}}},
 		{"portcullis_cache_requests_total", dto.MetricType_COUNTER, []sample{
-			{map[string]string{"result": "hit"}, 1}, {map[string]string{"result": "miss"}, 1}}},
+			{map[string]string{"result": "hit"}, 2}, {map[string]string{"result": "miss"}, 1},
+			{map[string]string{"result": "coalesced"}, 0}, {map[string]string{"result": "revalidated"}, 0},
+			{map[string]string{"result": "stale"}, 0}, {map[string]string{"result": "local"}, 0}}},
 		{"portcullis_bytes_served_total", dto.MetricType_COUNTER, []sample{
 			{map[string]string{"source": "cache"}, 100}, {map[string]string{"source": "upstream"}, 30}}},
 		{"portcullis_upstream_requests_total", dto.MetricType_COUNTER, []sample{
@@ -235,8 +238,12 @@ func TestBoundedLabels(t *testing.T) {
 	if got := labelsOf(reqs.GetMetric()[0]); got["route"] != "other" || got["code"] != "unknown" {
 		t.Errorf("labels %v, want route other, code unknown", got)
 	}
-	if fams["portcullis_cache_requests_total"] != nil || fams["portcullis_bytes_served_total"] != nil {
-		t.Error("an unknown cache result was counted")
+	for _, name := range []string{"portcullis_cache_requests_total", "portcullis_bytes_served_total"} {
+		for _, m := range fams[name].GetMetric() {
+			if m.GetCounter().GetValue() != 0 {
+				t.Errorf("an unknown cache result was counted: %s %v", name, m)
+			}
+		}
 	}
 }
 
