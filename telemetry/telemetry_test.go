@@ -103,7 +103,7 @@ func TestExposedNames(t *testing.T) {
 
 	pm.Request(ctx, RouteBlob, 200, "hit", 100)
 	pm.Request(ctx, RouteBlob, 200, "miss", 30)
-	pm.Request(ctx, RouteManifest, 403, "-", 50) // an error: no cache result, no bytes
+	pm.Request(ctx, RouteManifest, 403, "-", 50)   // an error: no cache result, no bytes
 	pm.Request(ctx, RouteManifest, 403, "hit", 70) // refused after a cache hit: no bytes
 	pm.Blocked(ctx, "VULNERABLE")
 	cm.DownloadStarted()
