@@ -116,13 +116,17 @@ func (u *UpstreamMetrics) Request(ctx context.Context, status int, d time.Durati
 }
 
 func (u *UpstreamMetrics) codeOptions(status int) []metric.AddOption {
-	slot, code := status-minStatus, strconv.Itoa(status)
+	slot := status - minStatus
 	if status < minStatus || status > maxStatus {
-		slot, code = maxStatus-minStatus+1, "error"
+		slot = maxStatus - minStatus + 1
 	}
 	p := &u.codeOpts[slot]
 	if opts := p.Load(); opts != nil {
 		return *opts
+	}
+	code := "error"
+	if slot <= maxStatus-minStatus {
+		code = strconv.Itoa(status)
 	}
 	opts := addOpts(attribute.String("upstream", u.name), attribute.String("code", code))
 	p.Store(&opts)

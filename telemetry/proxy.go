@@ -135,13 +135,17 @@ func (pm *ProxyMetrics) requestOptions(route Route, status int) []metric.AddOpti
 	if route >= numRoutes {
 		route = RouteOther
 	}
-	slot, code := status-minStatus, strconv.Itoa(status)
+	slot := status - minStatus
 	if status < minStatus || status > maxStatus {
-		slot, code = maxStatus-minStatus+1, "unknown"
+		slot = maxStatus - minStatus + 1
 	}
 	p := &pm.requestOpts[route][slot]
 	if opts := p.Load(); opts != nil {
 		return *opts
+	}
+	code := "unknown"
+	if slot <= maxStatus-minStatus {
+		code = strconv.Itoa(status)
 	}
 	opts := addOpts(attribute.String("route", route.String()), attribute.String("code", code))
 	p.Store(&opts)
