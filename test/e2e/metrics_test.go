@@ -112,7 +112,17 @@ func TestMetricsAfterRealPulls(t *testing.T) {
 	if r := do(t, "GET", pc.URL+"/api/v1/scans/"+g.manifest); r.status != http.StatusOK {
 		t.Fatalf("status API: %d %s", r.status, r.body)
 	}
-	after := scrapeMetrics(t, pc.URL)
+	// A download's cache commit (and its end in the gauge) follows the
+	// client's last byte: wait, bounded, for what is in flight to settle.
+	var after map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		after = scrapeMetrics(t, pc.URL)
+		settled := metricValue(after, "portcullis_inflight_downloads", nil) == 0 && metricValue(after, "portcullis_scan_queue_depth", nil) == 0
+		if settled || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	for name, labels := range requiredFamilies {
 		fam := after[name]
@@ -183,6 +193,42 @@ func TestMetricsAfterRealPulls(t *testing.T) {
 	}
 	if got := metricValue(after, "portcullis_scan_queue_depth", nil); got != 0 {
 		t.Errorf("scan queue depth %v after every scan ended", got)
+	}
+}
+
+// Evictions to stay under cache.max_bytes are counted, and the size gauge
+// stays under the bound.
+func TestMetricsCountEvictions(t *testing.T) {
+	up := startUpstream(t)
+	pc := withConfig(t, up, `
+default_upstream: up.test
+upstreams: [{name: up.test, url: UPSTREAM_URL}]
+cache: {max_bytes: 3MiB}
+`)
+	for i := range 4 {
+		img := testregistryImage(t, 1<<20)
+		up.Push(t, "team/app", itoa(i), img)
+		if r := do(t, "GET", pc.URL+"/v2/team/app/blobs/"+layers(t, img)[0].String()); r.status != http.StatusOK {
+			t.Fatalf("GET blob %d: %d %s", i, r.status, r.body)
+		}
+	}
+	// Evictions follow the commits, just after the responses.
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		fams = scrapeMetrics(t, pc.URL)
+		if metricValue(fams, "portcullis_cache_evictions_total", nil) >= 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := metricValue(fams, "portcullis_cache_evictions_total", nil); n < 1 {
+		t.Errorf("%v evictions after 4 MiB of blobs under a 3 MiB bound", n)
+	}
+	if size := metricValue(fams, "portcullis_cache_size_bytes", nil); size <= 0 || size > 3<<20 {
+		t.Errorf("cache size %v, want within (0, 3 MiB]", size)
+	}
+	if got := metricValue(fams, "portcullis_bytes_served_total", map[string]string{"source": "upstream"}); got < 4<<20 {
+		t.Errorf("%v bytes served from upstream, want at least the four 1 MiB blobs", got)
 	}
 }
 
