@@ -27,6 +27,7 @@ import (
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // Images gives the pipeline the images it scans, through the proxy's cache.
@@ -88,6 +89,8 @@ type Options struct {
 	// queues it again; 0 means 10 minutes.
 	RetryFailedAfter time.Duration
 	Logger           *slog.Logger
+	// Metrics records scans and verdicts; nil records nothing.
+	Metrics *telemetry.PipelineMetrics
 }
 
 // Pipeline queues and runs scans. Its Check makes it the proxy's Gate: it
@@ -325,6 +328,7 @@ func (p *Pipeline) giveUp(ctx context.Context, j job, attempts int) {
 	if err != nil {
 		p.log.Error("record abandoned scan", "digest", j.digest, "err", err)
 	}
+	p.o.Metrics.ScanFinished(ctx, false, -1)
 }
 
 func (p *Pipeline) scan(ctx context.Context, j job) {
@@ -352,6 +356,7 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		p.log.Info("scanned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo,
 			"packages", len(inv.Packages), "findings", len(findings), "duration", rec.UpdatedAt.Sub(started))
 	}
+	p.o.Metrics.ScanFinished(ctx, rec.State == store.ScanDone, rec.UpdatedAt.Sub(started))
 	// The scan may have used up its time; the writes must still happen.
 	wctx := context.WithoutCancel(ctx)
 	written, err := p.storeResult(wctx, &rec)

@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/proxy/upstream"
 	"github.com/portcullis/portcullis/store"
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // Upstream is one configured registry as the proxy uses it.
@@ -74,6 +75,9 @@ type Options struct {
 	// authenticate, so the shared cache does not leak one repository's
 	// layers to someone allowed only another.
 	RequireBlobLink bool
+	// Metrics records requests, cache results, bytes served and blocked
+	// pulls; nil records nothing.
+	Metrics *telemetry.ProxyMetrics
 }
 
 // Access decides who may pull what. The caller's identity travels in the
@@ -140,6 +144,7 @@ type Proxy struct {
 	requireBlobLink bool
 	leases          cache.Leases
 	replica         string
+	metrics         *telemetry.ProxyMetrics
 	manifestFlight  singleflight.Group
 	tags            tagMemo
 	accepts         acceptMemo
@@ -164,6 +169,7 @@ func New(o Options) (*Proxy, error) {
 		requireBlobLink: o.RequireBlobLink,
 		leases:          o.Leases,
 		replica:         o.Replica,
+		metrics:         o.Metrics,
 		now:             time.Now,
 	}
 	var names []string
@@ -189,6 +195,7 @@ func New(o Options) (*Proxy, error) {
 // and the gate that decides it.
 type requestInfo struct {
 	gate     Gate
+	route    telemetry.Route
 	upstream string
 	repo     string
 	cache    string
@@ -228,6 +235,8 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 			errAttrs = append(errAttrs, slog.String("cause", err.cause.Error()))
 		}
 	}
+	status := cmp.Or(lw.status, http.StatusOK)
+	p.metrics.Request(r.Context(), info.route, status, info.cache, lw.bytes)
 	level := slog.LevelInfo
 	if lw.status >= 500 {
 		level = slog.LevelWarn
@@ -237,7 +246,7 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.String("query", r.URL.RawQuery),
-		slog.Int("status", cmp.Or(lw.status, http.StatusOK)),
+		slog.Int("status", status),
 		slog.Int64("bytes", lw.bytes),
 		slog.Duration("duration", time.Since(start)),
 		slog.String("upstream", info.upstream),
@@ -256,6 +265,7 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo) *regError {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	rt, rerr := p.router.parse(r.URL)
+	info.route = metricsRoute(rt.endpoint)
 	if rerr != nil {
 		return rerr
 	}
@@ -290,6 +300,21 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo)
 		return p.serveReferrers(w, r, rt)
 	}
 	return errorf(http.StatusNotFound, "NAME_UNKNOWN", "unknown endpoint")
+}
+
+// metricsRoute is the route label of an endpoint.
+func metricsRoute(e endpoint) telemetry.Route {
+	switch e {
+	case endpointManifest:
+		return telemetry.RouteManifest
+	case endpointBlob:
+		return telemetry.RouteBlob
+	case endpointTags:
+		return telemetry.RouteTags
+	case endpointReferrers:
+		return telemetry.RouteReferrers
+	}
+	return telemetry.RouteOther
 }
 
 // loggingWriter records status and size for the request log. It keeps

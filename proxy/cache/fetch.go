@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // Source opens a blob's bytes upstream. size is -1 when unknown.
@@ -29,6 +31,8 @@ type Fetcher struct {
 	leases Leases
 	owner  string
 
+	metrics *telemetry.CacheMetrics // nil: none
+
 	mu       sync.Mutex
 	inflight map[digest.Digest]*download
 }
@@ -42,6 +46,11 @@ func NewFetcher(s *Store, timeout, idle time.Duration, log *slog.Logger, opts ..
 		o(f)
 	}
 	return f
+}
+
+// WithMetrics counts the downloads in progress.
+func WithMetrics(m *telemetry.CacheMetrics) FetcherOption {
+	return func(f *Fetcher) { f.metrics = m }
 }
 
 // Where a Handle's bytes come from.
@@ -171,7 +180,9 @@ func (f *Fetcher) run(dl *download, declared int64, src Source) {
 	var began bool
 	release, err := f.takeTurn(ctx, dl.d)
 	if err == nil {
+		f.metrics.DownloadStarted()
 		began, err = f.download(ctx, cancel, dl, declared, src)
+		f.metrics.DownloadEnded()
 		release()
 	}
 	// Leave the in-flight table before anyone hears of a failure, so a
