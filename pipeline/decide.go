@@ -58,15 +58,7 @@ func (p *Pipeline) dbBuiltAt() time.Time {
 	if version == "" {
 		version = p.o.Matcher.Version()
 	}
-	_, at, ok := strings.Cut(version, "@")
-	if !ok {
-		return time.Time{}
-	}
-	t, err := time.Parse(time.RFC3339, at)
-	if err != nil {
-		return time.Time{}
-	}
-	return t
+	return builtAt(version)
 }
 
 // facts assembles what the policy sees about a stored result, pulled

@@ -70,6 +70,9 @@ type Options struct {
 	// Events carries what the pipeline announces to every replica's
 	// subscribers; nil: this process's only.
 	Events store.Events
+	// Leases make work one replica at a time cluster-wide (re-matches
+	// after a database update); nil: this process is alone.
+	Leases store.Leases
 	// Consumer names this replica in the queue; empty: host and pid.
 	Consumer       string
 	Images         Images

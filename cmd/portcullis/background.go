@@ -53,6 +53,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		Queue:          coord.Queue,
 		Publications:   coord.Publications,
 		Events:         coord.Events,
+		Leases:         coord.Leases,
 		Consumer:       replica,
 		Images:         p,
 		Scanner:        scanner.New(scanner.WithLogger(log)),
