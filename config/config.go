@@ -44,6 +44,17 @@ type Config struct {
 	Auth                  Auth   `yaml:"auth"`
 	Server                Server `yaml:"server"`
 	Alerts                Alerts `yaml:"alerts"`
+
+	// Telemetry switches the metrics (/metrics, OTLP).
+	Telemetry Telemetry `yaml:"telemetry"`
+}
+
+// Telemetry switches the OpenTelemetry metrics.
+type Telemetry struct {
+	// Metrics records metrics, served at /metrics and pushed over OTLP
+	// when the standard OTEL_EXPORTER_OTLP_* variables name an endpoint.
+	// Default true.
+	Metrics bool `yaml:"metrics"`
 }
 
 // Server bounds what clients can hold on the listening socket.
@@ -191,6 +202,8 @@ func Default() Config {
 		Scan:      Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute)},
 		Log:       Log{Level: "info", Format: "json"},
 		Server:    Server{MaxConnections: 10000, WriteIdleTimeout: Duration(2 * time.Minute)},
+
+		Telemetry: Telemetry{Metrics: true},
 	}
 }
 

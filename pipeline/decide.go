@@ -58,15 +58,7 @@ func (p *Pipeline) dbBuiltAt() time.Time {
 	if version == "" {
 		version = p.o.Matcher.Version()
 	}
-	_, at, ok := strings.Cut(version, "@")
-	if !ok {
-		return time.Time{}
-	}
-	t, err := time.Parse(time.RFC3339, at)
-	if err != nil {
-		return time.Time{}
-	}
-	return t
+	return builtAt(version)
 }
 
 // facts assembles what the policy sees about a stored result, pulled
@@ -283,6 +275,7 @@ func (p *Pipeline) decideForWrite(ctx context.Context, rec store.ScanRecord, dec
 // job queued before the write may have been running already).
 func (p *Pipeline) decided(ctx context.Context, rec store.ScanRecord, written store.DecisionRecord, d policy.Decision, change *store.VerdictChange) {
 	p.forget(digest.Digest(rec.Digest))
+	p.o.Metrics.Verdict(ctx, string(d.Verdict), string(d.Mode))
 	p.announce(ctx, rec, written, d, change)
 	p.queuePublication(ctx, written.Digest, written.Upstream, written.Repository)
 }
@@ -294,7 +287,7 @@ func toGate(d policy.Decision, upstream, repo, dgst string) proxy.Decision {
 	details := "/api/v1/scans/" + dgst
 	switch d.Effective {
 	case policy.Block:
-		return proxy.Decision{Verdict: proxy.Block, Details: details,
+		return proxy.Decision{Verdict: proxy.Block, Details: details, Reason: blockReason(d),
 			Message: fmt.Sprintf("portcullis: blocked %s: %s", where, d.Message(300))}
 	case policy.Warn:
 		return proxy.Decision{Verdict: proxy.Warn, Message: d.Message(300), Details: details}

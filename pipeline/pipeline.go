@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // Images gives the pipeline the images it scans, through the proxy's cache.
@@ -70,6 +71,9 @@ type Options struct {
 	// Events carries what the pipeline announces to every replica's
 	// subscribers; nil: this process's only.
 	Events store.Events
+	// Leases make work one replica at a time cluster-wide (re-matches
+	// after a database update); nil: this process is alone.
+	Leases store.Leases
 	// Consumer names this replica in the queue; empty: host and pid.
 	Consumer       string
 	Images         Images
@@ -89,6 +93,8 @@ type Options struct {
 	// queues it again; 0 means 10 minutes.
 	RetryFailedAfter time.Duration
 	Logger           *slog.Logger
+	// Metrics records scans and verdicts; nil records nothing.
+	Metrics *telemetry.PipelineMetrics
 	// Tracer records each evaluation and publication as a trace
 	// (tracing.go); nil or a no-op tracer records none.
 	Tracer trace.Tracer
@@ -334,6 +340,7 @@ func (p *Pipeline) giveUp(ctx context.Context, j job, attempts int) {
 	if err != nil {
 		p.log.Error("record abandoned scan", "digest", j.digest, "err", err)
 	}
+	p.o.Metrics.ScanFinished(ctx, false, -1)
 }
 
 func (p *Pipeline) scan(ctx context.Context, j job) {
@@ -361,6 +368,7 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 		p.log.Info("scanned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo,
 			"packages", len(inv.Packages), "findings", len(findings), "duration", rec.UpdatedAt.Sub(started))
 	}
+	p.o.Metrics.ScanFinished(ctx, rec.State == store.ScanDone, rec.UpdatedAt.Sub(started))
 	// The scan may have used up its time; the writes must still happen.
 	wctx := context.WithoutCancel(ctx)
 	written, err := p.storeResult(wctx, &rec)

@@ -19,7 +19,11 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	version := p.o.Matcher.Version()
-	outdated := func(r store.ScanRecord) bool { return r.State == store.ScanDone && r.DBVersion != version }
+	// A result matched against a newer database than ours (another
+	// replica updated first) is left alone: this replica catches up.
+	outdated := func(r store.ScanRecord) bool {
+		return r.State == store.ScanDone && r.DBVersion != version && !builtAt(r.DBVersion).After(builtAt(version))
+	}
 	digests, err := p.digestsWhere(ctx, outdated)
 	if err != nil {
 		return 0, err
@@ -111,10 +115,14 @@ func (p *Pipeline) WatchDB(ctx context.Context, interval time.Duration) {
 		p.dbVersion.Store(v)
 		changed := false
 		if v != last {
-			n, err := p.Rematch(ctx)
-			if err != nil {
+			n, ran, err := p.rematchAlone(ctx)
+			switch {
+			case err != nil:
 				p.log.Error("re-match after database change", "err", err)
-			} else {
+			case !ran:
+				// Another replica is re-matching: its images are announced
+				// there; what it leaves to do is done at a later tick.
+			default:
 				changed = true
 				last = v
 				if n > 0 {
@@ -129,4 +137,54 @@ func (p *Pipeline) WatchDB(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// Re-matches run one at a time cluster-wide, under a lease: replicas that
+// re-matched the same results at once would each announce a part of the
+// images an update made fail, and do the work twice.
+const (
+	rematchLeaseKey = "rematch"
+	rematchLease    = time.Minute
+)
+
+// rematchAlone runs Rematch under the re-match lease; ran is false when
+// another replica holds it.
+func (p *Pipeline) rematchAlone(ctx context.Context) (n int, ran bool, err error) {
+	if p.o.Leases == nil {
+		n, err = p.Rematch(ctx)
+		return n, true, err
+	}
+	ok, err := p.o.Leases.Acquire(ctx, rematchLeaseKey, p.o.Consumer, rematchLease)
+	if err != nil {
+		return 0, false, fmt.Errorf("take the re-match lease: %w", err)
+	}
+	if !ok {
+		return 0, false, nil
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(rematchLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				if held, err := p.o.Leases.Renew(rctx, rematchLeaseKey, p.o.Consumer, rematchLease); err == nil && !held {
+					p.log.Warn("re-match lease lost to another replica")
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	n, err = p.Rematch(rctx)
+	cancel()
+	<-renewed
+	if rerr := p.o.Leases.Release(context.WithoutCancel(ctx), rematchLeaseKey, p.o.Consumer); rerr != nil {
+		p.log.Warn("release the re-match lease", "err", rerr)
+	}
+	return n, true, err
 }

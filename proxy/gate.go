@@ -36,6 +36,9 @@ type Decision struct {
 	// Details is the path, on this server, of the record behind the
 	// decision (e.g. /api/v1/scans/<digest>); the proxy links it.
 	Details string
+	// Reason is the code of the first reason of a Block (a policy reason
+	// code such as VULNERABLE), for metrics; may be empty.
+	Reason string
 }
 
 // Gate decides, per manifest digest, whether it may be served. It sits on

@@ -156,6 +156,7 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	h := w.Header()
 	switch dec.Verdict {
 	case Block:
+		p.metrics.Blocked(r.Context(), dec.Reason)
 		return errorf(http.StatusForbidden, "DENIED", "%s", p.withDetails(r, dec))
 	case Warn:
 		h.Set("Portcullis-Verdict", "warn")

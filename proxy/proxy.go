@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/proxy/upstream"
 	"github.com/portcullis/portcullis/store"
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // Upstream is one configured registry as the proxy uses it.
@@ -75,6 +76,9 @@ type Options struct {
 	// authenticate, so the shared cache does not leak one repository's
 	// layers to someone allowed only another.
 	RequireBlobLink bool
+	// Metrics records requests, cache results, bytes served and blocked
+	// pulls; nil records nothing.
+	Metrics *telemetry.ProxyMetrics
 	// Tracer makes the request spans (README, "Traces"); nil or a no-op
 	// tracer makes none.
 	Tracer trace.Tracer
@@ -144,6 +148,7 @@ type Proxy struct {
 	requireBlobLink bool
 	leases          cache.Leases
 	replica         string
+	metrics         *telemetry.ProxyMetrics
 	tracer          trace.Tracer // nil: tracing off
 	manifestFlight  singleflight.Group
 	tags            tagMemo
@@ -169,6 +174,7 @@ func New(o Options) (*Proxy, error) {
 		requireBlobLink: o.RequireBlobLink,
 		leases:          o.Leases,
 		replica:         o.Replica,
+		metrics:         o.Metrics,
 		tracer:          tracerOf(o.Tracer),
 		now:             time.Now,
 	}
@@ -195,7 +201,7 @@ func New(o Options) (*Proxy, error) {
 // and the gate that decides it.
 type requestInfo struct {
 	gate     Gate
-	kind     string // the route, in span names
+	route    telemetry.Route
 	upstream string
 	repo     string
 	cache    string
@@ -237,7 +243,9 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 			errAttrs = append(errAttrs, slog.String("cause", err.cause.Error()))
 		}
 	}
-	endRequestSpan(span, r, info, cmp.Or(lw.status, http.StatusOK), lw.bytes, err)
+	status := cmp.Or(lw.status, http.StatusOK)
+	p.metrics.Request(r.Context(), info.route, status, info.cache, lw.bytes)
+	endRequestSpan(span, r, info, status, lw.bytes, err)
 	level := slog.LevelInfo
 	if lw.status >= 500 {
 		level = slog.LevelWarn
@@ -247,7 +255,7 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.String("query", r.URL.RawQuery),
-		slog.Int("status", cmp.Or(lw.status, http.StatusOK)),
+		slog.Int("status", status),
 		slog.Int64("bytes", lw.bytes),
 		slog.Duration("duration", time.Since(start)),
 		slog.String("upstream", info.upstream),
@@ -267,10 +275,10 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo) *regError {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	rt, rerr := p.router.parse(r.URL)
+	info.route = metricsRoute(rt.endpoint)
 	if rerr != nil {
 		return rerr
 	}
-	info.kind = routeKind(rt.endpoint)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return errUnsupported("portcullis is a read-only pull-through mirror: %s is not supported", r.Method)
 	}
@@ -302,6 +310,21 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo)
 		return p.serveReferrers(w, r, rt)
 	}
 	return errorf(http.StatusNotFound, "NAME_UNKNOWN", "unknown endpoint")
+}
+
+// metricsRoute is the route label of an endpoint.
+func metricsRoute(e endpoint) telemetry.Route {
+	switch e {
+	case endpointManifest:
+		return telemetry.RouteManifest
+	case endpointBlob:
+		return telemetry.RouteBlob
+	case endpointTags:
+		return telemetry.RouteTags
+	case endpointReferrers:
+		return telemetry.RouteReferrers
+	}
+	return telemetry.RouteOther
 }
 
 // loggingWriter records status and size for the request log. It keeps

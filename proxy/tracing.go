@@ -38,24 +38,6 @@ func tracerOf(tr trace.Tracer) trace.Tracer {
 	return tr
 }
 
-// routeKind names an endpoint in span names: manifest, blob, tags,
-// referrers, base, or other (catalog, uploads, what did not route).
-func routeKind(e endpoint) string {
-	switch e {
-	case endpointManifest:
-		return "manifest"
-	case endpointBlob:
-		return "blob"
-	case endpointTags:
-		return "tags"
-	case endpointReferrers:
-		return "referrers"
-	case endpointBase:
-		return "base"
-	}
-	return "other"
-}
-
 // startRequestSpan starts the server span of a /v2/ request, as the child
 // of the client's W3C traceparent when it sent one. With tracing off it
 // returns r and a nil span.
@@ -75,10 +57,7 @@ func endRequestSpan(span trace.Span, r *http.Request, info *requestInfo, status 
 	if span == nil {
 		return
 	}
-	kind := info.kind
-	if kind == "" {
-		kind = "other"
-	}
+	kind := info.route.String()
 	span.SetName(r.Method + " " + kind)
 	span.SetAttributes(
 		attrRoute.String(kind),

@@ -29,10 +29,13 @@ import (
 // pipeline and returns the /v2/ handler gated by it (p itself when scanning
 // is off) and the status API. stop waits for the background work to end
 // after ctx is cancelled.
-func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, tracing *telemetry.Tracing, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
+func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, metrics *serverMetrics, cacheBytes func() int64, tracing *telemetry.Tracing, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
 	// Shared: the server holds the database only while matching, so
 	// 'portcullis db import' works while it runs.
 	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
+	if err := metrics.observe(cacheBytes, coord.Queue, db); err != nil {
+		return nil, nil, nil, err
+	}
 	pol, err := loadPolicy(cfg.Policy)
 	if err != nil {
 		return nil, nil, nil, err
@@ -51,6 +54,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		Queue:          coord.Queue,
 		Publications:   coord.Publications,
 		Events:         coord.Events,
+		Leases:         coord.Leases,
 		Consumer:       replica,
 		Images:         p,
 		Scanner:        scanner.New(scanner.WithLogger(log)),
@@ -60,9 +64,10 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		ScanTimeout:    time.Duration(cfg.Scan.Timeout),
 		AllPlatforms:   cfg.Scan.AllPlatforms,
 		Logger:         log,
+		Metrics:        metrics.pipeline,
 		Tracer:         tracing.Tracer("portcullis/pipeline"),
 	})
-	alerter, err := newAlerter(cfg, coord.Leases, replica, log)
+	alerter, err := newAlerter(cfg, coord.Leases, replica, metrics.meter(), log)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -118,11 +118,16 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	replica := replicaName()
+	metrics, err := newServerMetrics(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer metrics.shutdown(log)
 	tracing, stopTracing, err := startTracing(ctx, log)
 	if err != nil {
 		return err
 	}
-	defer stopTracing() // last: after the requests and background work
+	defer stopTracing() // runs last: after the requests and background work
 	fetcherOpts := []cache.FetcherOption{cache.WithTracer(tracing.Tracer("portcullis/proxy/cache"))}
 	var leases cache.Leases
 	if cfg.Store.Driver == config.StoreRedis {
@@ -130,6 +135,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		leases = coord.Leases
 		fetcherOpts = append(fetcherOpts, cache.WithLeases(leases, replica))
 	}
+	fetcherOpts = append(fetcherOpts, cache.WithMetrics(metrics.cache))
 	content, err := cache.Open(ctx, cache.Config{
 		Driver:     cfg.Storage.Driver,
 		Parameters: cfg.Storage.Parameters,
@@ -138,6 +144,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Logger:     log,
 
 		MaxBlobSize: int64(cfg.Cache.MaxBlobSize),
+		Metrics:     metrics.cache,
 	})
 	if err != nil {
 		return err
@@ -152,10 +159,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		um, err := metrics.upstream(u.Name)
+		if err != nil {
+			return err
+		}
 		client, err := upstream.New(upstream.Config{
 			Name: u.Name, URL: u.URL, Username: u.Username, Password: password,
 			CAFile: u.CAFile, Insecure: u.Insecure, Timeout: time.Duration(u.Timeout), Retries: u.Retries,
-			Tracer: tracing.Tracer("portcullis/proxy/upstream"),
+			Metrics: um,
+			Tracer:  tracing.Tracer("portcullis/proxy/upstream"),
 		})
 		if err != nil {
 			return err
@@ -175,6 +187,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		RequireBlobLink: cfg.Auth.Enabled(),
 		Leases:          leases,
 		Replica:         replica,
+		Metrics:         metrics.proxy,
 		Tracer:          tracing.Tracer("portcullis/proxy"),
 	}
 	if access != nil { // a nil *auth.Auth in the interface would not be nil
@@ -185,14 +198,18 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	closing := make(chan struct{})
-	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, coord, replica, closing, tracing, log)
+	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, coord, replica, closing, metrics, content.Bytes, tracing, log)
 	if err != nil {
 		return err
 	}
 	defer stopBackground()
 
+	metricsHandler := metrics.handler()
 	if access != nil {
 		registry, apiHandler = access.Registry(registry), access.API(apiHandler)
+		if metricsHandler != nil {
+			metricsHandler = access.API(metricsHandler)
+		}
 	}
 	var ready atomic.Bool
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -201,6 +218,8 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			registry.ServeHTTP(w, r)
 		case strings.HasPrefix(r.URL.Path, "/api/"):
 			apiHandler.ServeHTTP(w, r)
+		case r.URL.Path == "/metrics" && metricsHandler != nil:
+			metricsHandler.ServeHTTP(w, r)
 		case r.URL.Path == "/healthz":
 			io.WriteString(w, "ok\n")
 		case r.URL.Path == "/readyz":
@@ -226,7 +245,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 	})
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           metrics.countRequests(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

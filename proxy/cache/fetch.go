@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // Source opens a blob's bytes upstream. size is -1 when unknown.
@@ -30,7 +32,8 @@ type Fetcher struct {
 	leases Leases
 	owner  string
 
-	tracer trace.Tracer // nil: no spans (tracing.go)
+	metrics *telemetry.CacheMetrics // nil: none
+	tracer  trace.Tracer            // nil: no spans (tracing.go)
 
 	mu       sync.Mutex
 	inflight map[digest.Digest]*download
@@ -45,6 +48,11 @@ func NewFetcher(s *Store, timeout, idle time.Duration, log *slog.Logger, opts ..
 		o(f)
 	}
 	return f
+}
+
+// WithMetrics counts the downloads in progress.
+func WithMetrics(m *telemetry.CacheMetrics) FetcherOption {
+	return func(f *Fetcher) { f.metrics = m }
 }
 
 // Where a Handle's bytes come from.
@@ -174,7 +182,9 @@ func (f *Fetcher) run(parent context.Context, dl *download, declared int64, src 
 	var began bool
 	release, err := f.takeTurn(ctx, dl.d)
 	if err == nil {
+		f.metrics.DownloadStarted()
 		began, err = f.download(ctx, cancel, dl, declared, src)
+		f.metrics.DownloadEnded()
 		release()
 	}
 	// Leave the in-flight table before anyone hears of a failure, so a

@@ -23,6 +23,8 @@ import (
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // ErrNotFound means the store does not hold the digest.
@@ -43,6 +45,8 @@ type Config struct {
 	// MaxManifestMemory bounds the in-memory manifest cache; 0 means 16 MiB.
 	MaxManifestMemory int64
 	Logger            *slog.Logger
+	// Metrics counts evictions; nil counts nothing.
+	Metrics *telemetry.CacheMetrics
 }
 
 // Store is the content store. Nothing is visible under a digest until its
@@ -68,6 +72,7 @@ type Store struct {
 	index       *index
 	manifests   *memCache
 	log         *slog.Logger
+	metrics     *telemetry.CacheMetrics
 	indexLoaded chan struct{}
 }
 
@@ -115,6 +120,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		index:       newIndex(),
 		manifests:   newMemCache(cmp.Or(cfg.MaxManifestMemory, 16<<20)),
 		log:         cmp.Or(cfg.Logger, slog.Default()),
+		metrics:     cfg.Metrics,
 		indexLoaded: make(chan struct{}),
 		// Local files have an inode and nanosecond times; an in-memory
 		// driver has no other writer. Anything else is remote storage.
@@ -398,6 +404,7 @@ func (s *Store) evict(ctx context.Context) {
 			s.log.Warn("evict", "digest", d, "err", err)
 			continue
 		}
+		s.metrics.Evicted()
 		s.log.Debug("evicted", "digest", d)
 	}
 }

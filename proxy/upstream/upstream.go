@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 var (
@@ -53,6 +55,9 @@ type Config struct {
 	// MaxRetryAfter is the longest Retry-After we wait out ourselves; a longer
 	// one goes back to the client as TOOMANYREQUESTS. 0 means 2 s.
 	MaxRetryAfter time.Duration
+	// Metrics counts and times every HTTP request sent (token requests
+	// and retries included); nil records nothing.
+	Metrics *telemetry.UpstreamMetrics
 	// Tracer records each fetch, its HTTP attempts and token requests as
 	// spans (tracing.go); nil or a no-op tracer records none.
 	Tracer trace.Tracer
@@ -112,7 +117,11 @@ func New(cfg Config) (*Client, error) {
 		ForceAttemptHTTP2:      true,
 		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
 	}
-	hc := &http.Client{Transport: transport, CheckRedirect: g.checkRedirect(cfg.Name, base.Scheme == "http")}
+	var rt http.RoundTripper = transport
+	if cfg.Metrics != nil {
+		rt = measuredTransport{next: transport, metrics: cfg.Metrics}
+	}
+	hc := &http.Client{Transport: rt, CheckRedirect: g.checkRedirect(cfg.Name, base.Scheme == "http")}
 	retries := cfg.Retries
 	switch {
 	case retries == 0:
@@ -319,4 +328,22 @@ func snippet(b []byte) string {
 		}
 		return r
 	}, s)
+}
+
+// measuredTransport records each request's status and the time to its
+// response headers.
+type measuredTransport struct {
+	next    http.RoundTripper
+	metrics *telemetry.UpstreamMetrics
+}
+
+func (t measuredTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	status := 0
+	if err == nil {
+		status = resp.StatusCode
+	}
+	t.metrics.Request(r.Context(), status, time.Since(start))
+	return resp, err
 }

@@ -3,6 +3,7 @@ package vulndb
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -35,10 +36,55 @@ type Shared struct {
 	db      *DB
 	users   int
 	version string // last version seen, for Version when the file is busy
+	// status is the last Status read, at statusAt; reused for
+	// statusMaxAge so frequent readers (metrics scrapes) do not open the
+	// file each time.
+	status       Status
+	statusAt     time.Time
+	statusMaxAge time.Duration
 }
 
 // NewShared opens nothing yet.
-func NewShared(dir string) *Shared { return &Shared{dir: dir} }
+func NewShared(dir string) *Shared { return &Shared{dir: dir, statusMaxAge: defaultStatusMaxAge} }
+
+// defaultStatusMaxAge is how long Status reuses what it read.
+const defaultStatusMaxAge = 5 * time.Second
+
+// statusOpenWait is how long Status waits for a file another process
+// holds before it answers the last status read.
+const statusOpenWait = 200 * time.Millisecond
+
+// Status is the database's status (version, build time, records), read at
+// most once per few seconds; while another process holds the file, the
+// last status read (an error only when none was ever read).
+func (s *Shared) Status(ctx context.Context) (Status, error) {
+	s.mu.Lock()
+	if !s.statusAt.IsZero() && time.Since(s.statusAt) < s.statusMaxAge {
+		defer s.mu.Unlock()
+		return s.status, nil
+	}
+	s.mu.Unlock()
+	wait, cancel := context.WithTimeout(ctx, statusOpenWait)
+	defer cancel()
+	db, err := s.acquire(wait)
+	if err == nil {
+		var st Status
+		st, err = db.Status()
+		s.release()
+		if err == nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.status, s.statusAt, s.version = st, time.Now(), st.Version
+			return st, nil
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.statusAt.IsZero() {
+		return Status{}, fmt.Errorf("vulnerability database status: %w", err)
+	}
+	return s.status, nil
+}
 
 func (s *Shared) acquire(ctx context.Context) (*DB, error) {
 	s.mu.Lock()

@@ -367,4 +367,11 @@ func TestAuthAnonymousAndAPI(t *testing.T) {
 	if status, body := api("GET", "/healthz", false); status != 200 {
 		t.Errorf("/healthz: %d %s", status, body)
 	}
+	// Metrics are scraped with credentials, like the API.
+	if status, body := api("GET", "/metrics", false); status != 401 {
+		t.Errorf("/metrics without credentials: %d %s", status, body)
+	}
+	if status, body := api("GET", "/metrics", true); status != 200 || !strings.Contains(body, "portcullis_requests_total{") {
+		t.Errorf("/metrics with credentials: %d %s", status, body)
+	}
 }

@@ -226,6 +226,15 @@ alerts:
 	if !pc.Logs.Contains(`"msg":"alert delivered"`) {
 		t.Error("no delivery log line")
 	}
+	// Counted per webhook and result on /metrics: the two sent here, the
+	// newly_vulnerable alert the CRITICAL-only webhook did not want.
+	fams := scrapeMetrics(t, pc.URL)
+	if n := metricValue(fams, "portcullis_alerts_total", map[string]string{"webhook": "security", "result": "sent"}); n != 2 {
+		t.Errorf("portcullis_alerts_total{webhook=security,result=sent} = %v, want 2", n)
+	}
+	if n := metricValue(fams, "portcullis_alerts_total", map[string]string{"webhook": "critical-only", "result": "suppressed"}); n < 1 {
+		t.Errorf("portcullis_alerts_total{webhook=critical-only,result=suppressed} = %v, want at least 1", n)
+	}
 }
 
 // A receiver that never answers slows no pull: the block alert waits in
