@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -43,6 +44,17 @@ type Config struct {
 	Log                   Log    `yaml:"log"`
 	Auth                  Auth   `yaml:"auth"`
 	Server                Server `yaml:"server"`
+	API                   API    `yaml:"api"`
+}
+
+// API is where the status API is served and who may call it.
+type API struct {
+	// Listen serves /api/ (and /metrics) on this address instead of the
+	// pull port; empty: on the pull port.
+	Listen string `yaml:"listen"`
+	// TokensFile maps sha256(token) in hex to {name, scopes: [read|admin]};
+	// set, every API call needs Authorization: Bearer <token>.
+	TokensFile string `yaml:"tokens_file"`
 }
 
 // Server bounds what clients can hold on the listening socket.
@@ -337,6 +349,18 @@ func (c *Config) Finish() error {
 			if !strings.Contains(u, "*") && !seen[strings.ToLower(u)] {
 				add("auth.access[%d].upstreams: %q is not a configured upstream", i, u)
 			}
+		}
+	}
+	if c.API.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+			add("api.listen: %q must be host:port", c.API.Listen)
+		} else if c.API.Listen == c.Listen {
+			add("api.listen: the same address as listen; leave it out to serve the API on the pull port")
+		}
+	}
+	if c.API.TokensFile != "" {
+		if _, err := os.Stat(c.API.TokensFile); err != nil {
+			add("api.tokens_file: %v", err)
 		}
 	}
 	switch c.Log.Format {

@@ -185,14 +185,17 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer stopBackground()
 
 	if access != nil {
-		registry, apiHandler = access.Registry(registry), access.API(apiHandler)
+		registry = access.Registry(registry)
+	}
+	if apiHandler, err = protectAPI(cfg.API, apiHandler, access, log); err != nil {
+		return err
 	}
 	var ready atomic.Bool
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/"):
 			registry.ServeHTTP(w, r)
-		case strings.HasPrefix(r.URL.Path, "/api/"):
+		case strings.HasPrefix(r.URL.Path, "/api/") && cfg.API.Listen == "": // else on its own port
 			apiHandler.ServeHTTP(w, r)
 		case r.URL.Path == "/healthz":
 			io.WriteString(w, "ok\n")
@@ -250,10 +253,27 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			errc <- srv.Serve(ln)
 		}
 	}()
+	var apiErrc <-chan error
+	if cfg.API.Listen != "" {
+		apiSrv, err := startAPIServer(cfg, apiHandler, log)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		apiErrc = apiSrv.errc
+		defer func() {
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			apiSrv.shutdown(shutdownCtx)
+		}()
+	}
 	ready.Store(true)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
+	case err := <-apiErrc:
+		srv.Close()
+		return fmt.Errorf("serve api: %w", err)
 	case <-ctx.Done():
 	}
 	ready.Store(false)

@@ -85,6 +85,12 @@ func withCaller(ctx context.Context, c caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
 }
 
+// AsUser makes user the caller of ctx, authenticated by other means than
+// htpasswd (an API token): the access rules apply to it by that name.
+func AsUser(ctx context.Context, user string) context.Context {
+	return withCaller(ctx, caller{user: user})
+}
+
 // callerOf returns the request's caller; a context the middleware never saw
 // (a call from inside Portcullis) counts as anonymous, so a missing wrapper
 // can only deny more.
