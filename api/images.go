@@ -1,8 +1,10 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -207,6 +209,10 @@ func (h *Handler) queueError(w http.ResponseWriter, req request, d string, err e
 // waitForVerdict polls the store until the verdict is made, wait passes
 // or the client leaves; the answer is then whatever is known.
 func (h *Handler) waitForVerdict(ctx context.Context, st *imageStatus, wait time.Duration) error {
+	// The queue request may have settled it (or marked the scan pending).
+	if err := h.fillStatus(ctx, st); err != nil {
+		return err
+	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(pollEvery)
@@ -239,7 +245,8 @@ func (h *Handler) platformManifest(ctx context.Context, upstream, repo string, i
 	}
 	var have []string
 	for _, c := range children {
-		if c.Platform == nil || isIndex(string(c.MediaType)) {
+		// Attestation manifests say unknown/unknown.
+		if c.Platform == nil || c.Platform.OS == "unknown" || isIndex(string(c.MediaType)) {
 			continue
 		}
 		if c.Platform.OS == p.OS && c.Platform.Architecture == p.Architecture && (p.Variant == "" || c.Platform.Variant == p.Variant) {
@@ -249,7 +256,7 @@ func (h *Handler) platformManifest(ctx context.Context, upstream, repo string, i
 			have = append(have, platformString(c.Platform))
 		}
 	}
-	return v1.Descriptor{}, errors.New(errNoPlatform.Error() + " " + platformString(&p) + " in index " + index.String() + " (it has: " + strings.Join(have, ", ") + ")")
+	return v1.Descriptor{}, fmt.Errorf("%w %s in index %s (it has: %s)", errNoPlatform, platformString(&p), index, strings.Join(have, ", "))
 }
 
 func platformString(p *v1.Platform) string {
@@ -306,6 +313,7 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus) error {
 		return nil
 	}
 	st.Verdict, st.Mode = string(dec.Decision.Effective), string(dec.Decision.Mode)
+	st.Rule = cmp.Or(st.Rule, dec.Decision.Rule)
 	if st.Verdict == "" {
 		st.Verdict = dec.Verdict
 	}

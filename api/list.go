@@ -86,12 +86,17 @@ func (h *Handler) listImages(w http.ResponseWriter, req request) {
 // (no store reads inside the walk: a bbolt read transaction must not open
 // another), then the findings filters read each candidate's scan.
 func (h *Handler) list(ctx context.Context, lq listQuery) (imageList, error) {
-	out := imageList{Images: []imageSummary{}}
-	needFindings := lq.vulnerability != "" || lq.minSeverity != ""
 	budget := maxExamined
-	if needFindings {
+	if lq.vulnerability != "" || lq.minSeverity != "" {
 		budget = maxExaminedWithFindings
 	}
+	return h.listWithBudget(ctx, lq, budget)
+}
+
+// listWithBudget looks at no more than budget verdicts past the cursor.
+func (h *Handler) listWithBudget(ctx context.Context, lq listQuery, budget int) (imageList, error) {
+	out := imageList{Images: []imageSummary{}}
+	needFindings := lq.vulnerability != "" || lq.minSeverity != ""
 	var (
 		group    []store.DecisionRecord
 		cands    []store.DecisionRecord
