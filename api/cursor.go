@@ -127,7 +127,7 @@ func parseListQuery(q url.Values) (listQuery, error) {
 		}
 		lq.limit = n
 	}
-	if q.Has("cursor") {
+	if q.Get("cursor") != "" { // empty: the first page
 		c, err := decodeCursor(q.Get("cursor"))
 		if err != nil {
 			return lq, err

@@ -434,6 +434,8 @@ func eventsCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return errExit{exitError, apiFailure(resp, body)}
 	}
+	// The server subscribed before answering: nothing from here on is missed.
+	fmt.Fprintf(stderr, "following events from %s (interrupt to stop)\n", printable(c.base.Redacted()))
 	err = followEvents(resp.Body, stdout)
 	if ctx.Err() != nil {
 		return nil // interrupted: the normal end
