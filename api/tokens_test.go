@@ -102,3 +102,20 @@ func TestTokensScopes(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseTokens(f *testing.F) {
+	f.Add([]byte(hashOf("t") + ": {name: ci, scopes: [read]}"))
+	f.Add([]byte("x: {name: a, scopes: [admin, read]}"))
+	f.Add([]byte("&a [*a, *a]"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		tokens, err := ParseTokens(raw)
+		if err != nil {
+			return
+		}
+		for _, tk := range tokens.tokens {
+			if tk.Name == "" || len(tk.Scopes) == 0 || !tk.has(ScopeRead) {
+				t.Fatalf("accepted %+v", tk)
+			}
+		}
+	})
+}
