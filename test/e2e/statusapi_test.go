@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/portcullis/portcullis/test/harness"
 )
@@ -394,4 +395,43 @@ func runExit(t *testing.T, bin string, args ...string) (string, int) {
 	}
 	t.Fatalf("%v: %v", args, err)
 	return "", -1
+}
+
+// With htpasswd and tokens both set, the API takes tokens only, pulls take
+// Basic credentials only, and the access rules apply to a token's name
+// when the API resolves a reference.
+func TestAPITokensWithHtpasswd(t *testing.T) {
+	up := startUpstream(t)
+	img := testregistryImage(t, 1024)
+	up.Push(t, "mirror/app", "1", img)
+	up.Push(t, "other/app", "1", img)
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("pull-pass"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	htpasswd := write("htpasswd", "puller:$2y"+string(hash[3:])+"\n")
+	tokens := write("tokens.yaml", sha([]byte("adm-token"))[7:]+": {name: admission, scopes: [read]}\n")
+	pc := withConfig(t, up, "default_upstream: up.test\nupstreams: [{name: up.test, url: UPSTREAM_URL}]\n"+
+		"auth:\n  htpasswd: "+htpasswd+"\n  access:\n    - users: [admission]\n      repositories: [\"mirror/**\"]\n    - users: [puller]\n"+
+		"api: {tokens_file: "+tokens+"}\n")
+	bearer := []string{"Authorization", "Bearer adm-token"}
+	basic := []string{"Authorization", "Basic cHVsbGVyOnB1bGwtcGFzcw=="} // puller:pull-pass
+
+	if r := do(t, "GET", pc.URL+"/api/v1/images?ref=mirror/app:1", bearer...); r.status != 200 {
+		t.Fatalf("token within its access rule: %d %s", r.status, r.body)
+	}
+	apiErr(t, do(t, "GET", pc.URL+"/api/v1/images?ref=other/app:1", bearer...), 403, "FORBIDDEN")
+	apiErr(t, do(t, "GET", pc.URL+"/api/v1/images?ref=mirror/app:1", basic...), 401, "UNAUTHORIZED")
+	if r := do(t, "GET", pc.URL+"/v2/other/app/manifests/1", append(basic, "Accept", string(types.OCIManifestSchema1))...); r.status != 200 {
+		t.Fatalf("pull with Basic credentials: %d %s", r.status, r.body)
+	}
+	wantError(t, do(t, "GET", pc.URL+"/v2/other/app/manifests/1", bearer...), 401, "UNAUTHORIZED")
 }
