@@ -209,7 +209,8 @@ func (a *Auth) API(next http.Handler) http.Handler {
 		c, ref := a.authenticate(r, true)
 		if ref != nil {
 			a.refuse(w, r, ref, func() {
-				body, _ := json.Marshal(map[string]string{"error": ref.message})
+				// The status API's error shape: code and message ("error" for older clients).
+				body, _ := json.Marshal(map[string]string{"code": ref.code, "message": ref.message, "error": ref.message})
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(ref.status)
 				_, _ = w.Write(append(body, '\n'))
