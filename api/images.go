@@ -83,6 +83,7 @@ type imageQuery struct {
 	ref      string
 	platform v1.Platform
 	evaluate bool
+	findings bool // add the findings summary (reads the whole scan record)
 	wait     time.Duration
 }
 
@@ -99,6 +100,9 @@ func parseImageQuery(q url.Values) (imageQuery, error) {
 		return iq, err
 	}
 	if iq.evaluate, err = parseBool("evaluate", q.Get("evaluate")); err != nil {
+		return iq, err
+	}
+	if iq.findings, err = parseBool("findings", q.Get("findings")); err != nil {
 		return iq, err
 	}
 	if s := q.Get("wait"); s != "" {
@@ -170,7 +174,7 @@ func (h *Handler) imageByRef(w http.ResponseWriter, req request) {
 		}
 		st.Index, st.Platform, st.Digest, mediaType = res.Digest.String(), platformString(child.Platform), child.Digest.String(), string(child.MediaType)
 	}
-	if err := h.fillStatus(ctx, &st); err != nil {
+	if err := h.fillStatus(ctx, &st, iq.findings); err != nil {
 		h.internalError(w, req, "read verdict on "+st.Digest, err)
 		return
 	}
@@ -182,7 +186,7 @@ func (h *Handler) imageByRef(w http.ResponseWriter, req request) {
 				return
 			}
 		}
-		if err := h.waitForVerdict(ctx, &st, iq.wait); err != nil {
+		if err := h.waitForVerdict(ctx, &st, iq.wait, iq.findings); err != nil {
 			h.internalError(w, req, "read verdict on "+st.Digest, err)
 			return
 		}
@@ -208,9 +212,9 @@ func (h *Handler) queueError(w http.ResponseWriter, req request, d string, err e
 
 // waitForVerdict polls the store until the verdict is made, wait passes
 // or the client leaves; the answer is then whatever is known.
-func (h *Handler) waitForVerdict(ctx context.Context, st *imageStatus, wait time.Duration) error {
+func (h *Handler) waitForVerdict(ctx context.Context, st *imageStatus, wait time.Duration, withFindings bool) error {
 	// The queue request may have settled it (or marked the scan pending).
-	if err := h.fillStatus(ctx, st); err != nil {
+	if err := h.fillStatus(ctx, st, withFindings); err != nil {
 		return err
 	}
 	deadline := time.NewTimer(wait)
@@ -227,7 +231,7 @@ func (h *Handler) waitForVerdict(ctx context.Context, st *imageStatus, wait time
 			return nil
 		case <-tick.C:
 		}
-		if err := h.fillStatus(ctx, st); err != nil {
+		if err := h.fillStatus(ctx, st, withFindings); err != nil {
 			return err
 		}
 	}
@@ -274,11 +278,41 @@ func isIndex(mediaType string) bool {
 	return mediaType == string(types.OCIImageIndex) || mediaType == string(types.DockerManifestList)
 }
 
-// fillStatus reads the verdict on st's digest in its repository, and the
-// scan it was made on.
-func (h *Handler) fillStatus(ctx context.Context, st *imageStatus) error {
-	st.Details = detailsLink(st.Digest, st.Upstream, st.Repository)
-	st.Verdict, st.Reasons = verdictUnknown, []reasonView{}
+// fillStatus reads the verdict on st's digest in its repository. A known
+// verdict is answered from its decision record alone (a few hundred bytes):
+// the scan record, with the whole inventory, is read only to tell pending
+// from unknown, or when the findings summary is asked for.
+func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings bool) error {
+	*st = imageStatus{Ref: st.Ref, Upstream: st.Upstream, Repository: st.Repository, Digest: st.Digest, Index: st.Index, Platform: st.Platform,
+		Verdict: verdictUnknown, Reasons: []reasonView{}, Details: detailsLink(st.Digest, st.Upstream, st.Repository)}
+	dec, err := h.Scans.Decision(ctx, st.Digest, st.Upstream, st.Repository)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		st.Rule, st.PolicyVersion, st.EvaluatedAt, st.DBVersion = dec.Rule, dec.PolicyVersion, dec.UpdatedAt, dec.DBVersion
+		if dec.Signature != nil {
+			st.Signature, st.Signers = dec.Signature.State, dec.Signature.Signers
+		}
+		if dec.Decision == nil || dec.Decision.Has(policy.CodeUnscanned) {
+			st.Verdict = verdictPending
+			break
+		}
+		st.Verdict, st.Mode = cmp.Or(string(dec.Decision.Effective), dec.Verdict), string(dec.Decision.Mode)
+		st.Rule = cmp.Or(st.Rule, dec.Decision.Rule)
+		for _, r := range dec.Decision.Reasons {
+			st.Reasons = append(st.Reasons, reasonView{Code: r.Code, Verdict: string(r.Verdict), Message: r.Message, Vulnerabilities: vulnerabilityIDs(r.Data)})
+		}
+		if h.DBVersion != nil && dec.DBVersion != "" {
+			if v := h.DBVersion(); v != "" && v != dec.DBVersion {
+				st.Stale = true // decided on findings of another database; the re-match is on its way
+			}
+		}
+		if !withFindings {
+			return nil
+		}
+	}
 	rec, err := h.Scans.Scan(ctx, st.Digest)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -287,38 +321,13 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus) error {
 		return err
 	}
 	h.markStale(&rec)
-	st.ScanState, st.Stale, st.DBVersion = rec.State, rec.Stale, rec.DBVersion
-	if rec.State == store.ScanDone && rec.Findings != nil {
-		st.Findings = summarize(rec.Findings)
-	}
-	dec, err := h.Scans.Decision(ctx, st.Digest, st.Upstream, st.Repository)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		if rec.State == store.ScanPending {
-			st.Verdict = verdictPending
-		}
-		return nil
-	case err != nil:
-		return err
-	}
-	st.Rule, st.PolicyVersion, st.EvaluatedAt = dec.Rule, dec.PolicyVersion, dec.UpdatedAt
-	if dec.DBVersion != "" {
-		st.DBVersion = dec.DBVersion
-	}
-	if dec.Signature != nil {
-		st.Signature, st.Signers = dec.Signature.State, dec.Signature.Signers
-	}
-	if dec.Decision == nil || dec.Decision.Has(policy.CodeUnscanned) {
+	st.ScanState, st.Stale = rec.State, st.Stale || rec.Stale
+	st.DBVersion = cmp.Or(st.DBVersion, rec.DBVersion)
+	if st.Verdict == verdictUnknown && rec.State == store.ScanPending {
 		st.Verdict = verdictPending
-		return nil
 	}
-	st.Verdict, st.Mode = string(dec.Decision.Effective), string(dec.Decision.Mode)
-	st.Rule = cmp.Or(st.Rule, dec.Decision.Rule)
-	if st.Verdict == "" {
-		st.Verdict = dec.Verdict
-	}
-	for _, r := range dec.Decision.Reasons {
-		st.Reasons = append(st.Reasons, reasonView{Code: r.Code, Verdict: string(r.Verdict), Message: r.Message, Vulnerabilities: vulnerabilityIDs(r.Data)})
+	if withFindings && rec.State == store.ScanDone && rec.Findings != nil {
+		st.Findings = summarize(rec.Findings)
 	}
 	return nil
 }

@@ -225,7 +225,7 @@ func fetchStatus(ctx context.Context, c *apiClient, target, platform string, wai
 	if d, err := digest.Parse(target); err == nil {
 		return fetchScanStatus(ctx, c, d)
 	}
-	q := url.Values{"ref": {target}}
+	q := url.Values{"ref": {target}, "findings": {"true"}}
 	if platform != "" {
 		q.Set("platform", platform)
 	}
