@@ -281,6 +281,12 @@ func (h *Handler) resolveError(w http.ResponseWriter, req request, ref string, e
 
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
 
+func writeCompactJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

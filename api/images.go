@@ -195,7 +195,9 @@ func (h *Handler) imageByRef(w http.ResponseWriter, req request) {
 	if st.Verdict == verdictPending {
 		status = http.StatusAccepted
 	}
-	writeJSON(w, status, st)
+	// Compact: the admission controllers' hot path (indenting cost an
+	// eighth of the answer's CPU).
+	writeCompactJSON(w, status, st)
 }
 
 // queueError answers a failed queue request.

@@ -31,17 +31,18 @@ type route struct {
 func (rt route) allows(method string) bool { return slices.Contains(rt.methods, method) }
 
 // routes is every endpoint the handler serves; the OpenAPI test walks it.
-func routes() []route {
-	return []route{
-		{routeScans, "/api/v1/scans", []string{http.MethodPost}, "POST /api/v1/scans?image=REF"},
-		{routeScan, "/api/v1/scans/{digest}", []string{http.MethodGet, http.MethodHead}, "GET /api/v1/scans/{digest}"},
-		{routeSBOM, "/api/v1/scans/{digest}/sbom", []string{http.MethodGet}, "GET /api/v1/scans/{digest}/sbom?format=cyclonedx|spdx"},
-		{routeReport, "/api/v1/scans/{digest}/report", []string{http.MethodGet}, "GET /api/v1/scans/{digest}/report?format=sarif"},
-		{routeImages, "/api/v1/images", []string{http.MethodGet}, "GET /api/v1/images?ref=REF or GET /api/v1/images?limit=N"},
-		{routeVulnerability, "/api/v1/vulnerabilities/{id}", []string{http.MethodGet}, "GET /api/v1/vulnerabilities/{id}"},
-		{routeEvents, "/api/v1/events", []string{http.MethodGet}, "GET /api/v1/events"},
-		{routeOpenAPI, "/api/v1/openapi.json", []string{http.MethodGet}, "GET /api/v1/openapi.json"},
-	}
+func routes() []route { return routeTable }
+
+// routeTable is read-only: built once, never written.
+var routeTable = []route{
+	{routeScans, "/api/v1/scans", []string{http.MethodPost}, "POST /api/v1/scans?image=REF"},
+	{routeScan, "/api/v1/scans/{digest}", []string{http.MethodGet, http.MethodHead}, "GET /api/v1/scans/{digest}"},
+	{routeSBOM, "/api/v1/scans/{digest}/sbom", []string{http.MethodGet}, "GET /api/v1/scans/{digest}/sbom?format=cyclonedx|spdx"},
+	{routeReport, "/api/v1/scans/{digest}/report", []string{http.MethodGet}, "GET /api/v1/scans/{digest}/report?format=sarif"},
+	{routeImages, "/api/v1/images", []string{http.MethodGet}, "GET /api/v1/images?ref=REF or GET /api/v1/images?limit=N"},
+	{routeVulnerability, "/api/v1/vulnerabilities/{id}", []string{http.MethodGet}, "GET /api/v1/vulnerabilities/{id}"},
+	{routeEvents, "/api/v1/events", []string{http.MethodGet}, "GET /api/v1/events"},
+	{routeOpenAPI, "/api/v1/openapi.json", []string{http.MethodGet}, "GET /api/v1/openapi.json"},
 }
 
 // matchRoute finds the route of path and the value of its one {param}
@@ -56,20 +57,22 @@ func matchRoute(path string) (route, string, bool) {
 }
 
 func matchPattern(pattern, path string) (string, bool) {
-	want := strings.Split(pattern, "/")
-	got := strings.Split(path, "/")
-	if len(want) != len(got) {
-		return "", false
-	}
 	var param string
-	for i, w := range want {
-		if strings.HasPrefix(w, "{") {
-			param = got[i]
-			continue
-		}
-		if w != got[i] {
+	for {
+		want, wantRest, wantMore := strings.Cut(pattern, "/")
+		got, gotRest, gotMore := strings.Cut(path, "/")
+		switch {
+		case strings.HasPrefix(want, "{"):
+			param = got
+		case want != got:
 			return "", false
 		}
+		if wantMore != gotMore {
+			return "", false
+		}
+		if !wantMore {
+			return param, true
+		}
+		pattern, path = wantRest, gotRest
 	}
-	return param, true
 }
