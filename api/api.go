@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/pipeline"
@@ -21,9 +22,11 @@ import (
 	"github.com/portcullis/portcullis/store"
 )
 
-// Resolver resolves references through the mirror.
+// Resolver resolves references through the mirror, and lists what an
+// index points to (read through the cache like a pull).
 type Resolver interface {
 	Resolve(ctx context.Context, ref string) (proxy.Resolved, error)
+	IndexChildren(ctx context.Context, upstream, repo string, d digest.Digest) ([]v1.Descriptor, error)
 }
 
 // Queue queues scans; for an index, of all its platforms.
@@ -69,29 +72,57 @@ func (h *Handler) markStale(rec *store.ScanRecord) {
 	}
 }
 
-// ServeHTTP routes:
+// ServeHTTP routes (routes lists them; api/openapi.json documents them):
 //
 //	GET  /api/v1/scans/{digest}          the stored result of a manifest digest and the verdicts on it
 //	                                     (?repository=UPSTREAM/REPO: that repository's verdict at the top level)
+//	GET  /api/v1/scans/{digest}/sbom     its SBOM (?format=cyclonedx|spdx)
+//	GET  /api/v1/scans/{digest}/report   its findings as SARIF (?format=sarif)
 //	POST /api/v1/scans?image=REF         resolve REF through the mirror, queue its scan, answer its state
+//	GET  /api/v1/images?ref=REF          the verdict on the image REF names (admission controllers, CI)
+//	GET  /api/v1/images                  verdicts on cached images, filtered, a page at a time
+//	GET  /api/v1/vulnerabilities/{id}    cached images a vulnerability affects
 //	GET  /api/v1/events                  server-sent events: finished scans and verdict changes
+//	GET  /api/v1/openapi.json            the OpenAPI document of all this
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := request{id: proxy.NewRequestID(), r: r}
 	w.Header().Set(proxy.RequestIDHeader, req.id)
-	if r.URL.Path == "/api/v1/events" && r.Method == http.MethodGet && h.Events != nil {
-		h.streamEvents(w, r)
+	rt, params, ok := matchRoute(r.URL.Path)
+	if !ok {
+		writeError(w, http.StatusNotFound, "no such endpoint")
 		return
 	}
-	rest, ok := strings.CutPrefix(r.URL.Path, "/api/v1/scans")
-	switch {
-	case !ok:
-		writeError(w, http.StatusNotFound, "no such endpoint")
-	case rest == "" && r.Method == http.MethodPost:
+	if !rt.allows(r.Method) {
+		w.Header().Set("Allow", strings.Join(rt.methods, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "use "+rt.usage)
+		return
+	}
+	switch rt.name {
+	case routeEvents:
+		if h.Events == nil {
+			writeError(w, http.StatusNotFound, "no event stream on this server")
+			return
+		}
+		h.streamEvents(w, r)
+	case routeOpenAPI:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPIDocument)
+	case routeScans:
 		h.requestScan(w, req)
-	case strings.HasPrefix(rest, "/") && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		h.getScan(w, req, strings.TrimPrefix(rest, "/"))
-	default:
-		writeError(w, http.StatusMethodNotAllowed, "use GET /api/v1/scans/{digest} or POST /api/v1/scans?image=REF")
+	case routeScan:
+		h.getScan(w, req, params)
+	case routeSBOM:
+		h.getSBOM(w, req, params)
+	case routeReport:
+		h.getReport(w, req, params)
+	case routeImages:
+		if r.URL.Query().Has("ref") {
+			h.imageByRef(w, req)
+			return
+		}
+		h.listImages(w, req)
+	case routeVulnerability:
+		h.vulnerability(w, req, params)
 	}
 }
 
@@ -117,7 +148,7 @@ func (h *Handler) internalError(w http.ResponseWriter, req request, what string,
 func (h *Handler) getScan(w http.ResponseWriter, req request, raw string) {
 	d, err := digest.Parse(raw)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid digest "+quote(raw)+": "+err.Error())
+		writeCodedError(w, http.StatusBadRequest, "BAD_DIGEST", "invalid digest "+quote(raw)+": "+err.Error())
 		return
 	}
 	repository := req.r.URL.Query().Get("repository")
@@ -196,30 +227,12 @@ func (h *Handler) requestScan(w http.ResponseWriter, req request) {
 		return
 	}
 	res, err := h.Resolver.Resolve(ctx, ref)
-	switch {
-	case errors.Is(err, proxy.ErrInternal):
-		h.internalError(w, req, "resolve "+quote(ref), err)
-		return
-	case err != nil:
-		status := http.StatusBadGateway
-		switch {
-		case errors.Is(err, proxy.ErrBadReference):
-			status = http.StatusBadRequest
-		case errors.Is(err, proxy.ErrAccessDenied): // the pull rules apply to resolving too
-			status = http.StatusForbidden
-		}
-		writeError(w, status, "resolve "+quote(ref)+": "+err.Error())
+	if err != nil {
+		h.resolveError(w, req, ref, err, false)
 		return
 	}
 	if err := h.Queue.Request(ctx, res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
-		switch {
-		case errors.Is(err, pipeline.ErrIndexTooLarge):
-			writeError(w, http.StatusBadRequest, "queue scan: "+err.Error())
-		case errors.Is(err, pipeline.ErrQueueFull):
-			writeError(w, http.StatusServiceUnavailable, "queue scan: "+err.Error())
-		default:
-			h.internalError(w, req, "queue scan of "+res.Digest.String(), err)
-		}
+		h.queueError(w, req, res.Digest.String(), err)
 		return
 	}
 	rec, err := h.Scans.Scan(ctx, res.Digest.String())
@@ -244,7 +257,35 @@ func (h *Handler) requestScan(w http.ResponseWriter, req request) {
 	writeJSON(w, status, view)
 }
 
+// resolveError answers a failed resolution: a bad reference is the
+// client's, a refused one forbidden, an internal failure logged; the rest
+// come from the upstream (notFound404: an image it does not have is 404,
+// not 502).
+func (h *Handler) resolveError(w http.ResponseWriter, req request, ref string, err error, notFound404 bool) {
+	var withStatus interface{ HTTPStatus() int }
+	switch {
+	case errors.Is(err, proxy.ErrInternal):
+		h.internalError(w, req, "resolve "+quote(ref), err)
+	case errors.Is(err, proxy.ErrBadReference):
+		writeCodedError(w, http.StatusBadRequest, "BAD_REFERENCE", "resolve "+quote(ref)+": "+err.Error())
+	case errors.Is(err, proxy.ErrAccessDenied): // the pull rules apply to resolving too
+		writeError(w, http.StatusForbidden, "resolve "+quote(ref)+": "+err.Error())
+	case notFound404 && errors.As(err, &withStatus) && withStatus.HTTPStatus() == http.StatusNotFound:
+		writeCodedError(w, http.StatusNotFound, "UNKNOWN_IMAGE", "resolve "+quote(ref)+": "+err.Error())
+	case errors.Is(err, context.Canceled):
+		writeError(w, http.StatusServiceUnavailable, "resolve "+quote(ref)+": request cancelled")
+	default:
+		writeError(w, http.StatusBadGateway, "resolve "+quote(ref)+": "+err.Error())
+	}
+}
+
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func writeCompactJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -254,6 +295,33 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// apiError is every error body: a stable code for programs and a message
+// for people. "error" repeats the message for clients of the first API
+// version, which read only that.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Error   string `json:"error"`
+}
+
+// errorCodes names the code of each status the API answers with.
+var errorCodes = map[int]string{
+	http.StatusBadRequest:          "BAD_REQUEST",
+	http.StatusUnauthorized:        "UNAUTHORIZED",
+	http.StatusForbidden:           "FORBIDDEN",
+	http.StatusNotFound:            "NOT_FOUND",
+	http.StatusMethodNotAllowed:    "METHOD_NOT_ALLOWED",
+	http.StatusConflict:            "CONFLICT",
+	http.StatusInternalServerError: "INTERNAL",
+	http.StatusBadGateway:          "UPSTREAM",
+	http.StatusServiceUnavailable:  "UNAVAILABLE",
+	http.StatusGatewayTimeout:      "TIMEOUT",
+}
+
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeCodedError(w, status, cmp.Or(errorCodes[status], "ERROR"), msg)
+}
+
+func writeCodedError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Code: code, Message: msg, Error: msg})
 }

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
+
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/store"
 )
@@ -63,6 +66,10 @@ type refusingResolver struct{}
 
 func (refusingResolver) Resolve(ctx context.Context, ref string) (proxy.Resolved, error) {
 	return proxy.Resolved{}, fmt.Errorf("%w: %s: user ci-bot may not pull ghcr.io/other/x", proxy.ErrAccessDenied, ref)
+}
+
+func (refusingResolver) IndexChildren(context.Context, string, string, digest.Digest) ([]v1.Descriptor, error) {
+	return nil, fmt.Errorf("%w: not an index", proxy.ErrAccessDenied)
 }
 
 // A scan request for an image the caller may not pull is refused like the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -44,6 +45,7 @@ type Config struct {
 	Auth                  Auth   `yaml:"auth"`
 	Server                Server `yaml:"server"`
 	Alerts                Alerts `yaml:"alerts"`
+	API                   API    `yaml:"api"`
 
 	// Telemetry switches the metrics (/metrics, OTLP).
 	Telemetry Telemetry `yaml:"telemetry"`
@@ -55,6 +57,16 @@ type Telemetry struct {
 	// when the standard OTEL_EXPORTER_OTLP_* variables name an endpoint.
 	// Default true.
 	Metrics bool `yaml:"metrics"`
+}
+
+// API is where the status API is served and who may call it.
+type API struct {
+	// Listen serves /api/ (and /metrics) on this address instead of the
+	// pull port; empty: on the pull port.
+	Listen string `yaml:"listen"`
+	// TokensFile maps sha256(token) in hex to {name, scopes: [read|admin]};
+	// set, every API call needs Authorization: Bearer <token>.
+	TokensFile string `yaml:"tokens_file"`
 }
 
 // Server bounds what clients can hold on the listening socket.
@@ -352,6 +364,18 @@ func (c *Config) Finish() error {
 			if !strings.Contains(u, "*") && !seen[strings.ToLower(u)] {
 				add("auth.access[%d].upstreams: %q is not a configured upstream", i, u)
 			}
+		}
+	}
+	if c.API.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+			add("api.listen: %q must be host:port", c.API.Listen)
+		} else if c.API.Listen == c.Listen {
+			add("api.listen: the same address as listen; leave it out to serve the API on the pull port")
+		}
+	}
+	if c.API.TokensFile != "" {
+		if _, err := os.Stat(c.API.TokensFile); err != nil {
+			add("api.tokens_file: %v", err)
 		}
 	}
 	switch c.Log.Format {

@@ -144,6 +144,9 @@ func TestFinishRejects(t *testing.T) {
 		"no connections":        func(c *Config) { c.Server.MaxConnections = 0 },
 		"no write idle timeout": func(c *Config) { c.Server.WriteIdleTimeout = 0 },
 		"zero max_blob_size":    func(c *Config) { c.Cache.MaxBlobSize = 0 },
+		"api.listen no port":    func(c *Config) { c.API.Listen = "127.0.0.1" },
+		"api.listen is listen":  func(c *Config) { c.API.Listen = c.Listen },
+		"missing tokens_file":   func(c *Config) { c.API.TokensFile = "/nonexistent/tokens.yaml" },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -287,5 +290,23 @@ auth:
 				t.Fatalf("anonymous %v, %d rules; want %v, %d", *c.Auth.Anonymous, len(c.Auth.Access), tc.anonymous, tc.rules)
 			}
 		})
+	}
+}
+
+func TestAPISection(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(path, []byte("api:\n  listen: 127.0.0.1:5001\n  tokens_file: "+tokens+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(); err != nil || c.API.Listen != "127.0.0.1:5001" || c.API.TokensFile != tokens {
+		t.Fatalf("%+v %v", c.API, err)
 	}
 }

@@ -35,6 +35,10 @@ func (e *regError) Error() string {
 	return e.Code + ": " + e.Message
 }
 
+// HTTPStatus is the status a client of /v2/ would get, for callers outside
+// the package that answer in their own format (the status API).
+func (e *regError) HTTPStatus() int { return e.Status }
+
 // Is lets callers outside the package tell internal failures apart.
 func (e *regError) Is(target error) bool { return e.internal && target == ErrInternal }
 

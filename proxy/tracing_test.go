@@ -53,9 +53,9 @@ func TestRequestSpanAndLogLine(t *testing.T) {
 		wantTrace   string // "" : a new trace
 		wantParent  string
 	}{
-		{"new trace", "", "/v2/", "GET base", "", ""},
-		{"client traceparent", "00-" + clientTrace + "-" + clientParent + "-01", "/v2/", "GET base", clientTrace, clientParent},
-		{"malformed traceparent is ignored", "00-zz-" + clientParent + "-01", "/v2/", "GET base", "", ""},
+		{"new trace", "", "/v2/", "GET other", "", ""},
+		{"client traceparent", "00-" + clientTrace + "-" + clientParent + "-01", "/v2/", "GET other", clientTrace, clientParent},
+		{"malformed traceparent is ignored", "00-zz-" + clientParent + "-01", "/v2/", "GET other", "", ""},
 		{"unknown route", "", "/v2/_catalog", "GET other", "", ""},
 	}
 	for _, tt := range tests {

@@ -24,6 +24,9 @@ Usage:
   portcullis db status [--data DIR]      show the database version and contents
   portcullis policy check --config FILE  validate a policy file
   portcullis cache verify [--data DIR]   re-hash the cache, delete what does not match
+  portcullis status REF|DIGEST --server URL [--token-file F] [--fail-on warn]
+                                         the verdict on an image (exit 0 allow/warn, 1 block, 2 error)
+  portcullis events --server URL [--token-file F]  follow verdicts and scans as they happen
   portcullis version                     print the version
 
 Every command takes --data DIR; run 'portcullis COMMAND -h' for its flags.
@@ -52,6 +55,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = policyCommand(ctx, args[1:], stdout, stderr)
 	case "cache":
 		err = cacheCommand(ctx, args[1:], stdout, stderr)
+	case "status":
+		err = statusCommand(ctx, args[1:], stdout, stderr)
+	case "events":
+		err = eventsCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "portcullis", version())
 		return 0
@@ -63,6 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var found errFindings
+	var exit errExit
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
@@ -70,6 +78,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	case errors.As(err, &found):
 		return found.code
+	case errors.As(err, &exit):
+		if exit.err != nil {
+			fmt.Fprintln(stderr, "portcullis:", exit.err)
+		}
+		return exit.code
 	}
 	fmt.Fprintln(stderr, "portcullis:", err)
 	return 1

@@ -204,21 +204,26 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer stopBackground()
 
-	metricsHandler := metrics.handler()
 	if access != nil {
-		registry, apiHandler = access.Registry(registry), access.API(apiHandler)
-		if metricsHandler != nil {
-			metricsHandler = access.API(metricsHandler)
-		}
+		registry = access.Registry(registry)
+	}
+	protect, err := apiProtection(cfg.API, access, log)
+	if err != nil {
+		return err
+	}
+	apiHandler = protect(apiHandler)
+	metricsHandler := metrics.handler()
+	if metricsHandler != nil {
+		metricsHandler = protect(metricsHandler)
 	}
 	var ready atomic.Bool
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/"):
 			registry.ServeHTTP(w, r)
-		case strings.HasPrefix(r.URL.Path, "/api/"):
+		case strings.HasPrefix(r.URL.Path, "/api/") && cfg.API.Listen == "": // else on its own port
 			apiHandler.ServeHTTP(w, r)
-		case r.URL.Path == "/metrics" && metricsHandler != nil:
+		case r.URL.Path == "/metrics" && metricsHandler != nil && cfg.API.Listen == "":
 			metricsHandler.ServeHTTP(w, r)
 		case r.URL.Path == "/healthz":
 			io.WriteString(w, "ok\n")
@@ -276,10 +281,27 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			errc <- srv.Serve(ln)
 		}
 	}()
+	var apiErrc <-chan error
+	if cfg.API.Listen != "" {
+		apiSrv, err := startAPIServer(cfg, metrics.countRequests(apiHandler), metricsHandler, log)
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		apiErrc = apiSrv.errc
+		defer func() {
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			apiSrv.shutdown(shutdownCtx)
+		}()
+	}
 	ready.Store(true)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
+	case err := <-apiErrc:
+		srv.Close()
+		return fmt.Errorf("serve api: %w", err)
 	case <-ctx.Done():
 	}
 	ready.Store(false)

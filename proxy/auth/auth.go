@@ -85,6 +85,12 @@ func withCaller(ctx context.Context, c caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
 }
 
+// AsUser makes user the caller of ctx, authenticated by other means than
+// htpasswd (an API token): the access rules apply to it by that name.
+func AsUser(ctx context.Context, user string) context.Context {
+	return withCaller(ctx, caller{user: user})
+}
+
 // callerOf returns the request's caller; a context the middleware never saw
 // (a call from inside Portcullis) counts as anonymous, so a missing wrapper
 // can only deny more.
@@ -203,7 +209,8 @@ func (a *Auth) API(next http.Handler) http.Handler {
 		c, ref := a.authenticate(r, true)
 		if ref != nil {
 			a.refuse(w, r, ref, func() {
-				body, _ := json.Marshal(map[string]string{"error": ref.message})
+				// The status API's error shape: code and message ("error" for older clients).
+				body, _ := json.Marshal(map[string]string{"code": ref.code, "message": ref.message, "error": ref.message})
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(ref.status)
 				_, _ = w.Write(append(body, '\n'))

@@ -254,13 +254,28 @@ func TestAPIRequiresCredentials(t *testing.T) {
 		{basicHeader("ci-bot", botPassword), 200, "ci-bot"},
 	} {
 		r := e.get(t, "/api/v1/events", tc.auth)
-		var body struct{ User, Error string }
+		var body struct{ User, Error, Code, Message string }
 		if err := json.Unmarshal([]byte(r.body), &body); err != nil || r.status != tc.status || body.User != tc.user {
 			t.Errorf("auth %q: %d %s", tc.auth, r.status, r.body)
 		}
-		if tc.status == 401 && (r.challenge != Challenge || body.Error == "") {
+		if tc.status == 401 && (r.challenge != Challenge || body.Error == "" || body.Code != "UNAUTHORIZED" || body.Message != body.Error) {
 			t.Errorf("401 without challenge or message: %q %s", r.challenge, r.body)
 		}
+	}
+}
+
+// A caller authenticated by other means (an API token) is matched by the
+// rules under its name, not as anonymous.
+func TestAsUser(t *testing.T) {
+	a, err := New(Config{Access: accessRules, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Allow(AsUser(context.Background(), "ci-bot"), "up.test", "acme/app"); err != nil {
+		t.Fatalf("ci-bot by name: %v", err)
+	}
+	if a.User(AsUser(context.Background(), "ci-bot")) != "ci-bot" {
+		t.Fatal("the name is not the caller's")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -44,7 +45,21 @@ var requiredFamilies = map[string][]string{
 // scrapeMetrics GETs /metrics and parses it with the Prometheus text parser.
 func scrapeMetrics(t *testing.T, base string) map[string]*dto.MetricFamily {
 	t.Helper()
-	r := do(t, "GET", base+"/metrics")
+	return scrapeMetricsWith(t, base, "")
+}
+
+// scrapeMetricsWith scrapes with the API token in tokenFile ("": none).
+func scrapeMetricsWith(t *testing.T, base, tokenFile string) map[string]*dto.MetricFamily {
+	t.Helper()
+	var header []string
+	if tokenFile != "" {
+		tok, err := os.ReadFile(tokenFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		header = []string{"Authorization", "Bearer " + strings.TrimSpace(string(tok))}
+	}
+	r := do(t, "GET", base+"/metrics", header...)
 	if r.err != nil || r.status != http.StatusOK {
 		t.Fatalf("GET /metrics: %d %v %s", r.status, r.err, r.body)
 	}

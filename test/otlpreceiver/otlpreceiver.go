@@ -1,6 +1,7 @@
 // Package otlpreceiver is an OTLP/HTTP trace receiver for tests: a net/http
 // server on loopback that decodes the protobuf ExportTraceServiceRequest
-// bodies an OpenTelemetry exporter posts to /v1/traces and keeps the spans.
+// bodies an OpenTelemetry exporter posts to /v1/traces and keeps the spans
+// (metrics posted to /v1/metrics are accepted and dropped).
 package otlpreceiver
 
 import (
@@ -68,8 +69,15 @@ func Start(t testing.TB) *Receiver {
 
 // ServeHTTP accepts POST /v1/traces.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.Method == http.MethodPost && req.URL.Path == "/v1/metrics" {
+		// A collector takes metrics too (Portcullis pushes them to the
+		// same endpoint); they are not what this receiver keeps.
+		_, _ = io.Copy(io.Discard, http.MaxBytesReader(w, req.Body, maxBody))
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		return
+	}
 	if req.Method != http.MethodPost || req.URL.Path != "/v1/traces" {
-		http.Error(w, "only POST /v1/traces", http.StatusNotFound)
+		http.Error(w, "only POST /v1/traces and /v1/metrics", http.StatusNotFound)
 		return
 	}
 	r.mu.Lock()

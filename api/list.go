@@ -1,0 +1,320 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/store"
+)
+
+const (
+	// maxExamined bounds the verdicts one list request looks at past its
+	// cursor: a filter that matches little answers a short page and a
+	// cursor to go on from, rather than walking the whole store.
+	maxExamined = 10 * maxLimit
+	// maxExaminedWithFindings is the same bound when a filter needs each
+	// image's findings (a scan record read per digest).
+	maxExaminedWithFindings = 2 * maxLimit
+	// maxGroup bounds the verdicts on one digest held to sort them.
+	maxGroup = 10000
+	// maxVulnImages bounds the images one vulnerability answer lists.
+	maxVulnImages = 1000
+)
+
+// imageSummary is one verdict in a list.
+type imageSummary struct {
+	Digest        string    `json:"digest"`
+	Upstream      string    `json:"upstream"`
+	Repository    string    `json:"repository"`
+	Tag           string    `json:"tag,omitempty"`
+	Verdict       string    `json:"verdict"`
+	Rule          string    `json:"rule,omitempty"`
+	PolicyVersion string    `json:"policy_version,omitempty"`
+	DBVersion     string    `json:"db_version,omitempty"`
+	EvaluatedAt   time.Time `json:"evaluated_at,omitzero"`
+	// Vulnerabilities are the findings that matched the vulnerability or
+	// min_severity filter.
+	Vulnerabilities []string `json:"vulnerabilities,omitempty"`
+	Details         string   `json:"details"`
+}
+
+type imageList struct {
+	Images []imageSummary `json:"images"`
+	// NextCursor continues the list; absent on the last page. A page can
+	// be shorter than the limit and still have one (work per request is
+	// bounded).
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// effectiveVerdict is the verdict a list shows and filters on.
+func effectiveVerdict(d store.DecisionRecord) string {
+	if d.Decision == nil || d.Decision.Has(policy.CodeUnscanned) || d.Verdict == "" {
+		return verdictPending
+	}
+	return d.Verdict
+}
+
+// listImages answers GET /api/v1/images: verdicts sorted by digest, then
+// upstream/repository, a page at a time.
+func (h *Handler) listImages(w http.ResponseWriter, req request) {
+	lq, err := parseListQuery(req.r.URL.Query())
+	if err != nil {
+		code := "BAD_REQUEST"
+		if errors.Is(err, errBadCursor) {
+			code = "BAD_CURSOR"
+		}
+		writeCodedError(w, http.StatusBadRequest, code, err.Error())
+		return
+	}
+	list, err := h.list(req.r.Context(), lq)
+	if err != nil {
+		h.internalError(w, req, "list verdicts", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// list walks the verdicts in two phases: the store's walk collects the
+// candidates past the cursor that the verdict records themselves match
+// (no store reads inside the walk: a bbolt read transaction must not open
+// another), then the findings filters read each candidate's scan.
+func (h *Handler) list(ctx context.Context, lq listQuery) (imageList, error) {
+	budget := maxExamined
+	if lq.vulnerability != "" || lq.minSeverity != "" {
+		budget = maxExaminedWithFindings
+	}
+	return h.listWithBudget(ctx, lq, budget)
+}
+
+// listWithBudget looks at no more than budget verdicts past the cursor.
+func (h *Handler) listWithBudget(ctx context.Context, lq listQuery, budget int) (imageList, error) {
+	out := imageList{Images: []imageSummary{}}
+	needFindings := lq.vulnerability != "" || lq.minSeverity != ""
+	var (
+		group    []store.DecisionRecord
+		cands    []store.DecisionRecord
+		examined int
+		more     bool // records past last remain
+		last     listCursor
+	)
+	flush := func() {
+		slices.SortFunc(group, func(a, b store.DecisionRecord) int {
+			return strings.Compare(a.Upstream+"/"+a.Repository, b.Upstream+"/"+b.Repository)
+		})
+		// A store may list a repository twice (Redis SSCAN while resized).
+		group = slices.CompactFunc(group, func(a, b store.DecisionRecord) bool {
+			return a.Upstream == b.Upstream && a.Repository == b.Repository
+		})
+		for _, d := range group {
+			where := d.Upstream + "/" + d.Repository
+			if lq.cursor != nil && !lq.cursor.after(d.Digest, where) {
+				continue
+			}
+			if examined == budget || (!needFindings && len(cands) == lq.limit) {
+				more = true
+				return
+			}
+			examined++
+			last = listCursor{Digest: d.Digest, Where: where}
+			if lq.matchesRecord(d) {
+				cands = append(cands, d)
+			}
+		}
+		group = group[:0]
+	}
+	err := h.Scans.Decisions(ctx, "", func(d store.DecisionRecord) bool {
+		if lq.cursor != nil && d.Digest < lq.cursor.Digest {
+			return true // before the page: skipped without being held
+		}
+		if len(group) > 0 && group[0].Digest != d.Digest {
+			if flush(); more {
+				return false
+			}
+		}
+		if len(group) < maxGroup {
+			group = append(group, d)
+		}
+		return true
+	})
+	if err != nil {
+		return imageList{}, err
+	}
+	if !more && len(group) > 0 {
+		flush()
+	}
+	var (
+		findings   []vulndb.Finding
+		findingsOf string
+	)
+	for i, d := range cands {
+		var ids []string
+		if needFindings {
+			if findingsOf != d.Digest {
+				if findings, err = h.findingsOf(ctx, d.Digest); err != nil {
+					return imageList{}, err
+				}
+				findingsOf = d.Digest
+			}
+			if ids = lq.matchingFindings(findings); len(ids) == 0 {
+				continue
+			}
+		}
+		out.Images = append(out.Images, summaryOf(d, ids))
+		if len(out.Images) == lq.limit {
+			if i < len(cands)-1 || more {
+				out.NextCursor = listCursor{Digest: d.Digest, Where: d.Upstream + "/" + d.Repository}.encode()
+			}
+			return out, nil
+		}
+	}
+	if more {
+		out.NextCursor = last.encode()
+	}
+	return out, nil
+}
+
+// matchesRecord applies the filters the verdict record itself answers.
+func (lq listQuery) matchesRecord(d store.DecisionRecord) bool {
+	if lq.verdict != "" && effectiveVerdict(d) != lq.verdict {
+		return false
+	}
+	if lq.upstream != "" && d.Upstream != lq.upstream {
+		return false
+	}
+	if lq.repository != "" {
+		if ok, _ := path.Match(lq.repository, d.Repository); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// matchingFindings lists the ids of the findings that pass the
+// vulnerability and severity filters (at most 100).
+func (lq listQuery) matchingFindings(findings []vulndb.Finding) []string {
+	var ids []string
+	for _, f := range findings {
+		if lq.vulnerability != "" && !findingIs(f, lq.vulnerability) {
+			continue
+		}
+		if lq.minSeverity != "" && vulndb.SeverityRank(f.Severity) < vulndb.SeverityRank(lq.minSeverity) {
+			continue
+		}
+		if !slices.Contains(ids, f.ID) && len(ids) < 100 {
+			ids = append(ids, f.ID)
+		}
+	}
+	return ids
+}
+
+// findingIs reports whether f is vulnerability id under any of its names.
+func findingIs(f vulndb.Finding, id string) bool {
+	if strings.EqualFold(f.ID, id) {
+		return true
+	}
+	for _, names := range [][]string{f.Aliases, f.Upstream} {
+		for _, n := range names {
+			if strings.EqualFold(n, id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// findingsOf reads the findings of digest's scan (none: nil).
+func (h *Handler) findingsOf(ctx context.Context, digest string) ([]vulndb.Finding, error) {
+	rec, err := h.Scans.Scan(ctx, digest)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rec.Findings, nil
+}
+
+func summaryOf(d store.DecisionRecord, ids []string) imageSummary {
+	return imageSummary{
+		Digest: d.Digest, Upstream: d.Upstream, Repository: d.Repository, Tag: d.Tag,
+		Verdict: effectiveVerdict(d), Rule: d.Rule, PolicyVersion: d.PolicyVersion, DBVersion: d.DBVersion,
+		EvaluatedAt: d.UpdatedAt, Vulnerabilities: ids, Details: detailsLink(d.Digest, d.Upstream, d.Repository),
+	}
+}
+
+// vulnerabilityAnswer lists the cached images a vulnerability affects.
+type vulnerabilityAnswer struct {
+	ID     string      `json:"id"`
+	Images []vulnImage `json:"images"`
+	// Truncated: more images are affected than listed.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+type vulnImage struct {
+	Digest       string         `json:"digest"`
+	DBVersion    string         `json:"db_version,omitempty"`
+	Findings     []vulnFinding  `json:"findings"`
+	Repositories []imageSummary `json:"repositories"`
+}
+
+type vulnFinding struct {
+	ID               string   `json:"id"`
+	Aliases          []string `json:"aliases,omitempty"`
+	Package          string   `json:"package"`
+	InstalledVersion string   `json:"installed_version"`
+	FixedVersions    []string `json:"fixed_versions,omitempty"`
+	Severity         string   `json:"severity"`
+}
+
+// vulnerability answers GET /api/v1/vulnerabilities/{id}: every cached
+// image with a finding named id (its OSV id, an alias or the upstream id
+// behind a distribution's id), and the repositories it was pulled from.
+func (h *Handler) vulnerability(w http.ResponseWriter, req request, id string) {
+	ctx := req.r.Context()
+	if !validVulnID(id) {
+		writeError(w, http.StatusBadRequest, "invalid vulnerability id "+quote(id)+": want an id like CVE-2024-1234 or GHSA-xxxx-xxxx-xxxx")
+		return
+	}
+	ans := vulnerabilityAnswer{ID: id, Images: []vulnImage{}}
+	err := h.Scans.Scans(ctx, func(rec store.ScanRecord) bool {
+		var hits []vulnFinding
+		for _, f := range rec.Findings {
+			if findingIs(f, id) && len(hits) < 100 {
+				hits = append(hits, vulnFinding{ID: f.ID, Aliases: f.Aliases, Package: f.Package,
+					InstalledVersion: f.InstalledVersion, FixedVersions: f.FixedVersions, Severity: f.Severity})
+			}
+		}
+		if len(hits) == 0 {
+			return true
+		}
+		if len(ans.Images) == maxVulnImages {
+			ans.Truncated = true
+			return false
+		}
+		ans.Images = append(ans.Images, vulnImage{Digest: rec.Digest, DBVersion: rec.DBVersion, Findings: hits, Repositories: []imageSummary{}})
+		return true
+	})
+	if err != nil {
+		h.internalError(w, req, "list scans", err)
+		return
+	}
+	for i := range ans.Images {
+		img := &ans.Images[i]
+		err := h.Scans.Decisions(ctx, img.Digest, func(d store.DecisionRecord) bool {
+			img.Repositories = append(img.Repositories, summaryOf(d, nil))
+			return len(img.Repositories) < maxDecisionsShown
+		})
+		if err != nil {
+			h.internalError(w, req, "read verdicts on "+img.Digest, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
