@@ -420,16 +420,18 @@ func (p *Pipeline) storeResult(ctx context.Context, rec *store.ScanRecord) (writ
 func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []vulndb.Finding, store.ImageFacts, string, error) {
 	_, span := p.startSpan(ctx, spanImageRead)
 	img, err := p.o.Images.Image(ctx, j.upstream, j.repo, j.digest)
-	endSpan(span, err)
 	if err != nil {
+		endSpan(span, err)
 		return nil, nil, store.ImageFacts{}, "", err
 	}
 	if why := notAContainerImage(img); why != "" {
+		endSpan(span, nil)
 		// Signatures, SBOMs and other artifacts travel as manifests too;
 		// they have nothing to scan.
 		return &scanner.Inventory{ImageDigest: j.digest.String(), Packages: []scanner.Package{}, Note: why}, []vulndb.Finding{}, store.ImageFacts{}, "", nil
 	}
 	facts, err := readImageFacts(img)
+	endSpan(span, err)
 	if err != nil {
 		return nil, nil, store.ImageFacts{}, "", fmt.Errorf("image %s/%s@%s: %w", j.upstream, j.repo, j.digest, err)
 	}
