@@ -228,7 +228,7 @@ func (h *Handler) requestScan(w http.ResponseWriter, req request) {
 	}
 	res, err := h.Resolver.Resolve(ctx, ref)
 	if err != nil {
-		h.resolveError(w, req, ref, err, false)
+		h.resolveError(w, req, ref, err)
 		return
 	}
 	if err := h.Queue.Request(ctx, res.Upstream, res.Repository, res.Digest, res.MediaType); err != nil {
@@ -259,9 +259,8 @@ func (h *Handler) requestScan(w http.ResponseWriter, req request) {
 
 // resolveError answers a failed resolution: a bad reference is the
 // client's, a refused one forbidden, an internal failure logged; the rest
-// come from the upstream (notFound404: an image it does not have is 404,
-// not 502).
-func (h *Handler) resolveError(w http.ResponseWriter, req request, ref string, err error, notFound404 bool) {
+// come from the upstream (an image it does not have is 404, not 502).
+func (h *Handler) resolveError(w http.ResponseWriter, req request, ref string, err error) {
 	var withStatus interface{ HTTPStatus() int }
 	switch {
 	case errors.Is(err, proxy.ErrInternal):
@@ -270,7 +269,7 @@ func (h *Handler) resolveError(w http.ResponseWriter, req request, ref string, e
 		writeCodedError(w, http.StatusBadRequest, "BAD_REFERENCE", "resolve "+quote(ref)+": "+err.Error())
 	case errors.Is(err, proxy.ErrAccessDenied): // the pull rules apply to resolving too
 		writeError(w, http.StatusForbidden, "resolve "+quote(ref)+": "+err.Error())
-	case notFound404 && errors.As(err, &withStatus) && withStatus.HTTPStatus() == http.StatusNotFound:
+	case errors.As(err, &withStatus) && withStatus.HTTPStatus() == http.StatusNotFound:
 		writeCodedError(w, http.StatusNotFound, "UNKNOWN_IMAGE", "resolve "+quote(ref)+": "+err.Error())
 	case errors.Is(err, context.Canceled):
 		writeError(w, http.StatusServiceUnavailable, "resolve "+quote(ref)+": request cancelled")

@@ -157,7 +157,7 @@ func (h *Handler) imageByRef(w http.ResponseWriter, req request) {
 	}
 	res, err := h.Resolver.Resolve(ctx, iq.ref)
 	if err != nil {
-		h.resolveError(w, req, iq.ref, err, true)
+		h.resolveError(w, req, iq.ref, err)
 		return
 	}
 	st := imageStatus{Ref: iq.ref, Upstream: res.Upstream, Repository: res.Repository, Digest: res.Digest.String()}
@@ -169,7 +169,7 @@ func (h *Handler) imageByRef(w http.ResponseWriter, req request) {
 				writeCodedError(w, http.StatusNotFound, "UNKNOWN_PLATFORM", err.Error())
 				return
 			}
-			h.resolveError(w, req, iq.ref, err, true)
+			h.resolveError(w, req, iq.ref, err)
 			return
 		}
 		st.Index, st.Platform, st.Digest, mediaType = res.Digest.String(), platformString(child.Platform), child.Digest.String(), string(child.MediaType)

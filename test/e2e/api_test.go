@@ -18,7 +18,7 @@ func TestStatusAPIErrors(t *testing.T) {
 		{"POST", "/api/v1/scans", http.StatusBadRequest, "missing ?image"},
 		{"POST", "/api/v1/scans?image=Bad/Name:1", http.StatusBadRequest, "bad image reference"},
 		{"POST", "/api/v1/scans?image=evil.example/x:1", http.StatusBadRequest, "not configured"},
-		{"POST", "/api/v1/scans?image=team/missing:1", http.StatusBadGateway, "MANIFEST_UNKNOWN"},
+		{"POST", "/api/v1/scans?image=team/missing:1", http.StatusNotFound, "UNKNOWN_IMAGE"},
 		{"DELETE", "/api/v1/scans/sha256:" + strings.Repeat("a", 64), http.StatusMethodNotAllowed, "use GET"},
 		{"GET", "/api/v1/nothing", http.StatusNotFound, "no such endpoint"},
 	} {
