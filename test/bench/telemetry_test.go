@@ -14,10 +14,12 @@ import (
 )
 
 // BenchmarkWarmBlobTelemetry is BenchmarkWarmBlobGet's workload (GETs of
-// one cached blob, Portcullis-Cache: hit) through a portcullis with
-// metrics on and one with telemetry.metrics: false. The "on" side is
-// scraped at /metrics every 100 ms meanwhile and pushes OTLP/HTTP every
-// second to a receiver in this process. Every round is one batch of GETs
+// one cached blob, Portcullis-Cache: hit) through a portcullis with all
+// telemetry on and one with none (telemetry.metrics: false, no OTEL_*
+// variables). The "on" side is scraped at /metrics every 100 ms meanwhile,
+// pushes its metrics over OTLP/HTTP every second and exports every
+// request's spans (OTEL_EXPORTER_OTLP_ENDPOINT turns on both) to a
+// receiver in this process. Every round is one batch of GETs
 // from each side, back to back, alternating which goes first; the ratio
 // on/off is the median over rounds of the two batches' MB/s. Two sizes:
 // 256 MiB, where the transfer dominates, and 1 MiB, where a per-request
