@@ -180,7 +180,7 @@ func New(o Options) *Pipeline {
 		decisionWake:  make(chan struct{}, 1),
 		maxQueued:     defaultMaxQueued,
 		publishLease:  defaultPublishLease,
-		tracer:        tracerOf(o.Tracer),
+		tracer:        telemetry.Recording(o.Tracer),
 	}
 	if p.o.Events == nil {
 		p.o.Events = store.NewLocalEvents()

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"io"
-	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"go.opentelemetry.io/otel/attribute"
@@ -42,14 +41,6 @@ const (
 // maxTraceParent bounds the traceparent a queued job carries (55 bytes in
 // W3C trace context version 00); anything longer is ignored.
 const maxTraceParent = 128
-
-// tracerOf keeps a tracer only when it records.
-func tracerOf(t trace.Tracer) trace.Tracer {
-	if !telemetry.TracerEnabled(t) {
-		return nil
-	}
-	return t
-}
 
 // traceParent is the W3C traceparent of the span in ctx (the pull that
 // queues a job), carried in the job so its evaluation links to it; "" when
@@ -160,25 +151,5 @@ func (l *tracedLayer) Compressed() (io.ReadCloser, error) {
 		endSpan(span, err)
 		return nil, err
 	}
-	return &spanReader{ReadCloser: rc, span: span}, nil
-}
-
-// spanReader ends its span, with the bytes read, when closed.
-type spanReader struct {
-	io.ReadCloser
-	span trace.Span
-	n    int64
-	once sync.Once
-}
-
-func (r *spanReader) Read(b []byte) (int, error) {
-	n, err := r.ReadCloser.Read(b)
-	r.n += int64(n)
-	return n, err
-}
-
-func (r *spanReader) Close() error {
-	err := r.ReadCloser.Close()
-	r.once.Do(func() { endSpan(r.span, nil, attrBytes.Int64(r.n)) })
-	return err
+	return telemetry.EndOnClose(rc, span, attrBytes), nil
 }

@@ -175,7 +175,7 @@ func New(o Options) (*Proxy, error) {
 		leases:          o.Leases,
 		replica:         o.Replica,
 		metrics:         o.Metrics,
-		tracer:          tracerOf(o.Tracer),
+		tracer:          telemetry.Recording(o.Tracer),
 		now:             time.Now,
 	}
 	var names []string

@@ -10,8 +10,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/portcullis/portcullis/telemetry"
 )
 
 // Span names and attributes of the pull path (README, "Traces").
@@ -28,15 +26,6 @@ const (
 	attrStatus     = attribute.Key("http.response.status_code")
 	attrBodySize   = attribute.Key("http.response.body.size")
 )
-
-// tracerOf keeps a tracer only when it records: with tracing off the pull
-// path makes no spans, contexts or attributes at all.
-func tracerOf(tr trace.Tracer) trace.Tracer {
-	if !telemetry.TracerEnabled(tr) {
-		return nil
-	}
-	return tr
-}
 
 // startRequestSpan starts the server span of a /v2/ request, as the child
 // of the client's W3C traceparent when it sent one. With tracing off it

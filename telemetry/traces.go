@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -135,6 +136,44 @@ func TracerEnabled(tr trace.Tracer) bool {
 	}
 	_, off := tr.(noop.Tracer)
 	return !off
+}
+
+// Recording returns tr when it records spans, else nil, so a caller keeps
+// nil and skips every span, context and attribute when tracing is off.
+func Recording(tr trace.Tracer) trace.Tracer {
+	if !TracerEnabled(tr) {
+		return nil
+	}
+	return tr
+}
+
+// EndOnClose wraps rc so that span ends, with the bytes read under
+// bytesKey, when rc is closed (once, however often Close is called).
+func EndOnClose(rc io.ReadCloser, span trace.Span, bytesKey attribute.Key) io.ReadCloser {
+	return &spanCloser{ReadCloser: rc, span: span, key: bytesKey}
+}
+
+type spanCloser struct {
+	io.ReadCloser
+	span trace.Span
+	key  attribute.Key
+	n    int64
+	once sync.Once
+}
+
+func (r *spanCloser) Read(b []byte) (int, error) {
+	n, err := r.ReadCloser.Read(b)
+	r.n += int64(n)
+	return n, err
+}
+
+func (r *spanCloser) Close() error {
+	err := r.ReadCloser.Close()
+	r.once.Do(func() {
+		r.span.SetAttributes(r.key.Int64(r.n))
+		r.span.End()
+	})
+	return err
 }
 
 func firstNonEmpty(vs ...string) string {

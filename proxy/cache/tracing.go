@@ -27,9 +27,7 @@ const (
 // A nil or no-op tracer records nothing.
 func WithTracer(t trace.Tracer) FetcherOption {
 	return func(f *Fetcher) {
-		if telemetry.TracerEnabled(t) {
-			f.tracer = t
-		}
+		f.tracer = telemetry.Recording(t)
 	}
 }
 

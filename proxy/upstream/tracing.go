@@ -3,10 +3,8 @@ package upstream
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
-	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -29,14 +27,6 @@ const (
 	attrStatus   = attribute.Key("http.response.status_code")
 	attrServer   = attribute.Key("server.address")
 )
-
-// tracerOf keeps a tracer only when it records.
-func tracerOf(t trace.Tracer) trace.Tracer {
-	if !telemetry.TracerEnabled(t) {
-		return nil
-	}
-	return t
-}
 
 // do sends an idempotent request (see attempts) in an upstream.fetch span
 // when tracing. The span of a response with a body ends when the body is
@@ -62,31 +52,8 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		span.End()
 		return resp, nil
 	}
-	resp.Body = &spanBody{ReadCloser: resp.Body, span: span}
+	resp.Body = telemetry.EndOnClose(resp.Body, span, attrBytes)
 	return resp, nil
-}
-
-// spanBody ends its span, with the bytes read, when closed.
-type spanBody struct {
-	io.ReadCloser
-	span trace.Span
-	n    int64
-	once sync.Once
-}
-
-func (b *spanBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n += int64(n)
-	return n, err
-}
-
-func (b *spanBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(func() {
-		b.span.SetAttributes(attrBytes.Int64(b.n))
-		b.span.End()
-	})
-	return err
 }
 
 // startAttempt starts the span of one HTTP request of a fetch; n counts

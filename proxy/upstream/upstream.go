@@ -145,11 +145,11 @@ func New(cfg Config) (*Client, error) {
 			guard:          g,
 			now:            time.Now,
 			tokens:         map[string]cachedToken{},
-			tracer:         tracerOf(cfg.Tracer),
+			tracer:         telemetry.Recording(cfg.Tracer),
 		},
 		retries:       retries,
 		maxRetryAfter: maxRA,
-		tracer:        tracerOf(cfg.Tracer),
+		tracer:        telemetry.Recording(cfg.Tracer),
 	}, nil
 }
 
