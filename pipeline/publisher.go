@@ -134,26 +134,40 @@ func (p *Pipeline) publishCurrent(ctx context.Context, pl publicationPayload) (u
 // context ends when the lease is lost to another consumer. release stops
 // renewing.
 func (p *Pipeline) holdLease(ctx context.Context, q store.Queue, qj store.Job, lease time.Duration, what string) (context.Context, func()) {
-	jctx, cancel := context.WithCancel(ctx)
+	return p.keepRenewed(ctx, lease/3, what, func(ctx context.Context) (bool, error) {
+		err := q.Extend(ctx, qj, lease)
+		if errors.Is(err, store.ErrConflict) {
+			return false, nil
+		}
+		return true, err
+	})
+}
+
+// keepRenewed calls renew every interval while the returned context
+// lives; the context ends when renew reports the hold lost (an error is
+// not a loss: the next call may succeed before the hold runs out). stop
+// ends the renewing.
+func (p *Pipeline) keepRenewed(ctx context.Context, interval time.Duration, what string, renew func(context.Context) (bool, error)) (context.Context, func()) {
+	hctx, cancel := context.WithCancel(ctx)
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
-		t := time.NewTicker(lease / 3)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
-			case <-jctx.Done():
+			case <-hctx.Done():
 				return
 			case <-t.C:
-				if err := q.Extend(jctx, qj, lease); errors.Is(err, store.ErrConflict) {
-					p.log.Warn("job lost to another replica", "job", what)
+				if held, err := renew(hctx); err == nil && !held {
+					p.log.Warn("work lost to another replica", "work", what)
 					cancel()
 					return
 				}
 			}
 		}
 	}()
-	return jctx, func() {
+	return hctx, func() {
 		cancel()
 		<-renewed
 	}

@@ -161,28 +161,11 @@ func (p *Pipeline) rematchAlone(ctx context.Context) (n int, ran bool, err error
 	if !ok {
 		return 0, false, nil
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	renewed := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		t := time.NewTicker(rematchLease / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-t.C:
-				if held, err := p.o.Leases.Renew(rctx, rematchLeaseKey, p.o.Consumer, rematchLease); err == nil && !held {
-					p.log.Warn("re-match lease lost to another replica")
-					cancel()
-					return
-				}
-			}
-		}
-	}()
+	rctx, stop := p.keepRenewed(ctx, rematchLease/3, "re-match", func(ctx context.Context) (bool, error) {
+		return p.o.Leases.Renew(ctx, rematchLeaseKey, p.o.Consumer, rematchLease)
+	})
 	n, err = p.Rematch(rctx)
-	cancel()
-	<-renewed
+	stop()
 	if rerr := p.o.Leases.Release(context.WithoutCancel(ctx), rematchLeaseKey, p.o.Consumer); rerr != nil {
 		p.log.Warn("release the re-match lease", "err", rerr)
 	}
