@@ -31,9 +31,9 @@ func TestNodeContainerdCommand(t *testing.T) {
 		{name: "built-in upstreams", args: []string{"--mirror", "https://m:5443"}, wantCode: 0,
 			wantDirs: []string{"_default", "docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io"}},
 		{name: "configured upstream, fail closed", args: []string{"--mirror", "https://m:5443", "--config", cfg}, wantCode: 0,
-			wantDirs: []string{"_default", "registry.local:5000"}, wantFile: "server = \"https://m:5443\""},
+			wantDirs: []string{"_default", "registry.local_5000_"}, wantFile: "server = \"https://m:5443\""},
 		{name: "fail open uses the upstream url", args: []string{"--mirror", "https://m:5443", "--config", cfg, "--fail-open"}, wantCode: 0,
-			wantDirs: []string{"_default", "registry.local:5000"}, wantFile: "server = \"http://10.0.0.1:5000\""},
+			wantDirs: []string{"_default", "registry.local_5000_"}, wantFile: "server = \"http://10.0.0.1:5000\""},
 		{name: "no mirror", args: nil, wantCode: 2, wantOut: "--mirror is required"},
 		{name: "mirror with a path", args: []string{"--mirror", "https://m/v2"}, wantCode: 1, wantOut: "without a path"},
 		{name: "bad CA", args: []string{"--mirror", "https://m", "--ca-file", badCA}, wantCode: 1, wantOut: "no PEM certificate"},
@@ -66,7 +66,7 @@ func TestNodeContainerdCommand(t *testing.T) {
 				}
 			}
 			if tc.wantFile != "" {
-				b, err := os.ReadFile(filepath.Join(certs, "registry.local:5000", "hosts.toml"))
+				b, err := os.ReadFile(filepath.Join(certs, "registry.local_5000_", "hosts.toml"))
 				if err != nil || !strings.Contains(string(b), tc.wantFile) {
 					t.Errorf("hosts.toml lacks %q (%v):\n%s", tc.wantFile, err, b)
 				}

@@ -69,6 +69,18 @@ type Registry struct {
 	Origin string
 }
 
+// DirName is the directory containerd looks up first for a registry:
+// "host:port" is spelled "host_port_" (containerd 1.6 and later check that
+// form before "host:port", so a stale "host:port" directory cannot shadow
+// ours; an older containerd that only knows "host:port" falls through to
+// _default, which goes to the mirror too).
+func DirName(name string) string {
+	if i := strings.LastIndex(name, ":"); i > 0 {
+		return name[:i] + "_" + name[i+1:] + "_"
+	}
+	return name
+}
+
 // ValidateName checks that name can be used as a directory below the
 // certs directory and inside hosts.toml.
 func ValidateName(name string) error {

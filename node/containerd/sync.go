@@ -56,13 +56,14 @@ func Sync(certsDir string, d Desired) (Result, error) {
 	if !info.IsDir() {
 		return res, fmt.Errorf("certs directory %s: not a directory", certsDir)
 	}
+	// Keyed by directory name.
 	want := map[string]Registry{DefaultRegistry: {Name: DefaultRegistry}}
 	for _, r := range d.Registries {
 		if err := ValidateName(r.Name); err != nil {
 			return res, err
 		}
 		if r.Name != DefaultRegistry {
-			want[r.Name] = r
+			want[DirName(r.Name)] = r
 		}
 	}
 	names := make([]string, 0, len(want))
@@ -84,7 +85,7 @@ func Sync(certsDir string, d Desired) (Result, error) {
 }
 
 func syncRegistry(certsDir string, reg Registry, d Desired, res *Result) error {
-	dir := filepath.Join(certsDir, reg.Name)
+	dir := filepath.Join(certsDir, DirName(reg.Name))
 	switch info, err := os.Lstat(dir); {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := os.Mkdir(dir, 0o755); err != nil {

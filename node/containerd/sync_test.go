@@ -77,7 +77,7 @@ func testCA(t testing.TB) []byte {
 func TestSyncWritesEveryRegistryAndDefault(t *testing.T) {
 	dir := t.TempDir()
 	res := mustSync(t, dir, desired("docker.io", "ghcr.io", "registry.local:5000"))
-	for _, name := range []string{"_default", "docker.io", "ghcr.io", "registry.local:5000"} {
+	for _, name := range []string{"_default", "docker.io", "ghcr.io", "registry.local_5000_"} {
 		got := readFile(t, filepath.Join(dir, name, HostsFile))
 		if !strings.HasPrefix(got, Marker+"\n") {
 			t.Errorf("%s: no marker line:\n%s", name, got)
@@ -403,5 +403,25 @@ func TestParseMirrorAndCA(t *testing.T) {
 		if err := CheckCA(data); err == nil {
 			t.Errorf("CheckCA(%s) accepted", name)
 		}
+	}
+}
+
+// TestSyncPortDirectory: a registry with a port gets containerd's
+// "host_port_" directory, looked up before "host:port"; a hand-written
+// "host:port" directory is neither touched nor removed.
+func TestSyncPortDirectory(t *testing.T) {
+	dir := t.TempDir()
+	theirs := filepath.Join(dir, "registry.local:5000", HostsFile)
+	writeFile(t, theirs, "server = \"https://registry.local:5000\"\n")
+	mustSync(t, dir, desired("registry.local:5000"))
+	if got := readFile(t, filepath.Join(dir, "registry.local_5000_", HostsFile)); !strings.HasPrefix(got, Marker) {
+		t.Errorf("no managed registry.local_5000_/hosts.toml:\n%s", got)
+	}
+	res := mustSync(t, dir, desired())
+	if want := filepath.Join(dir, "registry.local_5000_", HostsFile); !slices.Contains(res.Removed, want) {
+		t.Errorf("removed %v, want %s", res.Removed, want)
+	}
+	if readFile(t, theirs) != "server = \"https://registry.local:5000\"\n" {
+		t.Error("the hand-written host:port file was touched")
 	}
 }

@@ -41,6 +41,16 @@ func TestNodeAgentContainerd(t *testing.T) {
 	bin := harness.BuildPortcullis(t)
 	p := harness.StartPortcullis(t, bin, "--config", cfg)
 	certs := t.TempDir()
+	// A stale hand-written directory in the "host:port" spelling that sends
+	// pulls straight to the origin: the agent leaves it alone, and its own
+	// "host_port_" directory, which containerd looks up first, wins.
+	stale := filepath.Join(certs, registry, "hosts.toml")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, []byte("server = \""+origin.URL()+"\"\n[host.\""+origin.URL()+"\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	agent := func(extra ...string) {
 		t.Helper()
 		args := append([]string{"node", "containerd", "--mirror", p.URL, "--certs-dir", certs, "--config", cfg}, extra...)
@@ -54,7 +64,7 @@ func TestNodeAgentContainerd(t *testing.T) {
 		return c.Pull(ctx, t, certs, ref, "--plain-http")
 	}
 	agent()
-	for _, dir := range []string{registry, "_default"} {
+	for _, dir := range []string{strings.ReplaceAll(registry, ":", "_") + "_", "_default"} {
 		if _, err := os.Stat(filepath.Join(certs, dir, "hosts.toml")); err != nil {
 			t.Fatalf("agent wrote no %s/hosts.toml: %v", dir, err)
 		}
@@ -100,7 +110,8 @@ func TestNodeAgentContainerd(t *testing.T) {
 	// 3. Control: a hosts.toml without `server` (what people usually
 	// write) does fall back to the origin, so step 2 could have seen it.
 	noServer := "[host.\"" + p.URL + "\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-	if err := os.WriteFile(filepath.Join(certs, registry, "hosts.toml"), []byte(noServer), 0o644); err != nil {
+	ownFile := filepath.Join(certs, strings.ReplaceAll(registry, ":", "_")+"_", "hosts.toml")
+	if err := os.WriteFile(ownFile, []byte(noServer), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := pull(registry + "/team/app:v3"); err != nil {
@@ -114,7 +125,7 @@ func TestNodeAgentContainerd(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err == nil || !strings.Contains(string(out), "left alone") {
 		t.Errorf("agent over a foreign hosts.toml: err %v, want a refusal naming it:\n%s", err, out)
 	}
-	if err := os.Remove(filepath.Join(certs, registry, "hosts.toml")); err != nil {
+	if err := os.Remove(ownFile); err != nil {
 		t.Fatal(err)
 	}
 
