@@ -26,8 +26,10 @@ func FuzzRender(f *testing.F) {
 			return
 		}
 		root := "/certs"
-		if p := filepath.Join(root, name); filepath.Dir(p) != root || filepath.Base(p) != name {
-			t.Fatalf("name %q leaves the certs directory: %s", name, p)
+		for _, dir := range []string{name, DirName(name)} {
+			if p := filepath.Join(root, dir); filepath.Dir(p) != root || filepath.Base(p) != dir {
+				t.Fatalf("name %q leaves the certs directory: %s", name, p)
+			}
 		}
 		for _, failOpen := range []bool{false, true} {
 			got := string(RenderHosts(Registry{Name: name}, mirror, true, failOpen))
