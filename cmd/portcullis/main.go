@@ -59,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = statusCommand(ctx, args[1:], stdout, stderr)
 	case "events":
 		err = eventsCommand(ctx, args[1:], stdout, stderr)
+	case "node":
+		err = nodeCommand(ctx, args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "portcullis", version())
 		return 0

@@ -1,0 +1,68 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+)
+
+// Interval bounds for Watch: often enough to repair drift quickly, never
+// a busy loop.
+const (
+	MinInterval = time.Second
+	MaxInterval = time.Hour
+)
+
+// Load builds the desired configuration; Watch calls it every pass so a
+// changed Portcullis configuration or CA file is picked up.
+type Load func() (Desired, error)
+
+// Watch runs Sync every interval until ctx ends. A pass whose Load fails
+// keeps the last good configuration (it never removes the files because a
+// configuration file is briefly unreadable); the first pass must load.
+func Watch(ctx context.Context, logger *slog.Logger, certsDir string, interval time.Duration, load Load) error {
+	if interval < MinInterval || interval > MaxInterval {
+		return fmt.Errorf("interval %s: want between %s and %s", interval, MinInterval, MaxInterval)
+	}
+	last, err := load()
+	if err != nil {
+		return err
+	}
+	var lastForeign []string
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		res, err := Sync(certsDir, last)
+		report(logger, res, err, &lastForeign)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+		d, err := load()
+		if err != nil {
+			logger.Error("node agent: configuration not reloaded; keeping the last good one", "err", err)
+			continue
+		}
+		last = d
+	}
+}
+
+// report logs what a pass did: changes at INFO, foreign files at WARN only
+// when the set changes (a poll every few seconds must not flood the log).
+func report(logger *slog.Logger, res Result, err error, lastForeign *[]string) {
+	if res.Changed() {
+		logger.Info("node agent: containerd host configuration updated", "written", res.Written, "removed", res.Removed)
+	}
+	if !slices.Equal(res.Foreign, *lastForeign) {
+		if len(res.Foreign) > 0 {
+			logger.Warn("node agent: files not written by Portcullis left alone; pulls they configure do not go through the mirror", "files", res.Foreign)
+		}
+		*lastForeign = slices.Clone(res.Foreign)
+	}
+	if err != nil {
+		logger.Error("node agent: sync failed", "err", err)
+	}
+}
