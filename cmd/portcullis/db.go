@@ -70,7 +70,9 @@ func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "updated: %d records imported (%d skipped); database version %s\n", st.Records, st.Skipped, db.Version())
 		return nil
 	case "status":
-		db, err := open()
+		// A missing or empty database is an answer, not a state to create:
+		// it exits non-zero so scripts and probes notice.
+		db, err := openExistingDB(ctx, *dataDir)
 		if err != nil {
 			return err
 		}
