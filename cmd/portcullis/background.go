@@ -94,7 +94,8 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		wg.Go(func() { watchPolicy(bg, cfg.Policy, pl, policyCheckInterval, log) })
 	}
 	if every := time.Duration(cfg.VulnDB.UpdateInterval); every > 0 {
-		wg.Go(func() { updateLoop(bg, db, every, log) })
+		u := dbUpdater{db: db, sources: vulnDBSources(cfg.VulnDB), every: every, dataDir: cfg.DataDir, log: log}
+		wg.Go(func() { u.run(bg) })
 	}
 	stop = func() {
 		cancel()
@@ -135,22 +136,4 @@ func loadSigningKey(cfg config.Config) (signature.SignerVerifier, error) {
 		return nil, fmt.Errorf("load signing_key %s (password from $%s): %w", cfg.SigningKey, env, err)
 	}
 	return sv, nil
-}
-
-// updateLoop downloads the OSV database now and then every interval.
-func updateLoop(ctx context.Context, db *vulndb.Shared, every time.Duration, log *slog.Logger) {
-	client := &http.Client{Timeout: 30 * time.Minute}
-	for {
-		st, err := db.Update(ctx, vulndb.DefaultSources(), client, nil)
-		if err != nil {
-			log.Warn("vulnerability database update failed", "err", err)
-		} else {
-			log.Info("vulnerability database updated", "records", st.Records, "version", db.Version())
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-	}
 }

@@ -227,3 +227,17 @@ func TestDefaultSources(t *testing.T) {
 		}
 	}
 }
+
+func TestSourcesAtMirror(t *testing.T) {
+	for _, base := range []string{"http://127.0.0.1:8080/osv", "http://127.0.0.1:8080/osv/"} {
+		got := SourcesAt(base)
+		if len(got) != len(DefaultSources()) {
+			t.Fatalf("SourcesAt(%q): %d sources", base, len(got))
+		}
+		for _, s := range got {
+			if s.Ecosystem == "Rocky Linux" && s.URL != "http://127.0.0.1:8080/osv/Rocky%20Linux/all.zip" {
+				t.Errorf("SourcesAt(%q): %s at %q", base, s.Ecosystem, s.URL)
+			}
+		}
+	}
+}
