@@ -29,21 +29,27 @@ import (
 // pipeline and returns the /v2/ handler gated by it (p itself when scanning
 // is off) and the status API. stop waits for the background work to end
 // after ctx is cancelled.
-func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, metrics *serverMetrics, cacheBytes func() int64, tracing *telemetry.Tracing, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
+func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, metrics *serverMetrics, cacheBytes func() int64, tracing *telemetry.Tracing, log *slog.Logger) (registry, status http.Handler, stop func(), dbHealth func(context.Context) string, err error) {
 	// Shared: the server holds the database only while matching, so
 	// 'portcullis db import' works while it runs.
 	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
+	dbHealth = func(ctx context.Context) string { return dbProblem(ctx, db, time.Duration(cfg.VulnDB.MaxAge)) }
+	if problem := dbHealth(ctx); problem != "" {
+		log.Warn(problem+"; images are not checked for vulnerabilities until one is in place",
+			"update_interval", time.Duration(cfg.VulnDB.UpdateInterval).String(),
+			"offline", "portcullis db import --data "+cfg.DataDir+" DIR|all.zip…")
+	}
 	if err := metrics.observe(cacheBytes, coord.Queue, db); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	pol, err := loadPolicy(cfg.Policy)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	log.Info("policy loaded", "file", cfg.Policy, "version", pol.Version(), "rules", len(pol.Rules))
 	signer, err := loadSigningKey(cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	pl := pipeline.New(pipeline.Options{
 		Policy:         pol,
@@ -62,6 +68,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		Matcher:        db,
 		Workers:        cfg.Scan.Workers,
 		ScanTimeout:    time.Duration(cfg.Scan.Timeout),
+		DBMaxAge:       time.Duration(cfg.VulnDB.MaxAge),
 		AllPlatforms:   cfg.Scan.AllPlatforms,
 		Logger:         log,
 		Metrics:        metrics.pipeline,
@@ -69,7 +76,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	})
 	alerter, err := newAlerter(cfg, coord.Leases, replica, metrics.meter(), log)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	registry = p
 	bg, cancel := context.WithCancel(ctx)
@@ -102,7 +109,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		wg.Wait()
 	}
 	status = &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion, Logger: log}
-	return registry, status, stop, nil
+	return registry, status, stop, dbHealth, nil
 }
 
 // loadPolicy reads the policy file, or gives the default policy.

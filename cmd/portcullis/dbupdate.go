@@ -129,3 +129,21 @@ func firstError(err error) string {
 	}
 	return err.Error()
 }
+
+// dbProblem says what is wrong with the vulnerability database for
+// /readyz and the start-up warning: missing, or older than maxAge (0: any
+// age is fine); "" when nothing is. The status is cached for a few seconds
+// by Shared, so probes do not open the file each time.
+func dbProblem(ctx context.Context, db *vulndb.Shared, maxAge time.Duration) string {
+	st, err := db.Status(ctx)
+	switch {
+	case err != nil:
+		return "vulnerability database unreadable: " + err.Error()
+	case st.Version == "":
+		return "vulnerability database missing"
+	case maxAge > 0 && time.Since(st.BuiltAt) > maxAge:
+		return "vulnerability database stale: built " + st.BuiltAt.UTC().Format(time.RFC3339) +
+			", older than vulndb.max_age " + maxAge.String()
+	}
+	return ""
+}

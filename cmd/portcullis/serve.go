@@ -202,7 +202,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	closing := make(chan struct{})
-	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, coord, replica, closing, metrics, content.Bytes, tracing, log)
+	registry, apiHandler, stopBackground, dbHealth, err := startBackground(ctx, cfg, p, state, coord, replica, closing, metrics, content.Bytes, tracing, log)
 	if err != nil {
 		return err
 	}
@@ -247,6 +247,12 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 					fmt.Fprintf(w, "ready; degraded: state store unreachable: %v\n", err)
 					return
 				}
+			}
+			// Without a (fresh) database the mirror serves but cannot judge
+			// vulnerabilities: ready, and it says so.
+			if problem := dbHealth(r.Context()); problem != "" {
+				fmt.Fprintf(w, "ready; degraded: %s\n", problem)
+				return
 			}
 			io.WriteString(w, "ready\n")
 		default:

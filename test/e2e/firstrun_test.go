@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/zip"
 	"bytes"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -133,7 +134,8 @@ func TestFirstRunDownloadsTheDatabase(t *testing.T) {
 	}
 	close(osv.release)
 	waitLog(t, pc, `"msg":"vulnerability database updated"`)
-	first := logLines(pc, "vulnerability database")
+	// The start-up WARN about the missing database is not an update line.
+	first := append(logLines(pc, "vulnerability database update"), logLines(pc, "download failed")...)
 	if len(first) != 1 || !strings.Contains(first[0], `"sources":13`) {
 		t.Errorf("want one log line for the first update, got:\n%s", strings.Join(first, "\n"))
 	}
@@ -152,6 +154,9 @@ func TestFirstRunDownloadsTheDatabase(t *testing.T) {
 	if lines := logLines(pc, "vulnerability database update"); len(lines) != len(logLines(pc, `"msg":"vulnerability database updated"`)) {
 		t.Errorf("more lines than updates:\n%s", strings.Join(lines, "\n"))
 	}
+	if r := do(t, "GET", pc.URL+"/readyz"); r.status != http.StatusOK || string(r.body) != "ready\n" {
+		t.Errorf("/readyz with a fresh database: %d %q", r.status, r.body)
+	}
 	pc.Stop()
 	out, err := runBinary(t, bin, "db", "status", "--data", pc.DataDir)
 	if err != nil || !strings.Contains(out, "Alpine") {
@@ -169,8 +174,39 @@ func TestFirstRunOfflineNamesDBImport(t *testing.T) {
 	closed := "http://" + ln.Addr().String() + "/"
 	ln.Close() // nothing listens there now: connection refused
 	bin := harness.BuildPortcullis(t)
-	pc := harness.StartPortcullis(t, bin, "--vulndb-source-url", closed, "--upstream", "docker.io="+startUpstream(t).URL())
+	up := startUpstream(t)
+	_, dgst := pushAlpine(t, up)
+	pc := harness.StartPortcullis(t, bin, "--vulndb-source-url", closed, "--upstream", "docker.io="+up.URL())
 	waitLog(t, pc, "vulnerability database download failed")
+	// Without a database: ready, and saying why it is degraded; a WARN at
+	// start; the scan record says its findings mean nothing.
+	if r := do(t, "GET", pc.URL+"/readyz"); r.status != http.StatusOK || string(r.body) != "ready; degraded: vulnerability database missing\n" {
+		t.Errorf("/readyz without a database: %d %q", r.status, r.body)
+	}
+	if !pc.Logs.Contains(`"level":"WARN","msg":"vulnerability database missing; images are not checked`) {
+		t.Error("no WARN at start about the missing database")
+	}
+	if r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9", "Accept", "application/vnd.docker.distribution.manifest.v2+json"); r.status != http.StatusOK {
+		t.Fatalf("pull without a database (default policy): %d %s", r.status, r.body)
+	}
+	var rec struct {
+		State     string `json:"state"`
+		DBWarning string `json:"dbWarning"`
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for rec.State != "done" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no finished scan after 60 s: %+v", rec)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if r := do(t, "GET", pc.URL+"/api/v1/scans/"+dgst.String()); r.status == http.StatusOK {
+			json.Unmarshal(r.body, &rec)
+		}
+	}
+	if rec.DBWarning != "vulnerability database missing" {
+		t.Errorf("scan record dbWarning %q", rec.DBWarning)
+	}
+	waitLog(t, pc, `"msg":"vulnerability database missing: the image's vulnerabilities are unknown"`)
 	lines := logLines(pc, "vulnerability database")
 	var errs []string
 	for _, l := range lines {
