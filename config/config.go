@@ -116,7 +116,23 @@ type VulnDB struct {
 	// UpdateInterval downloads the OSV database this often; 0 never does
 	// (import with 'portcullis db import' instead, e.g. offline).
 	UpdateInterval Duration `yaml:"update_interval"`
+	// SourceURL is where the OSV exports are downloaded from, one
+	// <ecosystem>/all.zip under it (a mirror of osv.dev's bucket); empty:
+	// osv.dev.
+	SourceURL string `yaml:"source_url"`
+	// MaxAge: a database older than this (or none) is reported at start,
+	// in /readyz, in scan records and in every evaluation that used it; 0
+	// never. Reported, not judged: the policy's max_db_age decides
+	// verdicts.
+	MaxAge Duration `yaml:"max_age"`
 }
+
+// Vulnerability database defaults: a first run downloads the database and
+// keeps it fresh, and says when it is missing or a week old.
+const (
+	DefaultVulnDBUpdateInterval = 24 * time.Hour
+	DefaultVulnDBMaxAge         = 7 * 24 * time.Hour
+)
 
 // Upstream is one registry Portcullis mirrors.
 type Upstream struct {
@@ -214,6 +230,7 @@ func Default() Config {
 		Scan:      Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute)},
 		Log:       Log{Level: "info", Format: "json"},
 		Server:    Server{MaxConnections: 10000, WriteIdleTimeout: Duration(2 * time.Minute)},
+		VulnDB:    VulnDB{UpdateInterval: Duration(DefaultVulnDBUpdateInterval), MaxAge: Duration(DefaultVulnDBMaxAge)},
 
 		Telemetry: Telemetry{Metrics: true},
 	}
@@ -330,6 +347,14 @@ func (c *Config) Finish() error {
 	}
 	if c.VulnDB.UpdateInterval < 0 {
 		add("vulndb.update_interval must not be negative")
+	}
+	if c.VulnDB.MaxAge < 0 {
+		add("vulndb.max_age must not be negative (0 never reports the age)")
+	}
+	if c.VulnDB.SourceURL != "" {
+		if pu, err := url.Parse(c.VulnDB.SourceURL); err != nil || pu.Host == "" || (pu.Scheme != "http" && pu.Scheme != "https") || pu.User != nil || pu.RawQuery != "" {
+			add("vulndb.source_url: must be http(s)://host[:port][/path] without credentials or query, got %q", c.VulnDB.SourceURL)
+		}
 	}
 	if c.Storage.Driver == "" {
 		c.Storage.Driver = "filesystem"

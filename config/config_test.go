@@ -130,23 +130,26 @@ func TestTagTTLZeroIsNotUnset(t *testing.T) {
 
 func TestFinishRejects(t *testing.T) {
 	tests := map[string]func(c *Config){
-		"unknown default":       func(c *Config) { c.DefaultUpstream = "nope.io" },
-		"duplicate upstream":    func(c *Config) { c.Upstreams = append(c.Upstreams, Upstream{Name: "GHCR.io", URL: "https://x"}) },
-		"bad url":               func(c *Config) { c.Upstreams[0].URL = "ftp://x" },
-		"credentials in url":    func(c *Config) { c.Upstreams[0].URL = "https://bot:secret@ghcr.io" },
-		"name with slash":       func(c *Config) { c.Upstreams[0].Name = "a/b" },
-		"password without user": func(c *Config) { c.Upstreams[0].PasswordFile = "/p" },
-		"half tls":              func(c *Config) { c.TLS.CertFile = "c.pem" },
-		"bad log format":        func(c *Config) { c.Log.Format = "xml" },
-		"public_url no scheme":  func(c *Config) { c.PublicURL = "mirror.example.com" },
-		"public_url with query": func(c *Config) { c.PublicURL = "https://mirror.example.com/?x=1" },
-		"public_url ftp":        func(c *Config) { c.PublicURL = "ftp://mirror.example.com" },
-		"no connections":        func(c *Config) { c.Server.MaxConnections = 0 },
-		"no write idle timeout": func(c *Config) { c.Server.WriteIdleTimeout = 0 },
-		"zero max_blob_size":    func(c *Config) { c.Cache.MaxBlobSize = 0 },
-		"api.listen no port":    func(c *Config) { c.API.Listen = "127.0.0.1" },
-		"api.listen is listen":  func(c *Config) { c.API.Listen = c.Listen },
-		"missing tokens_file":   func(c *Config) { c.API.TokensFile = "/nonexistent/tokens.yaml" },
+		"unknown default":         func(c *Config) { c.DefaultUpstream = "nope.io" },
+		"duplicate upstream":      func(c *Config) { c.Upstreams = append(c.Upstreams, Upstream{Name: "GHCR.io", URL: "https://x"}) },
+		"bad url":                 func(c *Config) { c.Upstreams[0].URL = "ftp://x" },
+		"credentials in url":      func(c *Config) { c.Upstreams[0].URL = "https://bot:secret@ghcr.io" },
+		"name with slash":         func(c *Config) { c.Upstreams[0].Name = "a/b" },
+		"password without user":   func(c *Config) { c.Upstreams[0].PasswordFile = "/p" },
+		"half tls":                func(c *Config) { c.TLS.CertFile = "c.pem" },
+		"bad log format":          func(c *Config) { c.Log.Format = "xml" },
+		"public_url no scheme":    func(c *Config) { c.PublicURL = "mirror.example.com" },
+		"public_url with query":   func(c *Config) { c.PublicURL = "https://mirror.example.com/?x=1" },
+		"public_url ftp":          func(c *Config) { c.PublicURL = "ftp://mirror.example.com" },
+		"no connections":          func(c *Config) { c.Server.MaxConnections = 0 },
+		"no write idle timeout":   func(c *Config) { c.Server.WriteIdleTimeout = 0 },
+		"zero max_blob_size":      func(c *Config) { c.Cache.MaxBlobSize = 0 },
+		"api.listen no port":      func(c *Config) { c.API.Listen = "127.0.0.1" },
+		"api.listen is listen":    func(c *Config) { c.API.Listen = c.Listen },
+		"missing tokens_file":     func(c *Config) { c.API.TokensFile = "/nonexistent/tokens.yaml" },
+		"negative vulndb.max_age": func(c *Config) { c.VulnDB.MaxAge = -1 },
+		"vulndb.source_url ftp":   func(c *Config) { c.VulnDB.SourceURL = "ftp://osv.example.com/" },
+		"vulndb.source_url creds": func(c *Config) { c.VulnDB.SourceURL = "https://u:p@osv.example.com/" },
 	}
 	for name, mutate := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -308,5 +311,23 @@ func TestAPISection(t *testing.T) {
 	}
 	if err := c.Finish(); err != nil || c.API.Listen != "127.0.0.1:5001" || c.API.TokensFile != tokens {
 		t.Fatalf("%+v %v", c.API, err)
+	}
+}
+
+// With no configuration the database is downloaded (daily) and its age
+// reported after a week.
+func TestVulnDBDefaults(t *testing.T) {
+	c := Default()
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(c.VulnDB.UpdateInterval) != 24*time.Hour || time.Duration(c.VulnDB.MaxAge) != 7*24*time.Hour {
+		t.Fatalf("vulndb defaults %+v", c.VulnDB)
+	}
+	if err := Parse([]byte("vulndb: {update_interval: 0, max_age: 3d, source_url: 'http://127.0.0.1:8080/osv'}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(); err != nil || c.VulnDB.UpdateInterval != 0 || time.Duration(c.VulnDB.MaxAge) != 72*time.Hour {
+		t.Fatalf("vulndb after parse: %+v, %v", c.VulnDB, err)
 	}
 }

@@ -86,6 +86,10 @@ type Options struct {
 	Signer         signature.Signer    // signs published artifacts (cosign key); nil: unsigned
 	Workers        int                 // concurrent scans; 0 means 2
 	ScanTimeout    time.Duration
+	// DBMaxAge: results matched against an older database are marked
+	// stale (a warning, not a verdict: the policy's max_db_age judges);
+	// 0: any age is fine.
+	DBMaxAge time.Duration
 	// AllPlatforms scans every child of an index when the index is served;
 	// otherwise only the platform manifests clients pull are scanned.
 	AllPlatforms bool
@@ -365,6 +369,14 @@ func (p *Pipeline) scan(ctx context.Context, j job) {
 	} else {
 		rec.State, rec.DBVersion = store.ScanDone, dbVersion
 		setResult(&rec, inv, findings, facts)
+		if inv.Note == "" { // artifacts have nothing to match
+			rec.DBWarning = p.dbWarning(dbVersion)
+		}
+		if rec.DBWarning != "" {
+			// Once per scan, and a digest is scanned once: one line per
+			// image, not per pull.
+			p.log.Warn(rec.DBWarning+": the image's vulnerabilities are unknown", "digest", j.digest, "upstream", j.upstream, "repo", j.repo)
+		}
 		p.log.Info("scanned", "digest", j.digest, "upstream", j.upstream, "repo", j.repo,
 			"packages", len(inv.Packages), "findings", len(findings), "duration", rec.UpdatedAt.Sub(started))
 	}
@@ -482,6 +494,22 @@ func notAContainerImage(img v1.Image) string {
 		default:
 			return "artifact, not a container image: layer type " + mt
 		}
+	}
+	return ""
+}
+
+// dbWarning says what was wrong with the database a result was matched
+// against (version "" means none), or "".
+func (p *Pipeline) dbWarning(version string) string {
+	if p.o.Matcher == nil {
+		return ""
+	}
+	built := builtAt(version)
+	switch {
+	case built.IsZero():
+		return "vulnerability database missing"
+	case p.o.DBMaxAge > 0 && p.now().Sub(built) > p.o.DBMaxAge:
+		return fmt.Sprintf("vulnerability database stale: built %s, older than %s", built.UTC().Format(time.RFC3339), p.o.DBMaxAge)
 	}
 	return ""
 }

@@ -53,6 +53,7 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 				return false, err
 			}
 			r.Findings, r.DBVersion, r.UpdatedAt = findings, dbVersion, p.now()
+			r.DBWarning = p.dbWarning(dbVersion)
 			return true, nil
 		})
 		if err != nil {

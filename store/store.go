@@ -104,6 +104,10 @@ type ScanRecord struct {
 	Repository     string `json:"repository,omitempty"`
 	ScannerVersion string `json:"scannerVersion,omitempty"`
 	DBVersion      string `json:"dbVersion,omitempty"`
+	// DBWarning says the result was matched without a usable database
+	// ("vulnerability database missing", or stale): no findings then
+	// means unknown, not clean.
+	DBWarning string `json:"dbWarning,omitempty"`
 	// Stale is set by readers (the scan API), not stored: the findings
 	// come from another database version than the one in force.
 	Stale     bool               `json:"stale,omitempty"`

@@ -29,21 +29,27 @@ import (
 // pipeline and returns the /v2/ handler gated by it (p itself when scanning
 // is off) and the status API. stop waits for the background work to end
 // after ctx is cancelled.
-func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, metrics *serverMetrics, cacheBytes func() int64, tracing *telemetry.Tracing, log *slog.Logger) (registry, status http.Handler, stop func(), err error) {
+func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, state store.Store, coord store.Coordination, replica string, closing <-chan struct{}, metrics *serverMetrics, cacheBytes func() int64, tracing *telemetry.Tracing, log *slog.Logger) (registry, status http.Handler, stop func(), dbHealth func(context.Context) string, err error) {
 	// Shared: the server holds the database only while matching, so
 	// 'portcullis db import' works while it runs.
 	db := vulndb.NewShared(filepath.Join(cfg.DataDir, "vulndb"))
+	dbHealth = func(ctx context.Context) string { return dbProblem(ctx, db, time.Duration(cfg.VulnDB.MaxAge)) }
+	if problem := dbHealth(ctx); problem != "" {
+		log.Warn(problem+"; images are not checked for vulnerabilities until one is in place",
+			"update_interval", time.Duration(cfg.VulnDB.UpdateInterval).String(),
+			"offline", "portcullis db import --data "+cfg.DataDir+" DIR|all.zip…")
+	}
 	if err := metrics.observe(cacheBytes, coord.Queue, db); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	pol, err := loadPolicy(cfg.Policy)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	log.Info("policy loaded", "file", cfg.Policy, "version", pol.Version(), "rules", len(pol.Rules))
 	signer, err := loadSigningKey(cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	pl := pipeline.New(pipeline.Options{
 		Policy:         pol,
@@ -62,6 +68,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		Matcher:        db,
 		Workers:        cfg.Scan.Workers,
 		ScanTimeout:    time.Duration(cfg.Scan.Timeout),
+		DBMaxAge:       time.Duration(cfg.VulnDB.MaxAge),
 		AllPlatforms:   cfg.Scan.AllPlatforms,
 		Logger:         log,
 		Metrics:        metrics.pipeline,
@@ -69,7 +76,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	})
 	alerter, err := newAlerter(cfg, coord.Leases, replica, metrics.meter(), log)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	registry = p
 	bg, cancel := context.WithCancel(ctx)
@@ -94,14 +101,15 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		wg.Go(func() { watchPolicy(bg, cfg.Policy, pl, policyCheckInterval, log) })
 	}
 	if every := time.Duration(cfg.VulnDB.UpdateInterval); every > 0 {
-		wg.Go(func() { updateLoop(bg, db, every, log) })
+		u := dbUpdater{db: db, sources: vulnDBSources(cfg.VulnDB), every: every, dataDir: cfg.DataDir, log: log}
+		wg.Go(func() { u.run(bg) })
 	}
 	stop = func() {
 		cancel()
 		wg.Wait()
 	}
 	status = &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion, Logger: log}
-	return registry, status, stop, nil
+	return registry, status, stop, dbHealth, nil
 }
 
 // loadPolicy reads the policy file, or gives the default policy.
@@ -135,22 +143,4 @@ func loadSigningKey(cfg config.Config) (signature.SignerVerifier, error) {
 		return nil, fmt.Errorf("load signing_key %s (password from $%s): %w", cfg.SigningKey, env, err)
 	}
 	return sv, nil
-}
-
-// updateLoop downloads the OSV database now and then every interval.
-func updateLoop(ctx context.Context, db *vulndb.Shared, every time.Duration, log *slog.Logger) {
-	client := &http.Client{Timeout: 30 * time.Minute}
-	for {
-		st, err := db.Update(ctx, vulndb.DefaultSources(), client, nil)
-		if err != nil {
-			log.Warn("vulnerability database update failed", "err", err)
-		} else {
-			log.Info("vulnerability database updated", "records", st.Records, "version", db.Version())
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
@@ -33,6 +34,7 @@ func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("db "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data", "./portcullis-data", "data `directory` (the database lives in DIR/vulndb)")
+	sourceURL := fs.String("source-url", "", "update: download the OSV exports (<ecosystem>/all.zip) from this `URL` instead of osv.dev")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -63,14 +65,16 @@ func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer db.Close()
-		st, err := db.Update(ctx, vulndb.DefaultSources(), &http.Client{Timeout: 30 * time.Minute}, progressOut)
+		st, err := db.Update(ctx, vulnDBSources(config.VulnDB{SourceURL: *sourceURL}), &http.Client{Timeout: dbDownloadTimeout}, progressOut)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "updated: %d records imported (%d skipped); database version %s\n", st.Records, st.Skipped, db.Version())
 		return nil
 	case "status":
-		db, err := open()
+		// A missing or empty database is an answer, not a state to create:
+		// it exits non-zero so scripts and probes notice.
+		db, err := openExistingDB(ctx, *dataDir)
 		if err != nil {
 			return err
 		}

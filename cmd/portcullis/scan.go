@@ -138,7 +138,11 @@ func remoteImage(ctx context.Context, ref, platform string) (v1.Image, error) {
 // empty one: a clean report from no data would be a lie.
 func openExistingDB(ctx context.Context, dataDir string) (*vulndb.DB, error) {
 	dir := filepath.Join(dataDir, "vulndb")
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	// Checked first: opening would create an empty database (and its
+	// directories) where there was none.
+	if present, err := vulndb.Present(dir); err != nil {
+		return nil, err
+	} else if !present {
 		return nil, fmt.Errorf("no vulnerability database in %s: run 'portcullis db update --data %s' or 'portcullis db import --data %s PATH…'", dataDir, dataDir, dataDir)
 	}
 	db, err := openDBWaiting(ctx, dir)

@@ -44,6 +44,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "", "`address` to listen on (default 127.0.0.1:5000)")
 	dataDir := fs.String("data", "", "data `directory` for the cache and state (default ./portcullis-data)")
 	defaultUpstream := fs.String("default-upstream", "", "upstream `name` for requests that name no registry (default docker.io when configured)")
+	vulndbSource := fs.String("vulndb-source-url", os.Getenv("PORTCULLIS_VULNDB_SOURCE_URL"), "download the OSV exports (<ecosystem>/all.zip) from this `URL` instead of osv.dev; overrides vulndb.source_url (also $PORTCULLIS_VULNDB_SOURCE_URL)")
 	var upstreams upstreamFlags
 	fs.Var(&upstreams, "upstream", "upstream registry as `NAME=URL`; repeatable; replaces the configured list")
 	if err := parseFlags(fs, args); err != nil {
@@ -71,6 +72,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *defaultUpstream != "" {
 		cfg.DefaultUpstream = *defaultUpstream
+	}
+	if *vulndbSource != "" {
+		cfg.VulnDB.SourceURL = *vulndbSource
 	}
 	if err := cfg.Finish(); err != nil {
 		return err
@@ -198,7 +202,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	closing := make(chan struct{})
-	registry, apiHandler, stopBackground, err := startBackground(ctx, cfg, p, state, coord, replica, closing, metrics, content.Bytes, tracing, log)
+	registry, apiHandler, stopBackground, dbHealth, err := startBackground(ctx, cfg, p, state, coord, replica, closing, metrics, content.Bytes, tracing, log)
 	if err != nil {
 		return err
 	}
@@ -243,6 +247,12 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 					fmt.Fprintf(w, "ready; degraded: state store unreachable: %v\n", err)
 					return
 				}
+			}
+			// Without a (fresh) database the mirror serves but cannot judge
+			// vulnerabilities: ready, and it says so.
+			if problem := dbHealth(r.Context()); problem != "" {
+				fmt.Fprintf(w, "ready; degraded: %s\n", problem)
+				return
 			}
 			io.WriteString(w, "ready\n")
 		default:

@@ -108,6 +108,20 @@ func Open(dir string) (*DB, error) {
 	return &DB{dir: dir, bolt: b}, nil
 }
 
+// Present reports whether dir holds a database file, without creating
+// anything: readers that must not conjure an empty database ('db status',
+// 'scan') ask first.
+func Present(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, fileName))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("vulnerability database %s: %w", dir, err)
+}
+
 // errNoFormat: the file has no format marker (new, or some other program's).
 var errNoFormat = errors.New("no format marker")
 

@@ -277,7 +277,13 @@ func finishImport(tx *bolt.Tx, changed bool, edit func(*storedStatus)) error {
 		if err != nil {
 			return err
 		}
-		if hash := hex.EncodeToString(h.Sum(nil)); hash != st.Hash {
+		switch hash := hex.EncodeToString(h.Sum(nil)); {
+		case st.Records == 0:
+			// No records is no database, whatever was attempted: an
+			// update that downloaded nothing must not look like one
+			// (matching would answer "clean" for everything).
+			st.Hash, st.BuiltAt = "", time.Time{}
+		case hash != st.Hash:
 			st.Hash, st.BuiltAt = hash, time.Now().UTC().Truncate(time.Second)
 		}
 	}

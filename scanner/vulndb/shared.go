@@ -158,5 +158,8 @@ func (s *Shared) Update(ctx context.Context, sources []Source, client *http.Clie
 	defer s.release()
 	stats, err := db.Update(ctx, sources, client, progress)
 	s.remember(db.Version())
+	s.mu.Lock()
+	s.statusAt = time.Time{} // the cached Status is out of date now
+	s.mu.Unlock()
 	return stats, err
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -27,13 +28,20 @@ const osvBucket = "https://osv-vulnerabilities.storage.googleapis.com/"
 // language ecosystems whose version order we know. "Red Hat" is left out:
 // its records name products ("Red Hat:enterprise_linux:9::appstream"), not
 // the release an image's os-release gives.
-func DefaultSources() []Source {
+func DefaultSources() []Source { return SourcesAt(osvBucket) }
+
+// SourcesAt lists the archives of DefaultSources under base instead of
+// osv.dev's bucket: a mirror with the same layout (<ecosystem>/all.zip).
+func SourcesAt(base string) []Source {
+	if !strings.HasSuffix(base, "/") {
+		base += "/"
+	}
 	var out []Source
 	for _, eco := range []string{
 		"AlmaLinux", "Alpine", "Debian", "Rocky Linux", "Ubuntu",
 		"crates.io", "Go", "Maven", "npm", "NuGet", "Packagist", "PyPI", "RubyGems",
 	} {
-		out = append(out, Source{Ecosystem: eco, URL: osvBucket + url.PathEscape(eco) + "/all.zip"})
+		out = append(out, Source{Ecosystem: eco, URL: base + url.PathEscape(eco) + "/all.zip"})
 	}
 	return out
 }

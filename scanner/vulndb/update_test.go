@@ -227,3 +227,37 @@ func TestDefaultSources(t *testing.T) {
 		}
 	}
 }
+
+func TestSourcesAtMirror(t *testing.T) {
+	for _, base := range []string{"http://127.0.0.1:8080/osv", "http://127.0.0.1:8080/osv/"} {
+		got := SourcesAt(base)
+		if len(got) != len(DefaultSources()) {
+			t.Fatalf("SourcesAt(%q): %d sources", base, len(got))
+		}
+		for _, s := range got {
+			if s.Ecosystem == "Rocky Linux" && s.URL != "http://127.0.0.1:8080/osv/Rocky%20Linux/all.zip" {
+				t.Errorf("SourcesAt(%q): %s at %q", base, s.Ecosystem, s.URL)
+			}
+		}
+	}
+}
+
+// An update that downloaded nothing leaves no database version: an empty
+// database must not pass for one ("vulnerability database missing").
+func TestFailedFirstUpdateLeavesNoVersion(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	db, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Update(t.Context(), SourcesAt(srv.URL), srv.Client(), nil); err == nil {
+		t.Fatal("update from a failing server succeeded")
+	}
+	if st, err := db.Status(); err != nil || st.Version != "" || !st.BuiltAt.IsZero() || len(st.Sources) == 0 {
+		t.Fatalf("status after a failed first update: %+v, %v", st, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -82,7 +83,7 @@ func StartPortcullis(t testing.TB, bin string, args ...string) *Portcullis {
 // start launches the process and waits until it is ready.
 func (p *Portcullis) start(t testing.TB) {
 	t.Helper()
-	proc, err := StartProcess(p.bin, p.args, nil, p.Logs)
+	proc, err := StartProcess(p.bin, p.args, offlineVulnDB(), p.Logs)
 	if err != nil {
 		t.Fatalf("start portcullis: %v", err)
 	}
@@ -208,4 +209,15 @@ func hostPortForURL(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// offlineVulnDB keeps a server from downloading the OSV database from the
+// internet (serve does at start when it has none): its downloads go to a
+// closed loopback port unless the environment or a --vulndb-source-url
+// flag names a source.
+func offlineVulnDB() []string {
+	if os.Getenv("PORTCULLIS_VULNDB_SOURCE_URL") != "" {
+		return nil
+	}
+	return []string{"PORTCULLIS_VULNDB_SOURCE_URL=http://127.0.0.1:9/test-harness-no-osv-download/"}
 }
