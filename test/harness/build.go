@@ -140,8 +140,14 @@ func processAlive(pid int) bool {
 
 // Main runs a test binary's tests, then removes the binaries it built:
 // tests leave the temporary directory as they found it. Use it from
-// TestMain: os.Exit(harness.Main(m)).
+// TestMain: os.Exit(harness.Main(m)). Every process the tests start
+// inherits an OSV source on a closed loopback port (unless one is set), so
+// no server a test starts downloads the vulnerability database from the
+// internet: tests bring their own data.
 func Main(m *testing.M) int {
+	if os.Getenv("PORTCULLIS_VULNDB_SOURCE_URL") == "" {
+		_ = os.Setenv("PORTCULLIS_VULNDB_SOURCE_URL", offlineVulnDBSource)
+	}
 	code := m.Run()
 	_ = os.RemoveAll(filepath.Join(os.TempDir(), binDirPrefix+strconv.Itoa(os.Getpid())))
 	return code

@@ -219,5 +219,9 @@ func offlineVulnDB() []string {
 	if os.Getenv("PORTCULLIS_VULNDB_SOURCE_URL") != "" {
 		return nil
 	}
-	return []string{"PORTCULLIS_VULNDB_SOURCE_URL=http://127.0.0.1:9/test-harness-no-osv-download/"}
+	return []string{"PORTCULLIS_VULNDB_SOURCE_URL=" + offlineVulnDBSource}
 }
+
+// offlineVulnDBSource is an OSV source nothing answers (the discard port
+// on loopback): a download fails at once, without leaving the machine.
+const offlineVulnDBSource = "http://127.0.0.1:9/test-harness-no-osv-download/"
