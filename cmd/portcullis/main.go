@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 )
 
@@ -60,8 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "events":
 		err = eventsCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "portcullis", version())
-		return 0
+		err = versionCommand(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -86,16 +84,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "portcullis:", err)
 	return 1
-}
-
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				return bi.Main.Version + " (" + s.Value + ")"
-			}
-		}
-		return bi.Main.Version
-	}
-	return "unknown"
 }
