@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 )
 
@@ -62,8 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "node":
 		err = nodeCommand(ctx, args[1:], stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "portcullis", version())
-		return 0
+		err = versionCommand(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -88,16 +86,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "portcullis:", err)
 	return 1
-}
-
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				return bi.Main.Version + " (" + s.Value + ")"
-			}
-		}
-		return bi.Main.Version
-	}
-	return "unknown"
 }
