@@ -139,3 +139,8 @@ func yamlName(f reflect.StructField) string {
 	}
 	return name
 }
+
+// TopLevelKeys lists the keys a server configuration file may have at its
+// top level, so a tool handed this file where another is expected can
+// recognise it.
+func TopLevelKeys() []string { return fieldNames(reflect.TypeOf(Config{})) }
