@@ -11,17 +11,21 @@ import (
 // maxKeyProblems bounds how many unknown keys one error lists.
 const maxKeyProblems = 10
 
-// unknownKeys finds the keys of raw that no field of c takes, and names the
-// allowed ones: yaml.v3's own message ("field listn not found in type
-// config.Config") names a Go type the user never sees. Malformed YAML is
-// left to the decoder, which reports it with its line.
-func unknownKeys(raw []byte) error {
+func unknownKeys(raw []byte) error { return UnknownKeys(raw, Config{}, "server config") }
+
+// UnknownKeys finds the keys of the YAML document raw that no field of
+// into's type takes, and names the allowed ones: yaml.v3's own message
+// ("field listn not found in type config.Config") names a Go type the user
+// never sees. file names the document in the message ("server config").
+// Malformed YAML is left to the decoder, which reports it with its line;
+// keep KnownFields on it as the backstop.
+func UnknownKeys(raw []byte, into any, file string) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil || len(doc.Content) == 0 {
 		return nil
 	}
 	var problems []string
-	walkKeys(doc.Content[0], reflect.TypeOf(Config{}), "", &problems)
+	walkKeys(doc.Content[0], reflect.TypeOf(into), "", file, &problems)
 	if len(problems) == 0 {
 		return nil
 	}
@@ -32,7 +36,7 @@ var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
 // walkKeys checks node n against type t. The recursion follows the Go type,
 // which is finite, not the document.
-func walkKeys(n *yaml.Node, t reflect.Type, path string, problems *[]string) {
+func walkKeys(n *yaml.Node, t reflect.Type, path, file string, problems *[]string) {
 	if n.Kind == yaml.AliasNode {
 		if n.Alias == nil {
 			return
@@ -51,14 +55,14 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, problems *[]string) {
 			return
 		}
 		for i, item := range n.Content {
-			walkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), problems)
+			walkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), file, problems)
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			walkKeys(n.Content[i+1], t.Elem(), keyPath(path, n.Content[i].Value), problems)
+			walkKeys(n.Content[i+1], t.Elem(), keyPath(path, shortKey(n.Content[i].Value)), file, problems)
 		}
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
@@ -68,10 +72,10 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, problems *[]string) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			if k.Value == "<<" && k.Tag == "!!merge" { // a merge key: its mapping(s) belong here
-				walkKeys(v, t, path, problems)
+				walkKeys(v, t, path, file, problems)
 				if v.Kind == yaml.SequenceNode {
 					for _, m := range v.Content {
-						walkKeys(m, t, path, problems)
+						walkKeys(m, t, path, file, problems)
 					}
 				}
 				continue
@@ -80,13 +84,22 @@ func walkKeys(n *yaml.Node, t reflect.Type, path string, problems *[]string) {
 			if !ok {
 				if len(*problems) < maxKeyProblems {
 					*problems = append(*problems, fmt.Sprintf("line %d: unknown key %q in %s; allowed: %s",
-						k.Line, k.Value, sectionName(path), strings.Join(fieldNames(t), ", ")))
+						k.Line, k.Value, sectionName(path, file), strings.Join(fieldNames(t), ", ")))
 				}
 				continue
 			}
-			walkKeys(v, ft, keyPath(path, k.Value), problems)
+			walkKeys(v, ft, keyPath(path, k.Value), file, problems)
 		}
 	}
+}
+
+// shortKey abbreviates a map key in messages: in the API tokens file the
+// keys are token hashes, or by mistake the tokens themselves.
+func shortKey(k string) string {
+	if r := []rune(k); len(r) > 8 {
+		return string(r[:8]) + "…"
+	}
+	return k
 }
 
 func keyPath(path, key string) string {
@@ -96,9 +109,9 @@ func keyPath(path, key string) string {
 	return path + "." + key
 }
 
-func sectionName(path string) string {
+func sectionName(path, file string) string {
 	if path == "" {
-		return "server config"
+		return file
 	}
 	return path
 }
