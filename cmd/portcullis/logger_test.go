@@ -42,6 +42,12 @@ func TestLogDurationsInSeconds(t *testing.T) {
 		}
 
 		buf.Reset()
+		newLogger(config.Log{Level: "info", Format: "json"}, &buf).Info("x", "duration", config.Duration(tc.d))
+		if !strings.Contains(buf.String(), `"duration":"`+tc.want+`"`) {
+			t.Errorf("%s: config.Duration logged as %s, want %q", tc.d, buf.Bytes(), tc.want)
+		}
+
+		buf.Reset()
 		newLogger(config.Log{Level: "info", Format: "text"}, &buf).Info("x", "duration", tc.d)
 		if !strings.Contains(buf.String(), "duration="+tc.want) {
 			t.Errorf("%s: text line %q, want duration=%s", tc.d, buf.String(), tc.want)

@@ -97,8 +97,18 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 // the unit ("1.234s"), the same in JSON and text: slog's JSON handler would
 // write bare nanoseconds, which nobody reads right.
 func durationInSeconds(_ []string, a slog.Attr) slog.Attr {
-	if a.Value.Kind() == slog.KindDuration {
-		a.Value = slog.StringValue(strconv.FormatFloat(a.Value.Duration().Seconds(), 'f', 3, 64) + "s")
+	d, ok := time.Duration(0), false
+	switch a.Value.Kind() {
+	case slog.KindDuration:
+		d, ok = a.Value.Duration(), true
+	case slog.KindAny:
+		var cd config.Duration
+		if cd, ok = a.Value.Any().(config.Duration); ok {
+			d = time.Duration(cd)
+		}
+	}
+	if ok {
+		a.Value = slog.StringValue(strconv.FormatFloat(d.Seconds(), 'f', 3, 64) + "s")
 	}
 	return a
 }
