@@ -115,14 +115,14 @@ func clip(s string, n int) string {
 
 // logLine is one request line of Portcullis' JSON log.
 type logLine struct {
-	Msg      string `json:"msg"`
-	Method   string `json:"method"`
-	Path     string `json:"path"`
-	Query    string `json:"query"`
-	Status   int    `json:"status"`
-	Upstream string `json:"upstream"`
-	Repo     string `json:"repo"`
-	Cache    string `json:"cache"`
+	Msg      string      `json:"msg"`
+	Method   string      `json:"method"`
+	Path     string      `json:"path"`
+	Query    string      `json:"query"`
+	Status   int         `json:"status"`
+	Upstream string      `json:"upstream"`
+	Repo     string      `json:"repo"`
+	Cache    string      `json:"cache"`
 	Duration logDuration `json:"duration"`
 }
 
