@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/proxy"
 )
 
@@ -91,6 +92,9 @@ func readBounded(r io.Reader, limit int64) ([]byte, error) {
 // hex key, a name and at least one known scope.
 func ParseTokens(raw []byte) (*Tokens, error) {
 	var entries map[string]token
+	if err := config.UnknownKeys(raw, entries, "tokens file"); err != nil {
+		return nil, err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&entries); err != nil {

@@ -29,7 +29,7 @@ func TestParseTokens(t *testing.T) {
 		{"no name", good + ": {scopes: [read]}", "name is required"},
 		{"no scopes", good + ": {name: ci}", "scopes are required"},
 		{"unknown scope", good + ": {name: ci, scopes: [write]}", "unknown scope"},
-		{"unknown field", good + ": {name: ci, scopes: [read], token: t1}", "field token not found"},
+		{"unknown field", good + ": {name: ci, scopes: [read], token: t1}", `line 1: unknown key "token" in ` + good[:8] + `…; allowed: name, scopes`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tokens, err := ParseTokens([]byte(tc.yaml))

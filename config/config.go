@@ -253,6 +253,9 @@ func Load(path string) (Config, error) {
 // Parse decodes YAML onto c (which holds the defaults). A file that lists
 // upstreams replaces the default list.
 func Parse(raw []byte, c *Config) error {
+	if err := unknownKeys(raw); err != nil {
+		return err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	upstreams := c.Upstreams

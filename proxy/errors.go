@@ -2,11 +2,17 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/portcullis/portcullis/proxy/upstream"
@@ -126,8 +132,89 @@ func fromUpstream(what string, err error, notFoundCode string) *regError {
 		e.cause = err
 		return e
 	default:
-		e := errorf(http.StatusServiceUnavailable, "UNAVAILABLE", "%s: upstream unreachable", what)
+		status, msg := http.StatusServiceUnavailable, "upstream unreachable"
+		if cause, timeout := unreachableCause(err); cause != "" {
+			msg += ": " + cause
+			if timeout {
+				status = http.StatusGatewayTimeout
+			}
+		}
+		e := errorf(status, "UNAVAILABLE", "%s: %s", what, msg)
 		e.cause = err
 		return e
 	}
+}
+
+// errHTTPToHTTPS is net/http's text for a plain HTTP answer to a TLS
+// handshake: the error it makes has no type to test (only matched, never
+// sent).
+const errHTTPToHTTPS = "http: server gave HTTP response to HTTPS client"
+
+// maxHostInMessage bounds a host name quoted to the client (DNS allows 253).
+const maxHostInMessage = 253
+
+// unreachableCause names the class of a network failure for the client, so
+// "upstream unreachable" says which of DNS, TCP, TLS or a timeout failed and
+// what to fix. It is built from the error's type only, never its text: that
+// may carry URLs, addresses or headers, and so credentials.
+func unreachableCause(err error) (cause string, timeout bool) {
+	var (
+		dnsErr    *net.DNSError
+		unknownCA x509.UnknownAuthorityError
+		wrongHost x509.HostnameError
+		badCert   x509.CertificateInvalidError
+		notTLS    tls.RecordHeaderError
+		verifyErr *tls.CertificateVerificationError
+		alert     tls.AlertError
+		opErr     *net.OpError
+		netErr    net.Error
+	)
+	switch {
+	case errors.As(err, &dnsErr):
+		host := truncateHost(dnsErr.Name)
+		switch {
+		case dnsErr.IsNotFound:
+			return fmt.Sprintf("DNS lookup of %s failed: no such host", host), false
+		case dnsErr.IsTimeout:
+			return fmt.Sprintf("DNS lookup of %s timed out", host), true
+		}
+		return fmt.Sprintf("DNS lookup of %s failed", host), false
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused", false
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset by the upstream", false
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to the upstream's address", false
+	case errors.As(err, &unknownCA):
+		return "TLS: certificate signed by unknown authority (set the upstream's ca_file)", false
+	case errors.As(err, &wrongHost):
+		return "TLS: certificate is not valid for " + truncateHost(wrongHost.Host), false
+	case errors.As(err, &badCert):
+		if badCert.Reason == x509.Expired {
+			return "TLS: certificate has expired or is not yet valid", false
+		}
+		return "TLS: certificate is not valid", false
+	case errors.As(err, &verifyErr):
+		return "TLS: certificate verification failed", false
+	case errors.As(err, &notTLS):
+		return "TLS: the upstream did not answer with TLS (is it plain http://?)", false
+	case strings.Contains(err.Error(), errHTTPToHTTPS):
+		return "TLS: the upstream did not answer with TLS (is it plain http://?)", false
+	case errors.As(err, &alert):
+		return "TLS: the upstream refused the handshake", false
+	case errors.As(err, &opErr) && opErr.Op == "dial" && opErr.Timeout():
+		return "connecting timed out", true
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timed out waiting for the upstream", true
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "the upstream closed the connection", false
+	}
+	return "", false
+}
+
+func truncateHost(h string) string {
+	if len(h) > maxHostInMessage {
+		return h[:maxHostInMessage] + "…"
+	}
+	return h
 }

@@ -123,6 +123,9 @@ func loadPolicy(path string) (*policy.Policy, error) {
 	}
 	pol, err := policy.Parse(raw)
 	if err != nil {
+		if nerr := notAPolicy(path, raw); nerr != nil {
+			return nil, nerr
+		}
 		return nil, fmt.Errorf("policy %s: %w", path, err)
 	}
 	return pol, nil

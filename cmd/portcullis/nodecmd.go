@@ -22,10 +22,10 @@ const nodeUsage = `usage:
 
 // nodeCommand configures the node's container runtime to pull through
 // Portcullis.
-func nodeCommand(ctx context.Context, args []string, stderr io.Writer) error {
+func nodeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "containerd" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprintln(stderr, nodeUsage)
+			fmt.Fprintln(stdout, nodeUsage)
 			return errHelp
 		}
 		fmt.Fprintln(stderr, nodeUsage)

@@ -74,7 +74,7 @@ func TestNodeContainerdCommand(t *testing.T) {
 		})
 	}
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"node", "containerd", "--help"}, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "--fail-open") {
-		t.Errorf("--help: exit %d\n%s", code, stderr.String())
+	if code := run(context.Background(), []string{"node", "containerd", "--help"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "-fail-open") {
+		t.Errorf("--help: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 }

@@ -51,6 +51,9 @@ func policyCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	if args[0] == "check" {
+		if err := checkPolicyFiles(pol); err != nil {
+			return fmt.Errorf("policy %s: %w", *path, err)
+		}
 		fmt.Fprintf(stdout, "%s: ok, %d rules, version %s\n", *path, len(pol.Rules), pol.Version())
 		return nil
 	}

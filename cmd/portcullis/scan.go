@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -181,14 +180,3 @@ func isTerminal(w io.Writer) bool {
 }
 
 // parseFlags parses and turns -h into a clean exit.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return errUsage
-	}
-	return nil
-}
-
-var errHelp = errors.New("help")

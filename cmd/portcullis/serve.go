@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -89,11 +90,31 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationInSeconds}
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// durationInSeconds writes every duration in a log line as seconds with
+// the unit ("1.234s"), the same in JSON and text: slog's JSON handler would
+// write bare nanoseconds, which nobody reads right.
+func durationInSeconds(_ []string, a slog.Attr) slog.Attr {
+	d, ok := time.Duration(0), false
+	switch a.Value.Kind() {
+	case slog.KindDuration:
+		d, ok = a.Value.Duration(), true
+	case slog.KindAny:
+		var cd config.Duration
+		if cd, ok = a.Value.Any().(config.Duration); ok {
+			d = time.Duration(cd)
+		}
+	}
+	if ok {
+		a.Value = slog.StringValue(strconv.FormatFloat(d.Seconds(), 'f', 3, 64) + "s")
+	}
+	return a
 }
 
 // tagTTL turns the configured tag_ttl into the proxy's: unset is the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -19,17 +20,11 @@ var (
 )
 
 // versionCommand prints the tag and commit the binary was built from.
-func versionCommand(args []string, stdout, stderr io.Writer) error {
+func versionCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: portcullis version\n\nPrints the version (a release tag) and the commit the binary was built from.")
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return errHelp
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "portcullis version: unexpected argument %q\n", fs.Arg(0))

@@ -46,7 +46,7 @@ func (c *Client) GetManifest(ctx context.Context, repo, ref string, accept []str
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read manifest %s:%s from %s: %v", ErrUnreachable, repo, ref, c.name, err)
+		return nil, fmt.Errorf("%w: read manifest %s:%s from %s: %w", ErrUnreachable, repo, ref, c.name, err)
 	}
 	if len(body) > MaxManifestSize {
 		return nil, fmt.Errorf("manifest %s:%s from %s: %w (limit %d bytes)", repo, ref, c.name, ErrTooLarge, MaxManifestSize)
@@ -273,7 +273,7 @@ func (c *Client) Referrers(ctx context.Context, repo string, d digest.Digest, ar
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read referrers of %s@%s from %s: %v", ErrUnreachable, repo, d, c.name, err)
+		return nil, fmt.Errorf("%w: read referrers of %s@%s from %s: %w", ErrUnreachable, repo, d, c.name, err)
 	}
 	if len(body) > MaxManifestSize {
 		return nil, fmt.Errorf("referrers of %s@%s from %s: %w", repo, d, c.name, ErrTooLarge)

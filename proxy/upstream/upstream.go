@@ -237,7 +237,7 @@ func (c *Client) attempts(ctx context.Context, method, path string, query url.Va
 				// again gets the same answer.
 				return nil, fmt.Errorf("%s %s: %w", method, target, err)
 			}
-			lastErr = fmt.Errorf("%w: %s %s: %v", ErrUnreachable, method, target, err)
+			lastErr = fmt.Errorf("%w: %s %s: %w", ErrUnreachable, method, target, err) // both kept: the client is told the cause class
 		case resp.StatusCode == http.StatusUnauthorized && !authRetried:
 			authRetried = true
 			retry, aerr := c.auth.handleUnauthorized(ctx, resp, scope)
@@ -274,7 +274,7 @@ func (c *Client) attempts(ctx context.Context, method, path string, query url.Va
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("%s %s: %w (after %v)", method, target, ctx.Err(), lastErr)
+			return nil, fmt.Errorf("%s %s: %w (after %w)", method, target, ctx.Err(), lastErr)
 		case <-t.C:
 		}
 	}

@@ -115,15 +115,31 @@ func clip(s string, n int) string {
 
 // logLine is one request line of Portcullis' JSON log.
 type logLine struct {
-	Msg      string `json:"msg"`
-	Method   string `json:"method"`
-	Path     string `json:"path"`
-	Query    string `json:"query"`
-	Status   int    `json:"status"`
-	Upstream string `json:"upstream"`
-	Repo     string `json:"repo"`
-	Cache    string `json:"cache"`
-	Duration int64  `json:"duration"` // nanoseconds, as slog's JSON handler writes a time.Duration
+	Msg      string      `json:"msg"`
+	Method   string      `json:"method"`
+	Path     string      `json:"path"`
+	Query    string      `json:"query"`
+	Status   int         `json:"status"`
+	Upstream string      `json:"upstream"`
+	Repo     string      `json:"repo"`
+	Cache    string      `json:"cache"`
+	Duration logDuration `json:"duration"`
+}
+
+// logDuration reads a logged duration: seconds with the unit, "1.234s".
+type logDuration time.Duration
+
+func (d *logDuration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration %s: want a string like \"1.234s\": %w", b, err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || !strings.HasSuffix(s, "s") {
+		return fmt.Errorf("duration %q: want seconds with the unit, like \"1.234s\"", s)
+	}
+	*d = logDuration(v)
+	return nil
 }
 
 func (l logLine) String() string {
