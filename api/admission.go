@@ -158,6 +158,13 @@ func (h *Handler) admit(ctx context.Context, req request, ar *admissionv1.Admiss
 		}
 		resp.Warnings = append(resp.Warnings, truncate(wmsg, maxWarningLength))
 	}
+	if len(denials) > 0 || (a.Audit && len(warnings) > 0) {
+		// Operators see refusals (and, in audit mode, what would be
+		// refused) without the API server's audit log.
+		h.logger().LogAttrs(ctx, slog.LevelInfo, "admission", slog.String("request_id", req.id), slog.String("uid", string(ar.UID)),
+			slog.String("kind", ar.Kind.Kind), slog.String("namespace", ar.Namespace), slog.String("name", ar.Name),
+			slog.Bool("allowed", len(denials) == 0), slog.Bool("audit", a.Audit), slog.Int("denied_images", len(denials)))
+	}
 	if len(denials) > 0 {
 		resp.Allowed = false
 		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden,
@@ -259,12 +266,15 @@ func (h *Handler) resolveVerdict(req request, ref, registry string, err error) (
 	return proxy.Block, "could not be resolved through the mirror: " + err.Error()
 }
 
-func (h *Handler) logAdmission(req request, what string, err error) {
-	log := h.Logger
-	if log == nil {
-		log = slog.Default()
+func (h *Handler) logger() *slog.Logger {
+	if h.Logger == nil {
+		return slog.Default()
 	}
-	log.LogAttrs(req.r.Context(), slog.LevelError, "admission review failed",
+	return h.Logger
+}
+
+func (h *Handler) logAdmission(req request, what string, err error) {
+	h.logger().LogAttrs(req.r.Context(), slog.LevelError, "admission review failed",
 		slog.String("request_id", req.id), slog.String("error", what), slog.String("cause", err.Error()))
 }
 
