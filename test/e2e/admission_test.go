@@ -53,6 +53,7 @@ type admissionSetup struct {
 	alpine string // digest of the vulnerable Alpine image
 	clean  string // digest of library/clean:1
 	index  string // digest of mirror/multi:1
+	slow   string // digest of library/slow:1, whose layer the upstream sends at a crawl
 }
 
 func startAdmissionSetup(t *testing.T) admissionSetup {
@@ -70,6 +71,11 @@ func startAdmissionSetup(t *testing.T) admissionSetup {
 		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
 		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}}})
 	index := up.PushIndex(t, "mirror/multi", "1", mutate.IndexMediaType(idx, types.OCIImageIndex))
+	slowImg := testregistryImage(t, 3<<20)
+	slow := up.Push(t, "library/slow", "1", slowImg)
+	for _, l := range layers(t, slowImg) {
+		up.SetBlobDelay(l, time.Minute) // the scan cannot finish within a review
+	}
 
 	cert, key, pool := selfSigned(t, dir)
 	write := func(name, content string) string {
@@ -97,7 +103,7 @@ func startAdmissionSetup(t *testing.T) admissionSetup {
 			t.Logf("portcullis output:\n%s", logs.String())
 		}
 	})
-	s := admissionSetup{url: "https://" + apiAddr, token: "webhook-token-1", alpine: alpine.String(), clean: clean.String(), index: index.String(),
+	s := admissionSetup{url: "https://" + apiAddr, token: "webhook-token-1", alpine: alpine.String(), clean: clean.String(), index: index.String(), slow: slow.String(),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		resp, err := s.client.Get(s.url + "/api/v1/openapi.json")
@@ -282,6 +288,17 @@ func TestAdmissionWebhook(t *testing.T) {
 		a := s.admit(t, "/api/v1/admission", strings.Replace(review("eph", "Pod", "UPDATE", object), `"options"`, `"subResource":"ephemeralcontainers","options"`, 1))
 		if a.Response.Allowed || !strings.Contains(a.Response.Status.Message, "ALPINE-CVE-2023-42366") {
 			t.Fatalf("%+v", a.Response)
+		}
+	})
+	// Last: its scan holds a worker. The review waits for the scan until
+	// its own deadline (8s: 80% of the API server's 10s), then the rule's
+	// on_unscanned "then" decides, as it would for a pull.
+	t.Run("scan outlasting the review: on_unscanned decides", func(t *testing.T) {
+		_, _, _, object := workload("Pod", podSpec([]string{"slow:1"}))
+		a := s.admit(t, "/api/v1/admission?timeout=10s", review("slow", "Pod", "CREATE", object))
+		if a.Response.Allowed || !strings.Contains(a.Response.Status.Message, "blocked docker.io/library/slow@"+s.slow) ||
+			!strings.Contains(a.Response.Status.Message, "not scanned yet") {
+			t.Fatalf("%+v", a.Response.Status)
 		}
 	})
 	t.Run("delete is not judged", func(t *testing.T) {
