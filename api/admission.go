@@ -124,10 +124,23 @@ func (h *Handler) admit(ctx context.Context, req request, ar *admissionv1.Admiss
 		resp.Warnings = []string{"portcullis: scanning is off (scan.enabled: false); images are not judged"}
 		return resp
 	}
+	// An update is judged on the images it adds: scaling or relabelling a
+	// workload must not fail because an image it already runs has been
+	// blocked since (its new pods are judged as they are created).
+	before := map[string]bool{}
+	if ar.Operation == admissionv1.Update && len(ar.OldObject.Raw) > 0 {
+		old := *ar
+		old.Object = ar.OldObject
+		if oldImages, ok, err := podImages(&old); ok && err == nil {
+			for _, ci := range oldImages {
+				before[ci.Image] = true
+			}
+		}
+	}
 	distinct := map[string]*judgement{}
 	var order []string
 	for _, ci := range images {
-		if _, seen := distinct[ci.Image]; seen {
+		if _, seen := distinct[ci.Image]; seen || before[ci.Image] {
 			continue
 		}
 		if len(order) == maxDistinctImages {

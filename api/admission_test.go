@@ -240,6 +240,27 @@ func TestAdmissionBounds(t *testing.T) {
 	}
 }
 
+// An update is judged on the images it adds: a workload that runs a
+// blocked image can still be scaled, but not given another blocked image.
+func TestAdmissionUpdateJudgesAddedImages(t *testing.T) {
+	h := &Handler{Resolver: admissionResolver{}, Admission: Admission{Gate: repoGate{}}}
+	oldPod := `{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"name":"c0","image":"team/blocked:1"}]}}`
+	withOld := func(body string) string {
+		return strings.Replace(body, `"object":`, `"oldObject":`+oldPod+`,"object":`, 1)
+	}
+	if out := postReview(t, h, "/api/v1/admission", withOld(podReview("u", "", "UPDATE", "team/blocked:1"))).Response; !out.Allowed {
+		t.Fatalf("unchanged image judged again: %+v", out.Result)
+	}
+	out := postReview(t, h, "/api/v1/admission", withOld(podReview("u", "", "UPDATE", "team/blocked:1", "team/blocked:2"))).Response
+	if out.Allowed || !strings.Contains(out.Result.Message, "team/blocked:2") || strings.Contains(out.Result.Message, "team/blocked:1") {
+		t.Fatalf("%+v", out.Result)
+	}
+	// A create with the same old object (which the API server never sends) is judged whole.
+	if out := postReview(t, h, "/api/v1/admission", withOld(podReview("u", "", "CREATE", "team/blocked:1"))).Response; out.Allowed {
+		t.Fatal("create not judged")
+	}
+}
+
 // The mutating endpoint pins tags to the digest judged (the index for a
 // multi-platform image), leaves digests as they are, and patches the
 // template's paths.
