@@ -15,8 +15,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
-	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portcullis/portcullis/proxy"
 )
@@ -102,10 +100,10 @@ func cmpDuration(d, def time.Duration) time.Duration {
 }
 
 // admit decides one admission request.
-func (h *Handler) admit(ctx context.Context, req request, ar *admissionv1.AdmissionRequest, mutate bool) *admissionv1.AdmissionResponse {
-	resp := &admissionv1.AdmissionResponse{UID: ar.UID, Allowed: true}
+func (h *Handler) admit(ctx context.Context, req request, ar *admissionRequest, mutate bool) *admissionResponse {
+	resp := &admissionResponse{UID: ar.UID, Allowed: true}
 	a := h.Admission
-	if ar.Operation != admissionv1.Create && ar.Operation != admissionv1.Update {
+	if ar.Operation != opCreate && ar.Operation != opUpdate {
 		return resp // DELETE and CONNECT start no container
 	}
 	if slices.Contains(a.ExemptNamespaces, ar.Namespace) {
@@ -113,8 +111,8 @@ func (h *Handler) admit(ctx context.Context, req request, ar *admissionv1.Admiss
 	}
 	images, ok, err := podImages(ar)
 	if err != nil {
-		return &admissionv1.AdmissionResponse{UID: ar.UID, Result: &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusBadRequest,
-			Reason: metav1.StatusReasonBadRequest, Message: "portcullis: " + truncate(err.Error(), maxDenialMessage)}}
+		return &admissionResponse{UID: ar.UID, Result: &admissionStatus{Status: statusFailure, Code: http.StatusBadRequest,
+			Reason: reasonBadRequest, Message: "portcullis: " + truncate(err.Error(), maxDenialMessage)}}
 	}
 	if !ok {
 		resp.Warnings = []string{"portcullis: " + truncate(ar.Kind.Kind, 64) + " holds no pod spec; not checked (narrow the webhook's rules)"}
@@ -128,7 +126,7 @@ func (h *Handler) admit(ctx context.Context, req request, ar *admissionv1.Admiss
 	// workload must not fail because an image it already runs has been
 	// blocked since (its new pods are judged as they are created).
 	before := map[string]bool{}
-	if ar.Operation == admissionv1.Update && len(ar.OldObject.Raw) > 0 {
+	if ar.Operation == opUpdate && len(ar.OldObject) > 0 && string(ar.OldObject) != "null" {
 		old := *ar
 		old.Object = ar.OldObject
 		if oldImages, ok, err := podImages(&old); ok && err == nil {
@@ -144,8 +142,8 @@ func (h *Handler) admit(ctx context.Context, req request, ar *admissionv1.Admiss
 			continue
 		}
 		if len(order) == maxDistinctImages {
-			return &admissionv1.AdmissionResponse{UID: ar.UID, Result: &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusBadRequest,
-				Reason: metav1.StatusReasonBadRequest, Message: fmt.Sprintf("portcullis: more than %d distinct images in one object", maxDistinctImages)}}
+			return &admissionResponse{UID: ar.UID, Result: &admissionStatus{Status: statusFailure, Code: http.StatusBadRequest,
+				Reason: reasonBadRequest, Message: fmt.Sprintf("portcullis: more than %d distinct images in one object", maxDistinctImages)}}
 		}
 		distinct[ci.Image] = &judgement{image: ci.Image}
 		order = append(order, ci.Image)
@@ -174,19 +172,19 @@ func (h *Handler) admit(ctx context.Context, req request, ar *admissionv1.Admiss
 	if len(denials) > 0 || (a.Audit && len(warnings) > 0) {
 		// Operators see refusals (and, in audit mode, what would be
 		// refused) without the API server's audit log.
-		h.logger().LogAttrs(ctx, slog.LevelInfo, "admission", slog.String("request_id", req.id), slog.String("uid", string(ar.UID)),
+		h.logger().LogAttrs(ctx, slog.LevelInfo, "admission", slog.String("request_id", req.id), slog.String("uid", ar.UID),
 			slog.String("kind", ar.Kind.Kind), slog.String("namespace", ar.Namespace), slog.String("name", ar.Name),
 			slog.Bool("allowed", len(denials) == 0), slog.Bool("audit", a.Audit), slog.Int("denied_images", len(denials)))
 	}
 	if len(denials) > 0 {
 		resp.Allowed = false
-		resp.Result = &metav1.Status{Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden,
+		resp.Result = &admissionStatus{Status: statusFailure, Code: http.StatusForbidden, Reason: reasonForbidden,
 			Message: truncate("portcullis denied "+strings.Join(denials, "; "), maxDenialMessage)}
 		return resp
 	}
 	if mutate {
 		if err := pinImages(resp, images, distinct); err != nil {
-			return errorResponse(&admissionv1.AdmissionReview{Request: ar}, http.StatusInternalServerError, "portcullis: "+err.Error())
+			return errorResponse(&admissionReview{Request: ar}, http.StatusInternalServerError, "portcullis: "+err.Error())
 		}
 	}
 	return resp
@@ -309,7 +307,7 @@ type jsonPatchOp struct {
 // pinImages adds the patch that replaces each image with the digest that
 // was judged (for a multi-platform image, the index digest: the node
 // still picks its platform, from content that cannot change).
-func pinImages(resp *admissionv1.AdmissionResponse, images []containerImage, judged map[string]*judgement) error {
+func pinImages(resp *admissionResponse, images []containerImage, judged map[string]*judgement) error {
 	var ops []jsonPatchOp
 	for _, ci := range images {
 		j := judged[ci.Image]
@@ -325,18 +323,17 @@ func pinImages(resp *admissionv1.AdmissionResponse, images []containerImage, jud
 	if err != nil {
 		return fmt.Errorf("encode patch: %w", err)
 	}
-	pt := admissionv1.PatchTypeJSONPatch
-	resp.Patch, resp.PatchType = patch, &pt
+	resp.Patch, resp.PatchType = patch, patchTypeJSONPatch
 	return nil
 }
 
 // errorResponse is the answer to a review that cannot be judged: not
 // allowed, with the reason in the status.
-func errorResponse(review *admissionv1.AdmissionReview, code int32, msg string) *admissionv1.AdmissionResponse {
-	resp := &admissionv1.AdmissionResponse{Result: &metav1.Status{Status: metav1.StatusFailure, Code: code,
-		Reason: metav1.StatusReasonBadRequest, Message: truncate(msg, maxDenialMessage)}}
+func errorResponse(review *admissionReview, code int32, msg string) *admissionResponse {
+	resp := &admissionResponse{Result: &admissionStatus{Status: statusFailure, Code: code,
+		Reason: reasonBadRequest, Message: truncate(msg, maxDenialMessage)}}
 	if code >= 500 {
-		resp.Result.Reason = metav1.StatusReasonInternalError
+		resp.Result.Reason = reasonInternal
 	}
 	if review != nil && review.Request != nil {
 		resp.UID = review.Request.UID
@@ -345,7 +342,7 @@ func errorResponse(review *admissionv1.AdmissionReview, code int32, msg string) 
 }
 
 // writeReview answers with an AdmissionReview v1 carrying resp.
-func writeReview(w http.ResponseWriter, _ *admissionv1.AdmissionReview, resp *admissionv1.AdmissionResponse) {
-	out := admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Response: resp}
+func writeReview(w http.ResponseWriter, _ *admissionReview, resp *admissionResponse) {
+	out := admissionReview{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview", Response: resp}
 	writeCompactJSON(w, http.StatusOK, out)
 }

@@ -7,11 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-
-	admissionv1 "k8s.io/api/admission/v1"
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // Bounds on what one AdmissionReview may make us do. The API server caps
@@ -40,8 +35,8 @@ type containerImage struct {
 // decodeReview reads an AdmissionReview v1. A body that is not JSON, or not
 // an object, wraps errNotAReview; a review with something wrong in it is
 // returned with the error, so the answer can carry the request's uid.
-func decodeReview(body []byte) (*admissionv1.AdmissionReview, error) {
-	var review admissionv1.AdmissionReview
+func decodeReview(body []byte) (*admissionReview, error) {
+	var review admissionReview
 	if err := json.Unmarshal(body, &review); err != nil {
 		return nil, fmt.Errorf("%w: %v", errNotAReview, err)
 	}
@@ -61,71 +56,48 @@ func decodeReview(body []byte) (*admissionv1.AdmissionReview, error) {
 // podImages lists every container, init container and ephemeral container
 // image of the object a request is about: a Pod, or the pod template of a
 // workload. ok is false for a kind that holds no pod spec.
-func podImages(req *admissionv1.AdmissionRequest) (images []containerImage, ok bool, err error) {
-	raw := req.Object.Raw
-	if len(raw) == 0 {
+func podImages(req *admissionRequest) (images []containerImage, ok bool, err error) {
+	raw := req.Object
+	if len(raw) == 0 || string(raw) == "null" {
 		return nil, true, errors.New("the request has no object")
 	}
-	gk := req.Kind.Group + "/" + req.Kind.Kind
-	var spec *corev1.PodSpec
+	var spec *podSpecImages
 	var prefix string
-	switch gk {
+	switch req.Kind.Group + "/" + req.Kind.Kind {
 	case "/Pod":
-		var o corev1.Pod
+		var o podObject
 		err, spec, prefix = decodeObject(raw, &o), &o.Spec, "/spec"
-	case "/ReplicationController":
-		var o corev1.ReplicationController
+	case "/ReplicationController", "apps/Deployment", "apps/StatefulSet", "apps/DaemonSet", "apps/ReplicaSet", "batch/Job":
+		var o templateObject
 		err, prefix = decodeObject(raw, &o), "/spec/template/spec"
 		if o.Spec.Template != nil {
 			spec = &o.Spec.Template.Spec
 		}
-	case "apps/Deployment":
-		var o appsv1.Deployment
-		err, spec, prefix = decodeObject(raw, &o), &o.Spec.Template.Spec, "/spec/template/spec"
-	case "apps/StatefulSet":
-		var o appsv1.StatefulSet
-		err, spec, prefix = decodeObject(raw, &o), &o.Spec.Template.Spec, "/spec/template/spec"
-	case "apps/DaemonSet":
-		var o appsv1.DaemonSet
-		err, spec, prefix = decodeObject(raw, &o), &o.Spec.Template.Spec, "/spec/template/spec"
-	case "apps/ReplicaSet":
-		var o appsv1.ReplicaSet
-		err, spec, prefix = decodeObject(raw, &o), &o.Spec.Template.Spec, "/spec/template/spec"
-	case "batch/Job":
-		var o batchv1.Job
-		err, spec, prefix = decodeObject(raw, &o), &o.Spec.Template.Spec, "/spec/template/spec"
 	case "batch/CronJob":
-		var o batchv1.CronJob
-		err, spec, prefix = decodeObject(raw, &o), &o.Spec.JobTemplate.Spec.Template.Spec, "/spec/jobTemplate/spec/template/spec"
+		var o cronJobObject
+		err, prefix = decodeObject(raw, &o), "/spec/jobTemplate/spec/template/spec"
+		if o.Spec.JobTemplate.Spec.Template != nil {
+			spec = &o.Spec.JobTemplate.Spec.Template.Spec
+		}
 	default:
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, true, fmt.Errorf("decode %s: %w", req.Kind.Kind, err)
+		return nil, true, fmt.Errorf("decode %s: %w", truncate(req.Kind.Kind, 64), err)
 	}
 	if spec == nil {
 		return nil, true, nil
 	}
-	add := func(path, image string) error {
-		if len(images) == maxPodImages {
-			return fmt.Errorf("more than %d container images in one pod spec", maxPodImages)
-		}
-		images = append(images, containerImage{Path: path, Image: image})
-		return nil
-	}
-	for i, c := range spec.InitContainers {
-		if err := add(prefix+"/initContainers/"+strconv.Itoa(i)+"/image", c.Image); err != nil {
-			return nil, true, err
-		}
-	}
-	for i, c := range spec.Containers {
-		if err := add(prefix+"/containers/"+strconv.Itoa(i)+"/image", c.Image); err != nil {
-			return nil, true, err
-		}
-	}
-	for i, c := range spec.EphemeralContainers {
-		if err := add(prefix+"/ephemeralContainers/"+strconv.Itoa(i)+"/image", c.Image); err != nil {
-			return nil, true, err
+	lists := []struct {
+		name       string
+		containers []containerRef
+	}{{"initContainers", spec.InitContainers}, {"containers", spec.Containers}, {"ephemeralContainers", spec.EphemeralContainers}}
+	for _, l := range lists {
+		for i, c := range l.containers {
+			if len(images) == maxPodImages {
+				return nil, true, fmt.Errorf("more than %d container images in one pod spec", maxPodImages)
+			}
+			images = append(images, containerImage{Path: prefix + "/" + l.name + "/" + strconv.Itoa(i) + "/image", Image: c.Image})
 		}
 	}
 	return images, true, nil

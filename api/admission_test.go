@@ -302,20 +302,18 @@ func TestPodImagesOfEveryKind(t *testing.T) {
 		{"batch", "CronJob", `{"spec":{"jobTemplate":{"spec":` + tmpl + `}}}`, "/spec/jobTemplate/spec/template/spec"},
 	}
 	for _, tt := range tests {
-		req := &admissionv1.AdmissionRequest{}
-		req.Kind.Group, req.Kind.Kind, req.Object.Raw = tt.group, tt.kind, []byte(tt.object)
+		req := &admissionRequest{Kind: groupVersionKind{Group: tt.group, Kind: tt.kind}, Object: []byte(tt.object)}
 		images, ok, err := podImages(req)
 		want := []containerImage{{tt.prefix + "/initContainers/0/image", "init"}, {tt.prefix + "/containers/0/image", "main"}, {tt.prefix + "/ephemeralContainers/0/image", "debug"}}
 		if err != nil || !ok || fmt.Sprint(images) != fmt.Sprint(want) {
 			t.Errorf("%s: %v %v %v", tt.kind, images, ok, err)
 		}
 	}
-	req := &admissionv1.AdmissionRequest{}
-	req.Kind.Kind, req.Object.Raw = "ConfigMap", []byte(`{}`)
+	req := &admissionRequest{Kind: groupVersionKind{Kind: "ConfigMap"}, Object: []byte(`{}`)}
 	if _, ok, err := podImages(req); ok || err != nil {
 		t.Errorf("ConfigMap: %v %v", ok, err)
 	}
-	req.Kind.Kind, req.Object.Raw = "Pod", []byte(`{"spec":{}} {}`)
+	req.Kind.Kind, req.Object = "Pod", []byte(`{"spec":{}} {}`)
 	if _, _, err := podImages(req); err == nil {
 		t.Error("trailing data accepted")
 	}

@@ -398,7 +398,7 @@ func TestAdmissionMalformedAndAuth(t *testing.T) {
 		{"no request", `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, 200, 400, "", "no request"},
 		{"no uid", review("", "Pod", "CREATE", object), 200, 400, "", "no uid"},
 		{"containers not a list", review("u2", "Pod", "CREATE", `{"apiVersion":"v1","kind":"Pod","spec":{"containers":"alpine"}}`), 200, 400, "u2", "decode Pod"},
-		{"bad quantity", review("u3", "Deployment", "CREATE", `{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"x","resources":{"limits":{"cpu":"lots"}}}]}}}}`), 200, 400, "u3", "decode Deployment"},
+		{"image not a string", review("u3", "Deployment", "CREATE", `{"spec":{"template":{"spec":{"containers":[{"name":"c","image":5}]}}}}`), 200, 400, "u3", "decode Deployment"},
 		{"empty image", review("u4", "Pod", "CREATE", `{"spec":{"containers":[{"name":"c","image":""}]}}`), 200, 403, "u4", "invalid image reference: empty image"},
 		{"no object", review("u5", "Pod", "CREATE", "null"), 200, 400, "u5", "no object"},
 	}
