@@ -59,6 +59,8 @@ type Handler struct {
 	// Logger receives the causes of internal errors, which clients only
 	// see as a request id. Nil: slog.Default().
 	Logger *slog.Logger
+	// Admission configures the Kubernetes admission webhook.
+	Admission Admission
 }
 
 // markStale flags a result whose findings come from another database
@@ -84,6 +86,8 @@ func (h *Handler) markStale(rec *store.ScanRecord) {
 //	GET  /api/v1/vulnerabilities/{id}    cached images a vulnerability affects
 //	GET  /api/v1/events                  server-sent events: finished scans and verdict changes
 //	GET  /api/v1/openapi.json            the OpenAPI document of all this
+//	POST /api/v1/admission               Kubernetes validating admission webhook (AdmissionReview v1)
+//	POST /api/v1/admission/mutate        the same, and pins each image to the digest judged (JSON patch)
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := request{id: proxy.NewRequestID(), r: r}
 	w.Header().Set(proxy.RequestIDHeader, req.id)
@@ -123,6 +127,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.listImages(w, req)
 	case routeVulnerability:
 		h.vulnerability(w, req, params)
+	case routeAdmission:
+		h.admissionReview(w, req, false)
+	case routeAdmissionMutate:
+		h.admissionReview(w, req, true)
 	}
 }
 

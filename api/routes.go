@@ -17,6 +17,8 @@ const (
 	routeVulnerability
 	routeEvents
 	routeOpenAPI
+	routeAdmission
+	routeAdmissionMutate
 )
 
 // route is one endpoint: its OpenAPI path (a {name} segment matches any
@@ -43,6 +45,8 @@ var routeTable = []route{
 	{routeVulnerability, "/api/v1/vulnerabilities/{id}", []string{http.MethodGet}, "GET /api/v1/vulnerabilities/{id}"},
 	{routeEvents, "/api/v1/events", []string{http.MethodGet}, "GET /api/v1/events"},
 	{routeOpenAPI, "/api/v1/openapi.json", []string{http.MethodGet}, "GET /api/v1/openapi.json"},
+	{routeAdmission, "/api/v1/admission", []string{http.MethodPost}, "POST /api/v1/admission with an AdmissionReview (admission.k8s.io/v1)"},
+	{routeAdmissionMutate, "/api/v1/admission/mutate", []string{http.MethodPost}, "POST /api/v1/admission/mutate with an AdmissionReview (admission.k8s.io/v1)"},
 }
 
 // matchRoute finds the route of path and the value of its one {param}

@@ -150,8 +150,12 @@ func (t *Tokens) lookup(secret string) (token, bool) {
 	return found, ok == 1
 }
 
+func isAdmissionPath(p string) bool {
+	return p == "/api/v1/admission" || p == "/api/v1/admission/mutate"
+}
+
 // Wrap refuses API calls without a known token (401) or with too small a
-// scope (403): POST needs admin, the rest read.
+// scope (403): POST needs admin, admission reviews and the rest read.
 func (t *Tokens) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secret, err := bearer(r)
@@ -165,7 +169,9 @@ func (t *Tokens) Wrap(next http.Handler) http.Handler {
 			return
 		}
 		need := ScopeRead
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// An admission review is a POST that only reads verdicts (and
+		// queues the scans a pull would): the webhook's token needs read.
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !isAdmissionPath(r.URL.Path) {
 			need = ScopeAdmin
 		}
 		if !tk.has(need) {

@@ -62,22 +62,32 @@ func TestTokensScopes(t *testing.T) {
 		auth         []string
 		status       int
 		user         string
+		path         string // default /api/v1/images
 	}{
-		{"no header", "GET", nil, 401, ""},
-		{"basic credentials", "GET", []string{"Basic dXNlcjpwdw=="}, 401, ""},
-		{"unknown token", "GET", []string{"Bearer nope"}, 401, ""},
-		{"empty token", "GET", []string{"Bearer "}, 401, ""},
-		{"two headers", "GET", []string{"Bearer reader-secret", "Bearer admin-secret"}, 401, ""},
-		{"huge token", "GET", []string{"Bearer " + strings.Repeat("x", maxTokenLen+1)}, 401, ""},
-		{"read token reads", "GET", []string{"Bearer reader-secret"}, 418, "reader"},
-		{"read token heads", "HEAD", []string{"bearer reader-secret"}, 418, "reader"},
-		{"read token may not POST", "POST", []string{"Bearer reader-secret"}, 403, ""},
-		{"admin token reads", "GET", []string{"Bearer admin-secret"}, 418, "admin"},
-		{"admin token POSTs", "POST", []string{"Bearer admin-secret"}, 418, "admin"},
+		{"no header", "GET", nil, 401, "", ""},
+		{"basic credentials", "GET", []string{"Basic dXNlcjpwdw=="}, 401, "", ""},
+		{"unknown token", "GET", []string{"Bearer nope"}, 401, "", ""},
+		{"empty token", "GET", []string{"Bearer "}, 401, "", ""},
+		{"two headers", "GET", []string{"Bearer reader-secret", "Bearer admin-secret"}, 401, "", ""},
+		{"huge token", "GET", []string{"Bearer " + strings.Repeat("x", maxTokenLen+1)}, 401, "", ""},
+		{"read token reads", "GET", []string{"Bearer reader-secret"}, 418, "reader", ""},
+		{"read token heads", "HEAD", []string{"bearer reader-secret"}, 418, "reader", ""},
+		{"read token may not POST", "POST", []string{"Bearer reader-secret"}, 403, "", ""},
+		{"admin token reads", "GET", []string{"Bearer admin-secret"}, 418, "admin", ""},
+		{"admin token POSTs", "POST", []string{"Bearer admin-secret"}, 418, "admin", ""},
+		// An admission review is a POST that only reads: the webhook's token needs read.
+		{"read token reviews admission", "POST", []string{"Bearer reader-secret"}, 418, "reader", "/api/v1/admission"},
+		{"read token reviews mutation", "POST", []string{"Bearer reader-secret"}, 418, "reader", "/api/v1/admission/mutate"},
+		{"read token may not POST near admission", "POST", []string{"Bearer reader-secret"}, 403, "", "/api/v1/admission/other"},
+		{"admission needs a token", "POST", nil, 401, "", "/api/v1/admission"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			user = ""
-			r := httptest.NewRequest(tc.method, "/api/v1/images", nil)
+			path := tc.path
+			if path == "" {
+				path = "/api/v1/images"
+			}
+			r := httptest.NewRequest(tc.method, path, nil)
 			for _, a := range tc.auth {
 				r.Header.Add("Authorization", a)
 			}

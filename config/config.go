@@ -67,6 +67,8 @@ type API struct {
 	// TokensFile maps sha256(token) in hex to {name, scopes: [read|admin]};
 	// set, every API call needs Authorization: Bearer <token>.
 	TokensFile string `yaml:"tokens_file"`
+	// Admission configures the Kubernetes admission webhook.
+	Admission Admission `yaml:"admission"`
 }
 
 // Server bounds what clients can hold on the listening socket.
@@ -233,6 +235,7 @@ func Default() Config {
 		VulnDB:    VulnDB{UpdateInterval: Duration(DefaultVulnDBUpdateInterval), MaxAge: Duration(DefaultVulnDBMaxAge)},
 
 		Telemetry: Telemetry{Metrics: true},
+		API:       API{Admission: DefaultAdmission()},
 	}
 }
 
@@ -401,6 +404,7 @@ func (c *Config) Finish() error {
 			add("api.listen: the same address as listen; leave it out to serve the API on the pull port")
 		}
 	}
+	problems = append(problems, c.API.Admission.check()...)
 	if c.API.TokensFile != "" {
 		if _, err := os.Stat(c.API.TokensFile); err != nil {
 			add("api.tokens_file: %v", err)

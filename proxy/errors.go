@@ -30,6 +30,9 @@ type regError struct {
 	// internal marks a failure of Portcullis itself (cause set): the client
 	// gets InternalMessage with the request id, the log gets the cause.
 	internal bool
+	// unknownRegistry marks a request for a registry that is not a
+	// configured upstream (Resolve reports it as ErrUnknownRegistry).
+	unknownRegistry bool
 }
 
 // Error is the text for logs and Go callers (the pipeline, the API): for an
@@ -81,8 +84,11 @@ func errNameInvalid(format string, args ...any) *regError {
 	return errorf(http.StatusBadRequest, "NAME_INVALID", format, args...)
 }
 
+// errNameUnknown is for a registry the mirror does not serve.
 func errNameUnknown(format string, args ...any) *regError {
-	return errorf(http.StatusNotFound, "NAME_UNKNOWN", format, args...)
+	e := errorf(http.StatusNotFound, "NAME_UNKNOWN", format, args...)
+	e.unknownRegistry = true
+	return e
 }
 
 // errInternal reports a failure of Portcullis itself. what and err are

@@ -288,8 +288,14 @@ func TestResolve(t *testing.T) {
 		}
 	}
 	for _, ref := range []string{"", "evil.example/x:1", "Team/App:1", "team/app:bad tag"} {
-		if _, err := e.p.Resolve(ctx, ref); !errors.Is(err, proxy.ErrBadReference) {
+		_, err := e.p.Resolve(ctx, ref)
+		if !errors.Is(err, proxy.ErrBadReference) {
 			t.Errorf("%q: %v, want ErrBadReference", ref, err)
+		}
+		// Only a registry the mirror does not serve is ErrUnknownRegistry:
+		// the admission webhook tells it from a malformed reference.
+		if unknown := ref == "evil.example/x:1"; errors.Is(err, proxy.ErrUnknownRegistry) != unknown {
+			t.Errorf("%q: %v, ErrUnknownRegistry should be %v", ref, err, unknown)
 		}
 	}
 }

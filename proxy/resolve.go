@@ -21,6 +21,10 @@ type Resolved struct {
 // ErrBadReference means a reference could not be parsed or routed.
 var ErrBadReference = errors.New("bad image reference")
 
+// ErrUnknownRegistry (with ErrBadReference) means a reference names a
+// registry that is not a configured upstream: the mirror cannot serve it.
+var ErrUnknownRegistry = errors.New("registry not configured on this mirror")
+
 // Resolve resolves "ghcr.io/org/app:1.0", "org/app@sha256:…" (default
 // upstream) and the like exactly as a pull of it through the mirror would:
 // same routing, same tag cache, and the manifest ends up cached.
@@ -31,6 +35,9 @@ func (p *Proxy) Resolve(ctx context.Context, ref string) (Resolved, error) {
 	}
 	rt, rerr := p.router.parse(&url.URL{Path: "/v2/" + repoPath + "/manifests/" + tagOrDigest})
 	if rerr != nil {
+		if rerr.unknownRegistry {
+			return Resolved{}, fmt.Errorf("%w: %w: %q: %s", ErrBadReference, ErrUnknownRegistry, ref, rerr.Message)
+		}
 		return Resolved{}, fmt.Errorf("%w: %q: %s", ErrBadReference, ref, rerr.Message)
 	}
 	// The same rules as a pull: resolving fetches and caches the manifest.

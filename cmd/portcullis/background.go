@@ -109,6 +109,11 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		wg.Wait()
 	}
 	status = &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion, Logger: log}
+	var admissionGate proxy.Gate
+	if cfg.Scan.Enabled {
+		admissionGate = pl
+	}
+	status.(*api.Handler).Admission = admissionOptions(cfg.API.Admission, admissionGate)
 	return registry, status, stop, dbHealth, nil
 }
 
