@@ -26,5 +26,10 @@ gobin="$(go env GOPATH)/bin"
 if ! go version -m "$gobin/versitygw" 2>/dev/null | grep -q 'mod[[:space:]]*github.com/versity/versitygw[[:space:]]*v1.8.0'; then
   GOBIN="$gobin" go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 fi
+# One build configuration for the tests, the binaries they start and the
+# container image (Dockerfile: static, -trimpath): packages compile once,
+# and the image test's build of the binary only links.
+export CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-trimpath"
 go vet ./...
 go test -timeout 25m "$@" ./...
