@@ -99,6 +99,9 @@ func loadNodeDesired(configPath, caFile, mirror string, failOpen bool) (containe
 			return containerd.Desired{}, err
 		}
 	}
+	// The agent reads the upstreams only: the files the server reads (API
+	// tokens, alert secrets) are not mounted on the nodes.
+	cfg.API.TokensFile, cfg.Alerts = "", config.Alerts{}
 	if err := cfg.Finish(); err != nil {
 		return containerd.Desired{}, err
 	}

@@ -78,3 +78,23 @@ func TestNodeContainerdCommand(t *testing.T) {
 		t.Errorf("--help: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 }
+
+// The agent runs on nodes with the server's configuration but without the
+// files only the server reads: they do not stop it.
+func TestNodeAgentIgnoresServerOnlyFiles(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "portcullis.yaml")
+	os.WriteFile(cfg, []byte(`upstreams: [{name: ghcr.io, url: "https://ghcr.io"}]
+api: {listen: ":5001", tokens_file: /nonexistent/tokens.yaml}
+alerts:
+  webhooks:
+    - {name: chat, url_file: /nonexistent/url, format: slack, events: [block]}
+`), 0o600)
+	d, err := loadNodeDesired(cfg, "", "https://mirror.example:30500", false)
+	if err != nil {
+		t.Fatalf("loadNodeDesired: %v", err)
+	}
+	if len(d.Registries) != 1 || d.Registries[0].Name != "ghcr.io" {
+		t.Fatalf("registries %+v", d.Registries)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/policy"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -55,6 +56,10 @@ func newTyped(apiVersion, kind string) (any, error) {
 		return &policyv1.PodDisruptionBudget{}, nil
 	case "networking.k8s.io/v1/NetworkPolicy":
 		return &networkingv1.NetworkPolicy{}, nil
+	case "admissionregistration.k8s.io/v1/ValidatingWebhookConfiguration":
+		return &admissionregistrationv1.ValidatingWebhookConfiguration{}, nil
+	case "admissionregistration.k8s.io/v1/MutatingWebhookConfiguration":
+		return &admissionregistrationv1.MutatingWebhookConfiguration{}, nil
 	}
 	return nil, fmt.Errorf("kind %s %s: not expected in the manifests (add it to newTyped)", apiVersion, kind)
 }
@@ -137,7 +142,12 @@ func podTemplate(o object) (*corev1.PodTemplateSpec, bool) {
 // gets its entry here with exactly the checks it must break, e.g.
 // "DaemonSet/portcullis-node-agent": {"hostPathVolumes", "restrictedVolumes"}
 // (a hostPath breaks both).
-var restrictedExceptions = map[string][]psa.CheckID{}
+var restrictedExceptions = map[string][]psa.CheckID{
+	// Writes the host's containerd registry configuration: a hostPath, and
+	// root to write into the root-owned directory (all capabilities
+	// dropped, no privilege escalation, read-only root filesystem).
+	"DaemonSet/portcullis-node-agent": {"hostPathVolumes", "restrictedVolumes", "runAsNonRoot", "runAsUser"},
+}
 
 // restrictedViolations evaluates a pod against the latest "restricted" Pod
 // Security Standard, without the checks in skip, and returns what forbids
@@ -163,12 +173,12 @@ func restrictedViolations(t *testing.T, meta *corev1.PodTemplateSpec, skip ...ps
 }
 
 // TestRestrictedCheckCanFail shows the Pod Security check refuses what it
-// must: the pod template of overlays/single with one rule of "restricted"
-// broken at a time.
+// must: the mirror's pod template of overlays/single with one rule of
+// "restricted" broken at a time.
 func TestRestrictedCheckCanFail(t *testing.T) {
 	var base *corev1.PodTemplateSpec
 	for _, o := range render(t, "overlays/single") {
-		if tpl, ok := podTemplate(o); ok {
+		if tpl, ok := podTemplate(o); ok && o.Kind == "StatefulSet" {
 			base = tpl
 		}
 	}
@@ -252,7 +262,7 @@ func TestOverlaysRenderStrictAndRestricted(t *testing.T) {
 				case *appsv1.StatefulSet:
 					checkStatefulSet(t, dir, v)
 				}
-				if o.Kind != "Namespace" {
+				if clusterScoped := o.Kind == "Namespace" || strings.HasSuffix(o.Kind, "WebhookConfiguration"); !clusterScoped {
 					if ns := o.Value.(interface{ GetNamespace() string }).GetNamespace(); ns != "portcullis" {
 						t.Errorf("%s %s in namespace %q, want portcullis", o.Kind, o.Name, ns)
 					}
@@ -264,7 +274,11 @@ func TestOverlaysRenderStrictAndRestricted(t *testing.T) {
 				if got := restrictedViolations(t, tpl, restrictedExceptions[o.Kind+"/"+o.Name]...); got != "" {
 					t.Errorf("%s %s: violates the restricted Pod Security Standard: %s", o.Kind, o.Name, got)
 				}
-				checkPodTemplate(t, o, tpl)
+				if o.Kind == "DaemonSet" {
+					checkNodeAgent(t, o, tpl)
+				} else {
+					checkPodTemplate(t, o, tpl)
+				}
 			}
 		})
 	}
@@ -323,6 +337,38 @@ func checkPodTemplate(t *testing.T, o object, tpl *corev1.PodTemplateSpec) {
 	}
 	if secrets["portcullis-tls"] {
 		t.Errorf("%s %s: the TLS Secret is optional: without it the mirror would start without TLS", o.Kind, o.Name)
+	}
+}
+
+// checkNodeAgent checks the node agent's pods: it serves nothing (no
+// probes) and holds no secret but the mirror's CA; it keeps what
+// "restricted" asks beyond its exceptions.
+func checkNodeAgent(t *testing.T, o object, tpl *corev1.PodTemplateSpec) {
+	t.Helper()
+	spec := tpl.Spec
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Errorf("%s %s: the service account token is mounted; the agent does not call the API", o.Kind, o.Name)
+	}
+	for _, c := range spec.Containers {
+		where := fmt.Sprintf("%s %s container %s", o.Kind, o.Name, c.Name)
+		sc := c.SecurityContext
+		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+			t.Errorf("%s: readOnlyRootFilesystem is not true", where)
+		}
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			t.Errorf("%s: allowPrivilegeEscalation is not false", where)
+		}
+		if sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
+			t.Errorf("%s: want every capability dropped and none added", where)
+		}
+		if sc == nil || sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("%s: privileged", where)
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName != "portcullis-tls" {
+			t.Errorf("%s %s: mounts the Secret %s; the agent needs the mirror's CA only", o.Kind, o.Name, v.Secret.SecretName)
+		}
 	}
 }
 
