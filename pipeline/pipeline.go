@@ -290,20 +290,7 @@ const (
 )
 
 func (p *Pipeline) work(ctx context.Context) {
-	for ctx.Err() == nil {
-		qj, err := p.o.Queue.Claim(ctx, p.o.Consumer, scanLease, time.Second)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			continue
-		case err != nil:
-			if ctx.Err() == nil {
-				p.log.Warn("claim scan job", "err", err)
-				time.Sleep(time.Second) // the queue is unreachable: do not spin
-			}
-			continue
-		}
-		p.runJob(ctx, qj)
-	}
+	p.consume(ctx, p.o.Queue, scanLease, "scan", p.runJob)
 }
 
 // runJob scans one claimed job, renewing its lease meanwhile, and marks it

@@ -56,19 +56,29 @@ func (p *Pipeline) queuePublication(ctx context.Context, dgst, upstream, repo st
 
 // publishWork runs publication jobs until ctx ends.
 func (p *Pipeline) publishWork(ctx context.Context) {
+	p.consume(ctx, p.o.Publications, p.publishLease, "publication", p.publishJob)
+}
+
+// consume claims jobs of q for this replica, under lease, and hands each
+// to run, until ctx ends.
+func (p *Pipeline) consume(ctx context.Context, q store.Queue, lease time.Duration, what string, run func(context.Context, store.Job)) {
 	for ctx.Err() == nil {
-		qj, err := p.o.Publications.Claim(ctx, p.o.Consumer, p.publishLease, time.Second)
+		qj, err := q.Claim(ctx, p.o.Consumer, lease, time.Second)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			continue
 		case err != nil:
 			if ctx.Err() == nil {
-				p.log.Warn("claim publication job", "err", err)
-				time.Sleep(time.Second) // the queue is unreachable: do not spin
+				p.log.Warn("claim "+what+" job", "err", err)
+				// The queue is unreachable: do not spin.
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
 			}
 			continue
 		}
-		p.publishJob(ctx, qj)
+		run(ctx, qj)
 	}
 }
 
