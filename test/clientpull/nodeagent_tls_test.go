@@ -1,16 +1,9 @@
 package clientpull
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -40,7 +33,7 @@ func TestNodeAgentContainerdTLS(t *testing.T) {
 	registry := origin.Host()
 
 	dir := t.TempDir()
-	certFile, keyFile, pool := loopbackCert(t, dir)
+	certFile, keyFile, pool := harness.WriteLoopbackCert(t, dir)
 	cfg := filepath.Join(dir, "portcullis.yaml")
 	writeTestFile(t, cfg, fmt.Sprintf("upstreams:\n  - name: %q\n    url: %q\ntls: {cert_file: %q, key_file: %q}\n", registry, origin.URL(), certFile, keyFile))
 	bin := harness.BuildPortcullis(t)
@@ -93,44 +86,6 @@ func TestNodeAgentContainerdTLS(t *testing.T) {
 	if want := `"query":"ns=` + url.QueryEscape(registry) + `"`; !logs.Contains(want) {
 		t.Errorf("portcullis logged no request with %s", want)
 	}
-}
-
-// loopbackCert writes a self-signed CA certificate for 127.0.0.1 and its
-// key, and returns a pool that trusts it.
-func loopbackCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "portcullis node agent test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeTestFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	writeTestFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
 }
 
 func writeTestFile(t *testing.T, path, data string) {

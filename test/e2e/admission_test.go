@@ -77,7 +77,7 @@ func startAdmissionSetup(t *testing.T) admissionSetup {
 		up.SetBlobDelay(l, time.Minute) // the scan cannot finish within a review
 	}
 
-	cert, key, pool := selfSigned(t, dir)
+	cert, key, pool := harness.WriteLoopbackCert(t, dir)
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
