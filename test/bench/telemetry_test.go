@@ -117,11 +117,8 @@ func benchWarmBlobTelemetry(b *testing.B, size int64, getsPerBatch, roundsPerIte
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.url)
 	b.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "1000")
 	on := startWithConfig(b, upstreamConfig(up))
-	sides := [2]stateSide{{"on", on}, {"off", off}}
-	c := newClient(b)
-	buf := make([]byte, copyBufSize)
-
-	r, err := c.Get(off.URL + "/metrics")
+	o := &onOffBlob{sides: [2]stateSide{{"on", on}, {"off", off}}, blob: blob, size: size, getsPerBatch: getsPerBatch}
+	r, err := newClient(b).Get(off.URL + "/metrics")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,57 +126,12 @@ func benchWarmBlobTelemetry(b *testing.B, size int64, getsPerBatch, roundsPerIte
 	if r.StatusCode != http.StatusNotFound {
 		b.Fatalf("metrics off: GET /metrics answered %d, want 404", r.StatusCode)
 	}
-	var urls [2]string
-	for i, s := range sides {
-		urls[i] = blobURL(s.pc.URL, repo, blob)
-		if r := mustFetchBlob(b, c, urls[i], blob, size, true, buf); r.cache != "miss" {
-			b.Fatalf("%s: first GET: Portcullis-Cache %q, want miss", s.name, r.cache)
-		}
-		waitCached(b, s.pc.DataDir, blob, size)
-		if r := mustFetchBlob(b, c, urls[i], blob, size, true, buf); r.cache != "hit" {
-			b.Fatalf("%s: second GET: Portcullis-Cache %q, want hit", s.name, r.cache)
-		}
-	}
-	// A blob is trusted without hashing once it was verified more than
-	// the cache's racy window (100 ms) after its file last changed
-	// (proxy/cache/verify.go); until then every GET hashes it. One more GET
-	// per side after a pause puts both sides on the sendfile path, or the
-	// ratio measures which side happened to verify late enough.
-	time.Sleep(300 * time.Millisecond)
-	for i := range sides {
-		mustFetchBlob(b, c, urls[i], blob, size, false, buf)
-	}
+	o.warm(b, repo)
 	exports0 := sink.exports.Load()
 	stopScraping := scrapeEvery(newClient(b), on.URL+"/metrics", 100*time.Millisecond)
 
-	batch := func(side int) time.Duration {
-		var d time.Duration
-		for range getsPerBatch {
-			r := mustFetchBlob(b, c, urls[side], blob, size, false, buf)
-			if r.cache != "hit" {
-				b.Fatalf("%s: Portcullis-Cache %q, want hit", sides[side].name, r.cache)
-			}
-			d += r.dur
-		}
-		return d
-	}
-	var times, cpu [2]time.Duration
-	var ratios []float64
 	start := time.Now()
-	for i := 0; b.Loop(); i++ {
-		for round := range roundsPerIter {
-			var d [2]time.Duration
-			first := (i*roundsPerIter + round) % 2
-			for _, side := range []int{first, 1 - first} {
-				pc0 := mustProcCPU(b, sides[side].pc.Pid())
-				d[side] = batch(side)
-				cpu[side] += mustProcCPU(b, sides[side].pc.Pid()) - pc0
-				times[side] += d[side]
-			}
-			// MB/s on ÷ MB/s off = time off ÷ time on.
-			ratios = append(ratios, d[1].Seconds()/d[0].Seconds())
-		}
-	}
+	times, cpu, ratios := o.measure(b, roundsPerIter)
 	elapsed := time.Since(start)
 	scrapes, failed := stopScraping()
 	if failed > 0 {

@@ -47,27 +47,8 @@ func benchWarmBlobTraces(b *testing.B, size int64, getsPerBatch, roundsPerIter i
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rcv.URL)
 	b.Setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
 	on := startWithConfig(b, upstreamConfig(up))
-	sides := [2]stateSide{{"on", on}, {"off", off}}
-	c := newClient(b)
-	buf := make([]byte, copyBufSize)
-
-	var urls [2]string
-	for i, s := range sides {
-		urls[i] = blobURL(s.pc.URL, repo, blob)
-		if r := mustFetchBlob(b, c, urls[i], blob, size, true, buf); r.cache != "miss" {
-			b.Fatalf("%s: first GET: Portcullis-Cache %q, want miss", s.name, r.cache)
-		}
-		waitCached(b, s.pc.DataDir, blob, size)
-		if r := mustFetchBlob(b, c, urls[i], blob, size, true, buf); r.cache != "hit" {
-			b.Fatalf("%s: second GET: Portcullis-Cache %q, want hit", s.name, r.cache)
-		}
-	}
-	// As in BenchmarkWarmBlobGet's siblings: past the cache's racy window
-	// both sides serve the file without hashing it (proxy/cache/verify.go).
-	time.Sleep(300 * time.Millisecond)
-	for i := range sides {
-		mustFetchBlob(b, c, urls[i], blob, size, false, buf)
-	}
+	o := &onOffBlob{sides: [2]stateSide{{"on", on}, {"off", off}}, blob: blob, size: size, getsPerBatch: getsPerBatch}
+	o.warm(b, repo)
 	// The "on" side really traces: its warm-up requests arrive as spans.
 	rcv.WaitFor(b, 30*time.Second, "request span from the traced side", func(spans []otlpreceiver.Span) bool {
 		for _, s := range spans {
@@ -79,33 +60,7 @@ func benchWarmBlobTraces(b *testing.B, size int64, getsPerBatch, roundsPerIter i
 	})
 	spans0 := len(rcv.Spans())
 
-	batch := func(side int) time.Duration {
-		var d time.Duration
-		for range getsPerBatch {
-			r := mustFetchBlob(b, c, urls[side], blob, size, false, buf)
-			if r.cache != "hit" {
-				b.Fatalf("%s: Portcullis-Cache %q, want hit", sides[side].name, r.cache)
-			}
-			d += r.dur
-		}
-		return d
-	}
-	var times, cpu [2]time.Duration
-	var ratios []float64
-	for i := 0; b.Loop(); i++ {
-		for round := range roundsPerIter {
-			var d [2]time.Duration
-			first := (i*roundsPerIter + round) % 2
-			for _, side := range []int{first, 1 - first} {
-				pc0 := mustProcCPU(b, sides[side].pc.Pid())
-				d[side] = batch(side)
-				cpu[side] += mustProcCPU(b, sides[side].pc.Pid()) - pc0
-				times[side] += d[side]
-			}
-			// MB/s on ÷ MB/s off = time off ÷ time on.
-			ratios = append(ratios, d[1].Seconds()/d[0].Seconds())
-		}
-	}
+	times, cpu, ratios := o.measure(b, roundsPerIter)
 	gets := float64(len(ratios) * getsPerBatch)
 	// Every traced GET is a request span and a cache look-up; the last
 	// batch may still sit in the exporter's queue.
