@@ -20,29 +20,6 @@ import (
 	"github.com/portcullis/portcullis/test/harness"
 )
 
-// admissionPolicy blocks the vulnerable Alpine image under library/,
-// warns about it under team/, and allows the rest of docker.io.
-const admissionPolicy = `
-rules:
-  - name: strict
-    match: {upstreams: [docker.io], repositories: ["library/**"]}
-    mode: enforce
-    vulnerabilities: {block: UNKNOWN}
-    on_unscanned: {wait: 30s, then: block}
-    on_error: block
-  - name: lenient
-    match: {upstreams: [docker.io], repositories: ["team/**"]}
-    mode: warn
-    vulnerabilities: {block: UNKNOWN}
-    on_unscanned: {wait: 30s, then: block}
-    on_error: block
-  - name: lax
-    match: {upstreams: [docker.io]}
-    mode: enforce
-    on_unscanned: {wait: 30s, then: block}
-    on_error: block
-`
-
 // admissionSetup is the real binary serving HTTPS, with the API (and so
 // the webhook) on api.listen behind a read token, in front of an upstream
 // with real images.
@@ -86,7 +63,7 @@ func startAdmissionSetup(t *testing.T) admissionSetup {
 		return p
 	}
 	tokens := write("tokens.yaml", sha([]byte("webhook-token-1"))[7:]+": {name: kube-apiserver, scopes: [read]}\n")
-	policyFile := write("policy.yaml", admissionPolicy)
+	policyFile := write("policy.yaml", statusPolicy)
 	addr := "127.0.0.1:" + itoa(harness.FreePort(t))
 	apiAddr := "127.0.0.1:" + itoa(harness.FreePort(t))
 	cfg := write("portcullis.yaml", "default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+
