@@ -123,9 +123,9 @@ type VulnDB struct {
 	// osv.dev.
 	SourceURL string `yaml:"source_url"`
 	// MaxAge: a database older than this (or none) is reported at start,
-	// in /readyz, in scan records and in every evaluation that used it; 0
-	// never. Reported, not judged: the policy's max_db_age decides
-	// verdicts.
+	// in /readyz, in scan records and in every evaluation that used it (a
+	// warn reason: images are tagged, never blocked for it; a rule's
+	// max_db_age blocks); 0 never.
 	MaxAge Duration `yaml:"max_age"`
 }
 

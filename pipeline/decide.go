@@ -75,7 +75,7 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, dec stor
 		Upstream: dec.Upstream, Repository: dec.Repository, Reference: cmp.Or(dec.Tag, rec.Digest), Digest: rec.Digest,
 		Signature: policy.SignatureFacts{State: policy.SignatureNotChecked},
 		ScanState: rec.State, ScanError: rec.Error, CurrentTag: dec.Tag,
-		DBBuiltAt: p.dbBuiltAt(), FirstAllowedAt: dec.FirstAllowedAt, Now: p.now(),
+		DBBuiltAt: p.dbBuiltAt(), DBMaxAge: p.o.DBMaxAge, FirstAllowedAt: dec.FirstAllowedAt, Now: p.now(),
 	}
 	if img := rec.Facts; img != nil {
 		f.Created, f.CompressedSize, f.LayerCount = img.Created, img.CompressedSize, img.LayerCount
@@ -117,6 +117,14 @@ func (p *Pipeline) decide(ctx context.Context, rec store.ScanRecord, dec *store.
 	_, span := p.startSpan(ctx, spanPolicy, attrUpstream.String(dec.Upstream), attrRepository.String(dec.Repository))
 	d := policy.Evaluate(rule, facts)
 	endSpan(span, nil, attrRule.String(rule.Name), attrVerdict.String(string(d.Effective)))
+	for _, r := range d.Reasons {
+		if r.Data["source"] == "database" {
+			// Per stored decision, not per pull: pulls reuse it.
+			p.log.Warn("judged without a usable vulnerability database", "image", dec.Upstream+"/"+dec.Repository+"@"+rec.Digest,
+				"verdict", d.Effective, "reason", r.Message)
+			break
+		}
+	}
 	dec.Signature = nil
 	if rule.Signature != nil {
 		// Who signed (key ids, identities) is kept with the verdict.

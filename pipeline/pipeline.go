@@ -87,8 +87,8 @@ type Options struct {
 	Workers        int                 // concurrent scans; 0 means 2
 	ScanTimeout    time.Duration
 	// DBMaxAge: results matched against an older database are marked
-	// stale (a warning, not a verdict: the policy's max_db_age judges);
-	// 0: any age is fine.
+	// stale, and decisions get a warn reason for it (a rule's max_db_age
+	// is what blocks); 0: any age is fine.
 	DBMaxAge time.Duration
 	// AllPlatforms scans every child of an index when the index is served;
 	// otherwise only the platform manifests clients pull are scanned.

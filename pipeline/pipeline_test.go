@@ -386,8 +386,8 @@ rules:
 	run(t, pl)
 	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
 	dec, err := pl.Check(context.Background(), subj)
-	if err != nil || dec.Verdict != proxy.Allow {
-		t.Fatalf("no database yet (on_error allow): %+v %v", dec, err)
+	if err != nil || dec.Verdict != proxy.Warn || dec.Message != "vulnerability database missing" {
+		t.Fatalf("no database yet (on_error allow: tagged): %+v %v", dec, err)
 	}
 	r.importDB(t)
 	if _, err := pl.Rematch(context.Background()); err != nil {
@@ -397,7 +397,7 @@ rules:
 		t.Fatalf("after the import: %+v", dec)
 	}
 	rec, _ := r.state.Decision(context.Background(), d.String(), "docker.io", "library/alpine")
-	if len(rec.History) != 2 || rec.History[0].To != "allow" || rec.History[1].From != "allow" || rec.History[1].To != "block" {
+	if len(rec.History) != 2 || rec.History[0].To != "warn" || rec.History[1].From != "warn" || rec.History[1].To != "block" {
 		t.Fatalf("history %+v", rec.History)
 	}
 }

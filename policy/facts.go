@@ -23,6 +23,10 @@ type Facts struct {
 	ScanState string // ScanPending, ScanDone or ScanFailed
 	ScanError string
 	DBBuiltAt time.Time // vulnerability database build time; zero: no database
+	// DBMaxAge is the server's vulndb.max_age: a database older than this
+	// tags the image (warn) without discarding its findings; a rule's own
+	// max_db_age judges instead (on_error). Zero: never.
+	DBMaxAge time.Duration
 
 	// FirstAllowedAt is when this digest was first allowed; zero if never.
 	// It decides whether a vulnerability is "new" to the digest (grace).

@@ -202,8 +202,9 @@ const (
 // defaultPolicy is what runs when no policy is configured: DESIGN.md asks
 // for "policy in warn mode". It reports serious vulnerabilities but never
 // blocks, never delays a first pull (warn mode cannot block, so waiting
-// would buy nothing), and treats a missing database as an operator problem
-// rather than a reason to tag every image.
+// would buy nothing), and lets an image through when a check fails — though
+// a missing vulnerability database still tags every image (Evaluate never
+// lets that pass silently).
 const defaultPolicy = `rules:
   - name: default
     mode: warn

@@ -32,8 +32,12 @@ func checkVulnerabilities(r Rule, f Facts) []Reason {
 		return []Reason{errorReason(r, "scan", "vulnerability scan failed", f.ScanError)}
 	case f.DBBuiltAt.IsZero():
 		// Checked before pending: without a database the scan would never
-		// produce findings, so waiting cannot help.
-		return []Reason{errorReason(r, "database", "vulnerability database missing", "")}
+		// produce findings, so waiting cannot help. Never silent: even
+		// on_error: allow tags the image, since every image would otherwise
+		// pass unexamined with nothing telling anyone.
+		e := errorReason(r, "database", "vulnerability database missing", "")
+		e.Verdict = worse(e.Verdict, Warn)
+		return []Reason{e}
 	case v.MaxDBAge > 0 && f.Now.Sub(f.DBBuiltAt) > v.MaxDBAge:
 		age := f.Now.Sub(f.DBBuiltAt).Truncate(time.Hour)
 		return []Reason{errorReason(r, "database",
@@ -79,6 +83,15 @@ func checkVulnerabilities(r Rule, f Facts) []Reason {
 	}
 	if len(warned) > 0 {
 		rs = append(rs, v.reason(Warn, v.Warn, warned, ""))
+	}
+	if f.DBMaxAge > 0 && f.Now.Sub(f.DBBuiltAt) > f.DBMaxAge {
+		// The server's limit reports; the findings of the old database
+		// still count, since they are the best there is.
+		rs = append(rs, Reason{
+			Code: CodeEvaluationError, Verdict: Warn,
+			Message: fmt.Sprintf("vulnerability database stale (built %s, older than %s)", formatTime(f.DBBuiltAt), formatDuration(f.DBMaxAge)),
+			Data:    map[string]any{"source": "database", "built": f.DBBuiltAt.UTC().Format(time.RFC3339), "max_age": formatDuration(f.DBMaxAge)},
+		})
 	}
 	return rs
 }

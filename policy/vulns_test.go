@@ -175,13 +175,47 @@ func TestOnError(t *testing.T) {
 				sig := &SignatureRule{Required: true, Identities: []Identity{{Issuer: "https://issuer", Subject: "ci@acme"}}}
 				r := Rule{Vulnerabilities: vr, Signature: sig, OnError: onErr}
 				d := Evaluate(r, f)
-				if d.Verdict != onErr || !d.Has(CodeEvaluationError) {
-					t.Fatalf("verdict %s, want %s: %+v", d.Verdict, onErr, d.Reasons)
+				want := onErr
+				if f.DBBuiltAt.IsZero() && onErr == Allow {
+					want = Warn // a missing database is never passed silently
+				}
+				if d.Verdict != want || !d.Has(CodeEvaluationError) {
+					t.Fatalf("verdict %s, want %s: %+v", d.Verdict, want, d.Reasons)
 				}
 				if d.Message(0) != c.msg {
 					t.Errorf("message %q, want %q", d.Message(0), c.msg)
 				}
 			})
 		}
+	}
+}
+
+// The server's vulndb.max_age tags an image matched against an old database
+// but keeps its findings: they are the best there is. A rule's own
+// max_db_age is stricter and judges (on_error) instead.
+func TestServerDBMaxAge(t *testing.T) {
+	high := []Vulnerability{{ID: "CVE-9", Severity: SeverityHigh, Package: "openssl"}}
+	for _, c := range []struct {
+		name     string
+		builtAgo time.Duration
+		ruleMax  time.Duration
+		vulns    []Vulnerability
+		want     Verdict
+		msg      string
+	}{
+		{"fresh", time.Hour, 0, nil, Allow, ""},
+		{"stale, clean", 8 * day, 0, nil, Warn, "vulnerability database stale (built 2026-05-24T12:00Z, older than 1w)"},
+		{"stale, findings still block", 8 * day, 0, high, Block, "1 HIGH vulnerability (CVE-9 openssl); vulnerability database stale (built 2026-05-24T12:00Z, older than 1w)"},
+		{"rule limit judges first", 8 * day, 3 * day, high, Block, "vulnerability database is 8d old (max 3d)"},
+		{"rule limit not reached, server's is", 8 * day, 10 * day, nil, Warn, "vulnerability database stale (built 2026-05-24T12:00Z, older than 1w)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := cleanFacts()
+			f.DBBuiltAt, f.DBMaxAge, f.Vulnerabilities = t0.Add(-c.builtAgo), 7*day, c.vulns
+			d := Evaluate(Rule{Vulnerabilities: &VulnRule{Block: SeverityHigh, MaxDBAge: c.ruleMax}, OnError: Block}, f)
+			if d.Verdict != c.want || d.Message(0) != c.msg {
+				t.Fatalf("got %s %q, want %s %q: %+v", d.Verdict, d.Message(0), c.want, c.msg, d.Reasons)
+			}
+		})
 	}
 }

@@ -186,9 +186,17 @@ func TestFirstRunOfflineNamesDBImport(t *testing.T) {
 	if !pc.Logs.Contains(`"level":"WARN","msg":"vulnerability database missing; images are not checked`) {
 		t.Error("no WARN at start about the missing database")
 	}
-	if r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9", "Accept", "application/vnd.docker.distribution.manifest.v2+json"); r.status != http.StatusOK {
-		t.Fatalf("pull without a database (default policy): %d %s", r.status, r.body)
+	// The default policy serves the image, tagged with the reason: no pull
+	// passes unexamined without saying so.
+	pullWarned := func(when string) {
+		t.Helper()
+		r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9", "Accept", "application/vnd.docker.distribution.manifest.v2+json")
+		if r.status != http.StatusOK || r.header.Get("Portcullis-Verdict") != "warn" || r.header.Get("Portcullis-Reason") != "vulnerability database missing" {
+			t.Fatalf("pull without a database (default policy, %s): %d verdict %q reason %q %s", when,
+				r.status, r.header.Get("Portcullis-Verdict"), r.header.Get("Portcullis-Reason"), r.body)
+		}
 	}
+	pullWarned("first pull")
 	var rec struct {
 		State     string `json:"state"`
 		DBWarning string `json:"dbWarning"`
@@ -206,7 +214,9 @@ func TestFirstRunOfflineNamesDBImport(t *testing.T) {
 	if rec.DBWarning != "vulnerability database missing" {
 		t.Errorf("scan record dbWarning %q", rec.DBWarning)
 	}
+	pullWarned("after the scan")
 	waitLog(t, pc, `"msg":"vulnerability database missing: the image's vulnerabilities are unknown"`)
+	waitLog(t, pc, `"msg":"judged without a usable vulnerability database","image":"docker.io/library/alpine@`+dgst.String()+`","verdict":"warn","reason":"vulnerability database missing"`)
 	lines := logLines(pc, "vulnerability database")
 	var errs []string
 	for _, l := range lines {
@@ -216,5 +226,29 @@ func TestFirstRunOfflineNamesDBImport(t *testing.T) {
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0], "portcullis db import --data "+pc.DataDir) || !strings.Contains(errs[0], "connection refused") {
 		t.Fatalf("want one ERROR line naming 'portcullis db import' and the cause, got:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// A database older than vulndb.max_age tags every pull with the reason
+// (warn, never block: a rule's max_db_age is the one that blocks), and
+// /readyz says so.
+func TestStaleDatabaseTagsPulls(t *testing.T) {
+	pc, _, _ := gateSetup(t, `
+rules:
+  - name: critical-only
+    match: {}
+    mode: enforce
+    vulnerabilities: {block: CRITICAL}
+    on_unscanned: {wait: 30s, then: block}
+    on_error: block
+`, "vulndb: {max_age: 1ms, update_interval: 0}")
+	r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/3.16.9", "Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	if r.status != http.StatusOK || r.header.Get("Portcullis-Verdict") != "warn" ||
+		!strings.HasPrefix(r.header.Get("Portcullis-Reason"), "vulnerability database stale (built ") {
+		t.Fatalf("pull with a stale database: %d verdict %q reason %q %s", r.status,
+			r.header.Get("Portcullis-Verdict"), r.header.Get("Portcullis-Reason"), r.body)
+	}
+	if r := do(t, "GET", pc.URL+"/readyz"); r.status != http.StatusOK || !strings.HasPrefix(string(r.body), "ready; degraded: vulnerability database stale") {
+		t.Errorf("/readyz with a stale database: %d %q", r.status, r.body)
 	}
 }
