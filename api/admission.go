@@ -150,9 +150,12 @@ func (h *Handler) admit(ctx context.Context, req request, ar *admissionRequest, 
 	}
 	h.judgeAll(ctx, req, order, distinct)
 
-	var denials, warnings []string
+	var denials, warnings, blocked []string
 	for _, image := range order {
 		j := distinct[image]
+		if j.verdict == proxy.Block {
+			blocked = append(blocked, j.image)
+		}
 		switch {
 		case j.verdict == proxy.Block && a.Audit:
 			warnings = append(warnings, "portcullis (audit mode) would deny "+j.image+": "+j.message)
@@ -169,12 +172,13 @@ func (h *Handler) admit(ctx context.Context, req request, ar *admissionRequest, 
 		}
 		resp.Warnings = append(resp.Warnings, truncate(wmsg, maxWarningLength))
 	}
-	if len(denials) > 0 || (a.Audit && len(warnings) > 0) {
+	if len(blocked) > 0 {
 		// Operators see refusals (and, in audit mode, what would be
 		// refused) without the API server's audit log.
 		h.logger().LogAttrs(ctx, slog.LevelInfo, "admission", slog.String("request_id", req.id), slog.String("uid", ar.UID),
 			slog.String("kind", ar.Kind.Kind), slog.String("namespace", ar.Namespace), slog.String("name", ar.Name),
-			slog.Bool("allowed", len(denials) == 0), slog.Bool("audit", a.Audit), slog.Int("denied_images", len(denials)))
+			slog.Bool("allowed", len(denials) == 0), slog.Bool("audit", a.Audit), slog.Int("denied_images", len(blocked)),
+			slog.String("denied", truncate(strings.Join(blocked, " "), maxDenialMessage)))
 	}
 	if len(denials) > 0 {
 		resp.Allowed = false
@@ -217,7 +221,7 @@ func (h *Handler) judge(ctx context.Context, req request, j *judgement) {
 	}
 	res, err := h.Resolver.Resolve(ctx, ref)
 	if err != nil {
-		j.verdict, j.message = h.resolveVerdict(req, ref, registry, err)
+		j.verdict, j.message = h.resolveVerdict(ctx, req, ref, registry, err)
 		return
 	}
 	j.pinned = res.Upstream + "/" + res.Repository + "@" + res.Digest.String()
@@ -229,7 +233,7 @@ func (h *Handler) judge(ctx context.Context, req request, j *judgement) {
 		}
 		child, err := h.platformManifest(ctx, res.Upstream, res.Repository, res.Digest, platform)
 		if err != nil {
-			j.verdict, j.message = h.resolveVerdict(req, ref, registry, err)
+			j.verdict, j.message = h.resolveVerdict(ctx, req, ref, registry, err)
 			return
 		}
 		subject.Digest, subject.MediaType = digest.Digest(child.Digest.String()), string(child.MediaType)
@@ -253,7 +257,7 @@ func (h *Handler) judge(ctx context.Context, req request, j *judgement) {
 
 // resolveVerdict is the verdict on an image that could not be resolved: a
 // node could not pull it through the mirror either.
-func (h *Handler) resolveVerdict(req request, ref, registry string, err error) (proxy.Verdict, string) {
+func (h *Handler) resolveVerdict(ctx context.Context, req request, ref, registry string, err error) (proxy.Verdict, string) {
 	var withStatus interface{ HTTPStatus() int }
 	switch {
 	case errors.Is(err, proxy.ErrUnknownRegistry):
@@ -273,6 +277,10 @@ func (h *Handler) resolveVerdict(req request, ref, registry string, err error) (
 		return proxy.Block, "not found through the mirror: " + err.Error()
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return proxy.Block, "not resolved within the admission timeout; try again"
+	case ctx.Err() != nil:
+		// The upstream client reports its own cause (no answer in time),
+		// but it was the review's deadline that cut the resolution short.
+		return proxy.Block, "not resolved within the admission timeout; try again (" + err.Error() + ")"
 	}
 	return proxy.Block, "could not be resolved through the mirror: " + err.Error()
 }

@@ -53,7 +53,8 @@ func TestNormalizeImage(t *testing.T) {
 }
 
 // admissionResolver resolves docker.io and ghcr.io references: repository
-// "multi" is an index, "missing" is not there, "slow" never answers.
+// "multi" is an index, "missing" is not there, "slow" and "stalled" never
+// answer.
 type admissionResolver struct{}
 
 const mirrorDigest = "sha256:" + "5e" + "00000000000000000000000000000000000000000000000000000000000000"
@@ -71,6 +72,10 @@ func (admissionResolver) Resolve(ctx context.Context, ref string) (proxy.Resolve
 	case strings.HasSuffix(repo, "/slow"):
 		<-ctx.Done()
 		return proxy.Resolved{}, ctx.Err()
+	case strings.HasSuffix(repo, "/stalled"):
+		// As the proxy reports it: its own cause, not the context's.
+		<-ctx.Done()
+		return proxy.Resolved{}, fmt.Errorf("UNAVAILABLE: fetch manifest %s: upstream did not answer in time", ref)
 	case strings.HasSuffix(repo, "/multi"):
 		return proxy.Resolved{Upstream: registry, Repository: repo, Digest: indexDigest, MediaType: string(types.OCIImageIndex)}, nil
 	}
@@ -153,6 +158,8 @@ func TestAdmissionDecisions(t *testing.T) {
 		{name: "not found", images: []string{"team/missing:1"}, message: []string{"not found through the mirror"}},
 		{name: "invalid reference", images: []string{"team/ok", "bad ref"}, message: []string{"bad ref: invalid image reference"}},
 		{name: "resolution cut by the timeout", admission: Admission{Timeout: 50 * time.Millisecond}, images: []string{"team/slow"}, message: []string{"admission timeout"}},
+		{name: "resolution cut by the timeout, upstream's own error", admission: Admission{Timeout: 50 * time.Millisecond}, images: []string{"team/stalled"},
+			message: []string{"team/stalled: not resolved within the admission timeout", "upstream did not answer in time"}},
 		{name: "judgement cut by the timeout", admission: Admission{Timeout: 50 * time.Millisecond}, images: []string{"team/hang"}, message: []string{"not judged within the admission timeout"}},
 		{name: "no platform", admission: Admission{Platform: v1.Platform{OS: "windows", Architecture: "amd64"}}, images: []string{"team/multi"}, message: []string{"no manifest for the platform windows/amd64"}},
 		{name: "no gate: scanning off", admission: Admission{Gate: nil}, images: []string{"team/blocked"}, allowed: true, warnings: []string{"scanning is off"}},

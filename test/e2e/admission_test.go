@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,6 +32,38 @@ type admissionSetup struct {
 	clean  string // digest of library/clean:1
 	index  string // digest of mirror/multi:1
 	slow   string // digest of library/slow:1, whose layer the upstream sends at a crawl
+	logs   *harness.LogBuffer
+}
+
+// serveAdmission starts the binary with config cfg, serving HTTPS with a
+// certificate of pool, and waits until url (its API) answers.
+func serveAdmission(t *testing.T, bin, cfg, addr, data, url string, pool *x509.CertPool) (*http.Client, *harness.LogBuffer) {
+	t.Helper()
+	logs := &harness.LogBuffer{}
+	// The harness probes readiness over plain http; start it by hand.
+	proc, err := harness.StartProcess(bin, []string{"serve", "--config", cfg, "--listen", addr, "--data", data}, nil, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		proc.Stop(5 * time.Second)
+		if t.Failed() {
+			t.Logf("portcullis output:\n%s", logs.String())
+		}
+	})
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err := client.Get(url + "/api/v1/openapi.json")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("api never answered: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return client, logs
 }
 
 func startAdmissionSetup(t *testing.T) admissionSetup {
@@ -68,31 +101,8 @@ func startAdmissionSetup(t *testing.T) admissionSetup {
 	apiAddr := "127.0.0.1:" + itoa(harness.FreePort(t))
 	cfg := write("portcullis.yaml", "default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+
 		"\ntls: {cert_file: "+cert+", key_file: "+key+"}\napi: {listen: "+apiAddr+", tokens_file: "+tokens+", admission: {timeout: 9s}}\n")
-	logs := &harness.LogBuffer{}
-	// The harness probes readiness over plain http; start it by hand.
-	proc, err := harness.StartProcess(bin, []string{"serve", "--config", cfg, "--listen", addr, "--data", data}, nil, logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		proc.Stop(5 * time.Second)
-		if t.Failed() {
-			t.Logf("portcullis output:\n%s", logs.String())
-		}
-	})
-	s := admissionSetup{url: "https://" + apiAddr, token: "webhook-token-1", alpine: alpine.String(), clean: clean.String(), index: index.String(), slow: slow.String(),
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		resp, err := s.client.Get(s.url + "/api/v1/openapi.json")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("api never answered: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s := admissionSetup{url: "https://" + apiAddr, token: "webhook-token-1", alpine: alpine.String(), clean: clean.String(), index: index.String(), slow: slow.String()}
+	s.client, s.logs = serveAdmission(t, bin, cfg, addr, data, s.url, pool)
 	return s
 }
 
