@@ -11,6 +11,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // The webhook configurations in deploy/ decode strictly into their
@@ -56,6 +58,7 @@ func TestDeployedWebhookConfigurations(t *testing.T) {
 			timeout  *int32
 			failure  *admissionregistrationv1.FailurePolicyType
 			rules    []admissionregistrationv1.RuleWithOperations
+			nsSel    *metav1.LabelSelector
 		}
 		var hooks []hook
 		switch doc["kind"] {
@@ -63,13 +66,13 @@ func TestDeployedWebhookConfigurations(t *testing.T) {
 			var c admissionregistrationv1.ValidatingWebhookConfiguration
 			strict(&c)
 			for _, w := range c.Webhooks {
-				hooks = append(hooks, hook{w.Name, w.ClientConfig, w.AdmissionReviewVersions, w.TimeoutSeconds, w.FailurePolicy, w.Rules})
+				hooks = append(hooks, hook{w.Name, w.ClientConfig, w.AdmissionReviewVersions, w.TimeoutSeconds, w.FailurePolicy, w.Rules, w.NamespaceSelector})
 			}
 		case "MutatingWebhookConfiguration":
 			var c admissionregistrationv1.MutatingWebhookConfiguration
 			strict(&c)
 			for _, w := range c.Webhooks {
-				hooks = append(hooks, hook{w.Name, w.ClientConfig, w.AdmissionReviewVersions, w.TimeoutSeconds, w.FailurePolicy, w.Rules})
+				hooks = append(hooks, hook{w.Name, w.ClientConfig, w.AdmissionReviewVersions, w.TimeoutSeconds, w.FailurePolicy, w.Rules, w.NamespaceSelector})
 			}
 		default:
 			t.Fatalf("unexpected kind %v", doc["kind"])
@@ -81,6 +84,28 @@ func TestDeployedWebhookConfigurations(t *testing.T) {
 			}
 			if !slices.Equal(h.versions, []string{"v1"}) || h.timeout == nil || *h.timeout > 30 || h.failure == nil {
 				t.Errorf("%s: versions %v timeout %v failurePolicy %v", h.name, h.versions, h.timeout, h.failure)
+			}
+			// The opt-out label and Portcullis' own namespace are skipped by
+			// the API server (a review does not carry namespace labels);
+			// evaluated with the API server's own selector code.
+			sel, err := metav1.LabelSelectorAsSelector(h.nsSel)
+			if h.nsSel == nil || err != nil {
+				t.Errorf("%s: namespaceSelector %v: %v", h.name, h.nsSel, err)
+			} else {
+				for _, c := range []struct {
+					labels labels.Set
+					sent   bool
+				}{
+					{labels.Set{"kubernetes.io/metadata.name": "shop"}, true},
+					{labels.Set{"kubernetes.io/metadata.name": "shop", "portcullis.dev/admission": "enabled"}, true},
+					{labels.Set{"kubernetes.io/metadata.name": "shop", "portcullis.dev/admission": "disabled"}, false},
+					{labels.Set{"kubernetes.io/metadata.name": "portcullis"}, false},
+					{labels.Set{"kubernetes.io/metadata.name": "kube-system"}, false},
+				} {
+					if sel.Matches(c.labels) != c.sent {
+						t.Errorf("%s: namespace %v reviewed: %v, want %v", h.name, c.labels, !c.sent, c.sent)
+					}
+				}
 			}
 			for _, r := range h.rules {
 				for _, g := range r.APIGroups {
