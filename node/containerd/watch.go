@@ -22,6 +22,7 @@ type Load func() (Desired, error)
 // Watch runs Sync every interval until ctx ends. A pass whose Load fails
 // keeps the last good configuration (it never removes the files because a
 // configuration file is briefly unreadable); the first pass must load.
+// When ctx ends it returns nil and leaves every file in place.
 func Watch(ctx context.Context, logger *slog.Logger, certsDir string, interval time.Duration, load Load) error {
 	if interval < MinInterval || interval > MaxInterval {
 		return fmt.Errorf("interval %s: want between %s and %s", interval, MinInterval, MaxInterval)
@@ -38,6 +39,9 @@ func Watch(ctx context.Context, logger *slog.Logger, certsDir string, interval t
 		report(logger, res, err, &lastForeign)
 		select {
 		case <-ctx.Done():
+			// The files stay: removing them would send the node's pulls to
+			// the origins while the agent is away (restart, upgrade).
+			logger.Info("node agent: stopped; the host configuration stays in place (to undo, delete the files marked portcullis-managed)", "certs_dir", certsDir)
 			return nil
 		case <-ticker.C:
 		}

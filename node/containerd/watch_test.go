@@ -36,7 +36,8 @@ func TestWatchRepairsDriftAndKeepsLastGoodConfig(t *testing.T) {
 			return desired("ghcr.io", "quay.io"), nil
 		}
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	if err := Watch(ctx, logger, dir, MinInterval, load); err != nil {
 		t.Fatalf("Watch: %v", err)
 	}
@@ -48,6 +49,10 @@ func TestWatchRepairsDriftAndKeepsLastGoodConfig(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "quay.io", HostsFile)); err != nil {
 		t.Errorf("reloaded configuration not applied: %v", err)
+	}
+	// Stopping leaves the files (checked above) and says so.
+	if !strings.Contains(logs.String(), "stopped; the host configuration stays in place") {
+		t.Errorf("no stop line in the log:\n%s", logs.String())
 	}
 }
 

@@ -208,6 +208,9 @@ func TestNodeAgentContainerdWatch(t *testing.T) {
 	if err := agent.Stop(agentStopGrace); err != nil {
 		t.Fatalf("agent after SIGTERM: %v; want exit 0", err)
 	}
+	if !agentLogs.Contains("node agent: stopped; the host configuration stays in place") {
+		t.Error("the agent did not log that it stopped and left the files in place")
+	}
 	if !fileIs(hostsA, wantA) || !isManaged(hostsDefault) {
 		t.Fatalf("the agent's files changed when it stopped")
 	}
