@@ -39,6 +39,17 @@ type Result struct {
 	Foreign []string
 }
 
+// Validate checks that every registry of d can be written; Sync writes
+// nothing for a Desired that fails it.
+func (d Desired) Validate() error {
+	for _, r := range d.Registries {
+		if err := ValidateName(r.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Changed reports whether the pass wrote or removed anything.
 func (r Result) Changed() bool { return len(r.Written) > 0 || len(r.Removed) > 0 }
 
@@ -56,12 +67,12 @@ func Sync(certsDir string, d Desired) (Result, error) {
 	if !info.IsDir() {
 		return res, fmt.Errorf("certs directory %s: not a directory", certsDir)
 	}
+	if err := d.Validate(); err != nil {
+		return res, err
+	}
 	// Keyed by directory name.
 	want := map[string]Registry{DefaultRegistry: {Name: DefaultRegistry}}
 	for _, r := range d.Registries {
-		if err := ValidateName(r.Name); err != nil {
-			return res, err
-		}
 		if r.Name != DefaultRegistry {
 			want[DirName(r.Name)] = r
 		}

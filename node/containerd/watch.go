@@ -19,14 +19,17 @@ const (
 // changed Portcullis configuration or CA file is picked up.
 type Load func() (Desired, error)
 
-// Watch runs Sync every interval until ctx ends. A pass whose Load fails
-// keeps the last good configuration (it never removes the files because a
-// configuration file is briefly unreadable); the first pass must load.
+// Watch runs Sync every interval until ctx ends. A pass whose Load fails,
+// or loads a configuration Sync cannot write (Desired.Validate), keeps the
+// last good configuration: it never removes the files because a
+// configuration file is briefly unreadable, and one bad upstream name does
+// not stop the repair of every other file. The first pass must load.
+// When ctx ends it returns nil and leaves every file in place.
 func Watch(ctx context.Context, logger *slog.Logger, certsDir string, interval time.Duration, load Load) error {
 	if interval < MinInterval || interval > MaxInterval {
 		return fmt.Errorf("interval %s: want between %s and %s", interval, MinInterval, MaxInterval)
 	}
-	last, err := load()
+	last, err := loadValid(load)
 	if err != nil {
 		return err
 	}
@@ -38,16 +41,31 @@ func Watch(ctx context.Context, logger *slog.Logger, certsDir string, interval t
 		report(logger, res, err, &lastForeign)
 		select {
 		case <-ctx.Done():
+			// The files stay: removing them would send the node's pulls to
+			// the origins while the agent is away (restart, upgrade).
+			logger.Info("node agent: stopped; the host configuration stays in place (to undo, delete the files marked portcullis-managed)", "certs_dir", certsDir)
 			return nil
 		case <-ticker.C:
 		}
-		d, err := load()
+		d, err := loadValid(load)
 		if err != nil {
 			logger.Error("node agent: configuration not reloaded; keeping the last good one", "err", err)
 			continue
 		}
 		last = d
 	}
+}
+
+// loadValid loads a configuration and checks that Sync can write it.
+func loadValid(load Load) (Desired, error) {
+	d, err := load()
+	if err != nil {
+		return Desired{}, err
+	}
+	if err := d.Validate(); err != nil {
+		return Desired{}, err
+	}
+	return d, nil
 }
 
 // report logs what a pass did: changes at INFO, foreign files at WARN only

@@ -36,7 +36,8 @@ func TestWatchRepairsDriftAndKeepsLastGoodConfig(t *testing.T) {
 			return desired("ghcr.io", "quay.io"), nil
 		}
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	if err := Watch(ctx, logger, dir, MinInterval, load); err != nil {
 		t.Fatalf("Watch: %v", err)
 	}
@@ -48,6 +49,10 @@ func TestWatchRepairsDriftAndKeepsLastGoodConfig(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "quay.io", HostsFile)); err != nil {
 		t.Errorf("reloaded configuration not applied: %v", err)
+	}
+	// Stopping leaves the files (checked above) and says so.
+	if !strings.Contains(logs.String(), "stopped; the host configuration stays in place") {
+		t.Errorf("no stop line in the log:\n%s", logs.String())
 	}
 }
 
@@ -62,5 +67,54 @@ func TestWatchRefusesBadIntervalAndFirstLoadError(t *testing.T) {
 	bad := func() (Desired, error) { return Desired{}, errors.New("no config") }
 	if err := Watch(context.Background(), logger, t.TempDir(), time.Second, bad); err == nil {
 		t.Error("a first load error was not returned")
+	}
+}
+
+// TestWatchKeepsRepairingWhenANameCannotBeWritten: a reloaded configuration
+// with an upstream name containerd's directories cannot hold (the server
+// accepts "[::1]:5000", the agent does not) is refused like an unreadable
+// one, so the agent keeps repairing with the last good configuration. It
+// used to make every later pass fail: a deleted _default/hosts.toml was
+// never restored, and pulls of every registry without a directory went to
+// the origin.
+func TestWatchKeepsRepairingWhenANameCannotBeWritten(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	defaultHosts := filepath.Join(dir, DefaultRegistry, HostsFile)
+	bad := desired("ghcr.io", "[::1]:5000")
+	calls := 0
+	load := func() (Desired, error) {
+		calls++
+		switch calls {
+		case 1:
+			return desired("ghcr.io"), nil
+		case 2:
+			if err := os.Remove(defaultHosts); err != nil {
+				t.Errorf("first pass did not write %s: %v", defaultHosts, err)
+			}
+		default:
+			cancel() // the pass after this load is the last
+		}
+		return bad, nil
+	}
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	if err := Watch(ctx, logger, dir, MinInterval, load); err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if got, err := os.ReadFile(defaultHosts); err != nil || !strings.HasPrefix(string(got), Marker) {
+		t.Errorf("deleted _default/hosts.toml not restored: %v %q", err, got)
+	}
+	if !strings.Contains(logs.String(), "[::1]:5000") || !strings.Contains(logs.String(), "keeping the last good one") {
+		t.Errorf("the refused configuration is not reported with its name:\n%s", logs.String())
+	}
+	// A first configuration that cannot be written is an error, as in the
+	// one-shot mode (an ended context: a Watch that accepts it returns at
+	// once instead of running on).
+	ended, stop := context.WithCancel(context.Background())
+	stop()
+	if err := Watch(ended, logger, t.TempDir(), MinInterval, func() (Desired, error) { return bad, nil }); err == nil {
+		t.Error("a first configuration with an unwritable name was accepted")
 	}
 }
