@@ -47,6 +47,9 @@ func nodeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if fs.NArg() > 0 {
 		return fmt.Errorf("node containerd: unexpected arguments %q", fs.Args())
 	}
+	if !*watch && flagSet(fs, "interval") {
+		return fmt.Errorf("node containerd: --interval needs --watch (without it the files are written once)")
+	}
 	if *mirror == "" {
 		fmt.Fprintln(stderr, "node containerd: --mirror is required")
 		return errUsage
@@ -94,6 +97,13 @@ func nodeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 func loadNodeDesired(configPath, caFile, mirror string, failOpen bool) (containerd.Desired, error) {
 	cfg := config.Default()
 	if configPath != "" {
+		// An empty file means "all defaults" to the server, but to the
+		// agent it is most likely one caught mid-rewrite: adopting it
+		// would swap every configured registry's file for the built-in
+		// ones until the next pass.
+		if st, err := os.Stat(configPath); err == nil && st.Size() == 0 {
+			return containerd.Desired{}, fmt.Errorf("configuration %s is empty", configPath)
+		}
 		var err error
 		if cfg, err = config.Load(configPath); err != nil {
 			return containerd.Desired{}, err
@@ -141,4 +151,11 @@ func readBounded(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return data, nil
+}
+
+// flagSet reports whether name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

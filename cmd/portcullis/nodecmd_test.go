@@ -38,6 +38,7 @@ func TestNodeContainerdCommand(t *testing.T) {
 		{name: "mirror with a path", args: []string{"--mirror", "https://m/v2"}, wantCode: 1, wantOut: "without a path"},
 		{name: "bad CA", args: []string{"--mirror", "https://m", "--ca-file", badCA}, wantCode: 1, wantOut: "no PEM certificate"},
 		{name: "bad interval", args: []string{"--mirror", "https://m", "--watch", "--interval", "1ms"}, wantCode: 1, wantOut: "interval"},
+		{name: "interval without watch", args: []string{"--mirror", "https://m", "--interval", "5s"}, wantCode: 1, wantOut: "--interval needs --watch"},
 		{name: "foreign file", args: []string{"--mirror", "https://m"}, foreign: true, wantCode: 1, wantOut: "left alone"},
 	}
 	for _, tc := range tests {
@@ -96,5 +97,18 @@ alerts:
 	}
 	if len(d.Registries) != 1 || d.Registries[0].Name != "ghcr.io" {
 		t.Fatalf("registries %+v", d.Registries)
+	}
+}
+
+// A configuration file caught empty (rewritten in place) is refused, so a
+// watching agent keeps its last good configuration instead of swapping the
+// configured registries for the built-in ones.
+func TestNodeAgentRefusesEmptyConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(cfg, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadNodeDesired(cfg, "", "https://mirror.example:30500", false); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Fatalf("empty configuration: %v", err)
 	}
 }
