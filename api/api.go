@@ -61,6 +61,20 @@ type Handler struct {
 	Logger *slog.Logger
 	// Admission configures the Kubernetes admission webhook.
 	Admission Admission
+
+	// What the overview (GET /api/v1/overview, the dashboard) reads
+	// besides the store; each may be nil (then unknown: -1, 0, missing).
+	// Counters holds the blocked pulls of every replica (BlockedPullsCounter).
+	Counters store.Counters
+	// CacheBytes is the size of the cached content; CacheCounts this
+	// replica's cache hits and misses since start.
+	CacheBytes  func() int64
+	CacheCounts func() (hits, misses int64)
+	// DBStatus reads the vulnerability database in force; older than
+	// DBMaxAge (0: any age is fine) it is stale.
+	DBStatus func(ctx context.Context) (DBStatus, error)
+	DBMaxAge time.Duration
+	overview overviewCache
 }
 
 // markStale flags a result whose findings come from another database
@@ -84,6 +98,7 @@ func (h *Handler) markStale(rec *store.ScanRecord) {
 //	GET  /api/v1/images?ref=REF          the verdict on the image REF names (admission controllers, CI)
 //	GET  /api/v1/images                  verdicts on cached images, filtered, a page at a time
 //	GET  /api/v1/vulnerabilities/{id}    cached images a vulnerability affects
+//	GET  /api/v1/overview                the dashboard's overview: verdict counts, blocked pulls, top vulnerabilities, cache, database
 //	GET  /api/v1/events                  server-sent events: finished scans and verdict changes
 //	GET  /api/v1/openapi.json            the OpenAPI document of all this
 //	POST /api/v1/admission               Kubernetes validating admission webhook (AdmissionReview v1)
@@ -127,6 +142,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.listImages(w, req)
 	case routeVulnerability:
 		h.vulnerability(w, req, params)
+	case routeOverview:
+		h.getOverview(w, req)
 	case routeAdmission:
 		h.admissionReview(w, req, false)
 	case routeAdmissionMutate:

@@ -129,9 +129,15 @@ func (h *Handler) listWithBudget(ctx context.Context, lq listQuery, budget int) 
 		}
 		group = group[:0]
 	}
-	err := h.Scans.Decisions(ctx, "", func(d store.DecisionRecord) bool {
+	// The store starts at the cursor's digest: a deep page reads no more
+	// than the first.
+	from := ""
+	if lq.cursor != nil {
+		from = lq.cursor.Digest
+	}
+	err := h.Scans.DecisionsFrom(ctx, from, func(d store.DecisionRecord) bool {
 		if lq.cursor != nil && d.Digest < lq.cursor.Digest {
-			return true // before the page: skipped without being held
+			return true // before the page (a store that cannot seek): skipped without being held
 		}
 		if len(group) > 0 && group[0].Digest != d.Digest {
 			if flush(); more {

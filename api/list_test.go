@@ -215,3 +215,45 @@ func TestVulnerabilityLookup(t *testing.T) {
 		}
 	}
 }
+
+// readCounting counts the verdicts the store hands to the list's walk.
+type readCounting struct {
+	*store.Bolt
+	read int
+}
+
+func (r *readCounting) Decisions(ctx context.Context, digest string, fn func(store.DecisionRecord) bool) error {
+	return r.Bolt.Decisions(ctx, digest, func(d store.DecisionRecord) bool { r.read++; return fn(d) })
+}
+
+func (r *readCounting) DecisionsFrom(ctx context.Context, from string, fn func(store.DecisionRecord) bool) error {
+	return r.Bolt.DecisionsFrom(ctx, from, func(d store.DecisionRecord) bool { r.read++; return fn(d) })
+}
+
+// A deep page starts in the store at its cursor: it reads about as many
+// verdicts as the first page, not every verdict before it (it used to walk
+// from the first digest and skip up to the cursor).
+func TestListDeepPageStartsAtTheCursor(t *testing.T) {
+	st, total := verdictStore(t, 300) // 600 verdicts
+	counting := &readCounting{Bolt: st}
+	h := &Handler{Scans: counting}
+	var cursor string
+	var pages, worst int
+	for range total {
+		counting.read = 0
+		l, code := getList(t, h, "limit=10&cursor="+cursor)
+		if code != 200 {
+			t.Fatalf("page %d: %d", pages, code)
+		}
+		worst = max(worst, counting.read)
+		pages++
+		if cursor = l.NextCursor; cursor == "" {
+			break
+		}
+	}
+	// A page of 10 reads its 10, the rest of its first digest's group
+	// (up to 3) and the next digest's group, which tells it there is more.
+	if pages != total/10 || worst > 10+2*3 {
+		t.Fatalf("%d pages (want %d); the worst page read %d verdicts from the store, want at most 16", pages, total/10, worst)
+	}
+}

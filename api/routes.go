@@ -19,6 +19,7 @@ const (
 	routeOpenAPI
 	routeAdmission
 	routeAdmissionMutate
+	routeOverview
 )
 
 // route is one endpoint: its OpenAPI path (a {name} segment matches any
@@ -43,6 +44,7 @@ var routeTable = []route{
 	{routeReport, "/api/v1/scans/{digest}/report", []string{http.MethodGet}, "GET /api/v1/scans/{digest}/report?format=sarif"},
 	{routeImages, "/api/v1/images", []string{http.MethodGet}, "GET /api/v1/images?ref=REF or GET /api/v1/images?limit=N"},
 	{routeVulnerability, "/api/v1/vulnerabilities/{id}", []string{http.MethodGet}, "GET /api/v1/vulnerabilities/{id}"},
+	{routeOverview, "/api/v1/overview", []string{http.MethodGet}, "GET /api/v1/overview"},
 	{routeEvents, "/api/v1/events", []string{http.MethodGet}, "GET /api/v1/events"},
 	{routeOpenAPI, "/api/v1/openapi.json", []string{http.MethodGet}, "GET /api/v1/openapi.json"},
 	{routeAdmission, "/api/v1/admission", []string{http.MethodPost}, "POST /api/v1/admission with an AdmissionReview (admission.k8s.io/v1)"},

@@ -124,6 +124,13 @@ const (
 	CodeEvaluationError  = "EVALUATION_ERROR"
 )
 
+// ReasonCodes lists every reason code above: the fixed set counters of
+// blocked pulls are kept by (anything else counts as OTHER).
+func ReasonCodes() []string {
+	return []string{CodeUnsigned, CodeSignatureInvalid, CodeTooOld, CodeNewerRelease, CodeTooLarge,
+		CodeTooManyLayers, CodeVulnerable, CodeUnscanned, CodeEvaluationError}
+}
+
 // Reason is one finding of a rule. Verdict is what this reason alone asks
 // for; the decision's verdict is the most severe of them.
 type Reason struct {

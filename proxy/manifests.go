@@ -157,6 +157,9 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	switch dec.Verdict {
 	case Block:
 		p.metrics.Blocked(r.Context(), dec.Reason)
+		if p.blockedPulls != nil {
+			p.blockedPulls.Inc(dec.Reason)
+		}
 		return errorf(http.StatusForbidden, "DENIED", "%s", p.withDetails(r, dec))
 	case Warn:
 		h.Set("Portcullis-Verdict", "warn")

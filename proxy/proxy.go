@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -79,6 +80,10 @@ type Options struct {
 	// Metrics records requests, cache results, bytes served and blocked
 	// pulls; nil records nothing.
 	Metrics *telemetry.ProxyMetrics
+	// BlockedPulls counts each manifest request the gate refuses, by the
+	// code of the block's first reason (an in-memory tally the server
+	// flushes to the shared counters); nil counts none.
+	BlockedPulls interface{ Inc(reason string) }
 	// Tracer makes the request spans (README, "Traces"); nil or a no-op
 	// tracer makes none.
 	Tracer trace.Tracer
@@ -155,6 +160,11 @@ type Proxy struct {
 	accepts         acceptMemo
 	links           linkMemo
 	now             func() time.Time
+
+	blockedPulls interface{ Inc(reason string) }
+	// cacheHits and cacheMisses count manifest and blob answers from the
+	// cache and from upstream since start (the dashboard's hit ratio).
+	cacheHits, cacheMisses atomic.Int64
 }
 
 // New builds the proxy. It does not contact any upstream.
@@ -175,6 +185,7 @@ func New(o Options) (*Proxy, error) {
 		leases:          o.Leases,
 		replica:         o.Replica,
 		metrics:         o.Metrics,
+		blockedPulls:    o.BlockedPulls,
 		tracer:          telemetry.Recording(o.Tracer),
 		now:             time.Now,
 	}
@@ -245,6 +256,7 @@ func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
 	}
 	status := cmp.Or(lw.status, http.StatusOK)
 	p.metrics.Request(r.Context(), info.route, status, info.cache, lw.bytes)
+	p.countCache(info.cache)
 	endRequestSpan(span, r, info, status, lw.bytes, err)
 	level := slog.LevelInfo
 	if lw.status >= 500 {
@@ -387,4 +399,22 @@ func (p *Proxy) upstreamFor(rt route) Upstream { return p.upstreams[rt.upstream]
 // still applies.
 func (p *Proxy) detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, p.manifestTimeout)
+}
+
+// countCache counts an answer's Portcullis-Cache source as a hit (the
+// cache answered: hit, revalidated, stale) or a miss (upstream: miss,
+// coalesced); content Portcullis publishes itself and errors are neither.
+func (p *Proxy) countCache(source string) {
+	switch source {
+	case cacheHit, cacheRevalidated, cacheStale:
+		p.cacheHits.Add(1)
+	case cacheMiss, cache.SourceCoalesced:
+		p.cacheMisses.Add(1)
+	}
+}
+
+// CacheCounts reports the manifest and blob answers served from the cache
+// and fetched from upstream since this replica started.
+func (p *Proxy) CacheCounts() (hits, misses int64) {
+	return p.cacheHits.Load(), p.cacheMisses.Load()
 }

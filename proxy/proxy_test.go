@@ -54,6 +54,7 @@ type envConfig struct {
 	requireBlobLink bool
 	log             io.Writer
 	wrapState       func(store.Store) store.Store
+	blockedPulls    interface{ Inc(string) }
 }
 
 func withTagTTL(d time.Duration) envOption { return func(c *envConfig) { c.tagTTL = d } }
@@ -125,6 +126,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		State:           proxyState,
 		Logger:          logger,
 		RequireBlobLink: cfg.requireBlobLink,
+		BlockedPulls:    cfg.blockedPulls,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -101,9 +101,21 @@ func (b *Bolt) Decisions(_ context.Context, digest string, fn func(DecisionRecor
 	if digest != "" {
 		prefix = key(digest, "")
 	}
+	return b.decisionsFrom(prefix, prefix, fn)
+}
+
+// DecisionsFrom implements DecisionStore: a cursor Seek, so a page deep
+// in the list costs no more than the first.
+func (b *Bolt) DecisionsFrom(_ context.Context, fromDigest string, fn func(DecisionRecord) bool) error {
+	return b.decisionsFrom([]byte(fromDigest), nil, fn)
+}
+
+// decisionsFrom calls fn for the records from key start on that begin
+// with prefix.
+func (b *Bolt) decisionsFrom(start, prefix []byte, fn func(DecisionRecord) bool) error {
 	return b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(decisionsBucket).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var r DecisionRecord
 			if err := decodeRecord(v, &r); err != nil {
 				return fmt.Errorf("read decision %q: %w", k, err)

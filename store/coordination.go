@@ -12,6 +12,8 @@ type Coordination struct {
 	Publications Queue
 	Leases       Leases
 	Events       Events
+	// Counters count events across replicas by the hour (blocked pulls).
+	Counters Counters
 }
 
 // Names of the queues: images to evaluate, verdicts to publish.
@@ -30,7 +32,7 @@ func (b *Bolt) Coordination() (Coordination, error) {
 	if err != nil {
 		return Coordination{}, fmt.Errorf("open publication queue: %w", err)
 	}
-	return Coordination{Queue: q, Publications: pq, Leases: NewLocalLeases(0), Events: NewLocalEvents()}, nil
+	return Coordination{Queue: q, Publications: pq, Leases: NewLocalLeases(0), Events: NewLocalEvents(), Counters: b}, nil
 }
 
 // Coordination implements Coordinated for Redis.
@@ -43,7 +45,7 @@ func (r *Redis) Coordination() (Coordination, error) {
 	if err != nil {
 		return Coordination{}, fmt.Errorf("open publication queue: %w", err)
 	}
-	return Coordination{Queue: q, Publications: pq, Leases: NewRedisLeases(r.c, r.keys.prefix+":"), Events: NewRedisEvents(r.c, r.keys.prefix+":")}, nil
+	return Coordination{Queue: q, Publications: pq, Leases: NewRedisLeases(r.c, r.keys.prefix+":"), Events: NewRedisEvents(r.c, r.keys.prefix+":"), Counters: r}, nil
 }
 
 // Coordinated is a store that offers Coordination.

@@ -113,7 +113,11 @@ func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
 // eachIndexed calls batch with the members of the sorted set index, in
 // lexical order, redisBatch at a time, until it returns false.
 func (r *Redis) eachIndexed(ctx context.Context, index string, batch func([]string) (bool, error)) error {
-	from := "-"
+	return r.eachIndexedFrom(ctx, index, "-", batch)
+}
+
+// eachIndexedFrom is eachIndexed from the lexical range bound from on.
+func (r *Redis) eachIndexedFrom(ctx context.Context, index, from string, batch func([]string) (bool, error)) error {
 	for {
 		members, err := r.c.ZRangeByLex(ctx, index, &redis.ZRangeBy{Min: from, Max: "+", Count: redisBatch}).Result()
 		if err != nil {
@@ -191,7 +195,24 @@ func (r *Redis) Decisions(ctx context.Context, digest string, fn func(DecisionRe
 		_, err := r.decisionsOf(ctx, digest, 0, fn)
 		return err
 	}
-	return r.eachIndexed(ctx, r.keys.decidedIndex(), func(digests []string) (bool, error) {
+	return r.decisionsFrom(ctx, "-", fn)
+}
+
+// DecisionsFrom implements DecisionStore: the digest index is a sorted
+// set read by lexical range, so it starts at fromDigest without reading
+// what comes before.
+func (r *Redis) DecisionsFrom(ctx context.Context, fromDigest string, fn func(DecisionRecord) bool) error {
+	from := "-"
+	if fromDigest != "" {
+		from = "[" + fromDigest
+	}
+	return r.decisionsFrom(ctx, from, fn)
+}
+
+// decisionsFrom walks the verdicts on every digest from the lexical range
+// bound from ("-": the first) on.
+func (r *Redis) decisionsFrom(ctx context.Context, from string, fn func(DecisionRecord) bool) error {
+	return r.eachIndexedFrom(ctx, r.keys.decidedIndex(), from, func(digests []string) (bool, error) {
 		pipe := r.c.Pipeline()
 		scans := make([]*redis.ScanCmd, len(digests))
 		for i, d := range digests {

@@ -206,6 +206,11 @@ type DecisionStore interface {
 	// Decisions calls fn for every verdict on digest ("" : on every digest),
 	// until fn returns false.
 	Decisions(ctx context.Context, digest string, fn func(DecisionRecord) bool) error
+	// DecisionsFrom calls fn for every verdict on the digests from
+	// fromDigest on ("": all), in digest order (the repositories of one
+	// digest in no set order), until fn returns false; the store starts
+	// there without reading the digests before it.
+	DecisionsFrom(ctx context.Context, fromDigest string, fn func(DecisionRecord) bool) error
 }
 
 // RelationStore keeps which images of a repository reference which blobs,

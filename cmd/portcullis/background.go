@@ -114,6 +114,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		admissionGate = pl
 	}
 	status.(*api.Handler).Admission = admissionOptions(cfg.API.Admission, admissionGate)
+	wireOverview(status.(*api.Handler), coord, p, cacheBytes, db, time.Duration(cfg.VulnDB.MaxAge))
 	return registry, status, stop, dbHealth, nil
 }
 
@@ -151,4 +152,17 @@ func loadSigningKey(cfg config.Config) (signature.SignerVerifier, error) {
 		return nil, fmt.Errorf("load signing_key %s (password from $%s): %w", cfg.SigningKey, env, err)
 	}
 	return sv, nil
+}
+
+// wireOverview gives the status API what its overview reads besides the
+// store: the shared counters, this replica's cache, the database.
+func wireOverview(h *api.Handler, coord store.Coordination, p *proxy.Proxy, cacheBytes func() int64, db *vulndb.Shared, maxAge time.Duration) {
+	h.Counters = coord.Counters
+	h.CacheBytes = cacheBytes
+	h.CacheCounts = p.CacheCounts
+	h.DBStatus = func(ctx context.Context) (api.DBStatus, error) {
+		st, err := db.Status(ctx)
+		return api.DBStatus{Version: st.Version, BuiltAt: st.BuiltAt}, err
+	}
+	h.DBMaxAge = maxAge
 }

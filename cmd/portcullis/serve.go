@@ -16,10 +16,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/proxy/upstream"
+	"github.com/portcullis/portcullis/store"
 )
 
 var errUsage = errors.New("usage")
@@ -129,6 +132,10 @@ func tagTTL(u config.Upstream) time.Duration {
 	return time.Duration(*u.TagTTL)
 }
 
+// blockedPullsFlush is how often a replica adds the pulls it refused to
+// the shared counters (the overview's "blocked in the last 24 h").
+const blockedPullsFlush = 2 * time.Second
+
 func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -199,6 +206,13 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		ups = append(ups, proxy.Upstream{Client: client, TagTTL: tagTTL(u)})
 	}
+	// Blocked pulls are counted in memory and added to the shared counters
+	// every few seconds: a flood of refused pulls is not a write storm.
+	blockedPulls := store.NewTally(coord.Counters, api.BlockedPullsCounter, policy.ReasonCodes(), log)
+	tallyCtx, stopTally := context.WithCancel(context.WithoutCancel(ctx))
+	tallyDone := make(chan struct{})
+	go func() { blockedPulls.Run(tallyCtx, blockedPullsFlush); close(tallyDone) }()
+	defer func() { stopTally(); <-tallyDone }() // after the server stopped serving
 	opts := proxy.Options{
 		Upstreams:       ups,
 		DefaultUpstream: cfg.DefaultUpstream,
@@ -213,6 +227,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Leases:          leases,
 		Replica:         replica,
 		Metrics:         metrics.proxy,
+		BlockedPulls:    blockedPulls,
 		Tracer:          tracing.Tracer("portcullis/proxy"),
 	}
 	if access != nil { // a nil *auth.Auth in the interface would not be nil

@@ -56,6 +56,51 @@ func RunDecisions(t *testing.T, newStore func(t *testing.T) store.Store) {
 			t.Fatalf("Decisions did not stop when fn said so: %d, %v", n, err)
 		}
 	})
+	t.Run("decisions from a digest on", func(t *testing.T) {
+		s := newStore(t)
+		// More digests than one batch of a store's index read, and two
+		// repositories each.
+		for i := range 250 {
+			for _, repo := range []string{"a/x", "b/y"} {
+				r := store.DecisionRecord{Digest: digestN(2 * i), Upstream: "docker.io", Repository: repo, Verdict: "allow"}
+				if err := s.PutDecision(ctx, &r); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, tc := range []struct {
+			from       string
+			stopAfter  int
+			wantFirst  string
+			wantCount  int
+			wantDigest int // distinct digests seen
+		}{
+			{"", 0, digestN(0), 500, 250},
+			{digestN(0), 0, digestN(0), 500, 250},
+			{digestN(200), 0, digestN(200), 300, 150},
+			{digestN(201), 0, digestN(202), 298, 149}, // not stored: the next one
+			{digestN(498), 0, digestN(498), 2, 1},
+			{digestN(499), 0, "", 0, 0},
+			{digestN(100), 3, digestN(100), 3, 2},
+		} {
+			var seen []string
+			err := s.DecisionsFrom(ctx, tc.from, func(r store.DecisionRecord) bool {
+				seen = append(seen, r.Digest)
+				return tc.stopAfter == 0 || len(seen) < tc.stopAfter
+			})
+			if err != nil {
+				t.Fatalf("DecisionsFrom(%q): %v", tc.from, err)
+			}
+			first := ""
+			if len(seen) > 0 {
+				first = seen[0]
+			}
+			if first != tc.wantFirst || len(seen) != tc.wantCount || len(slices.Compact(slices.Clone(seen))) != tc.wantDigest || !slices.IsSorted(seen) {
+				t.Errorf("DecisionsFrom(%q): first %q, %d records, %d digests, sorted %v; want %q, %d, %d, sorted",
+					tc.from, first, len(seen), len(slices.Compact(slices.Clone(seen))), slices.IsSorted(seen), tc.wantFirst, tc.wantCount, tc.wantDigest)
+			}
+		}
+	})
 	t.Run("decision revisions", func(t *testing.T) {
 		s := newStore(t)
 		r := store.DecisionRecord{Digest: digestN(1), Upstream: "docker.io", Repository: "a/b", Verdict: "allow"}

@@ -18,6 +18,14 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	RunDecisions(t, newStore)
 	RunRelations(t, newStore)
 	RunArtifacts(t, newStore)
+	RunCounters(t, func(t *testing.T) store.Counters {
+		s := newStore(t)
+		c, ok := s.(store.Counters)
+		if !ok {
+			t.Fatalf("%T does not keep counters", s)
+		}
+		return c
+	})
 }
 
 func digestN(n int) string { return fmt.Sprintf("sha256:%064x", n) }
