@@ -22,8 +22,12 @@ import (
 const BlockedPullsCounter = "blocked-pulls"
 
 const (
-	// overviewTTL is how long the aggregates of one walk are served.
-	overviewTTL = 30 * time.Second
+	// overviewTTL is how long the aggregates of one walk are served as
+	// they are; until overviewStale they are still served at once while a
+	// walk refreshes them in the background (a walk of 10,000 images takes
+	// about a second), after it a request waits for the walk.
+	overviewTTL   = 30 * time.Second
+	overviewStale = 5 * time.Minute
 	// overviewWalkTimeout bounds one walk, whoever asked for it.
 	overviewWalkTimeout = time.Minute
 	// maxOverviewRecords bounds the verdicts and the scan records one walk
@@ -158,21 +162,23 @@ func (h *Handler) Overview(ctx context.Context) (Overview, error) {
 }
 
 // overviewAggregates returns the cached aggregates, walking the store when
-// they are older than overviewTTL. The walk runs detached from the
+// they are older than overviewTTL: in the background while they are younger
+// than overviewStale, else waited for. The walk runs detached from the
 // request that started it (others may be waiting on it), bounded in time.
 func (h *Handler) overviewAggregates(ctx context.Context) (overviewAggregates, error) {
 	c := &h.overview
 	c.mu.Lock()
-	if !c.at.IsZero() && time.Since(c.at) < overviewTTL {
-		defer c.mu.Unlock()
-		return c.agg, nil
-	}
+	agg, age, cached := c.agg, time.Since(c.at), !c.at.IsZero()
 	c.mu.Unlock()
+	if cached && age < overviewTTL {
+		return agg, nil
+	}
 	ch := c.flight.DoChan("walk", func() (any, error) {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), overviewWalkTimeout)
 		defer cancel()
 		agg, err := h.walkOverview(wctx)
 		if err != nil {
+			h.logger().Warn("overview: walk of the store failed", "err", err)
 			return nil, err
 		}
 		c.mu.Lock()
@@ -180,6 +186,9 @@ func (h *Handler) overviewAggregates(ctx context.Context) (overviewAggregates, e
 		c.mu.Unlock()
 		return agg, nil
 	})
+	if cached && age < overviewStale {
+		return agg, nil
+	}
 	select {
 	case <-ctx.Done():
 		return overviewAggregates{}, ctx.Err()
@@ -220,7 +229,7 @@ func (h *Handler) walkOverview(ctx context.Context) (overviewAggregates, error) 
 	}
 	vulns := map[string]*VulnCount{}
 	n = 0
-	err = h.Scans.Scans(ctx, func(rec store.ScanRecord) bool {
+	err = h.Scans.ScanFindings(ctx, func(rec store.ScanFindings) bool {
 		if n++; n > maxOverviewRecords {
 			agg.truncated = true
 			return false

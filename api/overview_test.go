@@ -135,11 +135,31 @@ func TestOverview(t *testing.T) {
 	if again, err := h.Overview(ctx); err != nil || again.Verdicts["block"] != 7 || !again.ComputedAt.Equal(ov.ComputedAt) {
 		t.Errorf("within 30 s: %v, %v; want the cached count 7", again.Verdicts, err)
 	}
+	// Past 30 s the cached counts are still answered at once while a walk
+	// refreshes them in the background; past 5 min the answer waits for it.
 	h.overview.mu.Lock()
 	h.overview.at = time.Now().Add(-overviewTTL)
 	h.overview.mu.Unlock()
-	if again, err := h.Overview(ctx); err != nil || again.Verdicts["block"] != 8 {
-		t.Errorf("after 30 s: %v, %v; want 8", again.Verdicts, err)
+	if again, err := h.Overview(ctx); err != nil || again.Verdicts["block"] != 7 {
+		t.Errorf("after 30 s: %v, %v; want the cached 7 while the walk runs", again.Verdicts, err)
+	}
+	refreshed := false
+	for deadline := time.Now().Add(10 * time.Second); !refreshed && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		again, err := h.Overview(ctx)
+		refreshed = err == nil && again.Verdicts["block"] == 8
+	}
+	if !refreshed {
+		t.Error("after 30 s: the background walk never brought the new verdict in")
+	}
+	r.Revision, r.Digest = 0, testDigest(98)
+	if err := st.PutDecision(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	h.overview.mu.Lock()
+	h.overview.at = time.Now().Add(-overviewStale)
+	h.overview.mu.Unlock()
+	if again, err := h.Overview(ctx); err != nil || again.Verdicts["block"] != 9 {
+		t.Errorf("after 5 min: %v, %v; want 9 (waited for the walk)", again.Verdicts, err)
 	}
 
 	for _, tc := range []struct {

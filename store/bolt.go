@@ -166,10 +166,21 @@ func (b *Bolt) PutScan(_ context.Context, r *ScanRecord) error {
 
 // Scans implements ScanStore.
 func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
+	return eachBoltScan(b, fn)
+}
+
+// ScanFindings implements ScanStore.
+func (b *Bolt) ScanFindings(_ context.Context, fn func(ScanFindings) bool) error {
+	return eachBoltScan(b, fn)
+}
+
+// eachBoltScan decodes every scan record into R (a ScanRecord or the part
+// of one a walk needs), in digest order, until fn returns false.
+func eachBoltScan[R any](b *Bolt, fn func(R) bool) error {
 	return b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(scansBucket).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var r ScanRecord
+			var r R
 			if err := decodeRecord(v, &r); err != nil {
 				return fmt.Errorf("read scan %s: %w", k, err)
 			}

@@ -81,6 +81,17 @@ func (r *Redis) PutScan(ctx context.Context, rec *ScanRecord) error {
 // Scans implements ScanStore: the index is read a batch at a time, in
 // digest order, and each batch's records in one round trip.
 func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
+	return eachRedisScan(ctx, r, fn)
+}
+
+// ScanFindings implements ScanStore.
+func (r *Redis) ScanFindings(ctx context.Context, fn func(ScanFindings) bool) error {
+	return eachRedisScan(ctx, r, fn)
+}
+
+// eachRedisScan decodes every scan record into R (a ScanRecord or the part
+// of one a walk needs), in digest order, until fn returns false.
+func eachRedisScan[R any](ctx context.Context, r *Redis, fn func(R) bool) error {
 	return r.eachIndexed(ctx, r.keys.scanIndex(), func(digests []string) (bool, error) {
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.StringCmd, len(digests))
@@ -98,7 +109,7 @@ func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
 			if err != nil {
 				return false, fmt.Errorf("read scan %s: %w", digests[i], err)
 			}
-			var rec ScanRecord
+			var rec R
 			if err := json.Unmarshal(raw, &rec); err != nil {
 				return false, fmt.Errorf("read scan %s: stored record is not valid: %w", digests[i], err)
 			}

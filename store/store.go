@@ -187,6 +187,18 @@ type ScanStore interface {
 	PutScan(ctx context.Context, r *ScanRecord) error
 	// Scans calls fn for every record, in digest order, until fn returns false.
 	Scans(ctx context.Context, fn func(ScanRecord) bool) error
+	// ScanFindings is Scans reading only each record's digest, state and
+	// findings: what aggregates over every image need, at a fraction of
+	// the cost of decoding inventories.
+	ScanFindings(ctx context.Context, fn func(ScanFindings) bool) error
+}
+
+// ScanFindings is the part of a ScanRecord that ScanStore.ScanFindings
+// reads.
+type ScanFindings struct {
+	Digest   string           `json:"digest"`
+	State    string           `json:"state"`
+	Findings []vulndb.Finding `json:"findings"`
 }
 
 // BlobRef is a blob as a manifest or the upstream declares it; Size -1

@@ -57,6 +57,19 @@ func RunScans(t *testing.T, newStore func(t *testing.T) store.Store) {
 		if n != 1 {
 			t.Fatalf("Scans did not stop when told: %d", n)
 		}
+		var parts []store.ScanFindings
+		if err := s.ScanFindings(ctx, func(f store.ScanFindings) bool { parts = append(parts, f); return true }); err != nil {
+			t.Fatal(err)
+		}
+		if len(parts) != 3 || parts[1].State != store.ScanDone || parts[1].Digest != fmt.Sprintf("sha256:%064x", 1) ||
+			len(parts[1].Findings) != 1 || parts[1].Findings[0].ID != "CVE-2026-1" || parts[0].Findings != nil {
+			t.Fatalf("ScanFindings visited %+v", parts)
+		}
+		n = 0
+		s.ScanFindings(ctx, func(store.ScanFindings) bool { n++; return false })
+		if n != 1 {
+			t.Fatalf("ScanFindings did not stop when told: %d", n)
+		}
 	})
 	t.Run("scan record revisions", func(t *testing.T) {
 		s := newStore(t)
