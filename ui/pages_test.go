@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-
 )
 
 func TestPages(t *testing.T) {
@@ -26,7 +25,7 @@ func TestPages(t *testing.T) {
 			"form#filters select[name=verdict]": "", "form#filters input[name=upstream]": "", "form#filters input[name=repository]": "",
 			"form#filters select[name=severity]": "", "form#filters input[name=vulnerability]": "", "form#filters select[name=signed]": "",
 			"form#filters select[name=sort]": "", "form#filters input[name=limit]": "",
-			"#result-count":                    "6 verdicts",
+			"#result-count": "6 verdicts",
 			"table#images tr[data-digest=" + digestAllowed + "][data-repository=docker.io/library/app] .verdict.verdict-allow": "allow",
 			"table#images tr[data-digest=" + digestWarned + "][data-repository=docker.io/library/web] .verdict.verdict-warn":   "warn",
 			"table#images tr[data-digest=" + digestBlocked + "][data-repository=ghcr.io/org/api] .verdict.verdict-block":       "block",
@@ -53,20 +52,20 @@ func TestPages(t *testing.T) {
 		{"search: an unknown image", "/ui/images?ref=" + esc("docker.io/library/nope:1"), 200, "Images",
 			map[string]string{".banner-info": "Unknown image"}, nil},
 		{"detail of a blocked image", "/ui/images/" + digestBlocked + "?repository=ghcr.io/org/api", 200, "Image", map[string]string{
-			"#verdict .verdict.verdict-block": "block",
+			"#verdict .verdict.verdict-block":   "block",
 			"#reasons li[data-code=UNSIGNED]":   "no signature by a trusted key",
 			"#reasons li[data-code=VULNERABLE]": "1 CRITICAL vulnerability (CVE-2024-2222 in openssl 3.0.1)",
 			"#rule":                             "Rule signed-only, mode enforce",
 			"#signature":                        "no signature was found",
 			"#facts":                            "3.0 MiB",
 			"table#findings tr[data-id=CVE-2024-2222] a.advisory[href=https://osv.dev/vulnerability/CVE-2024-2222]": "advisory",
-			"table#findings tr[data-id=CVE-2024-2222]":                                                             "3.0.1 → 3.1.0 CRITICAL sha256:1a1a1a1a1a1a",
-			"table#findings tr[data-id=CVE-2024-1111]":                                                             "HIGH",
+			"table#findings tr[data-id=CVE-2024-2222]":                                                              "3.0.1 → 3.1.0 CRITICAL sha256:1a1a1a1a1a1a",
+			"table#findings tr[data-id=CVE-2024-1111]":                                                              "HIGH",
 			"#history li": "block",
 			"a#sbom-cyclonedx[href=/api/v1/scans/" + digestBlocked + "/sbom?format=cyclonedx]": "",
 			"a#sbom-spdx[href=/api/v1/scans/" + digestBlocked + "/sbom?format=spdx]":           "",
 			"a#sarif[href=/api/v1/scans/" + digestBlocked + "/report?format=sarif]":            "",
-			"code#verify-command": "cosign verify-attestation --key portcullis.pub --insecure-ignore-tlog --type https://portcullis.dev/attestation/verdict/v1 mirror.example/ghcr.io/org/api@" + digestBlocked,
+			"code#verify-command":                       "cosign verify-attestation --key portcullis.pub --insecure-ignore-tlog --type https://portcullis.dev/attestation/verdict/v1 mirror.example/ghcr.io/org/api@" + digestBlocked,
 			"form#rescan[method=post] input[name=csrf]": "",
 		}, nil},
 		{"detail of a signed image", "/ui/images/" + digestAllowed, 200, "Image", map[string]string{
@@ -90,7 +89,7 @@ func TestPages(t *testing.T) {
 			"#loaded-at": "UTC", "form#whatif input[name=ref]": "",
 		}, []string{"#whatif-results"}},
 		{"policy what-if", "/ui/policy?ref=" + esc("docker.io/library/web:2.1"), 200, "Policy", map[string]string{
-			"table#whatif-results tr[data-rule=apps] .verdict.verdict-warn":  "warn",
+			"table#whatif-results tr[data-rule=apps] .verdict.verdict-warn":    "warn",
 			"table#whatif-results tr[data-rule=apps] li[data-code=VULNERABLE]": "HIGH",
 			"table#whatif-results tr[data-rule=apps]":                          "applies here",
 			"table#whatif-results tr[data-rule=signed-only] .verdict":          "",
