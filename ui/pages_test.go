@@ -30,6 +30,13 @@ func TestPages(t *testing.T) {
 			"table#images tr[data-digest=" + digestWarned + "][data-repository=docker.io/library/web] .verdict.verdict-warn":   "warn",
 			"table#images tr[data-digest=" + digestBlocked + "][data-repository=ghcr.io/org/api] .verdict.verdict-block":       "block",
 			"table#images tr[data-digest=" + digestPending + "][data-repository=quay.io/team/tool] .verdict.verdict-pending":   "pending",
+			"table#images tr[data-digest=" + digestBlocked + "] .top-severity":                                                 "CRITICAL",
+			"table#images tr[data-digest=" + digestBlocked + "] .findings":                                                     "1 CRITICAL, 1 HIGH",
+			"table#images tr[data-digest=" + digestBlocked + "] .signer":                                                       "unsigned",
+			"table#images tr[data-digest=" + digestAllowed + "] .signer":                                                       "SHA256:signer-key",
+			"table#images tr[data-digest=" + digestAllowed + "] .top-severity":                                                 "none",
+			"table#images tr[data-digest=" + digestPending + "] .findings":                                                     "not scanned",
+			"table#images tr[data-digest=" + digestWarned + "]":                                                                "3.0 MiB",
 		}, []string{"a.next"}},
 		{"images filtered by verdict", "/ui/images?verdict=block", 200, "Images", map[string]string{
 			"#result-count": "1 verdicts", "table#images tr[data-digest=" + digestBlocked + "]": "ghcr.io/org/api:3.0",
