@@ -66,9 +66,9 @@ type recentView struct {
 	At                           time.Time
 }
 
-func (h *Handler) overview(w http.ResponseWriter, r *http.Request, v visitor) {
+func (h *Handler) overviewPage(w http.ResponseWriter, r *http.Request, v visitor) {
 	d := pageData{Title: "Overview", Nav: "overview", Visitor: &v}
-	ov, err := h.o.API.Overview(r.Context())
+	ov, err := h.overview(r.Context())
 	if err != nil {
 		// Shown as it is: the page never makes numbers up.
 		h.log.LogAttrs(r.Context(), slog.LevelError, "ui overview", slog.String("error", err.Error()))
