@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -72,5 +73,25 @@ func TestOverviewPage(t *testing.T) {
 				t.Error("hostile vulnerability id shown as markup or linked")
 			}
 		})
+	}
+}
+
+// An overview that cannot be computed says why, plainly, and shows no
+// figures at all rather than made-up ones.
+func TestOverviewErrorShownPlainly(t *testing.T) {
+	r := newRig(t, false)
+	r.ui.overview = func(context.Context) (api.Overview, error) {
+		return api.Overview{}, errors.New("overview: not built yet")
+	}
+	resp := r.get(t, "/ui/")
+	d := parseDoc(t, resp.body)
+	checkCommon(t, d, "Overview")
+	if got := text(d.one(t, ".banner-error")); got != "overview: not built yet" {
+		t.Errorf("banner %q", got)
+	}
+	for _, sel := range []string{"#verdict-counts", "#blocked-24h", "#cache", "#db", "#recent-changes"} {
+		if len(d.find(sel)) > 0 {
+			t.Errorf("%s shown without figures", sel)
+		}
 	}
 }
