@@ -52,6 +52,7 @@ type overviewView struct {
 	Banner     string
 	Recent     []recentView
 	ComputedAt time.Time
+	Truncated  bool
 }
 
 type verdictCount struct {
@@ -78,7 +79,7 @@ func (h *Handler) overviewPage(w http.ResponseWriter, r *http.Request, v visitor
 	}
 	view := overviewView{Blocked: ov.BlockedLast24h, TopVulns: ov.TopVulnerabilities, CacheSize: humanBytes(ov.CacheBytes),
 		HitRatio: "no requests yet", DBVersion: cmp.Or(ov.DBVersion, "none"), DBAge: ago(ov.DBBuiltAt), DBState: ov.DBState,
-		ComputedAt: ov.ComputedAt}
+		ComputedAt: ov.ComputedAt, Truncated: ov.Truncated}
 	for _, verdict := range verdictOrder {
 		view.Counts = append(view.Counts, verdictCount{verdict, ov.Verdicts[verdict]})
 	}
