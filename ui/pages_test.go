@@ -103,8 +103,10 @@ func TestPages(t *testing.T) {
 		}, nil},
 		{"policy what-if of an image never scanned", "/ui/policy?ref=" + esc("ghcr.io/org/api:new"), 200, "Policy",
 			map[string]string{".banner-info": "not scanned yet; pull it or queue a scan"}, []string{"#whatif-results"}},
-		{"policy what-if of an unknown image", "/ui/policy?ref=" + esc("docker.io/library/nope:1"), 404, "Policy",
-			map[string]string{".banner-error": "Cannot evaluate"}, nil},
+		{"policy what-if of an image nobody has", "/ui/policy?ref=" + esc("docker.io/library/nope:1"), 200, "Policy",
+			map[string]string{".banner-info": "docker.io/library/nope:1 is not scanned yet; pull it or queue a scan"}, []string{"#whatif-results"}},
+		{"policy what-if of a bad reference", "/ui/policy?ref=" + esc("no spaces allowed"), 400, "Policy",
+			map[string]string{".banner-error": "Cannot evaluate"}, []string{"#whatif-results"}},
 		{"no such page", "/ui/nothing", 404, "No such page", nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
