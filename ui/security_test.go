@@ -354,3 +354,44 @@ func TestEventStream(t *testing.T) {
 		t.Fatalf("stream sent %q", got.String())
 	}
 }
+
+// Without tokens, the API's htpasswd check (Protect) guards every page and
+// the event stream, but not the assets; its refusals carry the headers too.
+func TestProtectGuardsThePagesWithoutTokens(t *testing.T) {
+	r := newRig(t, false)
+	guarded, err := New(Options{API: r.api, Policy: r.pl, Protect: func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if user, pass, ok := req.BasicAuth(); !ok || user != "alice" || pass != "secret" {
+				w.Header().Set("WWW-Authenticate", `Basic realm="portcullis"`)
+				http.Error(w, "credentials required", http.StatusUnauthorized)
+				return
+			}
+			next.ServeHTTP(w, req)
+		})
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path, user string
+		status     int
+	}{
+		{"/ui/", "", http.StatusUnauthorized},
+		{"/ui/images", "", http.StatusUnauthorized},
+		{"/ui/events", "", http.StatusUnauthorized},
+		{"/ui/static/ui.css", "", http.StatusOK},
+		{"/ui/images", "alice", http.StatusOK},
+		{"/ui/policy", "alice", http.StatusOK},
+	} {
+		req := httptest.NewRequest("GET", tc.path, nil)
+		if tc.user != "" {
+			req.SetBasicAuth(tc.user, "secret")
+		}
+		w := httptest.NewRecorder()
+		guarded.ServeHTTP(w, req)
+		if w.Code != tc.status {
+			t.Errorf("%s as %q: %d, want %d", tc.path, tc.user, w.Code, tc.status)
+		}
+		checkSecurityHeaders(t, tc.path, w.Header())
+	}
+}
