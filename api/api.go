@@ -11,13 +11,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/pipeline"
-	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/store"
 )
@@ -154,50 +152,16 @@ func (h *Handler) internalError(w http.ResponseWriter, req request, what string,
 }
 
 func (h *Handler) getScan(w http.ResponseWriter, req request, raw string) {
-	d, err := digest.Parse(raw)
-	if err != nil {
-		writeCodedError(w, http.StatusBadRequest, "BAD_DIGEST", "invalid digest "+quote(raw)+": "+err.Error())
-		return
-	}
-	repository := req.r.URL.Query().Get("repository")
-	if repository != "" && !strings.Contains(repository, "/") {
-		writeError(w, http.StatusBadRequest, "invalid repository "+quote(repository)+": want UPSTREAM/REPOSITORY, e.g. docker.io/library/alpine")
-		return
-	}
-	rec, err := h.Scans.Scan(req.r.Context(), d.String())
+	view, err := h.ScanView(req.r.Context(), raw, req.r.URL.Query().Get("repository"))
 	switch {
+	case writeRequestError(w, err):
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "no scan of "+d.String()+" yet: pull it through the mirror, or POST /api/v1/scans?image=REF")
+		writeError(w, http.StatusNotFound, "no scan of "+raw+" yet: pull it through the mirror, or POST /api/v1/scans?image=REF")
 	case err != nil:
-		h.internalError(w, req, "read scan "+d.String(), err)
+		h.internalError(w, req, "read scan "+raw, err)
 	default:
-		view, err := h.view(req.r.Context(), rec, repository)
-		if err != nil {
-			h.internalError(w, req, "read verdicts on "+d.String(), err)
-			return
-		}
 		writeJSON(w, http.StatusOK, view)
 	}
-}
-
-// scanView is a scan record as the API shows it: the facts about the
-// digest, every repository's verdict on it, and, at the top level for
-// clients that read one verdict, the verdict in the repository asked for,
-// else in the one the image was first scanned for.
-type scanView struct {
-	store.ScanRecord
-	VerdictIn      string                 `json:"verdictIn,omitempty"` // upstream/repository of the top-level verdict
-	Verdict        string                 `json:"verdict,omitempty"`
-	Rule           string                 `json:"rule,omitempty"`
-	Decision       *policy.Decision       `json:"decision,omitempty"`
-	Signature      *policy.SignatureFacts `json:"signature,omitempty"`
-	PolicyVersion  string                 `json:"policyVersion,omitempty"`
-	Tag            string                 `json:"tag,omitempty"`
-	FirstAllowedAt time.Time              `json:"firstAllowedAt,omitzero"`
-	History        []store.VerdictChange  `json:"history,omitempty"`
-	Decisions      []store.DecisionRecord `json:"decisions"`
-	// DecisionsTruncated says more repositories hold verdicts than listed.
-	DecisionsTruncated bool `json:"decisionsTruncated,omitempty"`
 }
 
 // maxDecisionsShown bounds one answer's list of per-repository verdicts.
@@ -269,21 +233,11 @@ func (h *Handler) requestScan(w http.ResponseWriter, req request) {
 // client's, a refused one forbidden, an internal failure logged; the rest
 // come from the upstream (an image it does not have is 404, not 502).
 func (h *Handler) resolveError(w http.ResponseWriter, req request, ref string, err error) {
-	var withStatus interface{ HTTPStatus() int }
-	switch {
-	case errors.Is(err, proxy.ErrInternal):
-		h.internalError(w, req, "resolve "+quote(ref), err)
-	case errors.Is(err, proxy.ErrBadReference):
-		writeCodedError(w, http.StatusBadRequest, "BAD_REFERENCE", "resolve "+quote(ref)+": "+err.Error())
-	case errors.Is(err, proxy.ErrAccessDenied): // the pull rules apply to resolving too
-		writeError(w, http.StatusForbidden, "resolve "+quote(ref)+": "+err.Error())
-	case errors.As(err, &withStatus) && withStatus.HTTPStatus() == http.StatusNotFound:
-		writeCodedError(w, http.StatusNotFound, "UNKNOWN_IMAGE", "resolve "+quote(ref)+": "+err.Error())
-	case errors.Is(err, context.Canceled):
-		writeError(w, http.StatusServiceUnavailable, "resolve "+quote(ref)+": request cancelled")
-	default:
-		writeError(w, http.StatusBadGateway, "resolve "+quote(ref)+": "+err.Error())
+	if re := resolveRequestError(ref, err); re != nil {
+		writeCodedError(w, re.Status, re.Code, re.Message)
+		return
 	}
+	h.internalError(w, req, "resolve "+quote(ref), err)
 }
 
 func quote(s string) string { b, _ := json.Marshal(s); return string(b) }

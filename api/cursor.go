@@ -74,61 +74,107 @@ func decodeCursor(s string) (listCursor, error) {
 	return c, nil
 }
 
-// listQuery is what GET /api/v1/images (without ref) asks.
+// listQuery is a ListQuery checked: what the list walk filters on.
 type listQuery struct {
 	verdict       string
 	upstream      string
 	repository    string // a path.Match pattern on the repository path
 	vulnerability string
 	minSeverity   string
+	signed        string // signedYes, signedNo or ""
 	limit         int
 	cursor        *listCursor
 }
 
-// parseListQuery checks every filter; an unknown value is an error, never
-// a filter that silently matches nothing.
+// Values of ListQuery.Signed.
+const (
+	signedYes = "yes"
+	signedNo  = "no"
+)
+
+// parseListQuery reads and checks the query of GET /api/v1/images.
 func parseListQuery(q url.Values) (listQuery, error) {
-	lq := listQuery{limit: defaultLimit}
+	lq, err := listQueryFrom(q)
+	if err != nil {
+		return listQuery{limit: defaultLimit}, err
+	}
+	return lq.compile()
+}
+
+// listQueryFrom reads the list's parameters from a URL query, each at most
+// once.
+func listQueryFrom(q url.Values) (ListQuery, error) {
 	for key, vals := range q {
 		if len(vals) > 1 {
-			return lq, errors.New("?" + key + "= given more than once")
+			return ListQuery{}, errors.New("?" + key + "= given more than once")
 		}
 		if len(vals[0]) > maxFilterLen && key != "cursor" {
+			return ListQuery{}, errors.New("?" + key + "= is longer than " + strconv.Itoa(maxFilterLen) + " bytes")
+		}
+	}
+	lq := ListQuery{Verdict: q.Get("verdict"), Upstream: q.Get("upstream"), Repository: q.Get("repository"),
+		Vulnerability: q.Get("vulnerability"), MinSeverity: q.Get("min_severity"), Cursor: q.Get("cursor")}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLimit {
+			return ListQuery{}, invalidLimit(s)
+		}
+		lq.Limit = n
+	}
+	return lq, nil
+}
+
+func invalidLimit(s string) error {
+	return errors.New("invalid ?limit=" + quote(s) + ": want 1 to " + strconv.Itoa(maxLimit))
+}
+
+// compile checks every filter; an unknown value is an error, never a
+// filter that silently matches nothing.
+func (q ListQuery) compile() (listQuery, error) {
+	lq := listQuery{limit: defaultLimit}
+	for key, v := range map[string]string{"verdict": q.Verdict, "upstream": q.Upstream, "repository": q.Repository,
+		"vulnerability": q.Vulnerability, "min_severity": q.MinSeverity, "signed": q.Signed} {
+		if len(v) > maxFilterLen {
 			return lq, errors.New("?" + key + "= is longer than " + strconv.Itoa(maxFilterLen) + " bytes")
 		}
 	}
-	lq.verdict = q.Get("verdict")
+	lq.verdict = q.Verdict
 	switch lq.verdict {
 	case "", string(policy.Allow), string(policy.Warn), string(policy.Block), verdictPending:
 	default:
 		return lq, errors.New("invalid ?verdict=" + quote(lq.verdict) + ": want allow, warn, block or pending")
 	}
-	lq.upstream = strings.ToLower(q.Get("upstream"))
-	lq.repository = q.Get("repository")
+	lq.upstream = strings.ToLower(q.Upstream)
+	lq.repository = q.Repository
 	if lq.repository != "" {
 		if _, err := path.Match(lq.repository, ""); err != nil {
 			return lq, errors.New("invalid ?repository=" + quote(lq.repository) + ": want a glob like library/* (path.Match syntax)")
 		}
 	}
-	lq.vulnerability = q.Get("vulnerability")
+	lq.vulnerability = q.Vulnerability
 	if lq.vulnerability != "" && !validVulnID(lq.vulnerability) {
 		return lq, errors.New("invalid ?vulnerability=" + quote(lq.vulnerability) + ": want an id like CVE-2024-1234 or GHSA-xxxx-xxxx-xxxx")
 	}
-	lq.minSeverity = strings.ToUpper(q.Get("min_severity"))
+	lq.minSeverity = strings.ToUpper(q.MinSeverity)
 	switch lq.minSeverity {
 	case "", vulndb.SeverityCritical, vulndb.SeverityHigh, vulndb.SeverityMedium, vulndb.SeverityLow, vulndb.SeverityUnknown:
 	default:
-		return lq, errors.New("invalid ?min_severity=" + quote(q.Get("min_severity")) + ": want CRITICAL, HIGH, MEDIUM, LOW or UNKNOWN")
+		return lq, errors.New("invalid ?min_severity=" + quote(q.MinSeverity) + ": want CRITICAL, HIGH, MEDIUM, LOW or UNKNOWN")
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxLimit {
-			return lq, errors.New("invalid ?limit=" + quote(s) + ": want 1 to " + strconv.Itoa(maxLimit))
+	switch q.Signed {
+	case "", signedYes, signedNo:
+		lq.signed = q.Signed
+	default:
+		return lq, errors.New("invalid ?signed=" + quote(q.Signed) + ": want yes or no")
+	}
+	if q.Limit != 0 {
+		if q.Limit < 1 || q.Limit > maxLimit {
+			return lq, invalidLimit(strconv.Itoa(q.Limit))
 		}
-		lq.limit = n
+		lq.limit = q.Limit
 	}
-	if q.Get("cursor") != "" { // empty: the first page
-		c, err := decodeCursor(q.Get("cursor"))
+	if q.Cursor != "" { // empty: the first page
+		c, err := decodeCursor(q.Cursor)
 		if err != nil {
 			return lq, err
 		}

@@ -35,45 +35,6 @@ const (
 	pollEvery = 100 * time.Millisecond
 )
 
-// imageStatus is the answer to "may this image run, and why".
-type imageStatus struct {
-	Ref        string `json:"ref,omitempty"`
-	Upstream   string `json:"upstream"`
-	Repository string `json:"repository"`
-	Digest     string `json:"digest"`
-	// Index and Platform: REF named an index, Digest is its manifest for
-	// Platform.
-	Index         string          `json:"index_digest,omitempty"`
-	Platform      string          `json:"platform,omitempty"`
-	Verdict       string          `json:"verdict"` // allow, warn, block, pending, unknown
-	Rule          string          `json:"rule,omitempty"`
-	Mode          string          `json:"mode,omitempty"`
-	Reasons       []reasonView    `json:"reasons"`
-	Signature     string          `json:"signature,omitempty"` // the signature check's state
-	Signers       []policy.Signer `json:"signers,omitempty"`
-	PolicyVersion string          `json:"policy_version,omitempty"`
-	DBVersion     string          `json:"db_version,omitempty"`
-	EvaluatedAt   time.Time       `json:"evaluated_at,omitzero"`
-	ScanState     string          `json:"scan_state,omitempty"`
-	Stale         bool            `json:"stale,omitempty"` // findings from an older database than the one in force
-	Findings      *findingSummary `json:"findings,omitempty"`
-	Details       string          `json:"details"`
-}
-
-// reasonView is a reason with the vulnerability ids it names.
-type reasonView struct {
-	Code            string   `json:"code"`
-	Verdict         string   `json:"verdict"`
-	Message         string   `json:"message"`
-	Vulnerabilities []string `json:"vulnerabilities,omitempty"`
-}
-
-// findingSummary counts findings by severity.
-type findingSummary struct {
-	Total      int            `json:"total"`
-	BySeverity map[string]int `json:"by_severity"`
-}
-
 func detailsLink(d, upstream, repo string) string {
 	return "/api/v1/scans/" + d + "?repository=" + url.QueryEscape(upstream+"/"+repo)
 }
@@ -155,26 +116,16 @@ func (h *Handler) imageByRef(w http.ResponseWriter, req request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	res, err := h.Resolver.Resolve(ctx, iq.ref)
-	if err != nil {
-		h.resolveError(w, req, iq.ref, err)
+	st, mediaType, err := h.statusByRef(ctx, iq)
+	var rf *resolveFailure
+	switch {
+	case errors.Is(err, errNoPlatform):
+		writeCodedError(w, http.StatusNotFound, "UNKNOWN_PLATFORM", err.Error())
 		return
-	}
-	st := imageStatus{Ref: iq.ref, Upstream: res.Upstream, Repository: res.Repository, Digest: res.Digest.String()}
-	mediaType := res.MediaType
-	if isIndex(mediaType) {
-		child, err := h.platformManifest(ctx, res.Upstream, res.Repository, res.Digest, iq.platform)
-		if err != nil {
-			if errors.Is(err, errNoPlatform) {
-				writeCodedError(w, http.StatusNotFound, "UNKNOWN_PLATFORM", err.Error())
-				return
-			}
-			h.resolveError(w, req, iq.ref, err)
-			return
-		}
-		st.Index, st.Platform, st.Digest, mediaType = res.Digest.String(), platformString(child.Platform), child.Digest.String(), string(child.MediaType)
-	}
-	if err := h.fillStatus(ctx, &st, iq.findings); err != nil {
+	case errors.As(err, &rf):
+		h.resolveError(w, req, iq.ref, rf.err)
+		return
+	case err != nil:
 		h.internalError(w, req, "read verdict on "+st.Digest, err)
 		return
 	}
@@ -198,6 +149,32 @@ func (h *Handler) imageByRef(w http.ResponseWriter, req request) {
 	// Compact: the admission controllers' hot path (indenting cost an
 	// eighth of the answer's CPU).
 	writeCompactJSON(w, status, st)
+}
+
+// statusByRef resolves iq.ref (an index: to its manifest for
+// iq.platform) and reads the stored verdict on it; it also answers the
+// media type of that manifest. Resolution failures are *resolveFailure.
+func (h *Handler) statusByRef(ctx context.Context, iq imageQuery) (ImageStatus, string, error) {
+	res, err := h.Resolver.Resolve(ctx, iq.ref)
+	if err != nil {
+		return ImageStatus{}, "", &resolveFailure{err}
+	}
+	st := ImageStatus{Ref: iq.ref, Upstream: res.Upstream, Repository: res.Repository, Digest: res.Digest.String()}
+	mediaType := res.MediaType
+	if isIndex(mediaType) {
+		child, err := h.platformManifest(ctx, res.Upstream, res.Repository, res.Digest, iq.platform)
+		if err != nil {
+			if errors.Is(err, errNoPlatform) {
+				return st, "", err
+			}
+			return st, "", &resolveFailure{err}
+		}
+		st.Index, st.Platform, st.Digest, mediaType = res.Digest.String(), platformString(child.Platform), child.Digest.String(), string(child.MediaType)
+	}
+	if err := h.fillStatus(ctx, &st, iq.findings); err != nil {
+		return st, "", err
+	}
+	return st, mediaType, nil
 }
 
 // queueError answers a failed queue request.

@@ -3,11 +3,11 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scanner/vulndb"
@@ -28,31 +28,6 @@ const (
 	maxVulnImages = 1000
 )
 
-// imageSummary is one verdict in a list.
-type imageSummary struct {
-	Digest        string    `json:"digest"`
-	Upstream      string    `json:"upstream"`
-	Repository    string    `json:"repository"`
-	Tag           string    `json:"tag,omitempty"`
-	Verdict       string    `json:"verdict"`
-	Rule          string    `json:"rule,omitempty"`
-	PolicyVersion string    `json:"policy_version,omitempty"`
-	DBVersion     string    `json:"db_version,omitempty"`
-	EvaluatedAt   time.Time `json:"evaluated_at,omitzero"`
-	// Vulnerabilities are the findings that matched the vulnerability or
-	// min_severity filter.
-	Vulnerabilities []string `json:"vulnerabilities,omitempty"`
-	Details         string   `json:"details"`
-}
-
-type imageList struct {
-	Images []imageSummary `json:"images"`
-	// NextCursor continues the list; absent on the last page. A page can
-	// be shorter than the limit and still have one (work per request is
-	// bounded).
-	NextCursor string `json:"next_cursor,omitempty"`
-}
-
 // effectiveVerdict is the verdict a list shows and filters on.
 func effectiveVerdict(d store.DecisionRecord) string {
 	if d.Decision == nil || d.Decision.Has(policy.CodeUnscanned) || d.Verdict == "" {
@@ -64,21 +39,19 @@ func effectiveVerdict(d store.DecisionRecord) string {
 // listImages answers GET /api/v1/images: verdicts sorted by digest, then
 // upstream/repository, a page at a time.
 func (h *Handler) listImages(w http.ResponseWriter, req request) {
-	lq, err := parseListQuery(req.r.URL.Query())
+	q, err := listQueryFrom(req.r.URL.Query())
 	if err != nil {
-		code := "BAD_REQUEST"
-		if errors.Is(err, errBadCursor) {
-			code = "BAD_CURSOR"
-		}
-		writeCodedError(w, http.StatusBadRequest, code, err.Error())
+		writeCodedError(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
 		return
 	}
-	list, err := h.list(req.r.Context(), lq)
-	if err != nil {
+	list, err := h.ListImages(req.r.Context(), q)
+	switch {
+	case writeRequestError(w, err):
+	case err != nil:
 		h.internalError(w, req, "list verdicts", err)
-		return
+	default:
+		writeJSON(w, http.StatusOK, list)
 	}
-	writeJSON(w, http.StatusOK, list)
 }
 
 // list walks the verdicts in two phases: the store's walk collects the
@@ -193,7 +166,15 @@ func (lq listQuery) matchesRecord(d store.DecisionRecord) bool {
 			return false
 		}
 	}
+	if lq.signed != "" && (lq.signed == signedYes) != signedBy(d) {
+		return false
+	}
 	return true
+}
+
+// signedBy reports whether the verdict was made on a verified signature.
+func signedBy(d store.DecisionRecord) bool {
+	return d.Signature != nil && d.Signature.State == policy.SignatureVerified
 }
 
 // matchingFindings lists the ids of the findings that pass the
@@ -249,39 +230,22 @@ func summaryOf(d store.DecisionRecord, ids []string) imageSummary {
 	}
 }
 
-// vulnerabilityAnswer lists the cached images a vulnerability affects.
-type vulnerabilityAnswer struct {
-	ID     string      `json:"id"`
-	Images []vulnImage `json:"images"`
-	// Truncated: more images are affected than listed.
-	Truncated bool `json:"truncated,omitempty"`
-}
-
-type vulnImage struct {
-	Digest       string         `json:"digest"`
-	DBVersion    string         `json:"db_version,omitempty"`
-	Findings     []vulnFinding  `json:"findings"`
-	Repositories []imageSummary `json:"repositories"`
-}
-
-type vulnFinding struct {
-	ID               string   `json:"id"`
-	Aliases          []string `json:"aliases,omitempty"`
-	Package          string   `json:"package"`
-	InstalledVersion string   `json:"installed_version"`
-	FixedVersions    []string `json:"fixed_versions,omitempty"`
-	Severity         string   `json:"severity"`
-}
-
 // vulnerability answers GET /api/v1/vulnerabilities/{id}: every cached
 // image with a finding named id (its OSV id, an alias or the upstream id
 // behind a distribution's id), and the repositories it was pulled from.
 func (h *Handler) vulnerability(w http.ResponseWriter, req request, id string) {
-	ctx := req.r.Context()
-	if !validVulnID(id) {
-		writeError(w, http.StatusBadRequest, "invalid vulnerability id "+quote(id)+": want an id like CVE-2024-1234 or GHSA-xxxx-xxxx-xxxx")
-		return
+	ans, err := h.Vulnerability(req.r.Context(), id)
+	switch {
+	case writeRequestError(w, err):
+	case err != nil:
+		h.internalError(w, req, "list the images "+quote(id)+" affects", err)
+	default:
+		writeJSON(w, http.StatusOK, ans)
 	}
+}
+
+// vulnerabilityAnswer walks the scan records for Vulnerability.
+func (h *Handler) vulnerabilityAnswer(ctx context.Context, id string) (VulnerabilityAnswer, error) {
 	ans := vulnerabilityAnswer{ID: id, Images: []vulnImage{}}
 	err := h.Scans.Scans(ctx, func(rec store.ScanRecord) bool {
 		var hits []vulnFinding
@@ -302,8 +266,7 @@ func (h *Handler) vulnerability(w http.ResponseWriter, req request, id string) {
 		return true
 	})
 	if err != nil {
-		h.internalError(w, req, "list scans", err)
-		return
+		return VulnerabilityAnswer{}, fmt.Errorf("list scans: %w", err)
 	}
 	for i := range ans.Images {
 		img := &ans.Images[i]
@@ -312,9 +275,8 @@ func (h *Handler) vulnerability(w http.ResponseWriter, req request, id string) {
 			return len(img.Repositories) < maxDecisionsShown
 		})
 		if err != nil {
-			h.internalError(w, req, "read verdicts on "+img.Digest, err)
-			return
+			return VulnerabilityAnswer{}, fmt.Errorf("read verdicts on %s: %w", img.Digest, err)
 		}
 	}
-	writeJSON(w, http.StatusOK, ans)
+	return ans, nil
 }

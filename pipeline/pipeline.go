@@ -113,6 +113,8 @@ type Pipeline struct {
 	tracer trace.Tracer // nil: no spans
 	// pol is the policy in force; SetPolicy swaps it while pulls go on.
 	pol atomic.Pointer[policy.Policy]
+	// policyLoadedAt is when pol was put in force (unix nanoseconds).
+	policyLoadedAt atomic.Int64
 	// dbVersion is the database version WatchDB saw last.
 	dbVersion atomic.Value
 
@@ -198,6 +200,7 @@ func New(o Options) *Pipeline {
 		pol = policy.Default()
 	}
 	p.pol.Store(pol)
+	p.policyLoadedAt.Store(p.now().UnixNano())
 	return p
 }
 

@@ -14,6 +14,7 @@ import (
 // by Reevaluate.
 func (p *Pipeline) SetPolicy(pol *policy.Policy) {
 	p.pol.Store(pol)
+	p.policyLoadedAt.Store(p.now().UnixNano())
 }
 
 // Policy returns the policy in force.
