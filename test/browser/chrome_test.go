@@ -90,18 +90,25 @@ func startBrowser(t *testing.T) *browser {
 // console.error calls, uncaught exceptions, and browser log entries at
 // error level (a Content-Security-Policy violation, a failed subresource).
 type tab struct {
-	t   *testing.T
-	ctx context.Context
+	t       *testing.T
+	ctx     context.Context
+	console *console
+}
 
+// console is what a tab's listener recorded.
+type console struct {
 	mu       sync.Mutex
 	problems []string
 }
 
+// in is the same tab used by the (sub)test t: failures go to t.
+func (tb *tab) in(t *testing.T) *tab { return &tab{t: t, ctx: tb.ctx, console: tb.console} }
+
 // newTab opens a tab; it closes when the test ends.
 func (b *browser) newTab(t *testing.T) *tab {
 	t.Helper()
-	tb := &tab{t: t}
-	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithListener(tb.listen))
+	tb := &tab{t: t, console: &console{}}
+	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithListener(tb.console.listen))
 	t.Cleanup(cancel)
 	tb.ctx = ctx
 	// As with the browser, the first Do opens the tab and ties it to the
@@ -119,7 +126,7 @@ func (b *browser) newTab(t *testing.T) *tab {
 }
 
 // listen runs in the tab's event loop: it only records.
-func (tb *tab) listen(ev any) {
+func (c *console) listen(ev any) {
 	var msg string
 	switch ev := ev.(type) {
 	case *runtime.EventConsoleAPICalled:
@@ -150,19 +157,19 @@ func (tb *tab) listen(ev any) {
 	default:
 		return
 	}
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	if len(tb.problems) < maxProblems {
-		tb.problems = append(tb.problems, msg)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.problems) < maxProblems {
+		c.problems = append(c.problems, msg)
 	}
 }
 
 // takeProblems returns the console errors recorded since the last call.
 func (tb *tab) takeProblems() []string {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	p := tb.problems
-	tb.problems = nil
+	tb.console.mu.Lock()
+	defer tb.console.mu.Unlock()
+	p := tb.console.problems
+	tb.console.problems = nil
 	return p
 }
 
