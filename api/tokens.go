@@ -150,6 +150,29 @@ func (t *Tokens) lookup(secret string) (token, bool) {
 	return found, ok == 1
 }
 
+// Check looks a token up the way Wrap does, for callers that take it in
+// another form than a header (the dashboard's login form): its name and
+// scopes (a copy), ok false when it is empty, too long or unknown.
+func (t *Tokens) Check(secret string) (name string, scopes []string, ok bool) {
+	if secret == "" || len(secret) > maxTokenLen {
+		return "", nil, false
+	}
+	tk, found := t.lookup(secret)
+	if !found {
+		return "", nil, false
+	}
+	return tk.Name, slices.Clone(tk.Scopes), true
+}
+
+// Bearer reads the token of a request's Authorization header, or says
+// what is wrong with it ("" and "": there is none).
+func Bearer(r *http.Request) (secret, problem string) {
+	if len(r.Header.Values("Authorization")) == 0 {
+		return "", ""
+	}
+	return bearer(r)
+}
+
 func isAdmissionPath(p string) bool {
 	return p == "/api/v1/admission" || p == "/api/v1/admission/mutate"
 }
