@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/pipeline"
+	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/store"
 )
@@ -162,6 +164,26 @@ func (h *Handler) getScan(w http.ResponseWriter, req request, raw string) {
 	default:
 		writeJSON(w, http.StatusOK, view)
 	}
+}
+
+// ScanView is a scan record as the API shows it: the facts about the
+// digest, every repository's verdict on it, and, at the top level for
+// clients that read one verdict, the verdict in the repository asked for,
+// else in the one the image was first scanned for.
+type ScanView struct {
+	store.ScanRecord
+	VerdictIn      string                 `json:"verdictIn,omitempty"` // upstream/repository of the top-level verdict
+	Verdict        string                 `json:"verdict,omitempty"`
+	Rule           string                 `json:"rule,omitempty"`
+	Decision       *policy.Decision       `json:"decision,omitempty"`
+	Signature      *policy.SignatureFacts `json:"signature,omitempty"`
+	PolicyVersion  string                 `json:"policyVersion,omitempty"`
+	Tag            string                 `json:"tag,omitempty"`
+	FirstAllowedAt time.Time              `json:"firstAllowedAt,omitzero"`
+	History        []store.VerdictChange  `json:"history,omitempty"`
+	Decisions      []store.DecisionRecord `json:"decisions"`
+	// DecisionsTruncated says more repositories hold verdicts than listed.
+	DecisionsTruncated bool `json:"decisionsTruncated,omitempty"`
 }
 
 // maxDecisionsShown bounds one answer's list of per-repository verdicts.

@@ -26,6 +26,7 @@ type Overview struct {
 	DBState            string
 	RecentChanges      []RecentChange
 	ComputedAt         time.Time
+	Truncated          bool
 }
 
 // ReasonCount is how many pulls were refused for one reason code.

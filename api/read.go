@@ -16,7 +16,6 @@ import (
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
-	"github.com/portcullis/portcullis/store"
 )
 
 // RequestError is a request the read methods refuse as the caller's (or
@@ -269,24 +268,4 @@ type VulnFinding struct {
 	InstalledVersion string   `json:"installed_version"`
 	FixedVersions    []string `json:"fixed_versions,omitempty"`
 	Severity         string   `json:"severity"`
-}
-
-// ScanView is a scan record as the API shows it: the facts about the
-// digest, every repository's verdict on it, and, at the top level for
-// clients that read one verdict, the verdict in the repository asked for,
-// else in the one the image was first scanned for.
-type ScanView struct {
-	store.ScanRecord
-	VerdictIn      string                 `json:"verdictIn,omitempty"` // upstream/repository of the top-level verdict
-	Verdict        string                 `json:"verdict,omitempty"`
-	Rule           string                 `json:"rule,omitempty"`
-	Decision       *policy.Decision       `json:"decision,omitempty"`
-	Signature      *policy.SignatureFacts `json:"signature,omitempty"`
-	PolicyVersion  string                 `json:"policyVersion,omitempty"`
-	Tag            string                 `json:"tag,omitempty"`
-	FirstAllowedAt time.Time              `json:"firstAllowedAt,omitzero"`
-	History        []store.VerdictChange  `json:"history,omitempty"`
-	Decisions      []store.DecisionRecord `json:"decisions"`
-	// DecisionsTruncated says more repositories hold verdicts than listed.
-	DecisionsTruncated bool `json:"decisionsTruncated,omitempty"`
 }

@@ -49,6 +49,16 @@ type Config struct {
 
 	// Telemetry switches the metrics (/metrics, OTLP).
 	Telemetry Telemetry `yaml:"telemetry"`
+
+	// UI switches the web dashboard under /ui/.
+	UI UI `yaml:"ui"`
+}
+
+// UI is the web dashboard, served beside the status API (on api.listen
+// when set, else on the pull port) behind the same tokens.
+type UI struct {
+	// Enabled serves /ui/; default true.
+	Enabled bool `yaml:"enabled"`
 }
 
 // Telemetry switches the OpenTelemetry metrics.
@@ -235,6 +245,7 @@ func Default() Config {
 		VulnDB:    VulnDB{UpdateInterval: Duration(DefaultVulnDBUpdateInterval), MaxAge: Duration(DefaultVulnDBMaxAge)},
 
 		Telemetry: Telemetry{Metrics: true},
+		UI:        UI{Enabled: true},
 		API:       API{Admission: DefaultAdmission()},
 	}
 }

@@ -206,6 +206,9 @@ func (h *Handler) policyPage(w http.ResponseWriter, r *http.Request, v visitor) 
 		st, err := h.o.API.ImageByRef(r.Context(), ref)
 		var re *api.RequestError
 		switch {
+		case errors.As(err, &re) && re.Status == http.StatusNotFound:
+			// Neither cached nor upstream: nothing stored to judge.
+			d.Message = short(ref) + " is not scanned yet; pull it or queue a scan. (" + short(re.Message) + ")"
 		case errors.As(err, &re):
 			d.Error, status = "Cannot evaluate "+short(ref)+": "+re.Message, re.Status
 		case err != nil:

@@ -2,7 +2,9 @@ package ui
 
 import (
 	"cmp"
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -50,6 +52,7 @@ type overviewView struct {
 	Banner     string
 	Recent     []recentView
 	ComputedAt time.Time
+	Truncated  bool
 }
 
 type verdictCount struct {
@@ -64,9 +67,9 @@ type recentView struct {
 	At                           time.Time
 }
 
-func (h *Handler) overview(w http.ResponseWriter, r *http.Request, v visitor) {
+func (h *Handler) overviewPage(w http.ResponseWriter, r *http.Request, v visitor) {
 	d := pageData{Title: "Overview", Nav: "overview", Visitor: &v}
-	ov, err := h.o.API.Overview(r.Context())
+	ov, err := h.overview(r.Context())
 	if err != nil {
 		// Shown as it is: the page never makes numbers up.
 		h.log.LogAttrs(r.Context(), slog.LevelError, "ui overview", slog.String("error", err.Error()))
@@ -76,7 +79,7 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request, v visitor) {
 	}
 	view := overviewView{Blocked: ov.BlockedLast24h, TopVulns: ov.TopVulnerabilities, CacheSize: humanBytes(ov.CacheBytes),
 		HitRatio: "no requests yet", DBVersion: cmp.Or(ov.DBVersion, "none"), DBAge: ago(ov.DBBuiltAt), DBState: ov.DBState,
-		ComputedAt: ov.ComputedAt}
+		ComputedAt: ov.ComputedAt, Truncated: ov.Truncated}
 	for _, verdict := range verdictOrder {
 		view.Counts = append(view.Counts, verdictCount{verdict, ov.Verdicts[verdict]})
 	}
@@ -105,7 +108,7 @@ const (
 
 type imagesView struct {
 	Filters    imageFilters
-	Images     []api.ImageSummary
+	Images     []imageRow
 	Next       string // the next page's URL; "" on the last
 	CountText  string
 	Severities []string
@@ -168,7 +171,7 @@ func (f imageFilters) query() url.Values {
 func (h *Handler) images(w http.ResponseWriter, r *http.Request, v visitor) {
 	q := r.URL.Query()
 	d := pageData{Title: "Images", Nav: "images", Visitor: &v}
-	view := imagesView{Severities: []string{"CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"}, Verdicts: verdictOrder}
+	view := imagesView{Severities: severityOrder, Verdicts: verdictOrder}
 	if ref := strings.TrimSpace(q.Get("ref")); ref != "" {
 		st, err := h.o.API.ImageByRef(r.Context(), ref)
 		var re *api.RequestError
@@ -203,7 +206,10 @@ func (h *Handler) images(w http.ResponseWriter, r *http.Request, v visitor) {
 		h.internalError(w, r, &v, "list images", err)
 		return
 	}
-	view.Images = list.Images
+	if view.Images, err = h.rowsOf(r.Context(), list.Images); err != nil {
+		h.internalError(w, r, &v, "read the listed images", err)
+		return
+	}
 	view.CountText = strconv.Itoa(len(list.Images)) + " verdicts on this page"
 	if lq.Cursor != "" {
 		view.CountText += " (continued)"
@@ -252,3 +258,79 @@ func (h *Handler) rescan(w http.ResponseWriter, r *http.Request, v visitor, raw 
 	h.log.InfoContext(r.Context(), "ui: scan queued", "digest", dg.String(), "repository", upstream+"/"+repo, "by", v.name)
 	http.Redirect(w, r, imageURL(dg.String(), upstream, repo), http.StatusSeeOther)
 }
+
+// imageRow is a list entry with what the list itself does not carry: the
+// image's findings by severity, size and age (its scan record), and who
+// signed it (its verdict record in that repository).
+type imageRow struct {
+	api.ImageSummary
+	TopSeverity string
+	Counts      []severityCount // only severities with findings, most severe first
+	Scanned     bool
+	Size        int64 // -1: unknown
+	Created     time.Time
+	Signature   string // the signature check's state; "" when the rule asks for none
+	Signer      string
+}
+
+type severityCount struct {
+	Severity string
+	Count    int
+}
+
+// rowsOf reads, for one page (at most maxPageSize entries), each digest's
+// scan record once and each entry's verdict record.
+func (h *Handler) rowsOf(ctx context.Context, list []api.ImageSummary) ([]imageRow, error) {
+	scans := map[string]*store.ScanRecord{}
+	rows := make([]imageRow, 0, len(list))
+	for _, s := range list {
+		row := imageRow{ImageSummary: s, Size: -1}
+		rec, seen := scans[s.Digest]
+		if !seen {
+			r, err := h.o.API.Scans.Scan(ctx, s.Digest)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+			case err != nil:
+				return nil, fmt.Errorf("read scan %s: %w", s.Digest, err)
+			default:
+				rec = &r
+			}
+			scans[s.Digest] = rec
+		}
+		if rec != nil {
+			row.Scanned = rec.State == store.ScanDone
+			if f := rec.Facts; f != nil {
+				row.Size, row.Created = f.CompressedSize, f.Created
+			}
+			by := map[string]int{}
+			for _, f := range rec.Findings {
+				by[strings.ToUpper(f.Severity)]++
+			}
+			for _, sev := range severityOrder {
+				if by[sev] > 0 {
+					row.Counts = append(row.Counts, severityCount{sev, by[sev]})
+					if row.TopSeverity == "" {
+						row.TopSeverity = sev
+					}
+				}
+			}
+		}
+		dec, err := h.o.API.Scans.Decision(ctx, s.Digest, s.Upstream, s.Repository)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("read verdict on %s in %s/%s: %w", s.Digest, s.Upstream, s.Repository, err)
+		case dec.Signature != nil:
+			row.Signature = dec.Signature.State
+			if len(dec.Signature.Signers) > 0 {
+				sg := dec.Signature.Signers[0]
+				row.Signer = cmp.Or(sg.Subject, sg.KeyID, sg.Issuer)
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// severityOrder lists severities from the most severe.
+var severityOrder = []string{"CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"}

@@ -52,7 +52,7 @@ func TestSecurityHeadersOnEveryResponse(t *testing.T) {
 		{open, "GET", "/ui/static/favicon.svg", 200},
 		{open, "GET", "/ui/static/missing.css", 404},
 		{open, "GET", "/ui/login", 404}, // no tokens: no login
-		{open, "GET", "/ui/policy?ref=" + url.QueryEscape("docker.io/library/nope:1"), 404},
+		{open, "GET", "/ui/policy?ref=" + url.QueryEscape("bad ref"), 400},
 		{locked, "GET", "/ui/", 303},
 		{locked, "GET", "/ui/events", 401},
 		{locked, "GET", "/ui/login", 200},

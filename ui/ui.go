@@ -65,6 +65,9 @@ type Handler struct {
 	static *staticFiles
 	// guarded is the part behind Protect (without tokens).
 	guarded http.Handler
+	// overview reads the overview's figures: the API's Overview (a
+	// field so tests can show figures the store cannot make up).
+	overview func(context.Context) (api.Overview, error)
 }
 
 // New builds the dashboard's handler.
@@ -86,6 +89,7 @@ func New(o Options) (*Handler, error) {
 	if h.static, err = loadStatic(); err != nil {
 		return nil, err
 	}
+	h.overview = o.API.Overview
 	h.guarded = http.HandlerFunc(h.serveAuthorized)
 	if o.Tokens == nil && o.Protect != nil {
 		h.guarded = o.Protect(h.guarded)
@@ -153,7 +157,7 @@ func (h *Handler) serveAuthorized(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 	switch rt.name {
 	case routeOverview:
-		h.overview(w, r, v)
+		h.overviewPage(w, r, v)
 	case routeImages:
 		h.images(w, r, v)
 	case routeImage:

@@ -44,14 +44,17 @@ type apiServer struct {
 }
 
 // startAPIServer listens on cfg.API.Listen.
-// metricsHandler (nil: metrics are off) is served there too.
-func startAPIServer(cfg config.Config, apiHandler, metricsHandler http.Handler, log *slog.Logger) (*apiServer, error) {
+// metricsHandler (nil: metrics are off) and uiHandler (nil: the dashboard
+// is off) are served there too.
+func startAPIServer(cfg config.Config, apiHandler, metricsHandler, uiHandler http.Handler, log *slog.Logger) (*apiServer, error) {
 	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/api/"):
 			apiHandler.ServeHTTP(w, r)
 		case r.URL.Path == "/metrics" && metricsHandler != nil:
 			metricsHandler.ServeHTTP(w, r)
+		case uiHandler != nil && uiPath(r.URL.Path):
+			serveUI(uiHandler, w, r)
 		default:
 			http.NotFound(w, r)
 		}

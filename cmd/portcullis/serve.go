@@ -236,6 +236,10 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	uiHandler, err := newUIHandler(cfg, apiHandler, access, log)
+	if err != nil {
+		return err
+	}
 	apiHandler = protect(apiHandler)
 	metricsHandler := metrics.handler()
 	if metricsHandler != nil {
@@ -250,6 +254,8 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			apiHandler.ServeHTTP(w, r)
 		case r.URL.Path == "/metrics" && metricsHandler != nil && cfg.API.Listen == "":
 			metricsHandler.ServeHTTP(w, r)
+		case uiHandler != nil && uiPath(r.URL.Path) && cfg.API.Listen == "":
+			serveUI(uiHandler, w, r)
 		case r.URL.Path == "/healthz":
 			io.WriteString(w, "ok\n")
 		case r.URL.Path == "/readyz":
@@ -314,7 +320,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}()
 	var apiErrc <-chan error
 	if cfg.API.Listen != "" {
-		apiSrv, err := startAPIServer(cfg, metrics.countRequests(apiHandler), metricsHandler, log)
+		apiSrv, err := startAPIServer(cfg, metrics.countRequests(apiHandler), metricsHandler, uiHandler, log)
 		if err != nil {
 			srv.Close()
 			return err
