@@ -66,6 +66,8 @@ func checksFixture(t *testing.T) *httptest.Server {
 		"/light.css": {"text/css", lightCSS},
 		"/dark":      {"text/html", strings.Replace(goodPage, "COLORS", "dark", 1)},
 		"/dark.css":  {"text/css", darkCSS},
+		// main without tabindex: the skip link cannot move focus there.
+		"/notabindex": {"text/html", strings.Replace(strings.Replace(goodPage, "COLORS", "light", 1), ` tabindex="-1"`, "", 1)},
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", dashboardCSP)
@@ -121,6 +123,8 @@ func TestChecksCatchProblems(t *testing.T) {
 		}
 		want["narrow"] = []string{"lacks <meta name=viewport", "scrolls sideways"}
 		want["skip"] = []string{"not the skip link"}
+		got["main without tabindex"] = tb.skipLinkProblems(srv.URL + "/notabindex")
+		want["main without tabindex"] = []string{"does not move focus to main#main"}
 		for check, wants := range want {
 			joined := strings.Join(got[check], "\n")
 			for _, w := range wants {

@@ -286,7 +286,7 @@ func testImageDetail(t *testing.T, b *browser, s *site, shots *screenshots) {
 		{"warned", s.alpine, "docker.io/team/alpine", "warn", "lenient", "warn", []string{"VULNERABLE"}, "", true},
 		{"allowed", s.alpine, "docker.io/mirror/alpine", "allow", "lax", "enforce", nil, "", true},
 		{"signed", s.signed, "docker.io/signed/app", "allow", "signed-only", "enforce", nil, "verified", false},
-		{"unsigned", s.unsigned, "docker.io/signed/app", "block", "signed-only", "enforce", []string{"UNSIGNED"}, "not signed", false},
+		{"unsigned", s.unsigned, "docker.io/signed/app", "block", "signed-only", "enforce", []string{"UNSIGNED"}, "unsigned", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tb := tb.in(t)
