@@ -10,6 +10,8 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v containerd >/dev/null && command -v ctr >/dev/null || need+=(containerd)
 command -v podman >/dev/null || need+=(podman)
 command -v redis-server >/dev/null || need+=(redis-server)
+# The dashboard's tests (test/browser) drive a headless chromium.
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"

@@ -1,0 +1,234 @@
+package browser
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/cosign/v2/pkg/oci/empty"
+	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
+
+	"github.com/portcullis/portcullis/test/harness"
+	"github.com/portcullis/portcullis/test/testregistry"
+)
+
+// dashboardPolicy decides the real Alpine image (one known vulnerability,
+// ALPINE-CVE-2023-42366) by repository: blocked in library/, warned in
+// team/, allowed elsewhere; signed/ needs a signature by the test's key.
+const dashboardPolicy = `
+rules:
+  - name: strict
+    match: {upstreams: [docker.io], repositories: ["library/**"]}
+    mode: enforce
+    vulnerabilities: {block: UNKNOWN}
+    on_unscanned: {wait: 30s, then: block}
+    on_error: block
+  - name: lenient
+    match: {upstreams: [docker.io], repositories: ["team/**"]}
+    mode: warn
+    vulnerabilities: {block: UNKNOWN}
+    on_unscanned: {wait: 30s, then: block}
+    on_error: block
+  - name: signed-only
+    match: {upstreams: [docker.io], repositories: ["signed/**"]}
+    mode: enforce
+    signature: {required: true, keys: [PUBKEY], tlog: false}
+    on_unscanned: {wait: 30s, then: block}
+    on_error: block
+  - name: lax
+    match: {upstreams: [docker.io]}
+    mode: enforce
+    on_unscanned: {wait: 30s, then: block}
+    on_error: block
+`
+
+// The vulnerability every Alpine pull finds, and its CVE alias.
+const (
+	alpineVuln  = "ALPINE-CVE-2023-42366"
+	alpineAlias = "CVE-2023-42366"
+)
+
+// site is a running portcullis with its dashboard and what was pulled
+// through it.
+type site struct {
+	pc       *harness.Portcullis
+	up       *testregistry.Registry
+	ui       string // base URL of the pages (http://host:port, no /ui/)
+	pullHost string // host:port clients pull from
+
+	alpine, signed, unsigned string // digests
+}
+
+// startSite starts the upstream and portcullis of contract 5 (ui-design.md):
+// the Alpine image allowed, warned and blocked by repository, one image
+// signed with a key pair made here and one unsigned, a vulnerability
+// database imported, the UI open (no api.tokens_file).
+func startSite(t *testing.T) *site {
+	t.Helper()
+	bin := harness.BuildPortcullis(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	importAlpineDB(t, bin, data)
+
+	up := testregistry.Start(t)
+	alpine := pushAlpine(t, up, "library/alpine", "team/alpine", "mirror/alpine")
+	s := &site{up: up, alpine: alpine.String()}
+	s.signed = up.Push(t, "signed/app", "signed", testregistry.RandomImage(t, 1, 512, types.OCIManifestSchema1)).String()
+	s.unsigned = up.Push(t, "signed/app", "unsigned", testregistry.RandomImage(t, 1, 512, types.OCIManifestSchema1)).String()
+	pub := signWithKey(t, up, "signed/app", s.signed)
+
+	policy := writeFile(t, dir, "policy.yaml", strings.ReplaceAll(dashboardPolicy, "PUBKEY", pub))
+	cfg := writeFile(t, dir, "portcullis.yaml", "default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policy+"\n")
+	s.pc = harness.StartPortcullis(t, bin, "--config", cfg, "--data", data)
+	s.ui = s.pc.URL
+	s.pullHost = strings.TrimPrefix(s.pc.URL, "http://")
+
+	// Each pull waits for the evaluation (on_unscanned: wait) and records
+	// the repository's verdict; blocked pulls fail.
+	for _, p := range []struct {
+		ref     string
+		allowed bool
+	}{
+		{"library/alpine:3.16.9", false},
+		{"team/alpine:3.16.9", true},
+		{"mirror/alpine:3.16.9", true},
+		{"signed/app:signed", true},
+		{"signed/app:unsigned", false},
+	} {
+		s.pull(t, p.ref, p.allowed)
+	}
+	return s
+}
+
+// pull fetches ref's manifest through portcullis with crane and checks
+// that the gate let it through, or not.
+func (s *site) pull(t *testing.T, ref string, allowed bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "tool", "crane", "manifest", "--insecure", s.pullHost+"/"+ref).CombinedOutput()
+	if (err == nil) != allowed {
+		t.Fatalf("crane manifest %s: %v (want allowed=%v)\n%s", ref, err, allowed, out)
+	}
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// alpineFixtures: the real Alpine 3.16.9 image and real Alpine secdb
+// records (shared/testdata, as test/e2e uses them).
+func alpineFixtures(t *testing.T) (image, osvDir string) {
+	t.Helper()
+	mod, err := harness.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(mod, "..", "shared", "testdata")
+	return filepath.Join(root, "images", "alpine-3.16.9.tar"), filepath.Join(root, "osv", "alpine")
+}
+
+// importAlpineDB imports the Alpine OSV records into data with the CLI.
+func importAlpineDB(t *testing.T, bin, data string) {
+	t.Helper()
+	_, osvDir := alpineFixtures(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, bin, "db", "import", "--data", data, osvDir).CombinedOutput(); err != nil {
+		t.Fatalf("db import: %v\n%s", err, out)
+	}
+}
+
+// pushAlpine pushes the Alpine image as <repo>:3.16.9 for each repo.
+func pushAlpine(t *testing.T, up *testregistry.Registry, repos ...string) v1.Hash {
+	t.Helper()
+	archive, _ := alpineFixtures(t)
+	img, err := tarball.ImageFromPath(archive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d v1.Hash
+	for _, repo := range repos {
+		d = up.Push(t, repo, "3.16.9", img)
+	}
+	return d
+}
+
+// signWithKey signs repo@digest on the upstream the way `cosign sign --key`
+// does with no transparency log (a .sig tag), with a key pair made here, and
+// returns the public key file. (The same as test/e2e's helper, which lives
+// in another test package.)
+func signWithKey(t *testing.T, up *testregistry.Registry, repo, digest string) string {
+	t.Helper()
+	priv, err := cosign.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewDigest(up.Host() + "/" + repo + "@" + digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := payload.Cosign{Image: ref}.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := sv.SignMessage(bytes.NewReader(pl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ociSig, err := static.NewSignature(pl, base64.StdEncoding.EncodeToString(sig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs, err := mutate.AppendSignatures(empty.Signatures(), false, ociSig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := ociremote.SignatureTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, sigs); err != nil {
+		t.Fatal(fmt.Errorf("push signature %s: %w", tag, err))
+	}
+	pem, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeFile(t, t.TempDir(), "cosign.pub", string(pem))
+}
