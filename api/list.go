@@ -257,7 +257,7 @@ func (h *Handler) vulnerabilityAnswer(ctx context.Context, id string) (Vulnerabi
 		var hits []vulnFinding
 		for _, f := range rec.Findings {
 			if findingIs(f, id) && len(hits) < 100 {
-				hits = append(hits, vulnFinding{ID: f.ID, Aliases: f.Aliases, Package: f.Package,
+				hits = append(hits, vulnFinding{ID: f.ID, Aliases: aliasesOf(f), Package: f.Package,
 					InstalledVersion: f.InstalledVersion, FixedVersions: f.FixedVersions, Severity: f.Severity})
 			}
 		}
@@ -285,4 +285,17 @@ func (h *Handler) vulnerabilityAnswer(ctx context.Context, id string) (Vulnerabi
 		}
 	}
 	return ans, nil
+}
+
+// aliasesOf is every other name of a finding's vulnerability: OSV aliases
+// and the upstream ids a distribution record names (ALPINE-CVE-… names
+// CVE-… there), as the policy's allowlists see them.
+func aliasesOf(f vulndb.Finding) []string {
+	out := slices.Clone(f.Aliases)
+	for _, u := range f.Upstream {
+		if !slices.Contains(out, u) && u != f.ID {
+			out = append(out, u)
+		}
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -255,5 +256,22 @@ func TestListDeepPageStartsAtTheCursor(t *testing.T) {
 	// (up to 3) and the next digest's group, which tells it there is more.
 	if pages != total/10 || worst > 10+2*3 {
 		t.Fatalf("%d pages (want %d); the worst page read %d verdicts from the store, want at most 16", pages, total/10, worst)
+	}
+}
+
+// A distribution record's upstream ids are aliases too: the vulnerability
+// answer lists CVE-2023-42366 for ALPINE-CVE-2023-42366.
+func TestAliasesOfIncludeUpstreamIDs(t *testing.T) {
+	for _, c := range []struct {
+		f    vulndb.Finding
+		want []string
+	}{
+		{vulndb.Finding{ID: "ALPINE-CVE-2023-42366", Upstream: []string{"CVE-2023-42366"}}, []string{"CVE-2023-42366"}},
+		{vulndb.Finding{ID: "GHSA-x", Aliases: []string{"CVE-1"}, Upstream: []string{"CVE-1", "GHSA-x"}}, []string{"CVE-1"}},
+		{vulndb.Finding{ID: "CVE-2"}, nil},
+	} {
+		if got := aliasesOf(c.f); !slices.Equal(got, c.want) {
+			t.Errorf("aliasesOf(%s) = %v, want %v", c.f.ID, got, c.want)
+		}
 	}
 }
