@@ -7,10 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +121,42 @@ func startSite(t *testing.T) *site {
 	} {
 		s.pull(t, p.ref, p.allowed)
 	}
+	// Refused pulls reach the shared counters every few seconds: the
+	// pages are looked at once they have.
+	s.awaitBlockedCounted(t, "VULNERABLE", "UNSIGNED")
 	return s
+}
+
+// awaitBlockedCounted waits (bounded) until the overview counts a refused
+// pull for each code.
+func (s *site) awaitBlockedCounted(t *testing.T, codes ...string) {
+	t.Helper()
+	var counted map[string]int64
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get(s.pc.URL + "/api/v1/overview")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ov struct {
+			Blocked []struct {
+				Code  string `json:"code"`
+				Count int64  `json:"count"`
+			} `json:"blocked_last_24h"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&ov)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("overview: %v", err)
+		}
+		counted = map[string]int64{}
+		for _, b := range ov.Blocked {
+			counted[b.Code] = b.Count
+		}
+		if !slices.ContainsFunc(codes, func(c string) bool { return counted[c] == 0 }) {
+			return
+		}
+	}
+	t.Fatalf("blocked pulls not counted within 15 s: %v, want %v", counted, codes)
 }
 
 // pull fetches ref's manifest through portcullis with crane and checks
