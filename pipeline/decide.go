@@ -41,6 +41,12 @@ func readImageFacts(img v1.Image) (store.ImageFacts, error) {
 		return store.ImageFacts{}, fmt.Errorf("read config: %w", err)
 	}
 	f.Created = cfg.Created.Time
+	if cfg.OS != "" || cfg.Architecture != "" {
+		f.Platform = cfg.OS + "/" + cfg.Architecture
+		if cfg.Variant != "" {
+			f.Platform += "/" + cfg.Variant
+		}
+	}
 	return f, nil
 }
 

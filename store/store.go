@@ -128,6 +128,8 @@ type ImageFacts struct {
 	Created        time.Time `json:"created,omitzero"`
 	CompressedSize int64     `json:"compressedSize"`
 	LayerCount     int       `json:"layerCount"`
+	// Platform is the image config's os/architecture[/variant].
+	Platform string `json:"platform,omitempty"`
 	// Blobs are the config and layer digests, so blob requests can follow
 	// the verdict of the image they belong to.
 	Blobs []string `json:"blobs,omitempty"`

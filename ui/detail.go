@@ -29,6 +29,7 @@ type imageView struct {
 	Created                           time.Time
 	CompressedSize                    int64
 	LayerCount                        int
+	Platform                          string
 	HasFacts                          bool
 	Findings                          []findingRow
 	FindingsTruncated                 bool
@@ -73,7 +74,7 @@ func (h *Handler) image(w http.ResponseWriter, r *http.Request, v visitor, raw s
 		}
 	}
 	if f := view.Facts; f != nil {
-		iv.HasFacts, iv.Created, iv.CompressedSize, iv.LayerCount = true, f.Created, f.CompressedSize, f.LayerCount
+		iv.HasFacts, iv.Created, iv.CompressedSize, iv.LayerCount, iv.Platform = true, f.Created, f.CompressedSize, f.LayerCount, f.Platform
 	}
 	layers := map[string]string{}
 	if inv := view.Inventory; inv != nil {

@@ -269,6 +269,7 @@ type imageRow struct {
 	Scanned     bool
 	Size        int64 // -1: unknown
 	Created     time.Time
+	Platform    string
 	Signature   string // the signature check's state; "" when the rule asks for none
 	Signer      string
 }
@@ -300,7 +301,7 @@ func (h *Handler) rowsOf(ctx context.Context, list []api.ImageSummary) ([]imageR
 		if rec != nil {
 			row.Scanned = rec.State == store.ScanDone
 			if f := rec.Facts; f != nil {
-				row.Size, row.Created = f.CompressedSize, f.Created
+				row.Size, row.Created, row.Platform = f.CompressedSize, f.Created, f.Platform
 			}
 			by := map[string]int{}
 			for _, f := range rec.Findings {

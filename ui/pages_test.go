@@ -36,6 +36,8 @@ func TestPages(t *testing.T) {
 			"table#images tr[data-digest=" + digestAllowed + "] .signer":                                                       "SHA256:signer-key",
 			"table#images tr[data-digest=" + digestAllowed + "] .top-severity":                                                 "none",
 			"table#images tr[data-digest=" + digestPending + "] .findings":                                                     "not scanned",
+			"table#images tr[data-digest=" + digestBlocked + "] .platform":                                                     "linux/arm64/v8",
+			"table#images tr[data-digest=" + digestPending + "] .platform":                                                     "—",
 			"table#images tr[data-digest=" + digestWarned + "]":                                                                "3.0 MiB",
 		}, []string{"a.next"}},
 		{"images filtered by verdict", "/ui/images?verdict=block", 200, "Images", map[string]string{

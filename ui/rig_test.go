@@ -176,7 +176,7 @@ func fill(t *testing.T, st *store.Bolt) {
 		rec := store.ScanRecord{Digest: img.digest, State: store.ScanDone, Upstream: img.upstream, Repository: img.repo,
 			ScannerVersion: scanner.Version, DBVersion: "sha256:db@2026-11-27T08:00:00Z", QueuedAt: created, UpdatedAt: created,
 			Inventory: inv, Findings: img.findings,
-			Facts: &store.ImageFacts{Created: created, CompressedSize: 3 << 20, LayerCount: 2, ManifestMediaType: string(types.OCIManifestSchema1)}}
+			Facts: &store.ImageFacts{Created: created, CompressedSize: 3 << 20, LayerCount: 2, Platform: "linux/arm64/v8", ManifestMediaType: string(types.OCIManifestSchema1)}}
 		if img.pending {
 			rec = store.ScanRecord{Digest: img.digest, State: store.ScanPending, Upstream: img.upstream, Repository: img.repo, QueuedAt: created}
 		}
