@@ -59,6 +59,11 @@ type Config struct {
 type UI struct {
 	// Enabled serves /ui/; default true.
 	Enabled bool `yaml:"enabled"`
+	// SessionKeyFile holds the secret (at least 32 bytes) that signs the
+	// dashboard's session cookies and CSRF values. Replicas behind one
+	// load balancer need the same one; empty: a key made at start (a
+	// restart logs everybody out).
+	SessionKeyFile string `yaml:"session_key_file"`
 }
 
 // Telemetry switches the OpenTelemetry metrics.
@@ -419,6 +424,11 @@ func (c *Config) Finish() error {
 	if c.API.TokensFile != "" {
 		if _, err := os.Stat(c.API.TokensFile); err != nil {
 			add("api.tokens_file: %v", err)
+		}
+	}
+	if c.UI.SessionKeyFile != "" {
+		if _, err := os.Stat(c.UI.SessionKeyFile); err != nil {
+			add("ui.session_key_file: %v", err)
 		}
 	}
 	switch c.Log.Format {

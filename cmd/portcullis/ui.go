@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -46,12 +48,38 @@ func newUIHandler(cfg config.Config, status http.Handler, access *auth.Auth, log
 	} else if access != nil {
 		o.Protect = access.API
 	}
+	keyFrom := "per process: a restart logs everybody out"
+	if f := cfg.UI.SessionKeyFile; f != "" {
+		key, err := readSessionKey(f)
+		if err != nil {
+			return nil, err
+		}
+		o.SessionKey, keyFrom = key, f
+	}
 	h, err := ui.New(o)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("dashboard at /ui/", "login", o.Tokens != nil, "session_key", "per process: a restart logs everybody out")
+	log.Info("dashboard at /ui/", "login", o.Tokens != nil, "session_key", keyFrom)
 	return h, nil
+}
+
+// minSessionKey is the shortest session key file taken: 256 bits, as
+// `openssl rand -base64 32` (44 characters) gives.
+const minSessionKey = 32
+
+// readSessionKey reads ui.session_key_file: its bytes, surrounding white
+// space (a trailing newline) left out.
+func readSessionKey(path string) ([]byte, error) {
+	raw, err := readBounded(path, 4096)
+	if err != nil {
+		return nil, fmt.Errorf("ui.session_key_file: %w", err)
+	}
+	key := bytes.TrimSpace(raw)
+	if len(key) < minSessionKey {
+		return nil, fmt.Errorf("ui.session_key_file %s: %d bytes, want at least %d (e.g. openssl rand -base64 32)", path, len(key), minSessionKey)
+	}
+	return key, nil
 }
 
 // uiPath reports whether path is the dashboard's.

@@ -126,3 +126,74 @@ func TestDashboardOnThePullPortAndSwitchedOff(t *testing.T) {
 		})
 	}
 }
+
+// Replicas given the same ui.session_key_file accept each other's
+// dashboard sessions: a browser the load balancer sends to another replica
+// stays logged in.
+func TestDashboardSessionsAcrossReplicas(t *testing.T) {
+	bin := harness.BuildPortcullis(t)
+	dir := t.TempDir()
+	up := startUpstream(t)
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tokens := write("tokens.yaml", sha([]byte("reader-token-1"))[7:]+": {name: dashboard, scopes: [read]}\n")
+	key := write("session.key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")
+	cfg := write("portcullis.yaml", "default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\n"+
+		"api: {tokens_file: "+tokens+"}\nui: {session_key_file: "+key+"}\n")
+	a := harness.StartPortcullis(t, bin, "--config", cfg, "--data", filepath.Join(dir, "a"))
+	b := harness.StartPortcullis(t, bin, "--config", cfg, "--data", filepath.Join(dir, "b"))
+
+	// Log in at replica a, as a browser does: the form's CSRF value and
+	// its cookie, then the token.
+	resp, err := noRedirects.Get(a.URL + "/ui/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	_, rest, ok := strings.Cut(string(page), `name="csrf" value="`)
+	csrf, _, _ := strings.Cut(rest, `"`)
+	if !ok || csrf == "" {
+		t.Fatalf("login page without a CSRF value:\n%s", page)
+	}
+	form := strings.NewReader("csrf=" + csrf + "&token=reader-token-1")
+	req, _ := http.NewRequest("POST", a.URL+"/ui/login", form)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for _, c := range resp.Cookies() {
+		req.AddCookie(c)
+	}
+	resp, err = noRedirects.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "portcullis_session" && c.Value != "" {
+			session = c
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || session == nil {
+		t.Fatalf("login at replica a: %d, session cookie %v", resp.StatusCode, session)
+	}
+	for _, pc := range []*harness.Portcullis{a, b} {
+		req, _ := http.NewRequest("GET", pc.URL+"/ui/", nil)
+		req.AddCookie(session)
+		resp, err := noRedirects.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s /ui/ with replica a's session: %d (to %q), want 200", pc.URL, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	if !b.Logs.Contains(`"session_key":"` + key + `"`) {
+		t.Error("the start log does not say where the session key comes from")
+	}
+}
