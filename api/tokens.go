@@ -164,6 +164,28 @@ func (t *Tokens) Check(secret string) (name string, scopes []string, ok bool) {
 	return tk.Name, slices.Clone(tk.Scopes), true
 }
 
+// TokenID names a token without revealing it: the first 16 hex digits of
+// its sha256, the start of its key in the tokens file. A dashboard session
+// records it, so a token taken out of the file ends its sessions.
+func TokenID(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:8])
+}
+
+// ScopesOf returns the scopes of the token TokenID names, or false when no
+// token in the file has that id (any more).
+func (t *Tokens) ScopesOf(id string) ([]string, bool) {
+	if len(id) != 16 {
+		return nil, false
+	}
+	for _, tk := range t.tokens {
+		if hex.EncodeToString(tk.hash[:8]) == id {
+			return slices.Clone(tk.Scopes), true
+		}
+	}
+	return nil, false
+}
+
 // Bearer reads the token of a request's Authorization header, or says
 // what is wrong with it ("" and "": there is none).
 func Bearer(r *http.Request) (secret, problem string) {

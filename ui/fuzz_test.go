@@ -14,7 +14,7 @@ func FuzzParseSession(f *testing.F) {
 		f.Fatal(err)
 	}
 	now := time.Unix(1_800_000_000, 0)
-	good := keys.encodeSession(session{Name: "ci", Scopes: []string{"read", "admin"}, Expires: now.Add(time.Hour).Unix()})
+	good := keys.encodeSession(session{Name: "ci", Scopes: []string{"read", "admin"}, Expires: now.Add(time.Hour).Unix(), Token: "0123456789abcdef"})
 	for _, seed := range []string{good, "", ".", "a.b", good + "x", good[:len(good)/2], "eyJuIjoiYSJ9.", "%%%.%%%"} {
 		f.Add(seed)
 	}

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"github.com/portcullis/portcullis/api"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -262,7 +263,7 @@ func TestLoginAndSessions(t *testing.T) {
 
 	// A tampered cookie (another name, same signature) is no session.
 	payload, sig, _ := strings.Cut(admin.Value, ".")
-	forged := r.ui.keys.encodeSession(session{Name: "boss", Scopes: []string{"admin"}, Expires: time.Now().Add(time.Hour).Unix()})
+	forged := r.ui.keys.encodeSession(session{Name: "boss", Scopes: []string{"admin"}, Expires: time.Now().Add(time.Hour).Unix(), Token: api.TokenID(adminToken)})
 	otherKey, _ := newSessionKeys(nil)
 	for name, value := range map[string]string{
 		"payload changed":  strings.TrimSuffix(payload, payload[len(payload)-2:]) + "xx." + sig,
@@ -277,6 +278,16 @@ func TestLoginAndSessions(t *testing.T) {
 	}
 	if resp := r.get(t, "/ui/", &http.Cookie{Name: sessionCookie, Value: forged}); resp.status != http.StatusOK {
 		t.Fatalf("a cookie signed with the server's key: %d", resp.status)
+	}
+	// A session lasts only while its token is in the tokens file, with no
+	// more scopes than the token has there now.
+	revoked := r.ui.keys.encodeSession(session{Name: "gone", Scopes: []string{"read"}, Expires: time.Now().Add(time.Hour).Unix(), Token: api.TokenID("a-token-taken-out")})
+	if resp := r.get(t, "/ui/", &http.Cookie{Name: sessionCookie, Value: revoked}); resp.status != http.StatusSeeOther {
+		t.Errorf("a session of a token no longer in the file: %d, want 303 to the login", resp.status)
+	}
+	inflated := r.ui.keys.encodeSession(session{Name: "reader", Scopes: []string{"admin"}, Expires: time.Now().Add(time.Hour).Unix(), Token: api.TokenID(readToken)})
+	if d := parseDoc(t, r.get(t, "/ui/images/"+digestBlocked, &http.Cookie{Name: sessionCookie, Value: inflated}).body); len(d.find("form#rescan")) != 0 {
+		t.Error("a session claiming admin for a read token is shown the rescan form")
 	}
 
 	// Bearer tokens work for scripts; a bad one is 401.

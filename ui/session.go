@@ -61,6 +61,9 @@ type session struct {
 	Name    string   `json:"n"`
 	Scopes  []string `json:"s"`
 	Expires int64    `json:"e"` // unix seconds
+	// Token is the api.TokenID of the token logged in with: the session
+	// lasts only while the tokens file still has it.
+	Token string `json:"t"`
 }
 
 func (s session) admin() bool { return slices.Contains(s.Scopes, api.ScopeAdmin) }
@@ -98,7 +101,7 @@ func (k sessionKeys) parseSession(v string, now time.Time) (session, error) {
 	if err := dec.Decode(&s); err != nil || dec.More() {
 		return session{}, errBadSession
 	}
-	if s.Name == "" || len(s.Name) > maxSessionName || len(s.Scopes) == 0 || len(s.Scopes) > maxSessionScopes {
+	if s.Name == "" || len(s.Name) > maxSessionName || len(s.Scopes) == 0 || len(s.Scopes) > maxSessionScopes || len(s.Token) != 16 {
 		return session{}, errBadSession
 	}
 	for _, sc := range s.Scopes {
@@ -181,13 +184,14 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.errorPage(w, r, nil, http.StatusForbidden, "Refused", "The form's CSRF check failed: reload the login page and try again.")
 		return
 	}
-	name, scopes, ok := h.o.Tokens.Check(strings.TrimSpace(r.PostFormValue("token")))
+	secret := strings.TrimSpace(r.PostFormValue("token"))
+	name, scopes, ok := h.o.Tokens.Check(secret)
 	if !ok {
 		h.log.WarnContext(r.Context(), "ui login refused", "remote", r.RemoteAddr, "reason", "unknown token")
 		h.render(w, r, http.StatusUnauthorized, "login", pageData{Title: "Log in", CSRF: h.formCSRF(w, r, nil), Error: "Unknown token."})
 		return
 	}
-	h.setSession(w, session{Name: name, Scopes: scopes, Expires: h.now().Add(sessionLifetime).Unix()})
+	h.setSession(w, session{Name: name, Scopes: scopes, Expires: h.now().Add(sessionLifetime).Unix(), Token: api.TokenID(secret)})
 	h.log.InfoContext(r.Context(), "ui login", "token", name, "remote", r.RemoteAddr)
 	http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 }

@@ -208,11 +208,15 @@ func (h *Handler) visitor(w http.ResponseWriter, r *http.Request, rt route) (vis
 	}
 	if c, err := r.Cookie(sessionCookie); err == nil {
 		if s, err := h.keys.parseSession(c.Value, h.now()); err == nil {
-			v.name, v.admin, v.session = s.Name, s.admin(), c.Value
-			return v, true
+			// The token must still be in the file, and the session has
+			// no more than the scopes it has now.
+			if scopes, ok := h.o.Tokens.ScopesOf(s.Token); ok {
+				v.name, v.admin, v.session = s.Name, s.admin() && slices.Contains(scopes, api.ScopeAdmin), c.Value
+				return v, true
+			}
 		}
-		// Expired, tampered with or signed by a previous process: log
-		// in again.
+		// Expired, tampered with, signed by a previous process or made
+		// with a token since taken out of the file: log in again.
 		h.clearSession(w)
 	}
 	if rt.name == routeEvents {
