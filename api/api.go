@@ -196,6 +196,7 @@ type ScanView struct {
 	Signature      *policy.SignatureFacts `json:"signature,omitempty"`
 	PolicyVersion  string                 `json:"policyVersion,omitempty"`
 	Tag            string                 `json:"tag,omitempty"`
+	Tags           []string               `json:"tags,omitempty"` // tags it was pulled by there, newest first
 	FirstAllowedAt time.Time              `json:"firstAllowedAt,omitzero"`
 	History        []store.VerdictChange  `json:"history,omitempty"`
 	Decisions      []store.DecisionRecord `json:"decisions"`
@@ -224,7 +225,7 @@ func (h *Handler) view(ctx context.Context, rec store.ScanRecord, repository str
 	for _, d := range v.Decisions {
 		if d.Upstream+"/"+d.Repository == want {
 			v.VerdictIn, v.Verdict, v.Rule, v.Decision, v.Signature = want, d.Verdict, d.Rule, d.Decision, d.Signature
-			v.PolicyVersion, v.Tag, v.FirstAllowedAt, v.History = d.PolicyVersion, d.Tag, d.FirstAllowedAt, d.History
+			v.PolicyVersion, v.Tag, v.Tags, v.FirstAllowedAt, v.History = d.PolicyVersion, d.Tag, d.Tags, d.FirstAllowedAt, d.History
 		}
 	}
 	return v, nil

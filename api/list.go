@@ -230,7 +230,7 @@ func (h *Handler) findingsOf(ctx context.Context, digest string) ([]vulndb.Findi
 
 func summaryOf(d store.DecisionRecord, ids []string) imageSummary {
 	return imageSummary{
-		Digest: d.Digest, Upstream: d.Upstream, Repository: d.Repository, Tag: d.Tag,
+		Digest: d.Digest, Upstream: d.Upstream, Repository: d.Repository, Tag: d.Tag, Tags: d.Tags,
 		Verdict: effectiveVerdict(d), Rule: d.Rule, PolicyVersion: d.PolicyVersion, DBVersion: d.DBVersion,
 		EvaluatedAt: d.UpdatedAt, Vulnerabilities: ids, Details: detailsLink(d.Digest, d.Upstream, d.Repository),
 	}

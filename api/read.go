@@ -220,10 +220,12 @@ type FindingSummary struct {
 
 // ImageSummary is one verdict in a list.
 type ImageSummary struct {
-	Digest        string    `json:"digest"`
-	Upstream      string    `json:"upstream"`
-	Repository    string    `json:"repository"`
-	Tag           string    `json:"tag,omitempty"`
+	Digest     string `json:"digest"`
+	Upstream   string `json:"upstream"`
+	Repository string `json:"repository"`
+	Tag        string `json:"tag,omitempty"`
+	// Tags it was pulled by there, newest first (at most 10).
+	Tags          []string  `json:"tags,omitempty"`
 	Verdict       string    `json:"verdict"`
 	Rule          string    `json:"rule,omitempty"`
 	PolicyVersion string    `json:"policy_version,omitempty"`

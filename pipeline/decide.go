@@ -171,10 +171,14 @@ func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream,
 	written, err := store.UpdateDecision(ctx, p.o.Store, rec.Digest, upstream, repo, func(dec *store.DecisionRecord) (bool, error) {
 		if decisionCurrent(*dec, rec, pol.Version(), rule, tag) && dec.Decision != nil {
 			d, current = *dec.Decision, true
+			if tag != "" && !slices.Contains(dec.Tags, tag) {
+				dec.Tags = store.AddTagSeen(dec.Tags, tag)
+				return true, nil
+			}
 			return false, nil
 		}
 		if tag != "" {
-			dec.Tag = tag
+			dec.Tag, dec.Tags = tag, store.AddTagSeen(dec.Tags, tag)
 		}
 		d, change = p.decideForWrite(ctx, rec, dec)
 		return true, nil

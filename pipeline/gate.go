@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -136,6 +137,7 @@ func (p *Pipeline) current(ctx context.Context, d digest.Digest) (store.ScanReco
 // verdict applies. The pull path itself never decides.
 func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *policy.Policy, rule policy.Rule, s proxy.Subject) (proxy.Decision, error) {
 	tag := tagOf(s.Reference)
+	var tags []string
 	current := func() (policy.Decision, bool, error) {
 		dec, err := p.o.Store.Decision(ctx, rec.Digest, s.Upstream, s.Repository)
 		if errors.Is(err, store.ErrNotFound) {
@@ -147,6 +149,7 @@ func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *pol
 		if !decisionCurrent(dec, rec, pol.Version(), rule, tag) || dec.Decision == nil {
 			return policy.Decision{}, false, nil
 		}
+		tags = dec.Tags
 		return *dec.Decision, true, nil
 	}
 	d, ok, err := current()
@@ -164,14 +167,39 @@ func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *pol
 			return toGate(p.unscannedDecision(rule, s.Upstream, s.Repository, rec.Digest, tag), s.Upstream, s.Repository, rec.Digest), nil
 		}
 	}
+	if tag != "" && !slices.Contains(tags, tag) {
+		tags = p.recordTag(ctx, rec.Digest, s.Upstream, s.Repository, tag)
+	}
 	g := toGate(d, s.Upstream, s.Repository, rec.Digest)
-	p.remember(s, pol.Version(), rule, g)
+	p.remember(s, pol.Version(), rule, g, tags)
 	return g, nil
+}
+
+// recordTag adds tag to the tags the verdict record has seen, and returns
+// them. Tags only tell people what a digest is known as: a failed write
+// is logged, never a reason to refuse the pull.
+func (p *Pipeline) recordTag(ctx context.Context, dgst, upstream, repo, tag string) []string {
+	var seen []string
+	_, err := store.UpdateDecision(ctx, p.o.Store, dgst, upstream, repo, func(dec *store.DecisionRecord) (bool, error) {
+		if dec.Revision == 0 || slices.Contains(dec.Tags, tag) {
+			seen = dec.Tags // none to add to, or added meanwhile
+			return false, nil
+		}
+		dec.Tags = store.AddTagSeen(dec.Tags, tag)
+		seen = dec.Tags
+		return true, nil
+	})
+	if err != nil {
+		p.log.Warn("record the tag an image was pulled by", "image", upstream+"/"+repo+"@"+dgst, "tag", tag, "err", err)
+		return nil
+	}
+	return seen
 }
 
 type cachedDecision struct {
 	policyVersion string
-	tag           string // the tag it holds for; "" for any
+	tag           string   // the tag it holds for; "" for any
+	tags          []string // tags the stored record has seen
 	decision      proxy.Decision
 }
 
@@ -191,10 +219,12 @@ func (p *Pipeline) remembered(s proxy.Subject, policyVersion string, rule policy
 	defer p.mu.Unlock()
 	c, ok := p.decisions[s.Digest][repoKey(s.Upstream, s.Repository)]
 	tag := tagOf(s.Reference)
-	return c.decision, ok && c.policyVersion == policyVersion && (rule.Freshness == nil || tag == "" || c.tag == tag)
+	// A tag the record has not seen goes to the store once, to be added.
+	return c.decision, ok && c.policyVersion == policyVersion && (rule.Freshness == nil || tag == "" || c.tag == tag) &&
+		(tag == "" || slices.Contains(c.tags, tag))
 }
 
-func (p *Pipeline) remember(s proxy.Subject, policyVersion string, rule policy.Rule, g proxy.Decision) {
+func (p *Pipeline) remember(s proxy.Subject, policyVersion string, rule policy.Rule, g proxy.Decision, tags []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.decisions) >= p.memoLimit {
@@ -205,7 +235,7 @@ func (p *Pipeline) remember(s proxy.Subject, policyVersion string, rule policy.R
 		byRepo = map[string]cachedDecision{}
 		p.decisions[s.Digest] = byRepo
 	}
-	c := cachedDecision{policyVersion: policyVersion, decision: g}
+	c := cachedDecision{policyVersion: policyVersion, decision: g, tags: tags}
 	if rule.Freshness != nil {
 		c.tag = tagOf(s.Reference)
 	}

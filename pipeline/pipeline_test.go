@@ -2,11 +2,13 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -399,5 +401,66 @@ rules:
 	rec, _ := r.state.Decision(context.Background(), d.String(), "docker.io", "library/alpine")
 	if len(rec.History) != 2 || rec.History[0].To != "warn" || rec.History[1].From != "warn" || rec.History[1].To != "block" {
 		t.Fatalf("history %+v", rec.History)
+	}
+}
+
+// The verdict record keeps the tags a digest was pulled by in its
+// repository; a pull by a tag already listed writes nothing, in this
+// process or after it (the remembered verdict carries the tags).
+func TestTagsSeenAreRecorded(t *testing.T) {
+	r := newRig(t)
+	d := r.pushAlpine(t)
+	pol, err := policy.Parse([]byte(`
+rules:
+  - name: scanned
+    match: {}
+    vulnerabilities: {block: CRITICAL}
+    on_unscanned: {wait: 30s, then: block}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	run(t, pl)
+	r.importDB(t)
+	pull := func(ref string) store.DecisionRecord {
+		t.Helper()
+		subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: ref, Digest: d, MediaType: string(types.OCIManifestSchema1)}
+		if _, err := pl.Check(context.Background(), subj); err != nil {
+			t.Fatalf("pull %s: %v", ref, err)
+		}
+		rec, err := r.state.Decision(context.Background(), d.String(), "docker.io", "library/alpine")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	for _, c := range []struct {
+		ref  string
+		want []string
+	}{
+		{"3.16.9", []string{"3.16.9"}},
+		{"3.16", []string{"3.16", "3.16.9"}},
+		{d.String(), []string{"3.16", "3.16.9"}}, // by digest: no tag
+		{"3.16.9", []string{"3.16", "3.16.9"}},   // seen already: not moved
+	} {
+		if got := pull(c.ref).Tags; !slices.Equal(got, c.want) {
+			t.Fatalf("after a pull by %s: tags %v, want %v", c.ref, got, c.want)
+		}
+	}
+	before := pull("3.16").Revision
+	for range 3 {
+		pull("3.16.9")
+		pull("3.16")
+	}
+	if after := pull("3.16").Revision; after != before {
+		t.Errorf("pulls by tags already seen wrote the record (revision %d -> %d)", before, after)
+	}
+	for i := range 12 {
+		pull(fmt.Sprintf("build-%d", i))
+	}
+	if got := pull("build-11").Tags; len(got) != store.MaxTagsSeen || got[0] != "build-11" || slices.Contains(got, "3.16.9") {
+		t.Errorf("after 14 tags: %v, want the newest %d", got, store.MaxTagsSeen)
 	}
 }

@@ -138,6 +138,22 @@ type ImageFacts struct {
 	ManifestSize      int64  `json:"manifestSize,omitempty"`
 }
 
+// MaxTagsSeen bounds DecisionRecord.Tags: a digest pulled by ever new
+// tags (a CI tag per build) keeps the most recent ones.
+const MaxTagsSeen = 10
+
+// AddTagSeen puts tag first in tags (once), keeping MaxTagsSeen.
+func AddTagSeen(tags []string, tag string) []string {
+	out := make([]string, 0, min(len(tags)+1, MaxTagsSeen))
+	out = append(out, tag)
+	for _, t := range tags {
+		if t != tag && len(out) < MaxTagsSeen {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // DecisionRecord is the gate's verdict on one manifest digest pulled
 // through one upstream repository, under the rule that matches that
 // repository. The same digest can be allowed in one repository and blocked
@@ -151,6 +167,10 @@ type DecisionRecord struct {
 	Revision uint64 `json:"revision"`
 	Rule     string `json:"rule,omitempty"`
 	Tag      string `json:"tag,omitempty"` // the tag it was last pulled by here, for freshness
+	// Tags are the tags it was pulled by here, newest first by when each
+	// was first seen (at most MaxTagsSeen): what people know the digest as.
+	// A pull by a tag already listed writes nothing.
+	Tags []string `json:"tags,omitempty"`
 	// Decision is the policy's verdict and reasons (nil: none made yet);
 	// Verdict is its effective verdict, for quick lookups.
 	Decision *policy.Decision `json:"decision,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,5 +62,23 @@ func TestUpdatesLoseNothing(t *testing.T) {
 	left, err := store.UpdateScan(ctx, s, d, func(*store.ScanRecord, bool) (bool, error) { return false, nil })
 	if err != nil || left != nil {
 		t.Fatalf("left alone: %+v, %v", left, err)
+	}
+}
+
+func TestAddTagSeen(t *testing.T) {
+	many := []string{"t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9", "t10"}
+	for _, c := range []struct {
+		tags []string
+		tag  string
+		want []string
+	}{
+		{nil, "1.0", []string{"1.0"}},
+		{[]string{"1.0"}, "latest", []string{"latest", "1.0"}},
+		{[]string{"latest", "1.0"}, "1.0", []string{"1.0", "latest"}},
+		{many, "new", append([]string{"new"}, many[:9]...)},
+	} {
+		if got := store.AddTagSeen(c.tags, c.tag); !slices.Equal(got, c.want) {
+			t.Errorf("AddTagSeen(%v, %s) = %v, want %v", c.tags, c.tag, got, c.want)
+		}
 	}
 }

@@ -21,6 +21,7 @@ const maxFindingsShown = 2000
 
 type imageView struct {
 	Digest, Upstream, Repository, Tag string
+	Tags                              []string
 	Verdict, Rule, Mode               string
 	Reasons                           []policy.Reason
 	Signature                         *policy.SignatureFacts
@@ -57,7 +58,7 @@ func (h *Handler) image(w http.ResponseWriter, r *http.Request, v visitor, raw s
 		h.readError(w, r, &v, "read image "+short(raw), err)
 		return
 	}
-	iv := imageView{Digest: view.Digest, Upstream: view.Upstream, Repository: view.Repository, Tag: view.Tag,
+	iv := imageView{Digest: view.Digest, Upstream: view.Upstream, Repository: view.Repository, Tag: view.Tag, Tags: view.Tags,
 		Verdict: cmp.Or(view.Verdict, "pending"), Rule: view.Rule, Signature: view.Signature,
 		ScanState: view.State, ScanError: view.Error, DBWarning: view.DBWarning, Stale: view.Stale, History: view.History,
 		Signing: h.o.Signing}

@@ -183,7 +183,7 @@ func fill(t *testing.T, st *store.Bolt) {
 		if err := st.PutScan(ctx, &rec); err != nil {
 			t.Fatal(err)
 		}
-		dec := store.DecisionRecord{Digest: img.digest, Upstream: img.upstream, Repository: img.repo, Tag: img.tag, UpdatedAt: created}
+		dec := store.DecisionRecord{Digest: img.digest, Upstream: img.upstream, Repository: img.repo, Tag: img.tag, Tags: []string{img.tag, "stable"}, UpdatedAt: created}
 		if !img.pending {
 			rule := "apps"
 			if img.upstream == "ghcr.io" {
