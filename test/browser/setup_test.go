@@ -1,14 +1,10 @@
 package browser
 
 import (
-	"bytes"
 	"context"
-	"crypto"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,20 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/sigstore/cosign/v2/pkg/cosign"
-	"github.com/sigstore/cosign/v2/pkg/oci/empty"
-	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
-	"github.com/sigstore/cosign/v2/pkg/oci/static"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
-	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/payload"
 
+	"github.com/portcullis/portcullis/test/fixtures"
 	"github.com/portcullis/portcullis/test/harness"
 	"github.com/portcullis/portcullis/test/testregistry"
 )
@@ -99,7 +86,7 @@ func startSite(t *testing.T) *site {
 	s := &site{up: up, alpine: alpine.String()}
 	s.signed = up.Push(t, "signed/app", "signed", testregistry.RandomImage(t, 1, 512, types.OCIManifestSchema1)).String()
 	s.unsigned = up.Push(t, "signed/app", "unsigned", testregistry.RandomImage(t, 1, 512, types.OCIManifestSchema1)).String()
-	pub := signWithKey(t, up, "signed/app", s.signed)
+	pub := fixtures.SignWithKey(t, up, "signed/app", s.signed)
 
 	policy := writeFile(t, dir, "policy.yaml", strings.ReplaceAll(dashboardPolicy, "PUBKEY", pub))
 	cfg := writeFile(t, dir, "portcullis.yaml", "default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policy+"\n")
@@ -185,22 +172,10 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// alpineFixtures: the real Alpine 3.16.9 image and real Alpine secdb
-// records (shared/testdata, as test/e2e uses them).
-func alpineFixtures(t *testing.T) (image, osvDir string) {
-	t.Helper()
-	mod, err := harness.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(mod, "..", "shared", "testdata")
-	return filepath.Join(root, "images", "alpine-3.16.9.tar"), filepath.Join(root, "osv", "alpine")
-}
-
 // importAlpineDB imports the Alpine OSV records into data with the CLI.
 func importAlpineDB(t *testing.T, bin, data string) {
 	t.Helper()
-	_, osvDir := alpineFixtures(t)
+	_, osvDir := fixtures.Alpine(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, bin, "db", "import", "--data", data, osvDir).CombinedOutput(); err != nil {
@@ -211,7 +186,7 @@ func importAlpineDB(t *testing.T, bin, data string) {
 // pushAlpine pushes the Alpine image as <repo>:3.16.9 for each repo.
 func pushAlpine(t *testing.T, up *testregistry.Registry, repos ...string) v1.Hash {
 	t.Helper()
-	archive, _ := alpineFixtures(t)
+	archive, _ := fixtures.Alpine(t)
 	img, err := tarball.ImageFromPath(archive, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -221,52 +196,4 @@ func pushAlpine(t *testing.T, up *testregistry.Registry, repos ...string) v1.Has
 		d = up.Push(t, repo, "3.16.9", img)
 	}
 	return d
-}
-
-// signWithKey signs repo@digest on the upstream the way `cosign sign --key`
-// does with no transparency log (a .sig tag), with a key pair made here, and
-// returns the public key file. (The same as test/e2e's helper, which lives
-// in another test package.)
-func signWithKey(t *testing.T, up *testregistry.Registry, repo, digest string) string {
-	t.Helper()
-	priv, err := cosign.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewDigest(up.Host() + "/" + repo + "@" + digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := payload.Cosign{Image: ref}.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := sv.SignMessage(bytes.NewReader(pl))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ociSig, err := static.NewSignature(pl, base64.StdEncoding.EncodeToString(sig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sigs, err := mutate.AppendSignatures(empty.Signatures(), false, ociSig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := ociremote.SignatureTag(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, sigs); err != nil {
-		t.Fatal(fmt.Errorf("push signature %s: %w", tag, err))
-	}
-	pem, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writeFile(t, t.TempDir(), "cosign.pub", string(pem))
 }

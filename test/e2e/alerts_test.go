@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/portcullis/portcullis/test/fixtures"
 	"github.com/portcullis/portcullis/test/harness"
 	"github.com/portcullis/portcullis/test/redisserver"
 )
@@ -92,7 +93,7 @@ func TestNewlyVulnerableAlertAfterDBImport(t *testing.T) {
 	dir := t.TempDir()
 	up := startUpstream(t)
 	_, d := pushAlpine(t, up)
-	archive, _ := alpineFixtures(t)
+	archive, _ := fixtures.Alpine(t)
 	if again, err := tarball.ImageFromPath(archive, nil); err != nil {
 		t.Fatal(err)
 	} else if up.Push(t, "team/alpine", "stable", again) != d {
@@ -100,7 +101,7 @@ func TestNewlyVulnerableAlertAfterDBImport(t *testing.T) {
 	}
 	// The real Alpine record for busybox, rated HIGH (CVSS 7.5), the way
 	// a database update brings news.
-	_, osvDir := alpineFixtures(t)
+	_, osvDir := fixtures.Alpine(t)
 	raw, err := os.ReadFile(filepath.Join(osvDir, "ALPINE-CVE-2023-42366.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +289,7 @@ func TestReplicasSendEachAlertOnce(t *testing.T) {
 	redis := redisserver.Start(t)
 	up := startUpstream(t)
 	_, d := pushAlpine(t, up)
-	archive, _ := alpineFixtures(t)
+	archive, _ := fixtures.Alpine(t)
 	again, err := tarball.ImageFromPath(archive, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
 
 	"github.com/portcullis/portcullis/test/clients"
+	"github.com/portcullis/portcullis/test/fixtures"
 	"github.com/portcullis/portcullis/test/testregistry"
 )
 
@@ -265,7 +266,7 @@ func TestPublishedAttestationsVerifyWithCosign(t *testing.T) {
 // with its own key, and a key that signed nothing fails.
 func TestCosignCLIVerifiesThroughTheMirror(t *testing.T) {
 	g, proxyPEM, ref := signingMirror(t)
-	upstreamSigner := signWithKey(t, g.up, "library/alpine", g.manifest)
+	upstreamSigner := fixtures.SignWithKey(t, g.up, "library/alpine", g.manifest)
 	upstreamAttester := writeFile(t, "attester.pub", attestUpstream(t, g.up, "library/alpine", g.manifest, provenancePredicate))
 	proxyPub := writeFile(t, "proxy.pub", proxyPEM)
 	image := ref.String()

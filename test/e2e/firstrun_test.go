@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/test/fixtures"
 	"github.com/portcullis/portcullis/test/harness"
 )
 
@@ -31,7 +32,7 @@ type osvServer struct {
 
 func startOSVServer(t *testing.T) *osvServer {
 	t.Helper()
-	_, alpineDir := alpineFixtures(t)
+	_, alpineDir := fixtures.Alpine(t)
 	alpine := zipDir(t, alpineDir)
 	empty := zipDir(t, t.TempDir())
 	s := &osvServer{release: make(chan struct{})}

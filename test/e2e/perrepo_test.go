@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/portcullis/portcullis/test/fixtures"
 	"github.com/portcullis/portcullis/test/harness"
 	"github.com/portcullis/portcullis/test/testregistry"
 )
@@ -125,7 +126,7 @@ func TestSignatureRuleSatisfiedInOneRepositoryOnly(t *testing.T) {
 	img := ociImage(t, 512)
 	d := up.Push(t, "team/app", "1.0", img).String()
 	up.Push(t, "team/copy", "1.0", img)
-	pub := signWithKey(t, up, "team/app", d)
+	pub := fixtures.SignWithKey(t, up, "team/app", d)
 	pc := signedOnlyMirror(t, up, pub)
 	for _, tc := range []struct {
 		repo   string
@@ -162,7 +163,7 @@ func TestIndexTrustSurvivesRestart(t *testing.T) {
 	up := startUpstream(t)
 	idx := testregistry.MultiArchIndex(t, types.OCIImageIndex, "linux/amd64", "linux/arm64")
 	indexDigest := up.PushIndex(t, "team/multi", "1.0", idx).String()
-	pub := signWithKey(t, up, "team/multi", indexDigest)
+	pub := fixtures.SignWithKey(t, up, "team/multi", indexDigest)
 	m, err := idx.IndexManifest()
 	if err != nil {
 		t.Fatal(err)

@@ -13,25 +13,15 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/portcullis/portcullis/test/fixtures"
 	"github.com/portcullis/portcullis/test/harness"
 	"github.com/portcullis/portcullis/test/testregistry"
 )
 
-// The real Alpine 3.16.9 image and real Alpine secdb records (shared/testdata).
-func alpineFixtures(t *testing.T) (image, osvDir string) {
-	t.Helper()
-	mod, err := harness.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(mod, "..", "shared", "testdata")
-	return filepath.Join(root, "images", "alpine-3.16.9.tar"), filepath.Join(root, "osv", "alpine")
-}
-
 // importAlpineDB imports the Alpine OSV records into data with the CLI.
 func importAlpineDB(t *testing.T, bin, data string) {
 	t.Helper()
-	_, osvDir := alpineFixtures(t)
+	_, osvDir := fixtures.Alpine(t)
 	if out, err := runBinary(t, bin, "db", "import", "--data", data, osvDir); err != nil {
 		t.Fatalf("db import: %v\n%s", err, out)
 	}
@@ -40,7 +30,7 @@ func importAlpineDB(t *testing.T, bin, data string) {
 // pushAlpine pushes the Alpine 3.16.9 image to up as library/alpine:3.16.9.
 func pushAlpine(t *testing.T, up *testregistry.Registry) (v1.Image, v1.Hash) {
 	t.Helper()
-	archive, _ := alpineFixtures(t)
+	archive, _ := fixtures.Alpine(t)
 	img, err := tarball.ImageFromPath(archive, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +115,7 @@ func TestPulledImageIsScanned(t *testing.T) {
 
 // The offline contract: import, then scan an archive to SARIF, no server.
 func TestScanArchiveOfflineSARIF(t *testing.T) {
-	archive, osvDir := alpineFixtures(t)
+	archive, osvDir := fixtures.Alpine(t)
 	bin := harness.BuildPortcullis(t)
 	data := t.TempDir()
 	if out, err := runBinary(t, bin, "db", "import", "--data", data, osvDir); err != nil {
@@ -168,7 +158,7 @@ func TestScanArchiveOfflineSARIF(t *testing.T) {
 // An import while the server runs reaches stored results without any layer
 // being read again.
 func TestDBImportWhileServingRematches(t *testing.T) {
-	_, osvDir := alpineFixtures(t)
+	_, osvDir := fixtures.Alpine(t)
 	bin := harness.BuildPortcullis(t)
 	up := startUpstream(t)
 	_, want := pushAlpine(t, up)

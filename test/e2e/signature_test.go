@@ -1,77 +1,19 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto"
-	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
-	"github.com/sigstore/cosign/v2/pkg/oci/empty"
-	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
-	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/payload"
 
-	"github.com/portcullis/portcullis/test/testregistry"
+	"github.com/portcullis/portcullis/test/fixtures"
 )
-
-// signWithKey signs repo@digest on the upstream the way `cosign sign --key`
-// does with no transparency log (a .sig tag), and returns the public key file.
-func signWithKey(t *testing.T, up *testregistry.Registry, repo, digest string) string {
-	t.Helper()
-	priv, err := cosign.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewDigest(up.Host() + "/" + repo + "@" + digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := payload.Cosign{Image: ref}.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := sv.SignMessage(bytes.NewReader(pl))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ociSig, err := static.NewSignature(pl, base64.StdEncoding.EncodeToString(sig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sigs, err := mutate.AppendSignatures(empty.Signatures(), false, ociSig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := ociremote.SignatureTag(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, sigs); err != nil {
-		t.Fatal(err)
-	}
-	pem, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "cosign.pub")
-	if err := os.WriteFile(path, pem, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // A rule requiring a signature by our key: signed digests pass, unsigned ones
 // are refused with UNSIGNED's message, and a key that signed nothing here
@@ -82,8 +24,8 @@ func TestSignatureRequired(t *testing.T) {
 	unsigned := ociImage(t, 512)
 	signedDigest := up.Push(t, "team/app", "signed", signed).String()
 	up.Push(t, "team/app", "unsigned", unsigned)
-	pub := signWithKey(t, up, "team/app", signedDigest)
-	otherPub := signWithKey(t, up, "team/other", up.Push(t, "team/other", "x", ociImage(t, 256)).String())
+	pub := fixtures.SignWithKey(t, up, "team/app", signedDigest)
+	otherPub := fixtures.SignWithKey(t, up, "team/other", up.Push(t, "team/other", "x", ociImage(t, 256)).String())
 
 	for _, tc := range []struct {
 		name, key, tag string
@@ -129,7 +71,7 @@ rules:
 func TestCosignVerifyThroughPortcullis(t *testing.T) {
 	up := startUpstream(t)
 	d := up.Push(t, "team/app", "1.0", ociImage(t, 512)).String()
-	pubFile := signWithKey(t, up, "team/app", d)
+	pubFile := fixtures.SignWithKey(t, up, "team/app", d)
 	pc := withConfig(t, up, "default_upstream: up.test\nupstreams: [{name: up.test, url: UPSTREAM_URL}]\n")
 
 	pemBytes, err := os.ReadFile(pubFile)

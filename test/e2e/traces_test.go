@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/test/fixtures"
 	"github.com/portcullis/portcullis/test/otlpreceiver"
 	"github.com/portcullis/portcullis/test/testregistry"
 )
@@ -116,7 +117,7 @@ func TestTracesOfAPullAndItsEvaluation(t *testing.T) {
 	up := testregistry.Start(t, testregistry.WithTokenAuth("", ""))
 	appImg := ociImage(t, 2048)
 	app := up.Push(t, "team/app", "1.0", appImg)
-	pub := signWithKey(t, up, "team/app", app.String())
+	pub := fixtures.SignWithKey(t, up, "team/app", app.String())
 	other := ociImage(t, 1024)
 	up.Push(t, "team/other", "1.0", other)
 	otherLayer := layers(t, other)[0].String()
