@@ -34,7 +34,7 @@ func createRecentIndex(tx *bolt.Tx) error {
 	if _, err := tx.CreateBucket(recentBucket); err != nil {
 		return err
 	}
-	if tx.Bucket(decisionsBucket).Stats().KeyN == 0 {
+	if k, _ := tx.Bucket(decisionsBucket).Cursor().First(); k == nil {
 		return nil // nothing to index
 	}
 	_, err := tx.CreateBucket(recentPendingBucket)
