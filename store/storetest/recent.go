@@ -2,8 +2,10 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,6 +105,43 @@ func runDecisionsByTime(t *testing.T, newStore func(t *testing.T) store.Store) {
 		}
 		if got := walk(t, s, store.TimeCursor{}, 0); !slices.Equal(got, want) {
 			t.Fatalf("after a refused write:\n got %v\nwant %v", got, want)
+		}
+	})
+	t.Run("decisions by time: concurrent writers from one read", func(t *testing.T) {
+		s := newStore(t)
+		r := store.DecisionRecord{Digest: digestN(1), Upstream: "docker.io", Repository: "a/x", Verdict: "allow", UpdatedAt: base}
+		put(t, s, &r)
+		other := store.DecisionRecord{Digest: digestN(2), Upstream: "docker.io", Repository: "a/x", Verdict: "allow", UpdatedAt: base.Add(30 * time.Second)}
+		put(t, s, &other)
+		won := make(chan store.DecisionRecord, 8)
+		var wg sync.WaitGroup
+		for i := range 8 {
+			w := r
+			w.Verdict, w.UpdatedAt = fmt.Sprint("v", i), base.Add(time.Duration(i+1)*time.Minute)
+			wg.Go(func() {
+				if s.PutDecision(ctx, &w) == nil {
+					won <- w
+				}
+			})
+		}
+		wg.Wait()
+		close(won)
+		var winners []store.DecisionRecord
+		for w := range won {
+			winners = append(winners, w)
+		}
+		if len(winners) != 1 {
+			t.Fatalf("%d writers from one read won, want 1", len(winners))
+		}
+		// Listed once, as the winner wrote it, wherever its time puts it.
+		var got []string
+		err := s.DecisionsByTime(ctx, store.TimeCursor{}, func(d store.DecisionRecord) bool {
+			got = append(got, name(d)+" "+d.Verdict)
+			return true
+		})
+		want := []string{"001 docker.io/a/x " + winners[0].Verdict, "002 docker.io/a/x allow"}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("after concurrent writes: %v, %v; want %v", got, err, want)
 		}
 	})
 	t.Run("decisions by time: pages visit every verdict once", func(t *testing.T) {
