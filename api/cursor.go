@@ -5,15 +5,18 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/store"
 )
 
 const (
@@ -34,8 +37,7 @@ type listCursor struct {
 }
 
 func (c listCursor) encode() string {
-	b, _ := json.Marshal(c)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return wireCursor{Digest: c.Digest, Where: c.Where}.encode()
 }
 
 // after reports whether (d, where) comes after the cursor in the list's
@@ -49,29 +51,110 @@ func (c listCursor) after(d, where string) bool {
 
 var errBadCursor = errors.New("invalid cursor: pass back next_cursor of the previous page unchanged")
 
-// decodeCursor reads a cursor from a client; anything but what encode
-// wrote is refused.
-func decodeCursor(s string) (listCursor, error) {
+// errCursorOtherSort is a cursor of one sort order given to the other.
+var errCursorOtherSort = fmt.Errorf("cursor of another sort order (keep ?sort= as it was): %w", errBadCursor)
+
+// Sort orders of the list (ListQuery.Sort).
+const (
+	sortDigest = "digest" // the default: by digest, then upstream/repository
+	sortRecent = "recent" // newest verdict first (store.DecisionsByTime)
+)
+
+// wireCursor is every cursor as a client holds it (base64url of its
+// JSON): a digest-order cursor has no sort and no time, so the cursors
+// of earlier versions still work.
+type wireCursor struct {
+	Sort   string `json:"s,omitempty"`
+	At     string `json:"t,omitempty"`
+	Digest string `json:"d"`
+	Where  string `json:"w"`
+}
+
+func (c wireCursor) encode() string {
+	b, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodeWire reads a cursor from a client and checks the parts every
+// cursor has; anything but what encode wrote is refused.
+func decodeWire(s string) (wireCursor, error) {
 	if len(s) > maxCursorLen {
-		return listCursor{}, errBadCursor
+		return wireCursor{}, errBadCursor
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
-		return listCursor{}, errBadCursor
+		return wireCursor{}, errBadCursor
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	var c listCursor
+	var c wireCursor
 	if err := dec.Decode(&c); err != nil || dec.More() {
-		return listCursor{}, errBadCursor
+		return wireCursor{}, errBadCursor
 	}
 	if _, err := digest.Parse(c.Digest); err != nil {
-		return listCursor{}, errBadCursor
+		return wireCursor{}, errBadCursor
 	}
 	if up, repo, ok := strings.Cut(c.Where, "/"); !ok || up == "" || repo == "" || len(c.Where) > maxFilterLen*2 {
-		return listCursor{}, errBadCursor
+		return wireCursor{}, errBadCursor
 	}
 	return c, nil
+}
+
+// decodeCursor reads a cursor of the digest order.
+func decodeCursor(s string) (listCursor, error) {
+	c, err := decodeWire(s)
+	switch {
+	case err != nil:
+		return listCursor{}, err
+	case c.Sort != "":
+		return listCursor{}, errCursorOtherSort
+	case c.At != "":
+		return listCursor{}, errBadCursor
+	}
+	return listCursor{Digest: c.Digest, Where: c.Where}, nil
+}
+
+// recentCursor is the position after which the next page of the
+// newest-first list starts: the last verdict the previous page looked at,
+// its time as RFC 3339 in UTC with nanoseconds, exactly as encode wrote
+// it.
+type recentCursor struct {
+	At     string
+	Digest string
+	Where  string
+}
+
+func recentCursorOf(d store.DecisionRecord) recentCursor {
+	return recentCursor{At: d.UpdatedAt.UTC().Format(time.RFC3339Nano), Digest: d.Digest, Where: d.Upstream + "/" + d.Repository}
+}
+
+func (c recentCursor) encode() string {
+	return wireCursor{Sort: sortRecent, At: c.At, Digest: c.Digest, Where: c.Where}.encode()
+}
+
+// position is the cursor as the store's walk takes it (At was checked
+// when decoded).
+func (c recentCursor) position() store.TimeCursor {
+	at, _ := time.Parse(time.RFC3339Nano, c.At)
+	return store.TimeCursor{At: at, Digest: c.Digest, Where: c.Where}
+}
+
+// decodeRecentCursor reads a cursor of the newest-first order.
+func decodeRecentCursor(s string) (recentCursor, error) {
+	c, err := decodeWire(s)
+	switch {
+	case err != nil:
+		return recentCursor{}, err
+	case c.Sort == "":
+		return recentCursor{}, errCursorOtherSort
+	case c.Sort != sortRecent:
+		return recentCursor{}, errBadCursor
+	}
+	at, err := time.Parse(time.RFC3339Nano, c.At)
+	if err != nil || at.UTC().Format(time.RFC3339Nano) != c.At {
+		return recentCursor{}, errBadCursor
+	}
+	return recentCursor{At: c.At, Digest: c.Digest, Where: c.Where}, nil
 }
 
 // listQuery is a ListQuery checked: what the list walk filters on.
@@ -83,7 +166,9 @@ type listQuery struct {
 	minSeverity   string
 	signed        string // signedYes, signedNo or ""
 	limit         int
-	cursor        *listCursor
+	sort          string        // sortDigest or sortRecent
+	cursor        *listCursor   // digest order
+	recent        *recentCursor // newest first
 }
 
 // Values of ListQuery.Signed.
@@ -113,7 +198,7 @@ func listQueryFrom(q url.Values) (ListQuery, error) {
 		}
 	}
 	lq := ListQuery{Verdict: q.Get("verdict"), Upstream: q.Get("upstream"), Repository: q.Get("repository"),
-		Vulnerability: q.Get("vulnerability"), MinSeverity: q.Get("min_severity"), Cursor: q.Get("cursor")}
+		Vulnerability: q.Get("vulnerability"), MinSeverity: q.Get("min_severity"), Sort: q.Get("sort"), Cursor: q.Get("cursor")}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxLimit {
@@ -133,7 +218,7 @@ func invalidLimit(s string) error {
 func (q ListQuery) compile() (listQuery, error) {
 	lq := listQuery{limit: defaultLimit}
 	for key, v := range map[string]string{"verdict": q.Verdict, "upstream": q.Upstream, "repository": q.Repository,
-		"vulnerability": q.Vulnerability, "min_severity": q.MinSeverity, "signed": q.Signed} {
+		"vulnerability": q.Vulnerability, "min_severity": q.MinSeverity, "signed": q.Signed, "sort": q.Sort} {
 		if len(v) > maxFilterLen {
 			return lq, errors.New("?" + key + "= is longer than " + strconv.Itoa(maxFilterLen) + " bytes")
 		}
@@ -173,7 +258,23 @@ func (q ListQuery) compile() (listQuery, error) {
 		}
 		lq.limit = q.Limit
 	}
-	if q.Cursor != "" { // empty: the first page
+	switch q.Sort {
+	case "", sortDigest:
+		lq.sort = sortDigest
+	case sortRecent:
+		lq.sort = sortRecent
+	default:
+		return lq, errors.New("invalid ?sort=" + quote(q.Sort) + ": want digest (the default) or recent (newest verdict first)")
+	}
+	switch {
+	case q.Cursor == "": // the first page
+	case lq.sort == sortRecent:
+		c, err := decodeRecentCursor(q.Cursor)
+		if err != nil {
+			return lq, err
+		}
+		lq.recent = &c
+	default:
 		c, err := decodeCursor(q.Cursor)
 		if err != nil {
 			return lq, err

@@ -37,7 +37,7 @@ func effectiveVerdict(d store.DecisionRecord) string {
 }
 
 // listImages answers GET /api/v1/images: verdicts sorted by digest, then
-// upstream/repository, a page at a time.
+// upstream/repository, or newest first (?sort=recent), a page at a time.
 func (h *Handler) listImages(w http.ResponseWriter, req request) {
 	q, err := listQueryFrom(req.r.URL.Query())
 	if err != nil {
@@ -68,7 +68,9 @@ func (h *Handler) list(ctx context.Context, lq listQuery) (imageList, error) {
 
 // listWithBudget looks at no more than budget verdicts past the cursor.
 func (h *Handler) listWithBudget(ctx context.Context, lq listQuery, budget int) (imageList, error) {
-	out := imageList{Images: []imageSummary{}}
+	if lq.sort == sortRecent {
+		return h.listRecent(ctx, lq, budget)
+	}
 	needFindings := lq.vulnerability != "" || lq.minSeverity != ""
 	var (
 		group    []store.DecisionRecord
@@ -128,9 +130,58 @@ func (h *Handler) listWithBudget(ctx context.Context, lq listQuery, budget int) 
 	if !more && len(group) > 0 {
 		flush()
 	}
+	return h.page(ctx, lq, cands, more, last.encode(), func(d store.DecisionRecord) string {
+		return listCursor{Digest: d.Digest, Where: d.Upstream + "/" + d.Repository}.encode()
+	})
+}
+
+// listRecent is listWithBudget newest first: the store's index by time
+// starts just after the cursor, and the walk takes each verdict in turn
+// (no group to sort: the index orders verdicts of one instant itself).
+func (h *Handler) listRecent(ctx context.Context, lq listQuery, budget int) (imageList, error) {
+	needFindings := lq.vulnerability != "" || lq.minSeverity != ""
+	var (
+		cands    []store.DecisionRecord
+		examined int
+		more     bool
+		last     recentCursor
+		after    store.TimeCursor
+	)
+	if lq.recent != nil {
+		after = lq.recent.position()
+	}
+	err := h.Scans.DecisionsByTime(ctx, after, func(d store.DecisionRecord) bool {
+		if examined == budget || (!needFindings && len(cands) == lq.limit) {
+			more = true
+			return false
+		}
+		examined++
+		last = recentCursorOf(d)
+		if lq.matchesRecord(d) {
+			cands = append(cands, d)
+		}
+		return true
+	})
+	if err != nil {
+		return imageList{}, err
+	}
+	return h.page(ctx, lq, cands, more, last.encode(), func(d store.DecisionRecord) string {
+		return recentCursorOf(d).encode()
+	})
+}
+
+// page applies the findings filters to the candidates a walk collected,
+// in its order, and makes the page: up to the limit, and a cursor when
+// more remain (cursorOf the last one listed, or lastExamined when the
+// walk stopped at its budget first).
+func (h *Handler) page(ctx context.Context, lq listQuery, cands []store.DecisionRecord, more bool, lastExamined string,
+	cursorOf func(store.DecisionRecord) string) (imageList, error) {
+	out := imageList{Images: []imageSummary{}}
+	needFindings := lq.vulnerability != "" || lq.minSeverity != ""
 	var (
 		findings   []vulndb.Finding
 		findingsOf string
+		err        error
 	)
 	for i, d := range cands {
 		var ids []string
@@ -148,13 +199,13 @@ func (h *Handler) listWithBudget(ctx context.Context, lq listQuery, budget int) 
 		out.Images = append(out.Images, summaryOf(d, ids))
 		if len(out.Images) == lq.limit {
 			if i < len(cands)-1 || more {
-				out.NextCursor = listCursor{Digest: d.Digest, Where: d.Upstream + "/" + d.Repository}.encode()
+				out.NextCursor = cursorOf(d)
 			}
 			return out, nil
 		}
 	}
 	if more {
-		out.NextCursor = last.encode()
+		out.NextCursor = lastExamined
 	}
 	return out, nil
 }

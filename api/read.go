@@ -46,12 +46,16 @@ type ListQuery struct {
 	// Signed: "yes" lists verdicts made on a verified signature, "no" the
 	// others; "" both.
 	Signed string
+	// Sort: "digest" (or ""): by digest, then upstream/repository;
+	// "recent": the newest verdict first (by the time it was made).
+	Sort   string
 	Limit  int    // 0: the default page size
-	Cursor string // NextCursor of the previous page; "": the first page
+	Cursor string // NextCursor of the previous page (same Sort); "": the first page
 }
 
 // ListImages answers the images list: verdicts sorted by digest, then
-// upstream/repository, a page at a time (GET /api/v1/images).
+// upstream/repository, or newest first (q.Sort), a page at a time (GET
+// /api/v1/images).
 func (h *Handler) ListImages(ctx context.Context, q ListQuery) (ImageList, error) {
 	lq, err := q.compile()
 	if err != nil {

@@ -52,12 +52,18 @@ func OpenBolt(path string) (*Bolt, error) {
 				return err
 			}
 		}
+		if err := createRecentIndex(tx); err != nil {
+			return err
+		}
 		if countRefs {
 			// State written before reference counts: count once.
 			return countContentRefs(tx)
 		}
 		return nil
 	})
+	if err == nil {
+		err = buildRecentIndex(db)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open state %s: %w", path, err)

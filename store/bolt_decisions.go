@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -73,15 +74,27 @@ func (b *Bolt) PutDecision(_ context.Context, r *DecisionRecord) error {
 	err = b.db.Update(func(tx *bolt.Tx) error {
 		decisions := tx.Bucket(decisionsBucket)
 		var stored struct {
-			Revision uint64 `json:"revision"`
+			Revision  uint64    `json:"revision"`
+			UpdatedAt time.Time `json:"updatedAt"`
 		}
-		if old := decisions.Get(k); old != nil {
+		old := decisions.Get(k)
+		if old != nil {
 			if err := json.Unmarshal(old, &stored); err != nil {
 				return err
 			}
 		}
 		if stored.Revision != r.Revision {
 			return fmt.Errorf("stored at revision %d, written from %d: %w", stored.Revision, r.Revision, ErrConflict)
+		}
+		// The index by time moves with the record, in this transaction.
+		recent := tx.Bucket(recentBucket)
+		if old != nil {
+			if err := recent.Delete(recentKey(stored.UpdatedAt, r.Digest, r.Upstream+"/"+r.Repository)); err != nil {
+				return err
+			}
+		}
+		if err := recent.Put(recentKeyOf(next), nil); err != nil {
+			return err
 		}
 		if err := tx.Bucket(verdictsBucket).Put(k, []byte(r.Verdict)); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -25,6 +26,8 @@ type Redis struct {
 	// Scripts are immutable once made; kept here rather than in package
 	// variables.
 	casScan, casDecision, linkBlob, blobImages, replaceSet *redis.Script
+	// recentBuilt caches that the index by time was found built.
+	recentBuilt atomic.Bool
 }
 
 // DefaultRedisPrefix starts every key Portcullis writes to Redis.
@@ -102,6 +105,11 @@ func (k redisKeys) parents(where, child string) string {
 // Indexes of verdicts across repositories, written before the records:
 // every digest with a verdict, and per digest the repositories with one.
 func (k redisKeys) decidedIndex() string { return k.prefix + ":decided" }
+
+// The index of verdicts by time (recent.go, redis_recent.go), and the
+// marker that it was built for the verdicts written before it existed.
+func (k redisKeys) recentIndex() string { return k.prefix + ":recent" }
+func (k redisKeys) recentBuilt() string { return k.prefix + ":recent-built" }
 func (k redisKeys) decidedIn(digest string) string {
 	return k.tagged(digest, "decided-in")
 }
@@ -178,10 +186,11 @@ func (r *Redis) LocalTag(ctx context.Context, tag string) (string, error) {
 func (r *Redis) Close() error { return r.c.Close() }
 
 // casResult reads what the compare-and-swap scripts return: {1, revision}
-// when written, {0, stored revision} when the record had changed.
+// when written (a script may answer more after it), {0, stored revision}
+// when the record had changed.
 func casResult(res any) (ok bool, stored string, err error) {
 	parts, isSlice := res.([]any)
-	if !isSlice || len(parts) != 2 {
+	if !isSlice || len(parts) < 2 {
 		return false, "", fmt.Errorf("unexpected script answer %v", res)
 	}
 	n, _ := parts[0].(int64)

@@ -22,15 +22,18 @@ return {1, ARGV[2]}
 
 // casDecisionLua does the same for one verdict, and keeps its effective
 // verdict in the repository's verdicts hash, which the blob gate reads.
-// KEYS: the record's hash (fields revision, record) and the repository's
-// verdicts hash (one hash tag, {upstream/repo}). ARGV: digest, read
-// revision, next revision, record JSON, verdict.
+// KEYS: the record's hash (fields revision, record, recent) and the
+// repository's verdicts hash (one hash tag, {upstream/repo}). ARGV:
+// digest, read revision, next revision, record JSON, verdict, the
+// record's entry in the index by time. A write answers, third, the entry
+// of the record it replaced ("": none known).
 const casDecisionLua = `
 local stored = redis.call('HGET', KEYS[1], 'revision') or '0'
 if stored ~= ARGV[2] then return {0, stored} end
-redis.call('HSET', KEYS[1], 'revision', ARGV[3], 'record', ARGV[4])
+local old = redis.call('HGET', KEYS[1], 'recent') or ''
+redis.call('HSET', KEYS[1], 'revision', ARGV[3], 'record', ARGV[4], 'recent', ARGV[6])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
-return {1, ARGV[3]}
+return {1, ARGV[3], old}
 `
 
 // Scan implements ScanStore.
@@ -172,17 +175,20 @@ func (r *Redis) PutDecision(ctx context.Context, rec *DecisionRecord) error {
 	if err != nil {
 		return fmt.Errorf("write decision on %s: %w", what, err)
 	}
-	// The indexes first (two slots, one round trip): a failure after them
-	// leaves entries Decisions skips, never a record it cannot find.
+	// The indexes first (three slots, one round trip): a failure after
+	// them leaves entries the walks skip, never a record they cannot find
+	// (redis_recent.go says how the index by time stays exact).
+	entry := string(recentKeyOf(next))
 	pipe := r.c.Pipeline()
 	pipe.ZAdd(ctx, r.keys.decidedIndex(), redis.Z{Member: rec.Digest})
 	pipe.SAdd(ctx, r.keys.decidedIn(rec.Digest), where)
+	pipe.ZAdd(ctx, r.keys.recentIndex(), redis.Z{Member: entry})
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("write decision on %s: index: %w", what, err)
 	}
 	res, err := r.casDecision.Run(ctx, r.c,
 		[]string{r.keys.decision(where, rec.Digest), r.keys.verdicts(where)},
-		rec.Digest, strconv.FormatUint(rec.Revision, 10), strconv.FormatUint(next.Revision, 10), v, rec.Verdict).Result()
+		rec.Digest, strconv.FormatUint(rec.Revision, 10), strconv.FormatUint(next.Revision, 10), v, rec.Verdict, entry).Result()
 	if err != nil {
 		return fmt.Errorf("write decision on %s: %w", what, err)
 	}
@@ -194,6 +200,14 @@ func (r *Redis) PutDecision(ctx context.Context, rec *DecisionRecord) error {
 		return fmt.Errorf("write decision on %s: stored at revision %s, written from %d: %w", what, stored, rec.Revision, ErrConflict)
 	}
 	rec.Revision = next.Revision
+	if parts, _ := res.([]any); len(parts) == 3 {
+		if old, _ := parts[2].(string); old != "" && old != entry {
+			// The verdict is written: if this fails, the old entry stays
+			// and the walk skips it (it no longer matches the record), so
+			// the caller is not told the write failed when it did not.
+			_ = r.c.ZRem(ctx, r.keys.recentIndex(), old).Err()
+		}
+	}
 	return nil
 }
 

@@ -245,6 +245,30 @@ type DecisionStore interface {
 	// digest in no set order), until fn returns false; the store starts
 	// there without reading the digests before it.
 	DecisionsFrom(ctx context.Context, fromDigest string, fn func(DecisionRecord) bool) error
+	// DecisionsByTime calls fn for every verdict newest first (by
+	// UpdatedAt; verdicts of the same instant by digest, then
+	// upstream/repository), from just after the position after on (the
+	// zero TimeCursor: from the newest), until fn returns false. The store
+	// keeps an index by time, so it starts there without reading the
+	// verdicts before it, and lists each verdict once, at its latest time.
+	DecisionsByTime(ctx context.Context, after TimeCursor, fn func(DecisionRecord) bool) error
+}
+
+// TimeCursor is a position in the newest-first walk of verdicts: the
+// UpdatedAt, digest and upstream/repository of the last verdict seen. The
+// zero value is the start of the walk.
+type TimeCursor struct {
+	At     time.Time
+	Digest string
+	Where  string // upstream/repository
+}
+
+// IsZero reports whether c is the start of the walk.
+func (c TimeCursor) IsZero() bool { return c.At.IsZero() && c.Digest == "" && c.Where == "" }
+
+// CursorOf is the position of verdict d in the newest-first walk.
+func CursorOf(d DecisionRecord) TimeCursor {
+	return TimeCursor{At: d.UpdatedAt, Digest: d.Digest, Where: d.Upstream + "/" + d.Repository}
 }
 
 // RelationStore keeps which images of a repository reference which blobs,

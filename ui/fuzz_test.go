@@ -35,7 +35,7 @@ func FuzzParseSession(f *testing.F) {
 // The images list's query comes from the browser: parsing never panics and
 // keeps the page size within bounds.
 func FuzzImageFilters(f *testing.F) {
-	for _, seed := range []string{"", "verdict=block&limit=10", "limit=0", "limit=201", "limit=-1", "sort=size", "sort=digest&signed=yes",
+	for _, seed := range []string{"", "verdict=block&limit=10", "limit=0", "limit=201", "limit=-1", "sort=size", "sort=digest&signed=yes", "sort=recent&limit=3",
 		"repository=library%2F*&cursor=abc", "a=1&a=2", "limit=99999999999999999999"} {
 		f.Add(seed)
 	}
@@ -51,7 +51,7 @@ func FuzzImageFilters(f *testing.F) {
 		if filters.Limit < 1 || filters.Limit > maxPageSize || lq.Limit != filters.Limit {
 			t.Fatalf("limit %d / %d from %q", filters.Limit, lq.Limit, raw)
 		}
-		if filters.Sort != "" && filters.Sort != "digest" {
+		if filters.Sort != "" && filters.Sort != "digest" && filters.Sort != "recent" {
 			t.Fatalf("sort %q accepted", filters.Sort)
 		}
 		if _, _, err := parseImageFilters(filters.query()); err != nil {

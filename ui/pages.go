@@ -135,11 +135,12 @@ func parseImageFilters(q url.Values) (imageFilters, api.ListQuery, error) {
 	f := imageFilters{Verdict: q.Get("verdict"), Upstream: q.Get("upstream"), Repository: q.Get("repository"),
 		Severity: q.Get("severity"), Vulnerability: q.Get("vulnerability"), Signed: q.Get("signed"), Sort: q.Get("sort"), Limit: defaultPageSize}
 	switch f.Sort {
-	case "", "digest":
+	case "", "digest", "recent":
 	default:
-		// The store keeps verdicts in digest order; any other order would
-		// need every record in memory.
-		return f, api.ListQuery{}, errors.New("invalid sort " + strconv.Quote(shortN(64, f.Sort)) + ": the list is in digest order (sort=digest)")
+		// The store keeps verdicts in digest order and in an index by
+		// time; any other order would need every record in memory.
+		return f, api.ListQuery{}, errors.New("invalid sort " + strconv.Quote(shortN(64, f.Sort)) +
+			": the list is in digest order (sort=digest) or recently evaluated first (sort=recent)")
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -149,7 +150,7 @@ func parseImageFilters(q url.Values) (imageFilters, api.ListQuery, error) {
 		f.Limit = n
 	}
 	lq := api.ListQuery{Verdict: f.Verdict, Upstream: f.Upstream, Repository: f.Repository, MinSeverity: f.Severity,
-		Vulnerability: f.Vulnerability, Signed: f.Signed, Limit: f.Limit, Cursor: q.Get("cursor")}
+		Vulnerability: f.Vulnerability, Signed: f.Signed, Sort: f.Sort, Limit: f.Limit, Cursor: q.Get("cursor")}
 	return f, lq, nil
 }
 

@@ -1,10 +1,16 @@
 package ui
 
 import (
+	"context"
+	"encoding/base64"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/store"
 )
 
 func TestPages(t *testing.T) {
@@ -51,6 +57,12 @@ func TestPages(t *testing.T) {
 		{"images filtered by vulnerability alias and severity", "/ui/images?vulnerability=GHSA-aaaa-bbbb-cccc&severity=HIGH", 200, "Images", map[string]string{
 			"table#images tr[data-digest=" + digestWarned + "] a[href=/ui/vulnerabilities/CVE-2024-1111]": "CVE-2024-1111",
 		}, []string{"tr[data-digest=" + digestAllowed + "]"}},
+		{"images recently evaluated first", "/ui/images?sort=recent", 200, "Images", map[string]string{
+			"#result-count": "6 verdicts", "select[name=sort] option[value=recent][selected]": "recently evaluated first",
+			"table#images tr[data-digest=" + digestBlocked + "][data-repository=ghcr.io/org/api] .verdict.verdict-block": "block",
+		}, []string{"a.next"}},
+		{"images: a cursor of the other sort is refused", "/ui/images?sort=recent&cursor=" + esc(digestOrderCursor), 400, "Images",
+			map[string]string{".banner-error": "another sort order"}, nil},
 		{"images: a sort the store cannot do is refused", "/ui/images?sort=size", 400, "Images",
 			map[string]string{".banner-error": "digest order"}, nil},
 		{"images: a bad filter is refused with the API's message", "/ui/images?verdict=maybe", 400, "Images",
@@ -241,4 +253,58 @@ func TestHostileTextIsEscaped(t *testing.T) {
 func findText(t *testing.T, body, selector string) string {
 	t.Helper()
 	return text(parseDoc(t, body).one(t, selector))
+}
+
+// digestOrderCursor is a next-page cursor of the digest order (base64url
+// of its JSON), as a browser holds it.
+var digestOrderCursor = base64.RawURLEncoding.EncodeToString([]byte(`{"d":"` + digestAllowed + `","w":"docker.io/library/app"}`))
+
+// sort=recent lists the newest verdicts first, and its next links keep
+// the order and visit every verdict once.
+func TestImagesRecentlyEvaluatedFirst(t *testing.T) {
+	r := newRig(t, false)
+	ctx := context.Background()
+	// Evaluated again, one after the other: the last is the newest.
+	order := []string{digestAllowed, digestLong, digestPending, digestBlocked, digestHostile, digestWarned}
+	at := time.Now().Add(-time.Hour)
+	var want []string
+	for i, dg := range order {
+		var dec store.DecisionRecord
+		if err := r.st.Decisions(ctx, dg, func(d store.DecisionRecord) bool { dec = d; return false }); err != nil || dec.Digest == "" {
+			t.Fatalf("verdict on %s: %+v, %v", dg, dec, err)
+		}
+		dec.UpdatedAt = at.Add(time.Duration(i) * time.Minute)
+		if err := r.st.PutDecision(ctx, &dec); err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{dg}, want...)
+	}
+	var got []string
+	path := "/ui/images?sort=recent&limit=4"
+	for page := 0; ; page++ {
+		if page == 10 {
+			t.Fatal("more than 10 pages of 4")
+		}
+		resp := r.get(t, path)
+		if resp.status != http.StatusOK {
+			t.Fatalf("page %d: %d\n%s", page, resp.status, resp.body)
+		}
+		d := parseDoc(t, resp.body)
+		for _, tr := range d.find("table#images tr[data-digest]") {
+			dg, _ := attr(tr, "data-digest")
+			got = append(got, dg)
+		}
+		next := d.find("a.next")
+		if len(next) == 0 {
+			break
+		}
+		href, _ := attr(next[0], "href")
+		if !strings.Contains(href, "sort=recent") || !strings.Contains(href, "limit=4") {
+			t.Errorf("next link %q lost the sort", href)
+		}
+		path = href
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("sort=recent listed\n%v\nwant newest first\n%v", got, want)
+	}
 }

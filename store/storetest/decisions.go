@@ -101,6 +101,7 @@ func RunDecisions(t *testing.T, newStore func(t *testing.T) store.Store) {
 			}
 		}
 	})
+	runDecisionsByTime(t, newStore)
 	t.Run("decision revisions", func(t *testing.T) {
 		s := newStore(t)
 		r := store.DecisionRecord{Digest: digestN(1), Upstream: "docker.io", Repository: "a/b", Verdict: "allow"}

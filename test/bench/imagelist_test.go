@@ -27,6 +27,8 @@ type listFleet struct {
 	url    string
 	counts fleet.Counts
 	deep   string // a cursor three quarters into the list
+	// deepRecent: the same in the newest-first order (sort=recent).
+	deepRecent string
 }
 
 func newListFleet(b *testing.B, n int) *listFleet {
@@ -46,12 +48,20 @@ func newListFleet(b *testing.B, n int) *listFleet {
 	srv := httptest.NewServer(f.h)
 	b.Cleanup(srv.Close)
 	f.url = srv.URL + "/api/v1/images?"
-	// The deep cursor: walk pages of an eighth of the verdicts (1000 at
-	// most, what a page takes) to three quarters of them.
 	total := 0
 	for _, v := range counts.Verdicts {
 		total += v
 	}
+	f.deep = deepCursor(b, f.url, total)
+	f.deepRecent = deepCursor(b, f.url+"sort=recent&", total)
+	return f
+}
+
+// deepCursor walks the list at url (a query prefix) in pages of an eighth
+// of the verdicts (1000 at most, what a page takes) to three quarters of
+// them, and returns the cursor there.
+func deepCursor(b *testing.B, url string, total int) string {
+	b.Helper()
 	seen, cursor := 0, ""
 	step := max(1, min(total/8, 1000))
 	for seen < total*3/4 {
@@ -59,14 +69,13 @@ func newListFleet(b *testing.B, n int) *listFleet {
 			Images     []json.RawMessage `json:"images"`
 			NextCursor string            `json:"next_cursor"`
 		}
-		getJSON(b, f.url+fmt.Sprintf("limit=%d&cursor=%s", step, cursor), &page)
+		getJSON(b, url+fmt.Sprintf("limit=%d&cursor=%s", step, cursor), &page)
 		seen += len(page.Images)
 		if cursor = page.NextCursor; cursor == "" {
-			b.Fatalf("list ended after %d of %d verdicts", seen, total)
+			b.Fatalf("list %s ended after %d of %d verdicts", url, seen, total)
 		}
 	}
-	f.deep = cursor
-	return f
+	return cursor
 }
 
 func getJSON(b *testing.B, url string, v any) {
@@ -121,7 +130,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // BenchmarkImagesList10000 measures the status API's images list over a
 // store of 10,000 images (about 20,000 verdicts; test/bench/fleet), page
-// by page: the first page, a page three quarters deep (by cursor), a page
+// by page: the first page, a page three quarters deep (by cursor), the
+// same two newest first (sort=recent: the store's index by time), a page
 // filtered by verdict and one filtered by vulnerability id (which reads
 // each candidate's scan record); and the overview, cold (a fresh handler:
 // one walk of every verdict and scan record) and cached. The baseline is
@@ -138,6 +148,8 @@ func BenchmarkImagesList10000(b *testing.B) {
 	}{
 		{"first", "limit=50", 50},
 		{"deep", "limit=50&cursor=", 1},
+		{"recent", "limit=50&sort=recent", 50},
+		{"recent-deep", "limit=50&sort=recent&cursor=", 1},
 		{"verdict", "limit=50&verdict=block", 1},
 		{"vulnerability", "limit=50&vulnerability=" + vuln, 1},
 	}
@@ -157,8 +169,11 @@ func BenchmarkImagesList10000(b *testing.B) {
 		for _, p := range pages {
 			for _, f := range order {
 				q := p.query
-				if p.name == "deep" {
+				switch p.name {
+				case "deep":
 					q += f.deep
+				case "recent-deep":
+					q += f.deepRecent
 				}
 				lat := timeGets(b, c, f.url+q, listRounds, p.minImages)
 				if f == big {
@@ -179,7 +194,7 @@ func BenchmarkImagesList10000(b *testing.B) {
 			}
 		}
 	}
-	for _, name := range []string{"first", "deep", "verdict", "vulnerability", "overview-cold", "overview-cached"} {
+	for _, name := range []string{"first", "deep", "recent", "recent-deep", "verdict", "vulnerability", "overview-cold", "overview-cached"} {
 		r := results[name]
 		b.ReportMetric(ms(percentile(r.big, 50)), name+"-p50-ms")
 		b.ReportMetric(ms(percentile(r.big, 95)), name+"-p95-ms")

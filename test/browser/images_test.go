@@ -169,6 +169,67 @@ func testImagesList(t *testing.T, b *browser, s *site, shots *screenshots) {
 		}
 	})
 
+	t.Run("recently evaluated first", func(t *testing.T) {
+		tb := tb.in(t)
+		// The JSON API's newest-first order, with each verdict's time: the
+		// pages must show the same rows in the same order.
+		var list struct {
+			Images []struct {
+				Digest, Upstream, Repository string
+				EvaluatedAt                  time.Time `json:"evaluated_at"`
+			}
+		}
+		getJSON(t, s.ui+"/api/v1/images?sort=recent&limit=1000", &list)
+		var want []string
+		for i, img := range list.Images {
+			if i > 0 && img.EvaluatedAt.After(list.Images[i-1].EvaluatedAt) {
+				t.Errorf("the API's sort=recent lists %s (%v) after an older verdict (%v)", img.Digest, img.EvaluatedAt, list.Images[i-1].EvaluatedAt)
+			}
+			want = append(want, img.Digest+" "+img.Upstream+"/"+img.Repository)
+		}
+		if len(want) != len(all) {
+			t.Fatalf("the API's sort=recent lists %d verdicts, want %d: %v", len(want), len(all), want)
+		}
+		// Chosen in the form: a changed select submits it (ui.js).
+		tb.visit(s.ui+"/ui/images?limit=2", "Images")
+		tb.navigateBy(chromedp.SetValue(chromedp.CSS("form#filters select[name=sort]"), "recent"))
+		var got []string
+		seen := map[string]string{}
+		pages := 0
+		for ; pages < 10; pages++ {
+			p := readImages(tb)
+			if u, err := url.Parse(p.Path); err != nil || u.Query().Get("sort") != "recent" || u.Query().Get("limit") != "2" {
+				t.Fatalf("page %d is %q, want sort=recent&limit=2 kept", pages+1, p.Path)
+			}
+			if len(p.Rows) > 2 {
+				t.Fatalf("page %d of limit=2 has %d rows", pages+1, len(p.Rows))
+			}
+			for _, r := range p.Rows {
+				if _, dup := seen[r.key()]; dup {
+					t.Errorf("row %s on two pages", r.key())
+				}
+				got = append(got, r.key())
+				if r.Badge != nil {
+					seen[r.key()] = r.Badge.Text
+				}
+			}
+			if p.Next == nil {
+				break
+			}
+			tb.navigateBy(chromedp.Click(chromedp.CSS("a.next")))
+			tb.checkLayout("Images")
+			tb.checkConsole("sort=recent page " + p.Path)
+		}
+		if pages < 2 || !slices.Equal(got, want) {
+			t.Errorf("%d pages of sort=recent&limit=2 showed\n%v\nwant, newest first,\n%v", pages+1, got, want)
+		}
+		for k, v := range all {
+			if seen[k] != v {
+				t.Errorf("sort=recent row %s: %q, want %q", k, seen[k], v)
+			}
+		}
+	})
+
 	t.Run("a bad filter is a clear page, not a crash", func(t *testing.T) {
 		tb := tb.in(t)
 		status := tb.open(s.ui + "/ui/images?verdict=maybe")
