@@ -15,7 +15,8 @@ import (
 
 // BenchmarkDashboardImages10000 measures the dashboard's HTML pages over a
 // store of 10,000 images (about 20,000 verdicts; test/bench/fleet): the
-// images list's first page, a page three quarters deep (by cursor), pages
+// images list's first page, a page three quarters deep (by cursor), the
+// newest verdicts first (sort=recent), pages
 // filtered by verdict and by vulnerability id (each row also reads its
 // scan and verdict records), and the overview (its aggregates cached after
 // the first walk). Baseline: the same pages over 100 images in the same
@@ -37,6 +38,7 @@ func BenchmarkDashboardImages10000(b *testing.B) {
 	pages := []struct{ name, path string }{
 		{"images-first", "/ui/images?limit=50"},
 		{"images-deep", "/ui/images?limit=50&cursor="},
+		{"images-recent", "/ui/images?limit=50&sort=recent"},
 		{"images-verdict", "/ui/images?limit=50&verdict=block"},
 		{"images-vulnerability", "/ui/images?limit=50&vulnerability=" + url.QueryEscape(fleet.VulnID(0))},
 		{"overview", "/ui/"},
