@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -226,9 +227,20 @@ BUG_REPORT_URL="https://gitlab.alpinelinux.org/alpine/aports/-/issues"
 // ships inside it.
 func moduleDir(t *testing.T, path string) string {
 	t.Helper()
-	out, err := exec.Command("go", "mod", "download", "-json", path).Output()
+	// The version the build uses, then a download of exactly it from
+	// outside the module: run inside, `go mod download` would add the
+	// module's sums to the checkout's go.sum.
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", path).Output()
+	version := strings.TrimSpace(string(out))
+	if err != nil || version == "" {
+		t.Fatalf("go list -m %s: %v", path, err)
+	}
+	download := exec.Command("go", "mod", "download", "-json", path+"@"+version)
+	download.Dir = t.TempDir()
+	download.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off")
+	out, err = download.Output()
 	if err != nil {
-		t.Fatalf("go mod download %s: %v", path, err)
+		t.Fatalf("go mod download %s@%s: %v", path, version, err)
 	}
 	var m struct{ Dir string }
 	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
