@@ -63,6 +63,9 @@ func startBrowser(t *testing.T) *browser {
 		chromedp.ExecPath(chromiumPath(t)),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(viewportWidth, viewportHeight),
+		// Chromium makes its singleton socket directory under TMPDIR and
+		// leaves it behind: under the test's own directory it goes with it.
+		chromedp.Env("TMPDIR="+t.TempDir()),
 	)
 	if os.Geteuid() == 0 {
 		// Chromium refuses to start its sandbox as root ("Running as root
