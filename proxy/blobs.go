@@ -95,11 +95,7 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, h.Size))
 	}
 	w.WriteHeader(status)
-	var body io.Reader = rc
-	if length >= 0 {
-		body = io.LimitReader(rc, length)
-	}
-	n, err := io.Copy(w, body)
+	n, err := sendBody(w, rc, length)
 	if err == nil && length >= 0 && n != length {
 		err = io.ErrUnexpectedEOF
 	}
@@ -112,6 +108,22 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 		}
 	}
 	return nil
+}
+
+// sendBody copies length bytes of rc (-1: all) to w. A cached file goes
+// out through w's ReadFrom, which net/http turns into sendfile; a download
+// in flight sends itself (cache's SendTo), from its own file on the spool,
+// so it reaches the same sendfile path as it grows.
+func sendBody(w io.Writer, rc io.Reader, length int64) (int64, error) {
+	if s, ok := rc.(interface {
+		SendTo(w io.Writer, n int64) (int64, error)
+	}); ok {
+		return s.SendTo(w, length)
+	}
+	if length >= 0 {
+		rc = io.LimitReader(rc, length)
+	}
+	return io.Copy(w, rc)
 }
 
 // openBlob opens d through the cache, with repo on up as the source on a

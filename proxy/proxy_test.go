@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/trace"
 
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 
@@ -28,6 +30,7 @@ import (
 	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/proxy/upstream"
 	"github.com/portcullis/portcullis/store"
+	"github.com/portcullis/portcullis/telemetry"
 )
 
 // env is an upstream registry and a proxy in front of it, both on loopback.
@@ -55,6 +58,11 @@ type envConfig struct {
 	log             io.Writer
 	wrapState       func(store.Store) store.Store
 	blockedPulls    interface{ Inc(string) }
+	metrics         *telemetry.ProxyMetrics
+	tracer          trace.Tracer
+	// listener wraps the proxy server's listener (the connections it
+	// accepts), nil: as it is.
+	listener func(net.Listener) net.Listener
 }
 
 func withTagTTL(d time.Duration) envOption { return func(c *envConfig) { c.tagTTL = d } }
@@ -127,12 +135,18 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		Logger:          logger,
 		RequireBlobLink: cfg.requireBlobLink,
 		BlockedPulls:    cfg.blockedPulls,
+		Metrics:         cfg.metrics,
+		Tracer:          cfg.tracer,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.p = p
-	e.proxy = httptest.NewServer(p)
+	e.proxy = httptest.NewUnstartedServer(p)
+	if cfg.listener != nil {
+		e.proxy.Listener = cfg.listener(e.proxy.Listener)
+	}
+	e.proxy.Start()
 	t.Cleanup(e.proxy.Close)
 	e.proxyHost = strings.TrimPrefix(e.proxy.URL, "http://")
 	return e

@@ -3,10 +3,14 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -356,5 +360,62 @@ func BenchmarkRequest(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		pm.Request(ctx, RouteBlob, 200, "hit", 1<<20)
+	}
+}
+
+// readerFromRecorder is a ResponseWriter whose ReadFrom records its source,
+// as net/http's response turns ReadFrom of a file into sendfile.
+type readerFromRecorder struct {
+	*httptest.ResponseRecorder
+	sources []io.Reader
+}
+
+func (r *readerFromRecorder) ReadFrom(src io.Reader) (int64, error) {
+	r.sources = append(r.sources, src)
+	return io.Copy(struct{ io.Writer }{r.ResponseRecorder}, src)
+}
+
+// A file served through the counting writer still reaches the underlying
+// writer's ReadFrom (sendfile), and is counted as a 200.
+func TestCountRequestsKeepsReadFrom(t *testing.T) {
+	ctx := context.Background()
+	tel, err := New(ctx, Options{Getenv: noEnv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(ctx)
+	pm, err := NewProxyMetrics(tel.Meter())
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(path, []byte("file contents"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := pm.CountRequests(RouteOther, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		io.Copy(w, f)
+	}))
+	rec := &readerFromRecorder{ResponseRecorder: httptest.NewRecorder()}
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/file", nil))
+	if len(rec.sources) != 1 {
+		t.Fatalf("ReadFrom of the underlying writer called %d times, want once", len(rec.sources))
+	}
+	// io.Copy hands over the file itself or os's wrapper of it; either is
+	// a syscall.Conn, which is what net's sendfile needs.
+	if _, ok := rec.sources[0].(syscall.Conn); !ok {
+		t.Fatalf("ReadFrom got a %T, not the file", rec.sources[0])
+	}
+	if rec.Body.String() != "file contents" {
+		t.Fatalf("body %q", rec.Body.String())
+	}
+	m := find(scrape(t, tel)["portcullis_requests_total"], map[string]string{"route": "other", "code": "200"})
+	if m == nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("requests counted: %v, want one 200", m)
 	}
 }

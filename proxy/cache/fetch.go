@@ -415,3 +415,69 @@ func (r *downloadReader) Read(p []byte) (int, error) {
 
 // Close is a no-op: the Handle owns the download reference.
 func (r *downloadReader) Close() error { return nil }
+
+// WriteTo sends the rest of the download to w; see SendTo.
+func (r *downloadReader) WriteTo(w io.Writer) (int64, error) { return r.SendTo(w, -1) }
+
+// SendTo sends up to n bytes of the download (n < 0: all of it) to w as
+// they become visible, from a file of its own on the spool, so that when
+// w's ReadFrom reaches a TCP connection (net/http's response does) the
+// bytes go from the page cache to the socket with sendfile: no copy
+// through user space, however many clients follow the download. The last
+// byte is held back until verified, as with Read. Where the spool cannot
+// be opened again it copies through Read.
+func (r *downloadReader) SendTo(w io.Writer, n int64) (int64, error) {
+	f, err := reopen(r.dl.rf)
+	if err != nil {
+		var src io.Reader = readerOnly{r}
+		if n >= 0 {
+			src = io.LimitReader(src, n)
+		}
+		return io.Copy(w, src)
+	}
+	defer f.Close()
+	if _, err := f.Seek(r.off, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("read spool of %s at %d: %w", r.dl.d, r.off, err)
+	}
+	end := int64(-1)
+	if n >= 0 {
+		end = r.off + n
+	}
+	var sent int64
+	for end < 0 || r.off < end {
+		avail, done, derr, changed := r.dl.visible()
+		if end >= 0 {
+			avail = min(avail, end)
+		}
+		if r.off < avail {
+			// A *io.LimitedReader around the file: what net's sendfile
+			// path recognises, bounded to the verified-so-far bytes.
+			want := avail - r.off
+			m, err := io.Copy(w, &io.LimitedReader{R: f, N: want})
+			r.off += m
+			sent += m
+			if err != nil {
+				return sent, err
+			}
+			if m < want {
+				return sent, fmt.Errorf("read spool of %s: %w after %d bytes", r.dl.d, io.ErrUnexpectedEOF, r.off)
+			}
+			continue
+		}
+		if derr != nil {
+			return sent, derr
+		}
+		if done {
+			return sent, nil
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return sent, r.ctx.Err()
+		}
+	}
+	return sent, nil
+}
+
+// readerOnly hides WriteTo, so io.Copy reads instead of calling it again.
+type readerOnly struct{ io.Reader }

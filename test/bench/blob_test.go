@@ -110,7 +110,7 @@ func BenchmarkColdPull256MiB(b *testing.B) {
 	mustFetchBlob(b, c, directURL, blob, size, true, buf) // page cache and connection warm
 
 	var proxyTime, directTime time.Duration
-	var proxyCPU, directCPU, pcCPU time.Duration
+	var proxyCPU, directCPU, pcCPU, floor time.Duration
 	var pulls int
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
@@ -152,8 +152,13 @@ func BenchmarkColdPull256MiB(b *testing.B) {
 
 		b.StopTimer()
 		stop()
+		floor += floorCPU(b, size)
 		b.StartTimer()
 	}
+	perGiB := func(d time.Duration) float64 { return d.Seconds() / float64(pulls) * (1 << 30) / size }
+	b.ReportMetric(perGiB(pcCPU), "portcullis-cpu-s/GiB")
+	b.ReportMetric(perGiB(floor), "floor-cpu-s/GiB")
+	b.ReportMetric(pcCPU.Seconds()/floor.Seconds(), "ratio-cpu/floor")
 	perPull := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 / float64(pulls) }
 	b.ReportMetric(perPull(directTime), "direct-ms")
 	b.ReportMetric(perPull(proxyTime), "proxy-ms")
