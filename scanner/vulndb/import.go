@@ -41,11 +41,13 @@ const maxRecordSize = 32 << 20
 
 // Import reads OSV records from paths — directories (every *.json and *.zip
 // below them), single JSON files holding one record or an array of records,
-// and osv.dev all.zip archives — and stores them in one transaction: an
+// and osv.dev all.zip archives — and stores them all or not at all: an
 // error or a cancelled ctx leaves the database as it was. A record with the
 // id of a stored one replaces it. Malformed records are skipped and counted;
 // a missing path or an unreadable archive is an error naming the file.
-// progress, if not nil, gets a progress line rewritten in place ("\r").
+// Records are streamed: memory holds a bounded batch, whatever the input's
+// size (see importer). progress, if not nil, gets a progress line
+// rewritten in place ("\r").
 func (db *DB) Import(ctx context.Context, paths []string, progress io.Writer) (ImportStats, error) {
 	if len(paths) == 0 {
 		return ImportStats{}, errors.New("import vulnerability records: no paths given")
@@ -54,17 +56,19 @@ func (db *DB) Import(ctx context.Context, paths []string, progress io.Writer) (I
 	if err != nil {
 		return ImportStats{}, err
 	}
+	db.writeMu.Lock()
+	defer db.writeMu.Unlock()
 	pl := newProgress(progress)
-	// Records are read and checked before the write transaction starts:
-	// other writers wait only for the writing.
 	im := newImporter(ctx, pl)
+	w := db.newBuilder(im)
+	defer w.discard()
 	for _, f := range files {
 		if err := im.importFile(f); err != nil {
 			pl.abort()
 			return ImportStats{}, err
 		}
 	}
-	if err := db.commit(im, pl, "import vulnerability records", nil); err != nil {
+	if err := db.commit(w, pl, "import vulnerability records", nil); err != nil {
 		return ImportStats{}, err
 	}
 	pl.done("imported %d records, skipped %d", im.stats.Records, im.stats.Skipped)
@@ -221,20 +225,13 @@ func firstNonSpace(br *bufio.Reader) (byte, error) {
 	}
 }
 
-// commit writes what im staged, and the status it leads to, in one write
-// transaction: Import and Update end the same way. edit, if not nil,
-// changes the status read in that transaction (Update records its sources
-// there, so that a concurrent writer's state is not overwritten). what
-// names the operation in the error.
-func (db *DB) commit(im *importer, pl *progress, what string, edit func(*storedStatus)) error {
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		changed, err := im.flush(tx)
-		if err != nil {
-			return err
-		}
-		return finishImport(tx, changed, edit)
-	})
-	if err != nil {
+// commit writes the last batch and the status it leads to, and puts a
+// database built beside in force: Import and Update end the same way.
+// edit, if not nil, changes the status read in the last transaction
+// (Update records its sources there, so that a concurrent writer's state
+// is not overwritten). what names the operation in the error.
+func (db *DB) commit(w *builder, pl *progress, what string, edit func(*storedStatus)) error {
+	if err := w.finish(edit); err != nil {
 		pl.abort()
 		return fmt.Errorf("%s: %w", what, err)
 	}

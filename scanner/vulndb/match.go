@@ -32,6 +32,8 @@ func (db *DB) Match(ctx context.Context, qs []Query) ([]Finding, error) {
 func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string, error) {
 	var out []Finding
 	var version string
+	db.mu.RLock()
+	defer db.mu.RUnlock()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		st, err := readStatus(tx)
 		if err != nil {
