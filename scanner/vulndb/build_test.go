@@ -394,3 +394,73 @@ func TestUpdateConcurrencyIsBounded(t *testing.T) {
 		t.Errorf("served %d archives, imported %+v", served, st)
 	}
 }
+
+// An update reads every archive that changed but writes only the records
+// whose content changed; a record that arrives byte for byte as stored is
+// not even parsed again. Metadata from before the raw hash still decodes.
+func TestUpdateWritesOnlyChangedRecords(t *testing.T) {
+	files := npmRecords(t)
+	srv := &osvServer{}
+	srv.set(zipOf(t, files), `"v1"`)
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	src := []Source{{Ecosystem: "npm", URL: ts.URL + "/npm/all.zip"}}
+	db := openTestDB(t)
+	st, err := db.Update(context.Background(), src, ts.Client(), nil)
+	if err != nil || st.Written != 8 {
+		t.Fatalf("first update: %+v, %v", st, err)
+	}
+	v := db.Version()
+	live := filepath.Join(db.dir, fileName)
+	before, err := os.Stat(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every staged record would now be written beside and swapped in: a
+	// file left in place shows nothing was staged.
+	db.stageBudget = 1
+	srv.set(zipOf(t, files), `"v2"`) // a new ETag, the same records
+	st, err = db.Update(context.Background(), src, ts.Client(), nil)
+	if err != nil || st.Records != 8 || st.Written != 0 || st.Removed != 0 || db.Version() != v {
+		t.Fatalf("same records again: %+v, %v, version %s → %s", st, err, v, db.Version())
+	}
+	if after, err := os.Stat(live); err != nil || !os.SameFile(before, after) {
+		t.Errorf("same records again rewrote the database file: %v", err)
+	}
+	files["GHSA-4xc9-xhrj-v574.json"] = bytes.Replace(files["GHSA-4xc9-xhrj-v574.json"], []byte(`"fixed": "4.17.11"`), []byte(`"fixed": "4.17.12"`), 1)
+	srv.set(zipOf(t, files), `"v3"`)
+	st, err = db.Update(context.Background(), src, ts.Client(), nil)
+	if err != nil || st.Records != 8 || st.Written != 1 || db.Version() == v {
+		t.Fatalf("one record changed: %+v, %v", st, err)
+	}
+	if got := ids(match(t, db, Query{Ecosystem: "npm", Name: "lodash", Version: "4.17.11"})); !slices.Contains(got, "GHSA-4xc9-xhrj-v574") {
+		t.Errorf("changed record not in force: lodash 4.17.11 matches %v", got)
+	}
+	// The same bytes imported from disk move the records to the import
+	// (source ""): a later update of the source no longer removes them.
+	dir := t.TempDir()
+	for name, data := range files {
+		os.WriteFile(filepath.Join(dir, name), data, 0o644)
+	}
+	st, err = db.Import(context.Background(), []string{dir}, nil)
+	if err != nil || st.Written != 0 || st.Records != 8 {
+		t.Fatalf("import of the same records: %+v, %v", st, err)
+	}
+	srv.set(zipOf(t, map[string][]byte{}), `"v4"`)
+	if st, err = db.Update(context.Background(), src, ts.Client(), nil); err != nil || st.Removed != 0 {
+		t.Fatalf("empty source after the import: %+v, %v", st, err)
+	}
+
+	old := recordMeta{Hash: [32]byte{1}, Source: "u", Keys: []string{"npm\x00a"}}
+	enc := old.encode()
+	legacy := enc[:len(enc)-32] // as written before the raw hash
+	for _, b := range [][]byte{enc, legacy} {
+		m, err := decodeRecordMeta(b)
+		if err != nil || m.Hash != old.Hash || m.Source != "u" || !slices.Equal(m.Keys, old.Keys) || m.Raw != ([32]byte{}) {
+			t.Errorf("decode %x: %+v, %v", b, m, err)
+		}
+	}
+	if _, err := decodeRecordMeta(append(legacy, 1, 2)); err == nil {
+		t.Error("metadata with trailing bytes decoded")
+	}
+}

@@ -287,11 +287,16 @@ type recordMeta struct {
 	Hash   [32]byte
 	Source string   // URL of the Update source it came from; "" for Import
 	Keys   []string // "ecosystem\x00name" prefixes of its index entries
+	// Raw is the sha256 of the bytes the record was parsed from: a
+	// record that arrives again byte for byte is not parsed again, which
+	// is most of a daily update. Zero in files written before it existed.
+	Raw [32]byte
 }
 
 // encode lays recordMeta out as hash | uvarint len + source | uvarint n |
-// n × (uvarint len + key): the content hash walks every record after each
-// import, and this is quicker to read than JSON.
+// n × (uvarint len + key) | raw: the content hash walks every record after
+// each import, and this is quicker to read than JSON. raw comes last, so
+// that metadata without it still decodes.
 func (m recordMeta) encode() []byte {
 	b := make([]byte, 0, 32+len(m.Source)+8+len(m.Keys)*24)
 	b = append(b, m.Hash[:]...)
@@ -302,7 +307,7 @@ func (m recordMeta) encode() []byte {
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)
 	}
-	return b
+	return append(b, m.Raw[:]...)
 }
 
 func decodeRecordMeta(b []byte) (recordMeta, error) {
@@ -336,6 +341,13 @@ func decodeRecordMeta(b []byte) (recordMeta, error) {
 			return m, err
 		}
 		m.Keys = append(m.Keys, k)
+	}
+	switch len(b) {
+	case 0:
+	case len(m.Raw):
+		copy(m.Raw[:], b)
+	default:
+		return m, errors.New("record metadata has trailing bytes")
 	}
 	return m, nil
 }

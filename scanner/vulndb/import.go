@@ -27,6 +27,7 @@ type ImportStats struct {
 	Skipped    int            // records refused as malformed; Problems says why
 	Ecosystems map[string]int // records read per ecosystem, with release ("Alpine:v3.16")
 	Removed    int            // records withdrawn, or gone from an updated source
+	Written    int            // records whose content was written: new or changed (Removed not included)
 	Unchanged  int            // Update: sources that answered 304 Not Modified
 	Problems   []string       // the first maxProblems reasons for Skipped, each naming its file
 }
@@ -144,7 +145,7 @@ func (im *importer) importZip(path string) error {
 			im.skip(name, err)
 			continue
 		}
-		if err := im.add(name, data); err != nil {
+		if err := im.add(name, recordIDHint(zf.Name), data); err != nil {
 			return err
 		}
 	}
@@ -189,7 +190,7 @@ func (im *importer) importJSON(path string, br *bufio.Reader) error {
 			im.skip(path, fmt.Errorf("record is more than %d bytes", maxRecordSize))
 			return nil
 		}
-		return im.add(path, data)
+		return im.add(path, recordIDHint(path), data)
 	}
 	dec := json.NewDecoder(br)
 	if _, err := dec.Token(); err != nil {
@@ -204,11 +205,22 @@ func (im *importer) importJSON(path string, br *bufio.Reader) error {
 			im.skip(fmt.Sprintf("%s[%d]", path, i), fmt.Errorf("invalid JSON, rest of the file not read: %w", err))
 			return nil
 		}
-		if err := im.add(fmt.Sprintf("%s[%d]", path, i), raw); err != nil {
+		if err := im.add(fmt.Sprintf("%s[%d]", path, i), "", raw); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// recordIDHint is the id a record's file name suggests (osv.dev names each
+// record <id>.json). It only says which stored record to compare the bytes
+// with; the id in the bytes is what counts.
+func recordIDHint(name string) string {
+	base := filepath.Base(filepath.FromSlash(name))
+	if ext := filepath.Ext(base); strings.EqualFold(ext, ".json") {
+		return strings.TrimSuffix(base, ext)
+	}
+	return ""
 }
 
 // firstNonSpace peeks past leading white space and returns the first byte

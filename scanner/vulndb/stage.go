@@ -3,6 +3,7 @@ package vulndb
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -47,6 +48,7 @@ type importer struct {
 type staged struct {
 	source   string
 	hash     [32]byte
+	raw      [32]byte // sha256 of the bytes it was parsed from
 	withdraw bool
 	keys     []string // "ecosystem\x00name" of each index entry
 	values   [][]byte // the encoded entries, parallel to keys
@@ -87,12 +89,18 @@ func (im *importer) skip(name string, err error) {
 	}
 }
 
-// add parses one record and stages it unless it is stored unchanged. Only
-// a cancelled context or a failed write is an error; a bad record is
+// add parses one record and stages it unless it is stored unchanged. idHint
+// is the id its file name suggests, "" if none: a record stored from the
+// very same bytes is taken as it is, without parsing it again. Only a
+// cancelled context or a failed write is an error; a bad record is
 // skipped.
-func (im *importer) add(name string, data []byte) error {
+func (im *importer) add(name, idHint string, data []byte) error {
 	if err := im.ctx.Err(); err != nil {
 		return fmt.Errorf("import vulnerability records: %w", err)
+	}
+	raw := sha256.Sum256(data)
+	if done, err := im.same(idHint, raw); done || err != nil {
+		return err
 	}
 	rec, err := parseRecord(data)
 	if err != nil {
@@ -119,23 +127,68 @@ func (im *importer) add(name string, data []byte) error {
 		im.stats.Records++
 	}
 	im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
-	if err := im.stage(rec); err != nil {
+	if err := im.stage(rec, raw); err != nil {
 		return err
 	}
+	return im.spillIfFull()
+}
+
+// same handles a record stored from the very bytes raw is the hash of:
+// counted and listed, its source updated if it moved, nothing parsed. It
+// reports whether the record was handled.
+func (im *importer) same(id string, raw [32]byte) (bool, error) {
+	if im.stored == nil || id == "" {
+		return false, nil
+	}
+	old, ok, err := im.stored(id)
+	if err != nil {
+		return false, fmt.Errorf("import vulnerability records: %w", err)
+	}
+	if !ok || old.Raw != raw {
+		return false, nil
+	}
+	im.markSeen(id)
+	var last string
+	for _, k := range old.Keys {
+		if eco, _, _ := strings.Cut(k, "\x00"); eco != last {
+			im.stats.Ecosystems[eco]++
+			last = eco
+		}
+	}
+	im.stats.Records++
+	im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
+	im.unstage(id)
+	if old.Source != im.source {
+		// flush sees the same hash and rewrites only the source.
+		im.put(id, &staged{source: im.source, hash: old.Hash, raw: raw})
+	}
+	return true, im.spillIfFull()
+}
+
+func (im *importer) spillIfFull() error {
 	if im.spill != nil && im.stagedBytes > im.budget {
 		return im.spill()
 	}
 	return nil
 }
 
-// stage keeps what rec changes: nothing when it is stored as it is, only
-// the new source when that is all that changed.
-func (im *importer) stage(rec *record) error {
-	if prev, ok := im.staged[rec.ID]; ok {
+func (im *importer) unstage(id string) {
+	if prev, ok := im.staged[id]; ok {
 		im.stagedBytes -= stagedSize(prev)
-		delete(im.staged, rec.ID)
+		delete(im.staged, id)
 	}
-	st := &staged{source: im.source, hash: rec.Hash, withdraw: rec.Withdraw}
+}
+
+func (im *importer) put(id string, st *staged) {
+	im.staged[id] = st
+	im.stagedBytes += stagedSize(st)
+}
+
+// stage keeps what rec changes: nothing when it is stored as it is, only
+// the new source and raw hash when that is all that changed.
+func (im *importer) stage(rec *record, raw [32]byte) error {
+	im.unstage(rec.ID)
+	st := &staged{source: im.source, hash: rec.Hash, raw: raw, withdraw: rec.Withdraw}
 	if im.stored != nil {
 		old, hasOld, err := im.stored(rec.ID)
 		if err != nil {
@@ -145,12 +198,11 @@ func (im *importer) stage(rec *record) error {
 		case !hasOld && rec.Withdraw:
 			return nil
 		case hasOld && !rec.Withdraw && old.Hash == rec.Hash:
-			if old.Source == im.source {
-				return nil
+			if old.Source != im.source || old.Raw != raw {
+				// flush sees the same hash and rewrites only the
+				// metadata.
+				im.put(rec.ID, st)
 			}
-			// flush sees the same hash and rewrites only the source.
-			im.staged[rec.ID] = st
-			im.stagedBytes += stagedSize(st)
 			return nil
 		}
 	}
@@ -163,8 +215,7 @@ func (im *importer) stage(rec *record) error {
 			st.values = append(st.values, e.Encoded)
 		}
 	}
-	im.staged[rec.ID] = st
-	im.stagedBytes += stagedSize(st)
+	im.put(rec.ID, st)
 	return nil
 }
 
@@ -208,8 +259,8 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 			}
 			continue
 		case hasOld && old.Hash == st.hash:
-			if old.Source != st.source {
-				old.Source = st.source
+			if old.Source != st.source || old.Raw != st.raw {
+				old.Source, old.Raw = st.source, st.raw
 				putRecords = append(putRecords, kv{[]byte(id), old.encode()})
 			}
 			continue
@@ -219,8 +270,9 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 		for i, k := range st.keys {
 			putIndex = append(putIndex, kv{[]byte(k + "\x00" + id), st.values[i]})
 		}
-		meta := recordMeta{Hash: st.hash, Source: st.source, Keys: st.keys}
+		meta := recordMeta{Hash: st.hash, Source: st.source, Keys: st.keys, Raw: st.raw}
 		putRecords = append(putRecords, kv{[]byte(id), meta.encode()})
+		im.stats.Written++
 		changed = true
 	}
 	if final && len(im.seen) > 0 {
