@@ -464,3 +464,40 @@ func TestUpdateWritesOnlyChangedRecords(t *testing.T) {
 		t.Error("metadata with trailing bytes decoded")
 	}
 }
+
+// readAhead answers every read as the file itself would, whatever the
+// order, size and position of the reads.
+func TestReadAheadMatchesFile(t *testing.T) {
+	data := make([]byte, 3*readAheadSize+12345)
+	for i := range data {
+		data[i] = byte(i*7 + i/251)
+	}
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ra := &readAhead{r: f, buf: make([]byte, 0, readAheadSize)}
+	end := int64(len(data))
+	cases := []struct {
+		off int64
+		n   int
+	}{
+		{0, 10}, {5, 100}, {readAheadSize - 5, 10}, {readAheadSize - 5, 10}, {2, 3},
+		{end - 10, 10}, {end - 10, 20}, {end, 1}, {end + 5, 1}, {100, 2 * readAheadSize}, {0, 0},
+		{readAheadSize, readAheadSize}, {3 * readAheadSize, 12345},
+	}
+	for _, tc := range cases {
+		want := make([]byte, tc.n)
+		wn, werr := f.ReadAt(want, tc.off)
+		got := make([]byte, tc.n)
+		gn, gerr := ra.ReadAt(got, tc.off)
+		if gn != wn || !bytes.Equal(got[:gn], want[:wn]) || (gerr == nil) != (werr == nil) {
+			t.Errorf("ReadAt(%d bytes at %d) = %d, %v; file: %d, %v", tc.n, tc.off, gn, gerr, wn, werr)
+		}
+	}
+}

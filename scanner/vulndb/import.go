@@ -122,22 +122,34 @@ func (im *importer) importFile(path string) error {
 	br := bufio.NewReaderSize(f, 64<<10)
 	head, _ := br.Peek(4)
 	if bytes.Equal(head, []byte("PK\x03\x04")) || bytes.Equal(head, []byte("PK\x05\x06")) {
-		return im.importZip(path)
+		return im.importZip(path, nil)
 	}
 	return im.importJSON(path, br)
 }
 
 // importZip reads every *.json entry of an archive laid out like osv.dev's
-// all.zip (one record per entry).
-func (im *importer) importZip(path string) error {
-	zr, err := zip.OpenReader(path)
+// all.zip (one record per entry). sums, if not nil, has the sha256 of each
+// entry's content by its index in the archive (verifyArchive computed
+// them): an entry stored from the same bytes is not read again.
+func (im *importer) importZip(path string, sums [][32]byte) error {
+	zr, err := openZip(path)
 	if err != nil {
 		return fmt.Errorf("import vulnerability records: open zip archive %s: %w", path, err)
 	}
 	defer zr.Close()
-	for _, zf := range zr.File {
+	for i, zf := range zr.File {
 		if zf.FileInfo().IsDir() || !strings.EqualFold(filepath.Ext(zf.Name), ".json") {
 			continue
+		}
+		hint := recordIDHint(zf.Name)
+		if i < len(sums) {
+			done, err := im.same(hint, sums[i])
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
 		}
 		name := path + ":" + zf.Name
 		data, err := readZipEntry(zf)
@@ -145,11 +157,69 @@ func (im *importer) importZip(path string) error {
 			im.skip(name, err)
 			continue
 		}
-		if err := im.add(name, recordIDHint(zf.Name), data); err != nil {
+		if err := im.add(name, hint, data); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// zipFile is an open archive read through a read-ahead window: entries are
+// read in file order, mostly a few hundred bytes each, and reading each
+// straight from the file took two system calls per record.
+type zipFile struct {
+	*zip.Reader
+	f *os.File
+}
+
+func (z *zipFile) Close() error { return z.f.Close() }
+
+func openZip(path string) (*zipFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	zr, err := zip.NewReader(&readAhead{r: f, buf: make([]byte, 0, readAheadSize)}, info.Size())
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &zipFile{Reader: zr, f: f}, nil
+}
+
+// readAheadSize is the window readAhead keeps.
+const readAheadSize = 1 << 20
+
+// readAhead is an io.ReaderAt that serves reads from a window of the file
+// it last filled, refilling it from the offset asked for on a miss. Not
+// safe for concurrent use: one archive is read by one goroutine.
+type readAhead struct {
+	r   io.ReaderAt
+	off int64 // of buf[0] in the file
+	buf []byte
+}
+
+func (ra *readAhead) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) > cap(ra.buf) {
+		return ra.r.ReadAt(p, off)
+	}
+	if off < ra.off || off+int64(len(p)) > ra.off+int64(len(ra.buf)) {
+		n, err := ra.r.ReadAt(ra.buf[:cap(ra.buf)], off)
+		ra.off, ra.buf = off, ra.buf[:n]
+		if n < len(p) {
+			copy(p, ra.buf)
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+	}
+	return copy(p, ra.buf[off-ra.off:]), nil
 }
 
 func readZipEntry(zf *zip.File) ([]byte, error) {

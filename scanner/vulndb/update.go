@@ -3,6 +3,7 @@ package vulndb
 import (
 	"archive/zip"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,7 @@ type download struct {
 	lastModified string
 	notModified  bool
 	err          error
+	sums         [][32]byte // sha256 of each entry's content, by index
 }
 
 // defaultFetchLimit bounds the archives Update downloads at once: enough
@@ -121,7 +123,7 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 		default:
 			im.beginSource(d.src.URL)
 			before := im.stats.Records
-			if err := im.importZip(d.file); err != nil {
+			if err := im.importZip(d.file, d.sums); err != nil {
 				pl.abort()
 				return ImportStats{}, fmt.Errorf("update vulnerability database: %w", err)
 			}
@@ -237,42 +239,49 @@ func (db *DB) fetch(ctx context.Context, client *http.Client, src Source, prev S
 	if err != nil {
 		return fail("download after %d bytes: %v", n, err)
 	}
-	if err := verifyArchive(d.file); err != nil {
+	if d.sums, err = verifyArchive(d.file); err != nil {
 		return fail("downloaded archive refused, the records it brought before are kept: %v", err)
 	}
 	d.etag, d.lastModified = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
 	return d
 }
 
-// maxArchiveEntries bounds the entries of one downloaded archive: osv.dev's
-// largest (Debian, Ubuntu) have a few hundred thousand.
-const maxArchiveEntries = 4_000_000
+// maxArchiveEntries bounds the entries of one downloaded archive (and the
+// 32 bytes per entry kept of it until the import): osv.dev's largest (npm,
+// with the malicious-package reports) have a few hundred thousand.
+const maxArchiveEntries = 1_000_000
 
 // verifyArchive reads every record entry of a downloaded archive through,
 // so that its CRC-32 is checked: a truncated or damaged download is
 // refused whole, instead of importing the records that happen to read and
-// dropping the rest as "no longer listed".
-func verifyArchive(path string) error {
-	zr, err := zip.OpenReader(path)
+// dropping the rest as "no longer listed". It returns the sha256 of each
+// entry's content, by index, so that the import reads again only entries
+// that changed.
+func verifyArchive(path string) ([][32]byte, error) {
+	zr, err := openZip(path)
 	if err != nil {
-		return fmt.Errorf("not a zip archive: %w", err)
+		return nil, fmt.Errorf("not a zip archive: %w", err)
 	}
 	defer zr.Close()
 	if len(zr.File) > maxArchiveEntries {
-		return fmt.Errorf("%d entries, more than %d", len(zr.File), maxArchiveEntries)
+		return nil, fmt.Errorf("%d entries, more than %d", len(zr.File), maxArchiveEntries)
 	}
-	for _, zf := range zr.File {
+	sums := make([][32]byte, len(zr.File))
+	h := sha256.New()
+	for i, zf := range zr.File {
 		if zf.FileInfo().IsDir() || !strings.EqualFold(filepath.Ext(zf.Name), ".json") {
 			continue
 		}
-		if err := verifyEntry(zf); err != nil {
-			return fmt.Errorf("entry %s: %w", zf.Name, err)
+		h.Reset()
+		if err := verifyEntry(zf, h); err != nil {
+			return nil, fmt.Errorf("entry %s: %w", zf.Name, err)
 		}
+		h.Sum(sums[i][:0])
 	}
-	return nil
+	return sums, nil
 }
 
-func verifyEntry(zf *zip.File) error {
+func verifyEntry(zf *zip.File, h io.Writer) error {
 	if zf.UncompressedSize64 > maxRecordSize {
 		return fmt.Errorf("record is %d bytes, more than %d", zf.UncompressedSize64, maxRecordSize)
 	}
@@ -282,7 +291,7 @@ func verifyEntry(zf *zip.File) error {
 	}
 	defer rc.Close()
 	// The header's size can lie (a zip bomb): read at most the limit.
-	n, err := io.Copy(io.Discard, io.LimitReader(rc, maxRecordSize+1))
+	n, err := io.Copy(h, io.LimitReader(rc, maxRecordSize+1))
 	switch {
 	case err != nil:
 		return err
