@@ -2,6 +2,7 @@ package vulndb
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -74,8 +75,15 @@ func (w *builder) makeCopy() error {
 		return fmt.Errorf("build vulnerability database beside the one in force: %w", err)
 	}
 	w.path = f.Name()
-	f.Close()
-	if err := w.db.bolt.View(func(tx *bolt.Tx) error { return tx.CopyFile(w.path, 0o600) }); err != nil {
+	// A plain file copy (copy_file_range) rather than bbolt's page by page
+	// one: this process does not map the whole file in to read it. The
+	// file is consistent: writeMu and the file lock exclude every other
+	// writer, and bbolt has written every committed transaction.
+	err = copyFile(f, filepath.Join(w.db.dir, fileName))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("copy vulnerability database to %s: %w", w.path, err)
 	}
 	// Not synced per batch: nothing reads the copy before finish syncs it
@@ -134,6 +142,16 @@ func (w *builder) discard() {
 	// worth more, and a leftover copy is removed by the next Open.
 	w.copy.Close()
 	os.Remove(w.path)
+}
+
+func copyFile(dst *os.File, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	_, err = io.Copy(dst, in)
+	return err
 }
 
 // syncDir makes a rename in dir durable.

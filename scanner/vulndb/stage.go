@@ -208,11 +208,10 @@ func (im *importer) stage(rec *record, raw [32]byte) error {
 	}
 	if !rec.Withdraw {
 		for _, e := range rec.Entries {
-			// Stored as parseRecord encoded it for the hash: the bytes
-			// the DB version is computed from are the bytes matching
-			// reads.
+			// The hash is of e.Encoded (JSON); matching reads the
+			// binary form, which decodes several times faster.
 			st.keys = append(st.keys, e.Ecosystem+"\x00"+e.Name)
-			st.values = append(st.values, e.Encoded)
+			st.values = append(st.values, encodeEntry(&e.Entry))
 		}
 	}
 	im.put(rec.ID, st)
