@@ -15,9 +15,9 @@ import (
 const buildPattern = fileName + ".new-*"
 
 // defaultStageBudget bounds what an import stages in memory before it
-// writes a batch: about 50 MB of encoded entries, so that with bbolt's own
+// writes a batch: about 25 MB of encoded entries, so that with bbolt's own
 // copy of the batch a full-size import stays well under 400 MB.
-const defaultStageBudget = 48 << 20
+const defaultStageBudget = 24 << 20
 
 // builder writes one import: in place when its changes fit in the stage
 // budget, else into a copy that replaces the database in force at the end.
