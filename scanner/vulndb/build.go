@@ -127,9 +127,10 @@ func (w *builder) finish(edit func(*storedStatus)) error {
 	old := w.db.bolt
 	w.db.bolt = w.copy
 	w.db.mu.Unlock()
-	if err := old.Close(); err != nil {
-		return fmt.Errorf("close replaced vulnerability database: %w", err)
-	}
+	// The new file is in force: failing to close the replaced one (an
+	// unlinked file) changes nothing for it, and must not report the
+	// import as failed.
+	old.Close()
 	return nil
 }
 
