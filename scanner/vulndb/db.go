@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,8 +36,19 @@ const fileName = "vulndb.bolt"
 // DB is an on-disk index of OSV records by (ecosystem, package). It is safe
 // for concurrent use; imports are serialised and never seen half-done.
 type DB struct {
-	dir  string
+	dir string
+	// writeMu serialises Import and Update: one building a copy must not
+	// lose another's writes when it swaps the copy in.
+	writeMu sync.Mutex
+	// mu guards bolt, which an import built beside replaces: readers hold
+	// it shared for a transaction, the swap exclusively.
+	mu   sync.RWMutex
 	bolt *bolt.DB
+	// stageBudget bounds the bytes an import stages before writing a
+	// batch (defaultStageBudget; tests lower it).
+	stageBudget int
+	// fetchLimit bounds the downloads Update runs at once.
+	fetchLimit int
 }
 
 // Status describes the database's content.
@@ -79,14 +91,9 @@ func Open(dir string) (*DB, error) {
 		return nil, fmt.Errorf("create vulnerability database directory: %w", err)
 	}
 	path := filepath.Join(dir, fileName)
-	// bbolt locks the file; a second process (a CLI import while the
-	// server runs) gets a clear error after a second instead of hanging.
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
-	switch {
-	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("open vulnerability database %s: %w", path, ErrInUse)
-	case err != nil:
-		return nil, fmt.Errorf("open vulnerability database %s: %w (damaged, or not a vulnerability database: move it away and import again)", path, err)
+	b, err := openLocked(path)
+	if err != nil {
+		return nil, err
 	}
 	// Checked read-only: a write transaction would commit (and sync) on
 	// every open, and the server opens the file for each use.
@@ -100,12 +107,45 @@ func Open(dir string) (*DB, error) {
 	}
 	// Downloads left by a process that died during Update: the file lock
 	// above says no other process is using this directory.
-	if stale, err := filepath.Glob(filepath.Join(dir, downloadPattern)); err == nil {
-		for _, f := range stale {
-			os.Remove(f)
+	// So are copies a dying import was building.
+	for _, pattern := range []string{downloadPattern, buildPattern} {
+		if stale, err := filepath.Glob(filepath.Join(dir, pattern)); err == nil {
+			for _, f := range stale {
+				os.Remove(f)
+			}
 		}
 	}
-	return &DB{dir: dir, bolt: b}, nil
+	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit}, nil
+}
+
+// maxReopen bounds the retries of openLocked when imports keep replacing
+// the file under it.
+const maxReopen = 5
+
+// openLocked opens the bbolt file at path with its lock held. bbolt locks
+// the file; a second process (a CLI import while the server runs) gets a
+// clear error after a second instead of hanging. An import that built its
+// database beside this one renames it over path: a process that was
+// waiting for the lock of the replaced file would get the lock of an
+// unlinked file, so the file locked must still be the one at path.
+func openLocked(path string) (*bolt.DB, error) {
+	for range maxReopen {
+		before, statErr := os.Stat(path)
+		b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType})
+		switch {
+		case errors.Is(err, berrors.ErrTimeout):
+			return nil, fmt.Errorf("open vulnerability database %s: %w", path, ErrInUse)
+		case err != nil:
+			return nil, fmt.Errorf("open vulnerability database %s: %w (damaged, or not a vulnerability database: move it away and import again)", path, err)
+		}
+		after, err := os.Stat(path)
+		if err == nil && (statErr != nil || os.SameFile(before, after)) {
+			// statErr: a new file, which bbolt created and locked.
+			return b, nil
+		}
+		b.Close()
+	}
+	return nil, fmt.Errorf("open vulnerability database %s: replaced %d times while opening: %w", path, maxReopen, ErrInUse)
 }
 
 // Present reports whether dir holds a database file, without creating
@@ -157,6 +197,8 @@ func initialize(tx *bolt.Tx) error {
 
 // Close closes the database; it waits for running matches to finish.
 func (db *DB) Close() error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("close vulnerability database: %w", err)
 	}
@@ -200,6 +242,8 @@ func (db *DB) Status() (Status, error) {
 // readStoredStatus reads the status as stored, in a read transaction.
 func (db *DB) readStoredStatus() (storedStatus, error) {
 	var st storedStatus
+	db.mu.RLock()
+	defer db.mu.RUnlock()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		var err error
 		st, err = readStatus(tx)
@@ -243,11 +287,16 @@ type recordMeta struct {
 	Hash   [32]byte
 	Source string   // URL of the Update source it came from; "" for Import
 	Keys   []string // "ecosystem\x00name" prefixes of its index entries
+	// Raw is the sha256 of the bytes the record was parsed from: a
+	// record that arrives again byte for byte is not parsed again, which
+	// is most of a daily update. Zero in files written before it existed.
+	Raw [32]byte
 }
 
 // encode lays recordMeta out as hash | uvarint len + source | uvarint n |
-// n × (uvarint len + key): the content hash walks every record after each
-// import, and this is quicker to read than JSON.
+// n × (uvarint len + key) | raw: the content hash walks every record after
+// each import, and this is quicker to read than JSON. raw comes last, so
+// that metadata without it still decodes.
 func (m recordMeta) encode() []byte {
 	b := make([]byte, 0, 32+len(m.Source)+8+len(m.Keys)*24)
 	b = append(b, m.Hash[:]...)
@@ -258,7 +307,7 @@ func (m recordMeta) encode() []byte {
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)
 	}
-	return b
+	return append(b, m.Raw[:]...)
 }
 
 func decodeRecordMeta(b []byte) (recordMeta, error) {
@@ -292,6 +341,13 @@ func decodeRecordMeta(b []byte) (recordMeta, error) {
 			return m, err
 		}
 		m.Keys = append(m.Keys, k)
+	}
+	switch len(b) {
+	case 0:
+	case len(m.Raw):
+		copy(m.Raw[:], b)
+	default:
+		return m, errors.New("record metadata has trailing bytes")
 	}
 	return m, nil
 }

@@ -10,8 +10,11 @@
 // a Match reads only the keys under the queried packages. The "records"
 // bucket says which keys each record owns and where it came from, so a
 // re-import replaces a record cleanly and an Update can drop what its source
-// no longer lists. Each Import or Update is one bbolt transaction: readers
-// see the old or the new database, never a mix.
+// no longer lists. Readers see the old or the new database, never a mix:
+// an Import or Update whose changes fit in a bounded batch is one bbolt
+// transaction; a larger one (a first import of osv.dev's few hundred
+// thousand records) is streamed in batches into a copy beside the file in
+// force, which replaces it by a rename once complete (see importer).
 //
 // # Ecosystems
 //

@@ -27,6 +27,7 @@ type ImportStats struct {
 	Skipped    int            // records refused as malformed; Problems says why
 	Ecosystems map[string]int // records read per ecosystem, with release ("Alpine:v3.16")
 	Removed    int            // records withdrawn, or gone from an updated source
+	Written    int            // records whose content was written: new or changed (Removed not included)
 	Unchanged  int            // Update: sources that answered 304 Not Modified
 	Problems   []string       // the first maxProblems reasons for Skipped, each naming its file
 }
@@ -41,11 +42,13 @@ const maxRecordSize = 32 << 20
 
 // Import reads OSV records from paths — directories (every *.json and *.zip
 // below them), single JSON files holding one record or an array of records,
-// and osv.dev all.zip archives — and stores them in one transaction: an
+// and osv.dev all.zip archives — and stores them all or not at all: an
 // error or a cancelled ctx leaves the database as it was. A record with the
 // id of a stored one replaces it. Malformed records are skipped and counted;
 // a missing path or an unreadable archive is an error naming the file.
-// progress, if not nil, gets a progress line rewritten in place ("\r").
+// Records are streamed: memory holds a bounded batch, whatever the input's
+// size (see importer). progress, if not nil, gets a progress line
+// rewritten in place ("\r").
 func (db *DB) Import(ctx context.Context, paths []string, progress io.Writer) (ImportStats, error) {
 	if len(paths) == 0 {
 		return ImportStats{}, errors.New("import vulnerability records: no paths given")
@@ -54,17 +57,19 @@ func (db *DB) Import(ctx context.Context, paths []string, progress io.Writer) (I
 	if err != nil {
 		return ImportStats{}, err
 	}
+	db.writeMu.Lock()
+	defer db.writeMu.Unlock()
 	pl := newProgress(progress)
-	// Records are read and checked before the write transaction starts:
-	// other writers wait only for the writing.
 	im := newImporter(ctx, pl)
+	w := db.newBuilder(im)
+	defer w.discard()
 	for _, f := range files {
 		if err := im.importFile(f); err != nil {
 			pl.abort()
 			return ImportStats{}, err
 		}
 	}
-	if err := db.commit(im, pl, "import vulnerability records", nil); err != nil {
+	if err := db.commit(w, pl, "import vulnerability records", nil); err != nil {
 		return ImportStats{}, err
 	}
 	pl.done("imported %d records, skipped %d", im.stats.Records, im.stats.Skipped)
@@ -117,22 +122,34 @@ func (im *importer) importFile(path string) error {
 	br := bufio.NewReaderSize(f, 64<<10)
 	head, _ := br.Peek(4)
 	if bytes.Equal(head, []byte("PK\x03\x04")) || bytes.Equal(head, []byte("PK\x05\x06")) {
-		return im.importZip(path)
+		return im.importZip(path, nil)
 	}
 	return im.importJSON(path, br)
 }
 
 // importZip reads every *.json entry of an archive laid out like osv.dev's
-// all.zip (one record per entry).
-func (im *importer) importZip(path string) error {
-	zr, err := zip.OpenReader(path)
+// all.zip (one record per entry). sums, if not nil, has the sha256 of each
+// entry's content by its index in the archive (verifyArchive computed
+// them): an entry stored from the same bytes is not read again.
+func (im *importer) importZip(path string, sums [][32]byte) error {
+	zr, err := openZip(path)
 	if err != nil {
 		return fmt.Errorf("import vulnerability records: open zip archive %s: %w", path, err)
 	}
 	defer zr.Close()
-	for _, zf := range zr.File {
+	for i, zf := range zr.File {
 		if zf.FileInfo().IsDir() || !strings.EqualFold(filepath.Ext(zf.Name), ".json") {
 			continue
+		}
+		hint := recordIDHint(zf.Name)
+		if i < len(sums) {
+			done, err := im.same(hint, sums[i])
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
 		}
 		name := path + ":" + zf.Name
 		data, err := readZipEntry(zf)
@@ -140,11 +157,69 @@ func (im *importer) importZip(path string) error {
 			im.skip(name, err)
 			continue
 		}
-		if err := im.add(name, data); err != nil {
+		if err := im.add(name, hint, data); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// zipFile is an open archive read through a read-ahead window: entries are
+// read in file order, mostly a few hundred bytes each, and reading each
+// straight from the file took two system calls per record.
+type zipFile struct {
+	*zip.Reader
+	f *os.File
+}
+
+func (z *zipFile) Close() error { return z.f.Close() }
+
+func openZip(path string) (*zipFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	zr, err := zip.NewReader(&readAhead{r: f, buf: make([]byte, 0, readAheadSize)}, info.Size())
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &zipFile{Reader: zr, f: f}, nil
+}
+
+// readAheadSize is the window readAhead keeps.
+const readAheadSize = 1 << 20
+
+// readAhead is an io.ReaderAt that serves reads from a window of the file
+// it last filled, refilling it from the offset asked for on a miss. Not
+// safe for concurrent use: one archive is read by one goroutine.
+type readAhead struct {
+	r   io.ReaderAt
+	off int64 // of buf[0] in the file
+	buf []byte
+}
+
+func (ra *readAhead) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) > cap(ra.buf) {
+		return ra.r.ReadAt(p, off)
+	}
+	if off < ra.off || off+int64(len(p)) > ra.off+int64(len(ra.buf)) {
+		n, err := ra.r.ReadAt(ra.buf[:cap(ra.buf)], off)
+		ra.off, ra.buf = off, ra.buf[:n]
+		if n < len(p) {
+			copy(p, ra.buf)
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+	}
+	return copy(p, ra.buf[off-ra.off:]), nil
 }
 
 func readZipEntry(zf *zip.File) ([]byte, error) {
@@ -185,7 +260,7 @@ func (im *importer) importJSON(path string, br *bufio.Reader) error {
 			im.skip(path, fmt.Errorf("record is more than %d bytes", maxRecordSize))
 			return nil
 		}
-		return im.add(path, data)
+		return im.add(path, recordIDHint(path), data)
 	}
 	dec := json.NewDecoder(br)
 	if _, err := dec.Token(); err != nil {
@@ -200,11 +275,22 @@ func (im *importer) importJSON(path string, br *bufio.Reader) error {
 			im.skip(fmt.Sprintf("%s[%d]", path, i), fmt.Errorf("invalid JSON, rest of the file not read: %w", err))
 			return nil
 		}
-		if err := im.add(fmt.Sprintf("%s[%d]", path, i), raw); err != nil {
+		if err := im.add(fmt.Sprintf("%s[%d]", path, i), "", raw); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// recordIDHint is the id a record's file name suggests (osv.dev names each
+// record <id>.json). It only says which stored record to compare the bytes
+// with; the id in the bytes is what counts.
+func recordIDHint(name string) string {
+	base := filepath.Base(filepath.FromSlash(name))
+	if ext := filepath.Ext(base); strings.EqualFold(ext, ".json") {
+		return strings.TrimSuffix(base, ext)
+	}
+	return ""
 }
 
 // firstNonSpace peeks past leading white space and returns the first byte
@@ -221,20 +307,13 @@ func firstNonSpace(br *bufio.Reader) (byte, error) {
 	}
 }
 
-// commit writes what im staged, and the status it leads to, in one write
-// transaction: Import and Update end the same way. edit, if not nil,
-// changes the status read in that transaction (Update records its sources
-// there, so that a concurrent writer's state is not overwritten). what
-// names the operation in the error.
-func (db *DB) commit(im *importer, pl *progress, what string, edit func(*storedStatus)) error {
-	err := db.bolt.Update(func(tx *bolt.Tx) error {
-		changed, err := im.flush(tx)
-		if err != nil {
-			return err
-		}
-		return finishImport(tx, changed, edit)
-	})
-	if err != nil {
+// commit writes the last batch and the status it leads to, and puts a
+// database built beside in force: Import and Update end the same way.
+// edit, if not nil, changes the status read in the last transaction
+// (Update records its sources there, so that a concurrent writer's state
+// is not overwritten). what names the operation in the error.
+func (db *DB) commit(w *builder, pl *progress, what string, edit func(*storedStatus)) error {
+	if err := w.finish(edit); err != nil {
 		pl.abort()
 		return fmt.Errorf("%s: %w", what, err)
 	}

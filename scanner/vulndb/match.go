@@ -3,7 +3,6 @@ package vulndb
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -32,6 +31,8 @@ func (db *DB) Match(ctx context.Context, qs []Query) ([]Finding, error) {
 func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string, error) {
 	var out []Finding
 	var version string
+	db.mu.RLock()
+	defer db.mu.RUnlock()
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		st, err := readStatus(tx)
 		if err != nil {
@@ -243,8 +244,8 @@ func (m *matcher) entries(eco, name string) ([]entry, error) {
 	c := m.index.Cursor()
 	p := []byte(prefix)
 	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		var e entry
-		if err := json.Unmarshal(v, &e); err != nil {
+		e, err := decodeEntry(v)
+		if err != nil {
 			return nil, fmt.Errorf("read index entry %q: %w", k, err)
 		}
 		es = append(es, e)

@@ -83,8 +83,8 @@ type pkgEntry struct {
 	Ecosystem string // normalized
 	Name      string // normalized
 	Entry     entry
-	// Encoded is Entry as JSON: hashed for the DB version and stored as
-	// the index value, so an import encodes each entry once.
+	// Encoded is Entry as JSON, hashed for the DB version (the index
+	// stores the binary form, encodeEntry).
 	Encoded []byte
 }
 

@@ -3,6 +3,7 @@ package vulndb
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -11,13 +12,21 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// importer collects the records of one Import or Update and writes them in
-// one write transaction.
+// importer streams the records of one Import or Update into the database.
 //
-// Records are staged in memory (already encoded) and written by flush in
-// key order. bbolt splits nodes only at commit, so inside one big
-// transaction a random-order insert shifts the whole in-memory node: 300,000
-// records took two minutes that way, against seconds in order.
+// A record whose stored copy has the same content is not staged at all;
+// the others are staged in memory (already encoded) and written by flush
+// in key order. bbolt splits nodes only at commit, so inside one big
+// transaction a random-order insert shifts the whole in-memory node:
+// 300,000 records took two minutes that way, against seconds in order.
+//
+// What is staged is bounded by budget bytes. An import whose changes fit
+// is written in one transaction on the database in force. One that does
+// not (a first import of osv.dev's 300,000 records) is built beside it:
+// the file is copied, the staged batches are written into the copy as
+// they fill, and the finished copy is renamed over the file in force
+// (builder). Either way, readers see the old or the new database, never a
+// mix, and memory stays bounded whatever the input's size.
 type importer struct {
 	ctx      context.Context
 	source   string                         // where the records being read come from: an Update URL, "" for Import
@@ -25,16 +34,29 @@ type importer struct {
 	seen     map[string]map[string]struct{} // Update source URL → ids its archive lists
 	stats    ImportStats
 	progress *progress
+
+	// stored reads a record's metadata from where the import is being
+	// written (the database in force, or the copy being built).
+	stored func(id string) (recordMeta, bool, error)
+	// spill writes the staged batch when it exceeds budget.
+	spill       func() error
+	budget      int
+	stagedBytes int
 }
 
 // staged is one record ready to be written.
 type staged struct {
 	source   string
 	hash     [32]byte
+	raw      [32]byte // sha256 of the bytes it was parsed from
 	withdraw bool
 	keys     []string // "ecosystem\x00name" of each index entry
 	values   [][]byte // the encoded entries, parallel to keys
 }
+
+// stagedOverhead approximates what one staged record costs besides its
+// keys and values (map entry, struct, slice headers).
+const stagedOverhead = 160
 
 func newImporter(ctx context.Context, pl *progress) *importer {
 	return &importer{
@@ -67,11 +89,18 @@ func (im *importer) skip(name string, err error) {
 	}
 }
 
-// add parses one record and stages it. Only a cancelled context is an
-// error; a bad record is skipped.
-func (im *importer) add(name string, data []byte) error {
+// add parses one record and stages it unless it is stored unchanged. idHint
+// is the id its file name suggests, "" if none: a record stored from the
+// very same bytes is taken as it is, without parsing it again. Only a
+// cancelled context or a failed write is an error; a bad record is
+// skipped.
+func (im *importer) add(name, idHint string, data []byte) error {
 	if err := im.ctx.Err(); err != nil {
 		return fmt.Errorf("import vulnerability records: %w", err)
+	}
+	raw := sha256.Sum256(data)
+	if done, err := im.same(idHint, raw); done || err != nil {
+		return err
 	}
 	rec, err := parseRecord(data)
 	if err != nil {
@@ -87,34 +116,124 @@ func (im *importer) add(name string, data []byte) error {
 		return nil
 	}
 	im.markSeen(rec.ID)
-	st := &staged{source: im.source, hash: rec.Hash, withdraw: rec.Withdraw}
 	var last string
 	for _, e := range rec.Entries {
-		// Stored as parseRecord encoded it for the hash: the bytes the
-		// DB version is computed from are the bytes matching reads.
-		st.keys = append(st.keys, e.Ecosystem+"\x00"+e.Name)
-		st.values = append(st.values, e.Encoded)
 		if e.Ecosystem != last {
 			im.stats.Ecosystems[e.Ecosystem]++
 			last = e.Ecosystem
 		}
 	}
-	im.staged[rec.ID] = st
 	if !rec.Withdraw {
 		im.stats.Records++
 	}
 	im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
+	if err := im.stage(rec, raw); err != nil {
+		return err
+	}
+	return im.spillIfFull()
+}
+
+// same handles a record stored from the very bytes raw is the hash of:
+// counted and listed, its source updated if it moved, nothing parsed. It
+// reports whether the record was handled.
+func (im *importer) same(id string, raw [32]byte) (bool, error) {
+	if im.stored == nil || id == "" {
+		return false, nil
+	}
+	old, ok, err := im.stored(id)
+	if err != nil {
+		return false, fmt.Errorf("import vulnerability records: %w", err)
+	}
+	if !ok || old.Raw != raw {
+		return false, nil
+	}
+	im.markSeen(id)
+	var last string
+	for _, k := range old.Keys {
+		if eco, _, _ := strings.Cut(k, "\x00"); eco != last {
+			im.stats.Ecosystems[eco]++
+			last = eco
+		}
+	}
+	im.stats.Records++
+	im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
+	im.unstage(id)
+	if old.Source != im.source {
+		// flush sees the same hash and rewrites only the source.
+		im.put(id, &staged{source: im.source, hash: old.Hash, raw: raw})
+	}
+	return true, im.spillIfFull()
+}
+
+func (im *importer) spillIfFull() error {
+	if im.spill != nil && im.stagedBytes > im.budget {
+		return im.spill()
+	}
 	return nil
+}
+
+func (im *importer) unstage(id string) {
+	if prev, ok := im.staged[id]; ok {
+		im.stagedBytes -= stagedSize(prev)
+		delete(im.staged, id)
+	}
+}
+
+func (im *importer) put(id string, st *staged) {
+	im.staged[id] = st
+	im.stagedBytes += stagedSize(st)
+}
+
+// stage keeps what rec changes: nothing when it is stored as it is, only
+// the new source and raw hash when that is all that changed.
+func (im *importer) stage(rec *record, raw [32]byte) error {
+	im.unstage(rec.ID)
+	st := &staged{source: im.source, hash: rec.Hash, raw: raw, withdraw: rec.Withdraw}
+	if im.stored != nil {
+		old, hasOld, err := im.stored(rec.ID)
+		if err != nil {
+			return fmt.Errorf("import vulnerability records: %w", err)
+		}
+		switch {
+		case !hasOld && rec.Withdraw:
+			return nil
+		case hasOld && !rec.Withdraw && old.Hash == rec.Hash:
+			if old.Source != im.source || old.Raw != raw {
+				// flush sees the same hash and rewrites only the
+				// metadata.
+				im.put(rec.ID, st)
+			}
+			return nil
+		}
+	}
+	if !rec.Withdraw {
+		for _, e := range rec.Entries {
+			// The hash is of e.Encoded (JSON); matching reads the
+			// binary form, which decodes several times faster.
+			st.keys = append(st.keys, e.Ecosystem+"\x00"+e.Name)
+			st.values = append(st.values, encodeEntry(&e.Entry))
+		}
+	}
+	im.put(rec.ID, st)
+	return nil
+}
+
+func stagedSize(st *staged) int {
+	n := stagedOverhead + len(st.source)
+	for i, k := range st.keys {
+		n += len(k) + len(st.values[i]) + 48
+	}
+	return n
 }
 
 // kv is one pending bbolt write.
 type kv struct{ key, val []byte }
 
-// flush writes what was staged: deletions first, then insertions, each in
-// key order. A record whose content is unchanged is not rewritten, so a
-// re-import is cheap and leaves the version alone. It reports whether the
-// index changed.
-func (im *importer) flush(tx *bolt.Tx) (bool, error) {
+// flush writes what was staged, and empties the stage: deletions first,
+// then insertions, each in key order. final also removes the records an
+// updated source no longer lists, which is known only once every archive
+// was read. It reports whether the content changed.
+func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 	records, index := tx.Bucket([]byte(bucketRecords)), tx.Bucket([]byte(bucketIndex))
 	var delIndex, delRecords [][]byte
 	var putIndex, putRecords []kv
@@ -139,8 +258,8 @@ func (im *importer) flush(tx *bolt.Tx) (bool, error) {
 			}
 			continue
 		case hasOld && old.Hash == st.hash:
-			if old.Source != st.source {
-				old.Source = st.source
+			if old.Source != st.source || old.Raw != st.raw {
+				old.Source, old.Raw = st.source, st.raw
 				putRecords = append(putRecords, kv{[]byte(id), old.encode()})
 			}
 			continue
@@ -150,11 +269,12 @@ func (im *importer) flush(tx *bolt.Tx) (bool, error) {
 		for i, k := range st.keys {
 			putIndex = append(putIndex, kv{[]byte(k + "\x00" + id), st.values[i]})
 		}
-		meta := recordMeta{Hash: st.hash, Source: st.source, Keys: st.keys}
+		meta := recordMeta{Hash: st.hash, Source: st.source, Keys: st.keys, Raw: st.raw}
 		putRecords = append(putRecords, kv{[]byte(id), meta.encode()})
+		im.stats.Written++
 		changed = true
 	}
-	if len(im.seen) > 0 {
+	if final && len(im.seen) > 0 {
 		dels, recs, err := im.unlisted(records)
 		if err != nil {
 			return false, err
@@ -173,6 +293,7 @@ func (im *importer) flush(tx *bolt.Tx) (bool, error) {
 	if err := putSorted(records, putRecords); err != nil {
 		return false, err
 	}
+	im.staged, im.stagedBytes = map[string]*staged{}, 0
 	return changed || len(delRecords) > 0, nil
 }
 

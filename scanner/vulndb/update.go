@@ -3,13 +3,16 @@ package vulndb
 import (
 	"archive/zip"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -58,27 +61,37 @@ type download struct {
 	lastModified string
 	notModified  bool
 	err          error
+	sums         [][32]byte // sha256 of each entry's content, by index
 }
 
-// Update downloads each source with a conditional request (If-None-Match /
-// If-Modified-Since from the last successful download), streams changed
-// archives to temporary files, and imports them in one transaction. An
-// updated source replaces what it brought before: records it no longer
-// lists are removed. A source that fails is recorded in Status and its
-// error returned (joined with the others'), but does not stop the others.
-// client nil means http.DefaultClient.
+// defaultFetchLimit bounds the archives Update downloads at once: enough
+// to overlap osv.dev's latency and the verification of each archive,
+// few enough not to crowd the pull path's bandwidth.
+const defaultFetchLimit = 4
+
+// Update downloads the sources, at most fetchLimit at once, each with a
+// conditional request (If-None-Match / If-Modified-Since from the last
+// successful download), streams changed archives to temporary files and
+// verifies them whole (every entry's checksum), then imports them all or
+// not at all: only changed records are rewritten. An updated source
+// replaces what it brought before: records it no longer lists are
+// removed. A source that fails — unreachable, an error status, an archive
+// that does not verify — keeps what it brought before; it is recorded in
+// Status and its error returned (joined with the others'), but does not
+// stop the others. client nil means http.DefaultClient.
 func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client, progress io.Writer) (ImportStats, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
+	db.writeMu.Lock()
+	defer db.writeMu.Unlock()
 	// The stored status already has the sources by URL.
 	prev, err := db.readStoredStatus()
 	if err != nil {
 		return ImportStats{}, err
 	}
-	known := prev.Sources
 	pl := newProgress(progress)
-	var downloads []download
+	downloads := db.fetchAll(ctx, client, sources, prev.Sources, pl)
 	defer func() {
 		for _, d := range downloads {
 			if d.file != "" {
@@ -86,23 +99,20 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 			}
 		}
 	}()
-	var errs []error
-	for _, src := range sources {
-		if err := ctx.Err(); err != nil {
-			return ImportStats{}, fmt.Errorf("update vulnerability database: %w", err)
-		}
-		d := db.fetch(ctx, client, src, known[src.URL], pl)
-		if d.err != nil {
-			errs = append(errs, d.err)
-		}
-		downloads = append(downloads, d)
-	}
-
 	if err := ctx.Err(); err != nil {
 		return ImportStats{}, fmt.Errorf("update vulnerability database: %w", err)
 	}
-	// Read the archives before the write transaction, as Import does.
+	var errs []error
+	for _, d := range downloads {
+		if d.err != nil {
+			errs = append(errs, d.err)
+		}
+	}
+	// The archives are read in the order of sources, whatever order they
+	// arrived in: a record two sources list ends up from the same one.
 	im := newImporter(ctx, pl)
+	w := db.newBuilder(im)
+	defer w.discard()
 	imported := map[string]int{} // URL → records read from its archive
 	unchanged := 0
 	for _, d := range downloads {
@@ -113,7 +123,7 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 		default:
 			im.beginSource(d.src.URL)
 			before := im.stats.Records
-			if err := im.importZip(d.file); err != nil {
+			if err := im.importZip(d.file, d.sums); err != nil {
 				pl.abort()
 				return ImportStats{}, fmt.Errorf("update vulnerability database: %w", err)
 			}
@@ -121,7 +131,7 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 		}
 	}
 	now := time.Now().UTC()
-	err = db.commit(im, pl, "update vulnerability database", func(st *storedStatus) {
+	err = db.commit(w, pl, "update vulnerability database", func(st *storedStatus) {
 		// st was just decoded inside the transaction: its map is ours to
 		// change in place.
 		if st.Sources == nil {
@@ -148,10 +158,41 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 	return stats, errors.Join(errs...)
 }
 
+// fetchAll downloads sources, at most db.fetchLimit at once, and returns
+// their outcomes in the order of sources. A cancelled ctx stops the
+// downloads not yet started (they fail with its error).
+func (db *DB) fetchAll(ctx context.Context, client *http.Client, sources []Source, known map[string]SourceStatus, pl *progress) []download {
+	downloads := make([]download, len(sources))
+	slots := make(chan struct{}, max(1, db.fetchLimit))
+	var wg sync.WaitGroup
+	var plMu sync.Mutex // the progress line is not safe for concurrent use
+	report := func(format string, args ...any) {
+		plMu.Lock()
+		defer plMu.Unlock()
+		pl.update(format, args...)
+	}
+	for i, src := range sources {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			downloads[i] = download{src: src, err: fmt.Errorf("update vulnerability database: %s %s: %w", src.Ecosystem, src.URL, ctx.Err())}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			downloads[i] = db.fetch(ctx, client, src, known[src.URL], report)
+		}()
+	}
+	wg.Wait()
+	return downloads
+}
+
 // fetch makes one conditional GET and streams a changed archive to a
 // temporary file next to the database, checking it opens as a zip so that
 // the import transaction only sees archives it can read.
-func (db *DB) fetch(ctx context.Context, client *http.Client, src Source, prev SourceStatus, pl *progress) download {
+func (db *DB) fetch(ctx context.Context, client *http.Client, src Source, prev SourceStatus, report func(string, ...any)) download {
 	d := download{src: src}
 	fail := func(format string, args ...any) download {
 		d.err = fmt.Errorf("update vulnerability database: %s %s: %s", src.Ecosystem, src.URL, fmt.Sprintf(format, args...))
@@ -190,7 +231,7 @@ func (db *DB) fetch(ctx context.Context, client *http.Client, src Source, prev S
 	}
 	d.file = tmp.Name()
 	n, err := io.Copy(tmp, &countingReader{r: resp.Body, onRead: func(n int64) {
-		pl.update("downloading %s: %.1f MB", src.Ecosystem, float64(n)/1e6)
+		report("downloading %s: %.1f MB", src.Ecosystem, float64(n)/1e6)
 	}})
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -198,13 +239,69 @@ func (db *DB) fetch(ctx context.Context, client *http.Client, src Source, prev S
 	if err != nil {
 		return fail("download after %d bytes: %v", n, err)
 	}
-	zr, err := zip.OpenReader(d.file)
-	if err != nil {
-		return fail("downloaded file is not a zip archive: %v", err)
+	if d.sums, err = verifyArchive(d.file); err != nil {
+		return fail("downloaded archive refused, the records it brought before are kept: %v", err)
 	}
-	zr.Close()
 	d.etag, d.lastModified = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
 	return d
+}
+
+// maxArchiveEntries bounds the entries of one downloaded archive (and the
+// 32 bytes per entry kept of it until the import): osv.dev's largest (npm,
+// with the malicious-package reports) have a few hundred thousand.
+const maxArchiveEntries = 1_000_000
+
+// verifyArchive reads every record entry of a downloaded archive through,
+// so that its CRC-32 is checked: a truncated or damaged download is
+// refused whole, instead of importing the records that happen to read and
+// dropping the rest as "no longer listed". It returns the sha256 of each
+// entry's content, by index, so that the import reads again only entries
+// that changed.
+func verifyArchive(path string) ([][32]byte, error) {
+	zr, err := openZip(path)
+	if err != nil {
+		return nil, fmt.Errorf("not a zip archive: %w", err)
+	}
+	defer zr.Close()
+	if len(zr.File) > maxArchiveEntries {
+		return nil, fmt.Errorf("%d entries, more than %d", len(zr.File), maxArchiveEntries)
+	}
+	sums := make([][32]byte, len(zr.File))
+	h := sha256.New()
+	// One buffer for every entry: io.Copy would allocate 32 KiB for each
+	// of a few hundred thousand records.
+	buf := make([]byte, 32<<10)
+	for i, zf := range zr.File {
+		if zf.FileInfo().IsDir() || !strings.EqualFold(filepath.Ext(zf.Name), ".json") {
+			continue
+		}
+		h.Reset()
+		if err := verifyEntry(zf, h, buf); err != nil {
+			return nil, fmt.Errorf("entry %s: %w", zf.Name, err)
+		}
+		h.Sum(sums[i][:0])
+	}
+	return sums, nil
+}
+
+func verifyEntry(zf *zip.File, h io.Writer, buf []byte) error {
+	if zf.UncompressedSize64 > maxRecordSize {
+		return fmt.Errorf("record is %d bytes, more than %d", zf.UncompressedSize64, maxRecordSize)
+	}
+	rc, err := zf.Open()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// The header's size can lie (a zip bomb): read at most the limit.
+	n, err := io.CopyBuffer(h, io.LimitReader(rc, maxRecordSize+1), buf)
+	switch {
+	case err != nil:
+		return err
+	case n > maxRecordSize:
+		return fmt.Errorf("record is more than %d bytes", maxRecordSize)
+	}
+	return nil
 }
 
 // countingReader reports how much was read, for the progress line.

@@ -5,6 +5,7 @@
 //
 //	benchtool image  -dir DIR -out IMG.tar -tag NAME:TAG
 //	benchtool osvdb  -out DIR SRC...        (SRC: directories of OSV *.json)
+//	benchtool osvgen -out DIR [-revision N] SRC...  (300,000 records multiplied from SRC)
 //	benchtool compare -portcullis P.json -osv O.json [-all-osv A.json]
 //	benchtool table  RESULTS                (lines: image tool wall_s rss_kB cpu_s)
 //	benchtool status -in STATUS -out STATUS -set SOURCE=VERSION...
@@ -25,6 +26,8 @@ func main() {
 		err = imageCmd(os.Args[2:])
 	case "osvdb":
 		err = osvdbCmd(os.Args[2:])
+	case "osvgen":
+		err = osvgenCmd(os.Args[2:])
 	case "compare":
 		err = compareCmd(os.Args[2:])
 	case "table":
@@ -41,6 +44,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool image|osvdb|compare|table|status ...")
+	fmt.Fprintln(os.Stderr, "usage: benchtool image|osvdb|osvgen|compare|table|status ...")
 	os.Exit(2)
 }

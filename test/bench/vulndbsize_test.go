@@ -1,0 +1,293 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/test/bench/osvgen"
+	"github.com/portcullis/portcullis/test/harness"
+)
+
+// osvTestdata holds the shared real OSV records, one directory per
+// ecosystem.
+const osvTestdata = "../../../shared/testdata/osv"
+
+// BenchmarkVulnDBFullSize builds a full-size OSV database (osvgen.FullSize:
+// 300,000 records across the 13 ecosystems Portcullis downloads, multiplied
+// from the shared real records and golang.org/x/vulndb) as osv.dev's
+// all.zip archives, then measures with the real binary:
+//
+//   - import: 'portcullis db import' of the 13 archives into an empty
+//     database: wall time and peak RSS (VmHWM, read from /proc while it
+//     runs, and the kernel's ru_maxrss at exit), and the file size;
+//   - update-first: 'portcullis db update --source-url' from a loopback
+//     server standing in for osv.dev (ETag and Last-Modified, conditional
+//     requests) on top of that import: it downloads every archive;
+//   - update-1pct: the same after 1% of the records were revised in every
+//     archive (a daily update);
+//   - update-none: the same with nothing changed (every source 304);
+//   - match: MatchVersioned of an image with 100 and 1,000 distinct
+//     packages (a third of them at an affected version, see
+//     fullSizeQueries) against the full database, in process: median and
+//     p95 over 50 calls each; "-heavy" draws packages by record, so the
+//     ones with many advisories dominate.
+//
+// Targets (issue 13): import ≤ 60 s and ≤ 400 MB; update of 1% ≤ 10 s;
+// match ≤ 5 ms (100 packages) and ≤ 30 ms (1,000).
+func BenchmarkVulnDBFullSize(b *testing.B) {
+	bin := harness.BuildPortcullis(b)
+	tmpl, err := osvgen.LoadTemplates(templateDirs(b)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	shares := osvgen.FullSize()
+	if err := osvgen.Check(shares, tmpl); err != nil {
+		b.Fatal(err)
+	}
+	mirror := b.TempDir()
+	archives, err := osvgen.Write(mirror, shares, tmpl, osvgen.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(osvMirror(mirror))
+	defer srv.Close()
+	for b.Loop() {
+		data := b.TempDir()
+		imp := runMeasured(b, bin, append([]string{"db", "import", "--data", data}, archives...)...)
+		b.ReportMetric(imp.wall.Seconds(), "import-s")
+		b.ReportMetric(float64(imp.peakRSS)/1e6, "import-peak-RSS-MB")
+		b.ReportMetric(float64(imp.maxRSS)/1e6, "import-maxrss-MB")
+		b.ReportMetric(float64(imp.peakAnon)/1e6, "import-anon-MB")
+		info, err := os.Stat(filepath.Join(data, "vulndb", "vulndb.bolt"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(info.Size())/1e6, "db-file-MB")
+
+		update := []string{"db", "update", "--data", data, "--source-url", srv.URL}
+		first := runMeasured(b, bin, update...)
+		b.ReportMetric(first.wall.Seconds(), "update-first-s")
+		b.ReportMetric(float64(first.maxRSS)/1e6, "update-first-maxrss-MB")
+		b.ReportMetric(float64(first.peakAnon)/1e6, "update-first-anon-MB")
+
+		if _, err := osvgen.Write(mirror, shares, tmpl, osvgen.Options{Revision: 1, RevisePer: 100}); err != nil {
+			b.Fatal(err)
+		}
+		pct := runMeasured(b, bin, update...)
+		b.ReportMetric(pct.wall.Seconds(), "update-1pct-s")
+		b.ReportMetric(float64(pct.maxRSS)/1e6, "update-1pct-maxrss-MB")
+		b.ReportMetric(float64(pct.peakAnon)/1e6, "update-1pct-anon-MB")
+		none := runMeasured(b, bin, update...)
+		b.ReportMetric(none.wall.Seconds(), "update-none-s")
+
+		db, err := vulndb.Open(filepath.Join(data, "vulndb"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := db.Status()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(st.Records), "records")
+		for _, n := range []int{100, 1000} {
+			for _, heavy := range []bool{false, true} {
+				name := fmt.Sprintf("match-%d", n)
+				if heavy {
+					name += "-heavy"
+				}
+				p50, p95, found := matchTimes(b, db, fullSizeQueries(shares, tmpl, n, heavy), 50)
+				b.ReportMetric(float64(p50.Microseconds())/1e3, name+"-p50-ms")
+				b.ReportMetric(float64(p95.Microseconds())/1e3, name+"-p95-ms")
+				b.ReportMetric(float64(found), name+"-findings")
+			}
+		}
+		db.Close()
+		// The next iteration starts from the unrevised archives.
+		if _, err := osvgen.Write(mirror, shares, tmpl, osvgen.Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// templateDirs are the real records: the shared test data and the Go
+// vulnerability database.
+func templateDirs(b *testing.B) []string {
+	entries, err := os.ReadDir(osvTestdata)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() {
+			dirs = append(dirs, filepath.Join(osvTestdata, e.Name()))
+		}
+	}
+	return append(dirs, goVulnDBDir(b))
+}
+
+// osvMirror serves <dir>/<ecosystem>/all.zip as osv.dev's bucket does:
+// with an ETag (the content's sha256) and Last-Modified, answering
+// conditional requests with 304.
+func osvMirror(dir string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rel := filepath.Clean("/" + r.URL.Path)
+		f, err := os.Open(filepath.Join(dir, rel))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		defer f.Close()
+		info, err := f.Stat()
+		if err != nil || info.IsDir() {
+			http.NotFound(w, r)
+			return
+		}
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("ETag", `"`+hex.EncodeToString(h.Sum(nil))+`"`)
+		http.ServeContent(w, r, "all.zip", info.ModTime(), f)
+	})
+}
+
+type measured struct {
+	wall    time.Duration
+	peakRSS int64 // VmHWM, last read from /proc before the process exited
+	// peakAnon is the largest RssAnon read: VmHWM also counts the pages
+	// of the bbolt files mapped in, which the kernel can drop under
+	// memory pressure; RssAnon is the heap and stacks.
+	peakAnon int64
+	maxRSS   int64 // ru_maxrss at exit
+}
+
+// runMeasured runs the binary to completion, reading its VmHWM every 20 ms.
+func runMeasured(b *testing.B, bin string, args ...string) measured {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var m measured
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			m.wall = time.Since(start)
+			if err != nil {
+				b.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out.String())
+			}
+			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+				m.maxRSS = ru.Maxrss << 10
+			}
+			b.Logf("%s: %s, peak RSS %d MB (anonymous %d MB)\n%s", args[1], m.wall.Round(time.Millisecond), m.maxRSS/1e6, m.peakAnon/1e6, out.String())
+			return m
+		case <-tick.C:
+			if v, err := procStatusBytes(cmd.Process.Pid, "VmHWM"); err == nil {
+				m.peakRSS = max(m.peakRSS, v)
+			}
+			if v, err := procStatusBytes(cmd.Process.Pid, "RssAnon"); err == nil {
+				m.peakAnon = max(m.peakAnon, v)
+			}
+		}
+	}
+}
+
+// fullSizeQueries is an image with n distinct packages of the generated
+// database, drawn uniformly over package names (as an image holds each
+// package once, whatever its number of advisories): a third at a version
+// every range contains, a third past every fix, a third under a name no
+// record lists. heavy draws by record instead, so packages with many
+// advisories (a kernel, a libc) are drawn as often as they have records.
+func fullSizeQueries(shares []osvgen.Share, tmpl osvgen.Templates, n int, heavy bool) []vulndb.Query {
+	rng := rand.New(rand.NewPCG(uint64(n), 13))
+	names := map[string][]int{} // base ecosystem → index of one record per package name
+	for _, s := range shares {
+		if _, ok := names[s.From]; ok {
+			continue
+		}
+		seen := map[string]bool{}
+		for i := range tmpl[s.From] {
+			if name := firstPackage(osvgen.Record(s, tmpl[s.From], i, osvgen.Options{})); name != "" && !seen[name] {
+				seen[name] = true
+				names[s.From] = append(names[s.From], i)
+			}
+		}
+	}
+	var qs []vulndb.Query
+	picked := map[string]bool{}
+	for len(qs) < n {
+		s := shares[rng.IntN(len(shares))]
+		t := len(tmpl[s.From])
+		i := rng.IntN(s.Count)
+		if !heavy {
+			byName := names[s.From]
+			i = byName[rng.IntN(len(byName))] + t*rng.IntN(max(1, s.Count/t))
+		}
+		name := firstPackage(osvgen.Record(s, tmpl[s.From], i, osvgen.Options{}))
+		if name == "" || picked[s.Ecosystem+" "+name] {
+			continue
+		}
+		picked[s.Ecosystem+" "+name] = true
+		switch len(qs) % 3 {
+		case 0:
+			qs = append(qs, vulndb.Query{Ecosystem: s.Ecosystem, Name: name, Version: "0.0.1"})
+		case 1:
+			qs = append(qs, vulndb.Query{Ecosystem: s.Ecosystem, Name: name, Version: "99999.0.0"})
+		default:
+			qs = append(qs, vulndb.Query{Ecosystem: s.Ecosystem, Name: name + "-absent", Version: "1.0.0"})
+		}
+	}
+	return qs
+}
+
+func firstPackage(r map[string]any) string {
+	aff, _ := r["affected"].([]any)
+	if len(aff) == 0 {
+		return ""
+	}
+	name, _ := aff[0].(map[string]any)["package"].(map[string]any)["name"].(string)
+	return name
+}
+
+// matchTimes matches qs rounds times and returns the median and p95 call
+// time and the findings of one call.
+func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (p50, p95 time.Duration, findings int) {
+	b.Helper()
+	var times []time.Duration
+	for range rounds {
+		start := time.Now()
+		fs, _, err := db.MatchVersioned(context.Background(), qs)
+		times = append(times, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+		findings = len(fs)
+	}
+	slices.Sort(times)
+	return times[len(times)/2], times[len(times)*95/100], findings
+}
