@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // LayerCache keeps what a scan remembered of an image's filesystem after a
@@ -221,4 +223,21 @@ func (s *Scanner) storeLayerState(ctx context.Context, key string, layers int, s
 	if err := s.layerCache.PutLayerState(ctx, key, data); err != nil {
 		s.log.WarnContext(ctx, "layer cache: storing a state failed", "key", key, "err", err)
 	}
+}
+
+// LayerStateKey returns the key of the state after all of img's layers,
+// for tools and benchmarks that look at what is stored.
+func (s *Scanner) LayerStateKey(img v1.Image) string {
+	layers, err := img.Layers()
+	if err != nil || len(layers) == 0 {
+		return ""
+	}
+	metas := make([]Layer, len(layers))
+	for i, l := range layers {
+		if metas[i], err = describeLayer(l, v1.Hash{}); err != nil {
+			return ""
+		}
+	}
+	keys := s.layerStateKeys(metas)
+	return keys[len(keys)-1]
 }
