@@ -28,6 +28,11 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if len(digests) > 0 {
+		// With the line WatchDB writes at the end, how long a re-match
+		// took: it runs beside the pull path, which must stay fast.
+		p.log.Info("re-matching stored inventories", "db_version", version, "images", len(digests))
+	}
 	n := 0
 	// Images this update made fail are announced together, once the
 	// re-match is done (or stopped).
@@ -116,6 +121,7 @@ func (p *Pipeline) WatchDB(ctx context.Context, interval time.Duration) {
 		p.dbVersion.Store(v)
 		changed := false
 		if v != last {
+			start := time.Now()
 			n, ran, err := p.rematchAlone(ctx)
 			switch {
 			case err != nil:
@@ -127,7 +133,7 @@ func (p *Pipeline) WatchDB(ctx context.Context, interval time.Duration) {
 				changed = true
 				last = v
 				if n > 0 {
-					p.log.Info("re-matched stored inventories", "db_version", v, "images", n)
+					p.log.Info("re-matched stored inventories", "db_version", v, "images", n, "seconds", time.Since(start).Seconds())
 				}
 			}
 		}

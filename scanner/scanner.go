@@ -41,6 +41,7 @@ type Scanner struct {
 	maxArchiveEntries int
 	maxArchiveBytes   int64
 	log               *slog.Logger
+	layerCache        LayerCache
 	extractors        []*extractorSpec
 }
 
@@ -201,8 +202,6 @@ func (s *Scanner) scan(ctx context.Context, img v1.Image) (*Inventory, *fsState,
 		Packages:       []Package{},
 		ScannerVersion: Version,
 	}
-	st := newFSState()
-	budget := &scanBudget{entries: s.maxImageEntries, readBytes: s.maxReadBytes}
 	for i, l := range layers {
 		var diffID v1.Hash
 		if diffIDs != nil {
@@ -213,8 +212,22 @@ func (s *Scanner) scan(ctx context.Context, img v1.Image) (*Inventory, *fsState,
 			return nil, nil, fmt.Errorf("layer %d of %s: %w", i, digest, err)
 		}
 		inv.Layers = append(inv.Layers, meta)
-		if err := s.scanLayer(ctx, st, budget, i, l); err != nil {
-			return nil, nil, fmt.Errorf("layer %d (%s) of %s: %w", i, meta.Digest, digest, err)
+	}
+	// With a layer cache, the scan starts after the longest stack of lowest
+	// layers some earlier scan already read: a new tag of a base image
+	// costs only its own layers.
+	start, st, budget := 0, newFSState(), &scanBudget{entries: s.maxImageEntries, readBytes: s.maxReadBytes}
+	var keys []string
+	if s.layerCache != nil {
+		keys = s.layerStateKeys(inv.Layers)
+		start, st, budget = s.restoreLayerState(ctx, keys)
+	}
+	for i := start; i < len(layers); i++ {
+		if err := s.scanLayer(ctx, st, budget, i, layers[i]); err != nil {
+			return nil, nil, fmt.Errorf("layer %d (%s) of %s: %w", i, inv.Layers[i].Digest, digest, err)
+		}
+		if keys != nil {
+			s.storeLayerState(ctx, keys[i], i+1, st, budget)
 		}
 	}
 	inv.OS = detectOS(st)

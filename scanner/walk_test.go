@@ -158,6 +158,8 @@ func TestLayers(t *testing.T) {
 				layers = append(layers, gzLayer(t, entries...))
 			}
 			inv := scan(t, image(t, layers...))
+			// Scans that start from stored layer states find the same.
+			checkCachedScans(t, inv, layers)
 			got := names(inv.Packages)
 			slices.Sort(got)
 			slices.Sort(tc.want)

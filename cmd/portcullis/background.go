@@ -51,6 +51,12 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	scanOpts := []scanner.Option{scanner.WithLogger(log)}
+	if layers, ok := state.(scanner.LayerCache); ok {
+		// Both stores keep layer states: a new tag of a base image, on any
+		// replica, costs only its own layers.
+		scanOpts = append(scanOpts, scanner.WithLayerCache(layers))
+	}
 	pl := pipeline.New(pipeline.Options{
 		Policy:         pol,
 		Registry:       p,
@@ -63,7 +69,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		Leases:         coord.Leases,
 		Consumer:       replica,
 		Images:         p,
-		Scanner:        scanner.New(scanner.WithLogger(log)),
+		Scanner:        scanner.New(scanOpts...),
 		ScannerVersion: scanner.Version,
 		Matcher:        db,
 		Workers:        cfg.Scan.Workers,
