@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,13 +17,27 @@ import (
 
 // BenchmarkWarmBlobGet compares a cached blob served by portcullis with the
 // same file (the one in portcullis's cache) served by http.FileServer from
-// the same disk, to the same client. Every iteration has warmRounds rounds of
-// one GET from each, back to back, alternating which goes first; the ratio
-// is the median over rounds, so that a burst of outside load during one GET
-// does not decide it.
+// the same disk, to the same clients: one 256 MiB GET at a time, four at
+// once, and sixteen 1 MiB GETs at once. Every iteration has warmRounds
+// rounds of one batch from each, back to back, alternating which goes
+// first; the ratio is the median over rounds, so that a burst of outside
+// load during one batch does not decide it.
 func BenchmarkWarmBlobGet(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		size    int64
+		clients int
+	}{
+		{"size=256MiB/c=1", 256 << 20, 1},
+		{"size=256MiB/c=4", 256 << 20, 4},
+		{"size=1MiB/c=16", 1 << 20, 16},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchWarmBlob(b, c.size, c.clients) })
+	}
+}
+
+func benchWarmBlob(b *testing.B, size int64, clients int) {
 	const (
-		size       = 256 << 20
 		repo       = "bench/warm"
 		warmRounds = 4
 	)
@@ -52,6 +69,39 @@ func BenchmarkWarmBlobGet(b *testing.B) {
 	fsURL := "http://" + ln.Addr().String() + "/" + filepath.Base(cached)
 	mustFetchBlob(b, c, fsURL, blob, size, true, buf)
 
+	bufs := make([][]byte, clients)
+	for i := range bufs {
+		bufs[i] = make([]byte, copyBufSize)
+	}
+	// batch GETs url from every client at once and returns the wall time;
+	// every answer must be whole (and a cache hit from portcullis).
+	batch := func(url string, wantHit bool) time.Duration {
+		errs := make([]error, clients)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := fetch(b.Context(), c, url, nil, false, bufs[i])
+				switch {
+				case err != nil:
+					errs[i] = err
+				case r.n != size:
+					errs[i] = fmt.Errorf("GET %s: %d bytes, want %d", url, r.n, size)
+				case wantHit && r.cache != "hit":
+					errs[i] = fmt.Errorf("GET %s: Portcullis-Cache %q, want hit", url, r.cache)
+				}
+			}()
+		}
+		wg.Wait()
+		d := time.Since(start)
+		if err := errors.Join(errs...); err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+
 	var pcTime, fsTime time.Duration
 	var pairRatios []float64
 	for i := 0; b.Loop(); i++ {
@@ -60,13 +110,9 @@ func BenchmarkWarmBlobGet(b *testing.B) {
 			pcFirst := (i*warmRounds+round)%2 == 0
 			for _, toPC := range []bool{pcFirst, !pcFirst} {
 				if toPC {
-					r := mustFetchBlob(b, c, pcURL, blob, size, false, buf)
-					if r.cache != "hit" {
-						b.Fatalf("Portcullis-Cache %q, want hit", r.cache)
-					}
-					pcDur = r.dur
+					pcDur = batch(pcURL, true)
 				} else {
-					fsDur = mustFetchBlob(b, c, fsURL, blob, size, false, buf).dur
+					fsDur = batch(fsURL, false)
 				}
 			}
 			pcTime += pcDur
@@ -74,7 +120,7 @@ func BenchmarkWarmBlobGet(b *testing.B) {
 			pairRatios = append(pairRatios, fsDur.Seconds()/pcDur.Seconds())
 		}
 	}
-	total := float64(len(pairRatios)) * size
+	total := float64(len(pairRatios)) * float64(size) * float64(clients)
 	b.ReportMetric(total/mb/pcTime.Seconds(), "portcullis-MB/s")
 	b.ReportMetric(total/mb/fsTime.Seconds(), "fileserver-MB/s")
 	b.ReportMetric(median(pairRatios), "ratio-portcullis/fileserver")
