@@ -1,7 +1,6 @@
 package kubernetes
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -129,7 +128,7 @@ func TestSingleOverlayServesItsProbes(t *testing.T) {
 			t.Fatalf("%s probe: port %s is not a container port", name, g.Port.String())
 		}
 		url := strings.ToLower(string(g.Scheme)) + "://" + addr + g.Path
-		if err := waitOK(client, proc, url); err != nil {
+		if err := harness.WaitReadyWith(client, proc, url, probeTimeout); err != nil {
 			t.Errorf("%s probe: %v", name, err)
 		}
 	}
@@ -158,38 +157,6 @@ func TestSingleOverlayServesItsProbes(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tc.want {
 			t.Errorf("GET %s with %q: %s, want %d", apiURL, tc.auth, resp.Status, tc.want)
-		}
-	}
-}
-
-// waitOK polls url until it answers 200, the process exits, or
-// probeTimeout passes.
-func waitOK(client *http.Client, proc *harness.Process, url string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-	defer cancel()
-	last := ""
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-proc.Done():
-			return fmt.Errorf("GET %s: the server exited: %v (last: %s)", url, proc.ExitErr(), last)
-		case <-ctx.Done():
-			return fmt.Errorf("GET %s: no 200 within %s (last: %s)", url, probeTimeout, last)
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -150,9 +150,13 @@ func (p *Portcullis) process() *Process {
 // WaitReady polls url until it answers 200, the process exits, or timeout
 // passes.
 func WaitReady(proc *Process, url string, timeout time.Duration) error {
+	return WaitReadyWith(&http.Client{Timeout: time.Second}, proc, url, timeout)
+}
+
+// WaitReadyWith is WaitReady with the caller's client (its TLS roots, say).
+func WaitReadyWith(client *http.Client, proc *Process, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	client := &http.Client{Timeout: time.Second}
 	var last string
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
