@@ -224,7 +224,7 @@ func storedZip(t *testing.T, files map[string][]byte) []byte {
 // its CRC-32 wrong) is refused whole: the records the source brought
 // before all stay, the one in the damaged entry included.
 func TestUpdateRefusesCorruptArchive(t *testing.T) {
-	files := npmRecords(t)
+	files := recordFiles(t, "npm")
 	srv := &osvServer{}
 	srv.set(storedZip(t, files), `"v1"`)
 	ts := httptest.NewServer(srv)
@@ -273,7 +273,7 @@ func TestUpdateRefusesCorruptArchive(t *testing.T) {
 // unchanged one is not downloaded again.
 func TestUpdateNotModifiedLeavesEcosystemUntouched(t *testing.T) {
 	npm, pypi := &osvServer{}, &osvServer{}
-	npm.set(zipOf(t, npmRecords(t)), `"npm-1"`)
+	npm.set(zipOf(t, recordFiles(t, "npm")), `"npm-1"`)
 	pyFiles := recordFiles(t, "pypi")
 	pypi.set(zipOf(t, pyFiles), `"pypi-1"`)
 	tn, tp := httptest.NewServer(npm), httptest.NewServer(pypi)
@@ -348,7 +348,7 @@ func recordFiles(t *testing.T, sub string) map[string][]byte {
 // Update downloads several archives at once, never more than fetchLimit.
 func TestUpdateConcurrencyIsBounded(t *testing.T) {
 	const limit, sources = 3, 8
-	body := zipOf(t, npmRecords(t))
+	body := zipOf(t, recordFiles(t, "npm"))
 	var mu sync.Mutex
 	inFlight, most, served := 0, 0, 0
 	arrived := sync.NewCond(&mu)
@@ -399,7 +399,7 @@ func TestUpdateConcurrencyIsBounded(t *testing.T) {
 // whose content changed; a record that arrives byte for byte as stored is
 // not even parsed again. Metadata from before the raw hash still decodes.
 func TestUpdateWritesOnlyChangedRecords(t *testing.T) {
-	files := npmRecords(t)
+	files := recordFiles(t, "npm")
 	srv := &osvServer{}
 	srv.set(zipOf(t, files), `"v1"`)
 	ts := httptest.NewServer(srv)

@@ -6,8 +6,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -82,25 +80,8 @@ func (s *osvServer) lastSeen() string {
 	return s.seen[len(s.seen)-1]
 }
 
-func npmRecords(t *testing.T) map[string][]byte {
-	dir := osvTestdata(t, "npm")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[e.Name()] = b
-	}
-	return out
-}
-
 func TestUpdate(t *testing.T) {
-	files := npmRecords(t)
+	files := recordFiles(t, "npm")
 	srv := &osvServer{}
 	srv.set(zipOf(t, files), `"v1"`)
 	ts := httptest.NewServer(srv)
@@ -174,7 +155,7 @@ func TestUpdate(t *testing.T) {
 // TestUpdateFailures: a failing source is reported and recorded, the others
 // still import; Last-Modified works when there is no ETag.
 func TestUpdateFailures(t *testing.T) {
-	good := &osvServer{body: zipOf(t, npmRecords(t)), lastMod: "Wed, 01 Jan 2025 00:00:00 GMT"}
+	good := &osvServer{body: zipOf(t, recordFiles(t, "npm")), lastMod: "Wed, 01 Jan 2025 00:00:00 GMT"}
 	bad := &osvServer{status: http.StatusInternalServerError}
 	notZip := &osvServer{body: []byte("<html>captive portal</html>"), etag: `"x"`}
 	tg, tb, tn := httptest.NewServer(good), httptest.NewServer(bad), httptest.NewServer(notZip)
