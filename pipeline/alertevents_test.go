@@ -58,8 +58,7 @@ rules:
     on_unscanned: {wait: 30s, then: block}
     on_error: allow
 `)
-	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
-		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pl := r.gated(pol)
 	run(t, pl)
 	for _, s := range []proxy.Subject{
 		{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)},
@@ -123,8 +122,7 @@ rules:
     vulnerabilities: {block: UNKNOWN}
     on_unscanned: {wait: 30s, then: block}
 `)
-	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
-		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pl := r.gated(pol)
 	run(t, pl)
 	events, unsubscribe := pl.Subscribe()
 	defer unsubscribe()

@@ -115,6 +115,12 @@ func (r *rig) pipeline(t *testing.T) *pipeline.Pipeline {
 		Matcher: r.db, Workers: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
+// gated is a pipeline that judges pulls under pol, as the proxy's gate.
+func (r *rig) gated(pol *policy.Policy) *pipeline.Pipeline {
+	return pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+}
+
 func (r *rig) importDB(t *testing.T) {
 	t.Helper()
 	db, err := vulndb.Open(r.dbDir)
@@ -351,8 +357,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
-		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pl := r.gated(pol)
 	run(t, pl)
 	dec, err := pl.Check(context.Background(), proxy.Subject{Upstream: "docker.io", Repository: "team/app", Reference: "1.0.0", Digest: old, MediaType: string(types.DockerManifestSchema2)})
 	if err != nil {
@@ -383,8 +388,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
-		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pl := r.gated(pol)
 	run(t, pl)
 	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
 	dec, err := pl.Check(context.Background(), subj)
@@ -420,8 +424,7 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
-		Matcher: r.db, Policy: pol, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pl := r.gated(pol)
 	run(t, pl)
 	r.importDB(t)
 	pull := func(ref string) store.DecisionRecord {

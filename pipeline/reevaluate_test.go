@@ -52,8 +52,7 @@ rules:
     vulnerabilities: {block: UNKNOWN}
     on_unscanned: {wait: 30s, then: block}
 `)
-	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
-		Matcher: r.db, Policy: lenient, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pl := r.gated(lenient)
 	run(t, pl)
 	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
 	if dec, err := pl.Check(context.Background(), subj); err != nil || dec.Verdict != proxy.Warn {
@@ -154,8 +153,7 @@ func TestBlobsFollowTheCurrentVerdict(t *testing.T) {
 	d := r.pushAlpine(t)
 	lenient := mustPolicy(t, "rules:\n  - {name: lenient, match: {}, vulnerabilities: {warn: UNKNOWN}, on_unscanned: {wait: 30s, then: block}}\n")
 	strict := mustPolicy(t, "rules:\n  - {name: strict, match: {}, vulnerabilities: {block: UNKNOWN}, on_unscanned: {wait: 30s, then: block}}\n")
-	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
-		Matcher: r.db, Policy: lenient, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	pl := r.gated(lenient)
 	run(t, pl)
 	subj := proxy.Subject{Upstream: "docker.io", Repository: "library/alpine", Reference: "3.16.9", Digest: d, MediaType: string(types.OCIManifestSchema1)}
 	if dec, err := pl.Check(context.Background(), subj); err != nil || dec.Verdict != proxy.Warn {
