@@ -212,15 +212,7 @@ func familyNames(fams map[string]*dto.MetricFamily) []string {
 // past the bound do not make new series without end.
 func TestBoundedLabels(t *testing.T) {
 	ctx := context.Background()
-	tel, err := New(ctx, Options{Getenv: noEnv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tel.Shutdown(ctx)
-	pm, err := NewProxyMetrics(tel.Meter())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tel, pm := newProxyMetrics(t)
 	for i := range 3 * maxReasons {
 		pm.Blocked(ctx, "CODE_"+strings.Repeat("X", i))
 	}
@@ -282,16 +274,7 @@ func TestNilMetrics(t *testing.T) {
 // TestCountRequests counts API requests by the status they answered,
 // streaming ones included.
 func TestCountRequests(t *testing.T) {
-	ctx := context.Background()
-	tel, err := New(ctx, Options{Getenv: noEnv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tel.Shutdown(ctx)
-	pm, err := NewProxyMetrics(tel.Meter())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tel, pm := newProxyMetrics(t)
 	h := pm.CountRequests(RouteAPI, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/missing":
@@ -348,15 +331,7 @@ func TestMetricsMethodNotAllowed(t *testing.T) {
 // path: three counter additions with precomputed attribute sets.
 func BenchmarkRequest(b *testing.B) {
 	ctx := context.Background()
-	tel, err := New(ctx, Options{Getenv: noEnv})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tel.Shutdown(ctx)
-	pm, err := NewProxyMetrics(tel.Meter())
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, pm := newProxyMetrics(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		pm.Request(ctx, RouteBlob, 200, "hit", 1<<20)
@@ -378,16 +353,7 @@ func (r *readerFromRecorder) ReadFrom(src io.Reader) (int64, error) {
 // A file served through the counting writer still reaches the underlying
 // writer's ReadFrom (sendfile), and is counted as a 200.
 func TestCountRequestsKeepsReadFrom(t *testing.T) {
-	ctx := context.Background()
-	tel, err := New(ctx, Options{Getenv: noEnv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tel.Shutdown(ctx)
-	pm, err := NewProxyMetrics(tel.Meter())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tel, pm := newProxyMetrics(t)
 	path := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(path, []byte("file contents"), 0o600); err != nil {
 		t.Fatal(err)
@@ -418,4 +384,20 @@ func TestCountRequestsKeepsReadFrom(t *testing.T) {
 	if m == nil || m.GetCounter().GetValue() != 1 {
 		t.Fatalf("requests counted: %v, want one 200", m)
 	}
+}
+
+// newProxyMetrics is a telemetry without exporters and its proxy metrics,
+// shut down when tb ends.
+func newProxyMetrics(tb testing.TB) (*Telemetry, *ProxyMetrics) {
+	tb.Helper()
+	tel, err := New(context.Background(), Options{Getenv: noEnv})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { tel.Shutdown(context.Background()) })
+	pm, err := NewProxyMetrics(tel.Meter())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tel, pm
 }
