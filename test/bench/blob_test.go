@@ -16,12 +16,13 @@ import (
 )
 
 // BenchmarkWarmBlobGet compares a cached blob served by portcullis with the
-// same file (the one in portcullis's cache) served by http.FileServer from
-// the same disk, to the same clients: one 256 MiB GET at a time, four at
-// once, and sixteen 1 MiB GETs at once. Every iteration has warmRounds
-// rounds of one batch from each, back to back, alternating which goes
-// first; the ratio is the median over rounds, so that a burst of outside
-// load during one batch does not decide it.
+// same file (the one in portcullis's cache) served by http.FileServer and,
+// when nginx is installed, by nginx, from the same disk, to the same
+// clients: one 256 MiB GET at a time, four at once, and sixteen 1 MiB GETs
+// at once. Every iteration has warmRounds rounds of one batch from each,
+// back to back, rotating which goes first; the ratios are medians over
+// rounds, so that a burst of outside load during one batch does not decide
+// them.
 func BenchmarkWarmBlobGet(b *testing.B) {
 	for _, c := range []struct {
 		name    string
@@ -34,6 +35,17 @@ func BenchmarkWarmBlobGet(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) { benchWarmBlob(b, c.size, c.clients) })
 	}
+}
+
+// warmSide is one server of the warm blob comparison.
+type warmSide struct {
+	name    string
+	url     string
+	wantHit bool                 // portcullis answers Portcullis-Cache: hit
+	cpu     func() time.Duration // the server process's CPU so far; nil: not measurable (in the benchmark process)
+	time    time.Duration        // wall time of its batches
+	cpuUsed time.Duration        // CPU of its batches
+	durs    []time.Duration      // per round
 }
 
 func benchWarmBlob(b *testing.B, size int64, clients int) {
@@ -57,7 +69,7 @@ func benchWarmBlob(b *testing.B, size int64, clients int) {
 		b.Fatalf("second GET: Portcullis-Cache %q, want hit", r.cache)
 	}
 
-	// The baseline serves the very file portcullis serves.
+	// The baselines serve the very file portcullis serves.
 	cached := cachedBlobPath(pc.DataDir, blob)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,8 +78,19 @@ func benchWarmBlob(b *testing.B, size int64, clients int) {
 	fs := &http.Server{Handler: http.FileServer(http.Dir(filepath.Dir(cached))), ReadHeaderTimeout: 10 * time.Second}
 	go fs.Serve(ln) //nolint:errcheck // ErrServerClosed on Close
 	b.Cleanup(func() { fs.Close() })
-	fsURL := "http://" + ln.Addr().String() + "/" + filepath.Base(cached)
-	mustFetchBlob(b, c, fsURL, blob, size, true, buf)
+	sides := []*warmSide{
+		{name: "portcullis", url: pcURL, wantHit: true, cpu: func() time.Duration { return mustProcCPU(b, pc.Pid()) }},
+		{name: "fileserver", url: "http://" + ln.Addr().String() + "/" + filepath.Base(cached)},
+	}
+	ng, why := startNginx(b, filepath.Dir(cached))
+	if ng != nil {
+		sides = append(sides, &warmSide{name: "nginx", url: ng.URL + "/" + filepath.Base(cached), cpu: func() time.Duration { return ng.cpu(b) }})
+	} else {
+		b.Log(why)
+	}
+	for _, s := range sides[1:] {
+		mustFetchBlob(b, c, s.url, blob, size, true, buf)
+	}
 
 	bufs := make([][]byte, clients)
 	for i := range bufs {
@@ -102,28 +125,41 @@ func benchWarmBlob(b *testing.B, size int64, clients int) {
 		return d
 	}
 
-	var pcTime, fsTime time.Duration
-	var pairRatios []float64
+	rounds := 0
 	for i := 0; b.Loop(); i++ {
 		for round := range warmRounds {
-			var pcDur, fsDur time.Duration
-			pcFirst := (i*warmRounds+round)%2 == 0
-			for _, toPC := range []bool{pcFirst, !pcFirst} {
-				if toPC {
-					pcDur = batch(pcURL, true)
-				} else {
-					fsDur = batch(fsURL, false)
+			first := (i*warmRounds + round) % len(sides)
+			for k := range sides {
+				s := sides[(first+k)%len(sides)]
+				var cpu0 time.Duration
+				if s.cpu != nil {
+					cpu0 = s.cpu()
 				}
+				d := batch(s.url, s.wantHit)
+				if s.cpu != nil {
+					s.cpuUsed += s.cpu() - cpu0
+				}
+				s.time += d
+				s.durs = append(s.durs, d)
 			}
-			pcTime += pcDur
-			fsTime += fsDur
-			pairRatios = append(pairRatios, fsDur.Seconds()/pcDur.Seconds())
+			rounds++
 		}
 	}
-	total := float64(len(pairRatios)) * float64(size) * float64(clients)
-	b.ReportMetric(total/mb/pcTime.Seconds(), "portcullis-MB/s")
-	b.ReportMetric(total/mb/fsTime.Seconds(), "fileserver-MB/s")
-	b.ReportMetric(median(pairRatios), "ratio-portcullis/fileserver")
+	gets := float64(rounds * clients)
+	total := gets * float64(size)
+	for _, s := range sides {
+		b.ReportMetric(total/mb/s.time.Seconds(), s.name+"-MB/s")
+		if s.cpu != nil {
+			b.ReportMetric(float64(s.cpuUsed.Microseconds())/gets, s.name+"-cpu-us/GET")
+		}
+	}
+	for _, base := range sides[1:] {
+		ratios := make([]float64, rounds)
+		for r := range ratios {
+			ratios[r] = base.durs[r].Seconds() / sides[0].durs[r].Seconds()
+		}
+		b.ReportMetric(median(ratios), "ratio-portcullis/"+base.name)
+	}
 }
 
 // median of xs (which it sorts).
