@@ -18,7 +18,7 @@ import (
 // repository references are served (with auth, the proxy serves only blobs
 // linked to the repository).
 func (p *Pipeline) CheckBlob(ctx context.Context, upstream, repo string, d digest.Digest) (proxy.Decision, error) {
-	key := upstream + "/" + repo + "@" + d.String()
+	key := blobKey{upstream: upstream, repo: repo, digest: d}
 	dec, err := p.checkBlob(ctx, upstream, repo, d)
 	if err == nil {
 		p.rememberBlob(key, dec)
@@ -32,7 +32,7 @@ func (p *Pipeline) CheckBlob(ctx context.Context, upstream, repo string, d diges
 	if last, ok := p.lastBlob(key); ok {
 		return last, nil
 	}
-	p.log.Warn("state store unavailable; on_error decides the blob", "blob", key, "err", err)
+	p.log.Warn("state store unavailable; on_error decides the blob", "blob", key.String(), "err", err)
 	rule := p.policy().Select(upstream, repo)
 	if unavailableDecision(rule, upstream, repo, d.String(), err, p.now()).Effective == policy.Block {
 		return proxy.Decision{Verdict: proxy.Block, Message: fmt.Sprintf("portcullis: blob %s in %s/%s cannot be checked now (state store unavailable)", d, upstream, repo)}, nil
@@ -40,16 +40,30 @@ func (p *Pipeline) CheckBlob(ctx context.Context, upstream, repo string, d diges
 	return proxy.Decision{Verdict: proxy.Allow}, nil
 }
 
-func (p *Pipeline) rememberBlob(key string, d proxy.Decision) {
+// blobKey names a blob in a repository in the memo of answers: a struct,
+// not a joined string, so the warm blob path allocates nothing for it.
+type blobKey struct {
+	upstream, repo string
+	digest         digest.Digest
+}
+
+func (k blobKey) String() string { return k.upstream + "/" + k.repo + "@" + k.digest.String() }
+
+// rememberBlob records d as the last answer for key. The same answer as
+// last time (every warm GET of an allowed blob) writes nothing.
+func (p *Pipeline) rememberBlob(key blobKey, d proxy.Decision) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if last, ok := p.blobAnswers[key]; ok && last == d {
+		return
+	}
 	if len(p.blobAnswers) >= p.memoLimit {
-		p.blobAnswers = map[string]proxy.Decision{}
+		p.blobAnswers = map[blobKey]proxy.Decision{}
 	}
 	p.blobAnswers[key] = d
 }
 
-func (p *Pipeline) lastBlob(key string) (proxy.Decision, bool) {
+func (p *Pipeline) lastBlob(key blobKey) (proxy.Decision, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	d, ok := p.blobAnswers[key]

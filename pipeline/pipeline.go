@@ -132,7 +132,7 @@ type Pipeline struct {
 	linked map[string]bool
 	// blobAnswers remembers the blob gate's last answers, only to answer
 	// while the state store is unreachable (never instead of it).
-	blobAnswers map[string]proxy.Decision
+	blobAnswers map[blobKey]proxy.Decision
 	memoLimit   int
 	maxQueued   int
 	// publishLease is how long a publication job is held unrenewed
@@ -179,7 +179,7 @@ func New(o Options) *Pipeline {
 		settled:       map[digest.Digest]bool{},
 		decisions:     map[digest.Digest]map[string]cachedDecision{},
 		linked:        map[string]bool{},
-		blobAnswers:   map[string]proxy.Decision{},
+		blobAnswers:   map[blobKey]proxy.Decision{},
 		memoLimit:     defaultMemoLimit,
 		deciding:      map[string]chan struct{}{},
 		decisionLocks: map[string]*keyLock{},
