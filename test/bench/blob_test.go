@@ -16,9 +16,9 @@ import (
 )
 
 // BenchmarkWarmBlobGet compares a cached blob served by portcullis with the
-// same file (the one in portcullis's cache) served by http.FileServer and,
-// when nginx is installed, by nginx, from the same disk, to the same
-// clients: one 256 MiB GET at a time, four at once, and sixteen 1 MiB GETs
+// same file (the one in portcullis's cache) served by http.FileServer (in
+// the benchmark process, and in a process of its own) and, when nginx is
+// installed, by nginx, from the same disk, to the same clients: one 256 MiB GET at a time, four at once, and sixteen 1 MiB GETs
 // at once. Every iteration has warmRounds rounds of one batch from each,
 // back to back, rotating which goes first; the ratios are medians over
 // rounds, so that a burst of outside load during one batch does not decide
@@ -82,6 +82,8 @@ func benchWarmBlob(b *testing.B, size int64, clients int) {
 		{name: "portcullis", url: pcURL, wantHit: true, cpu: func() time.Duration { return mustProcCPU(b, pc.Pid()) }},
 		{name: "fileserver", url: "http://" + ln.Addr().String() + "/" + filepath.Base(cached)},
 	}
+	fsp := startFileServerProcess(b, filepath.Dir(cached))
+	sides = append(sides, &warmSide{name: "fileserver-process", url: fsp.url + "/" + filepath.Base(cached), cpu: func() time.Duration { return mustProcCPU(b, fsp.proc.Pid()) }})
 	ng, why := startNginx(b, filepath.Dir(cached))
 	if ng != nil {
 		sides = append(sides, &warmSide{name: "nginx", url: ng.URL + "/" + filepath.Base(cached), cpu: func() time.Duration { return ng.cpu(b) }})

@@ -125,3 +125,29 @@ func (n *nginxServer) cpu(b *testing.B) time.Duration {
 	}
 	return total
 }
+
+// fileServerProcess is http.FileServer in a process of its own
+// (test/bench/fileserver).
+type fileServerProcess struct {
+	url  string
+	proc *harness.Process
+}
+
+func startFileServerProcess(b *testing.B, dir string) *fileServerProcess {
+	b.Helper()
+	bin := harness.BuildGoBinary(quietTB{b}, "benchfileserver", "./test/bench/fileserver")
+	addr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(b))
+	proc, err := harness.StartProcess(bin, []string{"-listen", addr, "-dir", dir}, nil, nil)
+	if err != nil {
+		b.Fatalf("start file server: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := proc.Stop(5 * time.Second); err != nil {
+			b.Logf("stop file server: %v", err)
+		}
+	})
+	if err := harness.WaitReady(proc, "http://"+addr+"/", 10*time.Second); err != nil {
+		b.Fatalf("file server not ready: %v\n%s", err, proc.Logs.String())
+	}
+	return &fileServerProcess{url: "http://" + addr, proc: proc}
+}
