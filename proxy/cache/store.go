@@ -60,6 +60,9 @@ type Store struct {
 	maxBlobSize int64
 	spooled     atomic.Int64 // bytes in spool files not committed yet
 	localRoot   string       // the filesystem driver's root directory, else ""
+	// localRootClean: localRoot is already clean and not "/", so a path
+	// under it is localRoot + a driver path.
+	localRootClean bool
 	// hashEveryRead: the driver's objects have no identity a read can
 	// trust (see the top of verify.go), so every read is hashed.
 	hashEveryRead bool
@@ -134,6 +137,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.spoolDir = filepath.Join(root, spoolName)
 		s.spoolRel = "/" + spoolName
 		s.localRoot = root
+		s.localRootClean = joinsByConcatenation(root)
 	}
 	if s.spoolDir == "" {
 		return nil, errors.New("cache: SpoolDir is required for non-filesystem drivers")
@@ -206,10 +210,25 @@ func blobDir(d digest.Digest) string {
 	return "/blobs/" + string(d.Algorithm()) + "/" + hex[:2] + "/" + hex
 }
 
-func dataPath(d digest.Digest) string      { return blobDir(d) + "/data" }
+// dataPath is blobDir(d) + "/data", built in one allocation: every warm GET
+// builds it.
+func dataPath(d digest.Digest) string {
+	hex := d.Encoded()
+	return "/blobs/" + string(d.Algorithm()) + "/" + hex[:2] + "/" + hex + "/data"
+}
+
 func mediaTypePath(d digest.Digest) string { return blobDir(d) + "/mediatype" }
 
+// joinsByConcatenation tells whether root + a driver path ("/blobs/...")
+// is the path filepath.Join would make: root is clean and not "/".
+func joinsByConcatenation(root string) bool {
+	return root == filepath.Clean(root) && root != "/"
+}
+
 func isPathNotFound(err error) bool {
+	if err == nil { // the warm path asks with nil: no errors.As target on the heap
+		return false
+	}
 	var pnf storagedriver.PathNotFoundError
 	return errors.As(err, &pnf)
 }

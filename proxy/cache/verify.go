@@ -203,8 +203,15 @@ func (s *Store) openData(ctx context.Context, d digest.Digest) (io.ReadCloser, e
 	return f, nil
 }
 
-// localPath is where the filesystem driver keeps d's data.
+// localPath is where the filesystem driver keeps d's data. On a
+// slash-separated system it is the root and the driver path joined in one
+// concatenation (the driver joins them the same way); filepath.Join would
+// clean the result again on every GET.
 func (s *Store) localPath(d digest.Digest) string {
+	if filepath.Separator == '/' && s.localRootClean {
+		hex := d.Encoded()
+		return s.localRoot + "/blobs/" + string(d.Algorithm()) + "/" + hex[:2] + "/" + hex + "/data"
+	}
 	return filepath.Join(s.localRoot, filepath.FromSlash(dataPath(d)))
 }
 
