@@ -196,7 +196,7 @@ func (rt *router) parse(u *url.URL) (route, *regError) {
 // ns selects the upstream, so it must be unambiguous: given at most once.
 func parseQuery(raw string) (url.Values, *regError) {
 	if raw == "" {
-		return url.Values{}, nil
+		return nil, nil // read only (Get on nil Values is ""): no map per request
 	}
 	q, err := url.ParseQuery(raw)
 	if err != nil {
@@ -253,7 +253,7 @@ func validateRepo(repo string) *regError {
 	if len(repo) > maxNameLength {
 		return errNameInvalid("repository name longer than %d characters", maxNameLength)
 	}
-	for _, c := range strings.Split(repo, "/") {
+	for c := range strings.SplitSeq(repo, "/") { // no slice per request
 		if !validComponent(c) {
 			return errNameInvalid("invalid repository name %q: component %q must match %s", repo, c, componentGrammar)
 		}
