@@ -363,7 +363,9 @@ func (dl *download) advance(n int64) {
 		return // nobody to tell: readers look at written before they wait
 	}
 	switch {
-	case dl.announced == 0 || dl.written-dl.announced >= notifyBytes:
+	case dl.announced <= 1 || dl.written-dl.announced >= notifyBytes:
+		// The readers have no byte yet (the last written one is held
+		// back), or a batch is full.
 		dl.notifyLocked()
 	case dl.newsArmed:
 	case dl.news == nil:

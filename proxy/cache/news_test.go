@@ -34,6 +34,7 @@ func TestDownloadNewsIsBatched(t *testing.T) {
 		atOnce   bool    // the last advance wakes it before returning
 	}{
 		{"first bytes", 0, []int64{100}, true},
+		{"first bytes after a first read of one byte (held back)", 1, []int64{100}, true},
 		{"a batch's worth", 1000, []int64{notifyBytes}, true},
 		{"a batch's worth in pieces", 1000, []int64{notifyBytes / 2, notifyBytes / 2}, true},
 		{"a small batch, by the timer", 1000, []int64{16 << 10}, false},
