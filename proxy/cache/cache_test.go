@@ -68,7 +68,7 @@ func forEachDriver(t *testing.T, test func(t *testing.T, drv testDriver, cfg Con
 }
 
 // openStore opens cfg (with maxBytes) and waits for its start-up index.
-func openStore(t *testing.T, cfg Config, maxBytes int64) *Store {
+func openStore(t testing.TB, cfg Config, maxBytes int64) *Store {
 	t.Helper()
 	cfg.MaxBytes = maxBytes
 	if cfg.Logger == nil {
@@ -443,7 +443,7 @@ func TestReopenIndexesAndClearsSpool(t *testing.T) {
 
 // waitDownloadEnded waits until d's download left the in-flight table:
 // whatever it did to storage is done by then.
-func waitDownloadEnded(t *testing.T, f *Fetcher, d digest.Digest) {
+func waitDownloadEnded(t testing.TB, f *Fetcher, d digest.Digest) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); f.InFlight(d); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -180,17 +180,35 @@ func median(xs []float64) float64 {
 // through portcullis with the time to GET it from the upstream directly.
 // Every iteration starts portcullis on an empty data directory (untimed) and
 // fetches once each way, alternating which goes first; both bodies are
-// hashed and checked against the digest.
+// hashed and checked against the digest. link=loopback is the test upstream
+// itself; link=wan100MiB puts a front throttled to 100 MiB/s between it and
+// both sides, like an upstream behind a fast internet link.
 func BenchmarkColdPull256MiB(b *testing.B) {
+	for _, l := range []struct {
+		name        string
+		bytesPerSec int64 // 0: no throttle
+	}{
+		{"link=loopback", 0},
+		{"link=wan100MiB", 100 << 20},
+	} {
+		b.Run(l.name, func(b *testing.B) { benchColdPull(b, l.bytesPerSec) })
+	}
+}
+
+func benchColdPull(b *testing.B, bytesPerSec int64) {
 	const (
 		size = 256 << 20
 		repo = "bench/cold"
 	)
 	up := testregistry.Start(b)
 	_, blob := up.PushLargeBlobImage(b, repo, "v1", size, 2)
+	upURL := up.URL()
+	if bytesPerSec > 0 {
+		upURL = startThrottled(b, upURL, bytesPerSec)
+	}
 	c := newClient(b)
 	buf := make([]byte, copyBufSize)
-	directURL := blobURL(up.URL(), repo, blob)
+	directURL := blobURL(upURL, repo, blob)
 	mustFetchBlob(b, c, directURL, blob, size, true, buf) // page cache and connection warm
 
 	var proxyTime, directTime time.Duration
@@ -198,7 +216,7 @@ func BenchmarkColdPull256MiB(b *testing.B) {
 	var pulls int
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		pc, stop := freshPortcullis(b, up)
+		pc, stop := freshPortcullisAt(b, upURL)
 		pcURL := blobURL(pc.URL, repo, blob)
 		if _, err := fetch(b.Context(), c, pc.URL+"/v2/", nil, false, buf); err != nil { // connection up, like the direct side's
 			b.Fatal(err)

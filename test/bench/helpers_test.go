@@ -52,7 +52,14 @@ func (q quietTB) Logf(format string, args ...any) {
 // the harness gives it a fresh temporary directory.
 func startPortcullis(b *testing.B, up *testregistry.Registry, dataDir string) *harness.Portcullis {
 	b.Helper()
-	args := []string{"--upstream", upstreamName + "=" + up.URL(), "--default-upstream", upstreamName}
+	return startPortcullisAt(b, up.URL(), dataDir)
+}
+
+// startPortcullisAt is startPortcullis in front of the upstream at
+// upstreamURL (a throttled front of the test registry, say).
+func startPortcullisAt(b *testing.B, upstreamURL, dataDir string) *harness.Portcullis {
+	b.Helper()
+	args := []string{"--upstream", upstreamName + "=" + upstreamURL, "--default-upstream", upstreamName}
 	if dataDir != "" {
 		args = append(args, "--data", dataDir)
 	}
@@ -64,11 +71,18 @@ func startPortcullis(b *testing.B, up *testregistry.Registry, dataDir string) *h
 // its data, so large cold blobs do not pile up on disk.
 func freshPortcullis(b *testing.B, up *testregistry.Registry) (pc *harness.Portcullis, stop func()) {
 	b.Helper()
+	return freshPortcullisAt(b, up.URL())
+}
+
+// freshPortcullisAt is freshPortcullis in front of the upstream at
+// upstreamURL.
+func freshPortcullisAt(b *testing.B, upstreamURL string) (pc *harness.Portcullis, stop func()) {
+	b.Helper()
 	dir, err := os.MkdirTemp(b.TempDir(), "data-")
 	if err != nil {
 		b.Fatal(err)
 	}
-	pc = startPortcullis(b, up, dir)
+	pc = startPortcullisAt(b, upstreamURL, dir)
 	return pc, func() {
 		if err := pc.Stop(); err != nil {
 			b.Errorf("stop portcullis: %v", err)

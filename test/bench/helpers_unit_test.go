@@ -2,6 +2,7 @@ package bench
 
 import (
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -51,6 +52,26 @@ func TestMedian(t *testing.T) {
 	}{{[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}, {[]float64{7}, 7}} {
 		if got := median(c.xs); got != c.want {
 			t.Errorf("median(%v) = %v, want %v", c.xs, got, c.want)
+		}
+	}
+}
+
+func TestPaceAhead(t *testing.T) {
+	const rate = 100 << 20 // 100 MiB/s: 1 MiB is due after 10 ms
+	for _, tc := range []struct {
+		sent    int64
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{0, 0, 0},
+		{1 << 20, 0, 10 * time.Millisecond},
+		{1 << 20, 4 * time.Millisecond, 6 * time.Millisecond},
+		{1 << 20, 10 * time.Millisecond, 0},
+		{1 << 20, time.Second, 0}, // behind: never a negative pause
+		{256 << 20, 2 * time.Second, 560 * time.Millisecond},
+	} {
+		if got := paceAhead(tc.sent, rate, tc.elapsed); got != tc.want {
+			t.Errorf("paceAhead(%d, %d, %v) = %v, want %v", tc.sent, rate, tc.elapsed, got, tc.want)
 		}
 	}
 }
