@@ -3,6 +3,7 @@ package vulndb
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -39,7 +40,7 @@ func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string
 			return err
 		}
 		version = versionString(st)
-		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]entry{}}
+		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]indexValue{}}
 		for i, q := range qs {
 			if i%64 == 0 {
 				if err := ctx.Err(); err != nil {
@@ -70,8 +71,14 @@ func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string
 // source package (libc6, libc-bin, … of glibc) decode its entries once.
 type matcher struct {
 	index *bolt.Bucket
-	cache map[string][]entry
+	// cache holds the raw index values of each package read, which
+	// bbolt keeps valid until the transaction ends.
+	cache  map[string][]indexValue
+	screen screen
 }
+
+// indexValue is one index entry as stored, with its key for errors.
+type indexValue struct{ key, value []byte }
 
 // candidate is one (package, version) to look up for a query.
 type candidate struct{ name, version string }
@@ -96,32 +103,28 @@ func (m *matcher) match(qi int, q Query) ([]Finding, error) {
 	var out []Finding
 	seen := map[string]bool{}
 	for _, c := range cands {
-		entries, err := m.entries(eco, normalizeName(eco, c.name))
-		if err != nil {
-			return nil, err
-		}
+		entries := m.entries(eco, normalizeName(eco, c.name))
 		if len(entries) == 0 {
 			continue
 		}
 		v := queryVersion(eco, c.name, c.version)
 		iv := parsedVersions{eco: eco, v: v}
-		for i := range entries {
-			e := &entries[i]
-			if seen[e.ID] {
-				continue
+		for _, raw := range entries {
+			f, pkg, ok, err := m.matchValue(raw, &iv, seen)
+			if err != nil {
+				return nil, err
 			}
-			f, ok := matchEntry(e, &iv)
 			if !ok {
 				continue
 			}
-			seen[e.ID] = true
+			seen[f.ID] = true
 			f.Ecosystem = q.Ecosystem
 			if f.Ecosystem == "" {
 				f.Ecosystem = eco
 			}
 			f.Package, f.InstalledVersion, f.Query = q.Name, q.Version, qi
-			if e.Package != q.Name {
-				f.AffectedPackage = e.Package
+			if pkg != q.Name {
+				f.AffectedPackage = pkg
 			}
 			out = append(out, f)
 		}
@@ -234,22 +237,41 @@ func worse(a, b severity) bool {
 	return a.Score > b.Score
 }
 
-// entries reads the index entries of one package, through the cache.
-func (m *matcher) entries(eco, name string) ([]entry, error) {
+// matchValue matches one index value: a binary one in place (see
+// screen), a JSON one of an older file decoded whole. It returns the
+// finding and the package the entry names, unless the entry does not
+// affect the version or was reported for this query already (seen).
+func (m *matcher) matchValue(raw indexValue, iv *parsedVersions, seen map[string]bool) (Finding, string, bool, error) {
+	f, pkg, ok, err := m.screen.match(raw.value, iv, seen)
+	if !errors.Is(err, errNotBinary) {
+		if err != nil {
+			return Finding{}, "", false, screenError(raw.key, err)
+		}
+		return f, pkg, ok, nil
+	}
+	e, err := decodeEntry(raw.value)
+	if err != nil {
+		return Finding{}, "", false, screenError(raw.key, err)
+	}
+	if seen[e.ID] {
+		return Finding{}, "", false, nil
+	}
+	f, ok = matchEntry(&e, iv)
+	return f, e.Package, ok, nil
+}
+
+// entries reads the index values of one package, through the cache.
+func (m *matcher) entries(eco, name string) []indexValue {
 	prefix := eco + "\x00" + name + "\x00"
 	if es, ok := m.cache[prefix]; ok {
-		return es, nil
+		return es
 	}
-	var es []entry
+	var es []indexValue
 	c := m.index.Cursor()
 	p := []byte(prefix)
 	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		e, err := decodeEntry(v)
-		if err != nil {
-			return nil, fmt.Errorf("read index entry %q: %w", k, err)
-		}
-		es = append(es, e)
+		es = append(es, indexValue{key: k, value: v})
 	}
 	m.cache[prefix] = es
-	return es, nil
+	return es
 }

@@ -291,3 +291,58 @@ func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (p50
 	slices.Sort(times)
 	return times[len(times)/2], times[len(times)*95/100], findings
 }
+
+// BenchmarkVulnDBMatch measures only MatchVersioned against the full-size
+// database (the match part of BenchmarkVulnDBFullSize, without the
+// binary's import and updates), for profiling:
+//
+//	go test -run '^$' -bench VulnDBMatch -benchtime 20x -cpuprofile cpu.out ./test/bench/
+//
+// It imports the generated archives in process once; with
+// PORTCULLIS_BENCH_VULNDB=<dir> it keeps the database in <dir> and reuses
+// it on the next run (delete the directory after a change of the index
+// format). Each iteration matches the 1,000-package image once; it
+// reports the CPU time per match (match-cpu-ms), which neighbours on a
+// shared machine disturb less than wall time.
+func BenchmarkVulnDBMatch(b *testing.B) {
+	dir := os.Getenv("PORTCULLIS_BENCH_VULNDB")
+	if dir == "" {
+		dir = filepath.Join(b.TempDir(), "vulndb")
+	}
+	tmpl, err := osvgen.LoadTemplates(templateDirs(b)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	shares := osvgen.FullSize()
+	present, err := vulndb.Present(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, err := vulndb.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if !present || db.Version() == "" {
+		archives, err := osvgen.Write(b.TempDir(), shares, tmpl, osvgen.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := db.Import(context.Background(), archives, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+	qs := fullSizeQueries(shares, tmpl, 1000, false)
+	var findings int
+	b.ResetTimer()
+	cpu := selfCPU()
+	for b.Loop() {
+		fs, _, err := db.MatchVersioned(context.Background(), qs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		findings = len(fs)
+	}
+	b.ReportMetric(float64((selfCPU()-cpu).Microseconds())/1e3/float64(b.N), "match-cpu-ms")
+	b.ReportMetric(float64(findings), "findings")
+}
