@@ -73,7 +73,10 @@ type matcher struct {
 	index *bolt.Bucket
 	// cache holds the raw index values of each package read, which
 	// bbolt keeps valid until the transaction ends.
-	cache  map[string][]indexValue
+	cache map[string][]indexValue
+	// values backs the cached lists: one growing array instead of one
+	// grown from nothing for each package.
+	values []indexValue
 	screen screen
 }
 
@@ -266,12 +269,15 @@ func (m *matcher) entries(eco, name string) []indexValue {
 	if es, ok := m.cache[prefix]; ok {
 		return es
 	}
-	var es []indexValue
+	start := len(m.values)
 	c := m.index.Cursor()
 	p := []byte(prefix)
 	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		es = append(es, indexValue{key: k, value: v})
+		m.values = append(m.values, indexValue{key: k, value: v})
 	}
+	// Capped, so that nothing appended later shows through; an array
+	// that append outgrew stays as it was for the lists cut from it.
+	es := m.values[start:len(m.values):len(m.values)]
 	m.cache[prefix] = es
 	return es
 }
