@@ -40,30 +40,22 @@ func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string
 			return err
 		}
 		version = versionString(st)
-		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]indexValue{}}
+		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]indexValue{}, seen: map[string]bool{}}
 		for i, q := range qs {
 			if i%64 == 0 {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 			}
-			fs, err := m.match(i, q)
-			if err != nil {
+			if out, err = m.match(out, i, q); err != nil {
 				return err
 			}
-			out = append(out, fs...)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("match %d packages against the vulnerability database: %w", len(qs), err)
 	}
-	slices.SortStableFunc(out, func(a, b Finding) int {
-		if a.Query != b.Query {
-			return a.Query - b.Query
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
 	return out, version, nil
 }
 
@@ -77,6 +69,9 @@ type matcher struct {
 	// values backs the cached lists: one growing array instead of one
 	// grown from nothing for each package.
 	values []indexValue
+	// seen has the ids reported for the query being matched; one map,
+	// cleared for each query.
+	seen   map[string]bool
 	screen screen
 }
 
@@ -86,11 +81,12 @@ type indexValue struct{ key, value []byte }
 // candidate is one (package, version) to look up for a query.
 type candidate struct{ name, version string }
 
-func (m *matcher) match(qi int, q Query) ([]Finding, error) {
+// match appends the findings of query qi to out, sorted by id.
+func (m *matcher) match(out []Finding, qi int, q Query) ([]Finding, error) {
 	q = fromPURL(q)
 	eco := normalizeEcosystem(q.Ecosystem)
 	if eco == "" || q.Name == "" || q.Version == "" {
-		return nil, nil
+		return out, nil
 	}
 	var cands []candidate
 	if q.SourceName != "" {
@@ -103,8 +99,9 @@ func (m *matcher) match(qi int, q Query) ([]Finding, error) {
 	if c := (candidate{q.Name, q.Version}); !slices.Contains(cands, c) {
 		cands = append(cands, c)
 	}
-	var out []Finding
-	seen := map[string]bool{}
+	start := len(out)
+	seen := m.seen
+	clear(seen)
 	for _, c := range cands {
 		entries := m.entries(eco, normalizeName(eco, c.name))
 		if len(entries) == 0 {
@@ -115,7 +112,7 @@ func (m *matcher) match(qi int, q Query) ([]Finding, error) {
 		for _, raw := range entries {
 			f, pkg, ok, err := m.matchValue(raw, &iv, seen)
 			if err != nil {
-				return nil, err
+				return out, err
 			}
 			if !ok {
 				continue
@@ -132,6 +129,7 @@ func (m *matcher) match(qi int, q Query) ([]Finding, error) {
 			out = append(out, f)
 		}
 	}
+	slices.SortStableFunc(out[start:], func(a, b Finding) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
