@@ -1,6 +1,7 @@
 package vulndb
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -350,4 +351,86 @@ func decodeRecordMeta(b []byte) (recordMeta, error) {
 		return m, errors.New("record metadata has trailing bytes")
 	}
 	return m, nil
+}
+
+// recordMetaView is an encoded recordMeta read in place, without copying
+// its strings: an update checks every record of every archive it reads
+// against it, and the content hash walks every record after a change.
+// Its slices are valid as long as the bytes it was read from.
+type recordMetaView struct {
+	hash   [32]byte
+	source []byte
+	keys   [][]byte // "ecosystem\x00name" prefixes
+	raw    [32]byte
+	// keyBuf holds keys for the usual one or two of them.
+	keyBuf [2][]byte
+}
+
+// viewRecordMeta reads what decodeRecordMeta reads, checked the same way.
+func viewRecordMeta(b []byte) (recordMetaView, error) {
+	var m recordMetaView
+	if len(b) < 32 {
+		return m, errors.New("record metadata is truncated")
+	}
+	copy(m.hash[:], b)
+	b = b[32:]
+	next := func() ([]byte, error) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return nil, errors.New("record metadata is truncated")
+		}
+		s := b[w : w+int(n)]
+		b = b[w+int(n):]
+		return s, nil
+	}
+	var err error
+	if m.source, err = next(); err != nil {
+		return m, err
+	}
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)) {
+		return m, errors.New("record metadata is truncated")
+	}
+	b = b[w:]
+	m.keys = m.keyBuf[:0]
+	for range n {
+		k, err := next()
+		if err != nil {
+			return m, err
+		}
+		m.keys = append(m.keys, k)
+	}
+	switch len(b) {
+	case 0:
+	case len(m.raw):
+		copy(m.raw[:], b)
+	default:
+		return m, errors.New("record metadata has trailing bytes")
+	}
+	return m, nil
+}
+
+// hasRaw reports whether the record was stored from the bytes raw is the
+// sha256 of (never for metadata written before the raw hash existed).
+func (m *recordMetaView) hasRaw(raw [32]byte) bool {
+	return m.raw == raw && m.raw != [32]byte{}
+}
+
+// countEcosystems adds one to counts for each ecosystem the record is
+// indexed under (its keys are sorted, so an ecosystem's keys are
+// adjacent). A count already present is updated without allocating.
+func (m *recordMetaView) countEcosystems(counts map[string]int) {
+	last := []byte{}
+	for _, k := range m.keys {
+		eco, _, _ := bytes.Cut(k, []byte{0})
+		if bytes.Equal(eco, last) {
+			continue
+		}
+		last = eco
+		if n, ok := counts[string(eco)]; ok {
+			counts[string(eco)] = n + 1
+		} else {
+			counts[string(eco)] = 1
+		}
+	}
 }

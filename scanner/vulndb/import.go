@@ -335,22 +335,18 @@ func finishImport(tx *bolt.Tx, changed bool, edit func(*storedStatus)) error {
 		h := sha256.New()
 		h.Write([]byte(formatVersion + "\x00"))
 		st.Records, st.Ecosystems = 0, map[string]int{}
+		zero := []byte{0}
 		err := tx.Bucket([]byte(bucketRecords)).ForEach(func(id, v []byte) error {
-			m, err := decodeRecordMeta(v)
+			// Read in place: this walks every record after each change.
+			m, err := viewRecordMeta(v)
 			if err != nil {
 				return fmt.Errorf("read stored record %s: %w", id, err)
 			}
 			h.Write(id)
-			h.Write([]byte{0})
-			h.Write(m.Hash[:])
+			h.Write(zero)
+			h.Write(m.hash[:])
 			st.Records++
-			var last string
-			for _, k := range m.Keys {
-				if eco, _, _ := strings.Cut(k, "\x00"); eco != last {
-					st.Ecosystems[eco]++
-					last = eco
-				}
-			}
+			m.countEcosystems(st.Ecosystems)
 			return nil
 		})
 		if err != nil {

@@ -38,6 +38,8 @@ type importer struct {
 	// stored reads a record's metadata from where the import is being
 	// written (the database in force, or the copy being built).
 	stored func(id string) (recordMeta, bool, error)
+	// storedView is stored read in place (see builder.storedView).
+	storedView func(id string, fn func(recordMetaView) error) (bool, error)
 	// spill writes the staged batch when it exceeds budget.
 	spill       func() error
 	budget      int
@@ -136,31 +138,35 @@ func (im *importer) add(name, idHint string, data []byte) error {
 // same handles a record stored from the very bytes raw is the hash of:
 // counted and listed, its source updated if it moved, nothing parsed. It
 // reports whether the record was handled.
+//
+// It reads the stored metadata in place: it runs for every record of
+// every archive an update downloads, and most are unchanged.
 func (im *importer) same(id string, raw [32]byte) (bool, error) {
-	if im.stored == nil || id == "" {
+	if im.storedView == nil || id == "" {
 		return false, nil
 	}
-	old, ok, err := im.stored(id)
+	handled := false
+	_, err := im.storedView(id, func(old recordMetaView) error {
+		if !old.hasRaw(raw) {
+			return nil
+		}
+		handled = true
+		im.markSeen(id)
+		old.countEcosystems(im.stats.Ecosystems)
+		im.stats.Records++
+		im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
+		im.unstage(id)
+		if string(old.source) != im.source {
+			// flush sees the same hash and rewrites only the source.
+			im.put(id, &staged{source: im.source, hash: old.hash, raw: raw})
+		}
+		return nil
+	})
 	if err != nil {
 		return false, fmt.Errorf("import vulnerability records: %w", err)
 	}
-	if !ok || old.Raw != raw {
+	if !handled {
 		return false, nil
-	}
-	im.markSeen(id)
-	var last string
-	for _, k := range old.Keys {
-		if eco, _, _ := strings.Cut(k, "\x00"); eco != last {
-			im.stats.Ecosystems[eco]++
-			last = eco
-		}
-	}
-	im.stats.Records++
-	im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
-	im.unstage(id)
-	if old.Source != im.source {
-		// flush sees the same hash and rewrites only the source.
-		im.put(id, &staged{source: im.source, hash: old.Hash, raw: raw})
 	}
 	return true, im.spillIfFull()
 }
@@ -302,11 +308,11 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 // ids, to delete.
 func (im *importer) unlisted(records *bolt.Bucket) (delIndex, delRecords [][]byte, err error) {
 	err = records.ForEach(func(id, v []byte) error {
-		m, err := decodeRecordMeta(v)
+		mv, err := viewRecordMeta(v)
 		if err != nil {
 			return fmt.Errorf("read stored record %s: %w", id, err)
 		}
-		listed, updated := im.seen[m.Source]
+		listed, updated := im.seen[string(mv.source)]
 		if !updated {
 			return nil
 		}
@@ -315,6 +321,10 @@ func (im *importer) unlisted(records *bolt.Bucket) (delIndex, delRecords [][]byt
 		}
 		if _, ok := im.staged[string(id)]; ok {
 			return nil // now from another source
+		}
+		m, err := decodeRecordMeta(v)
+		if err != nil {
+			return fmt.Errorf("read stored record %s: %w", id, err)
 		}
 		delIndex = append(delIndex, indexKeys(string(id), m.Keys, nil)...)
 		delRecords = append(delRecords, bytes.Clone(id))
