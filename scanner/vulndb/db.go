@@ -292,12 +292,17 @@ type recordMeta struct {
 	// record that arrives again byte for byte is not parsed again, which
 	// is most of a daily update. Zero in files written before it existed.
 	Raw [32]byte
+	// Zip fingerprints the archive entry the record was last read from
+	// (zipFingerprint): an entry that arrives again with the same
+	// fingerprint is not even decompressed. Zero when the record came
+	// from elsewhere, and in files written before it existed.
+	Zip [32]byte
 }
 
 // encode lays recordMeta out as hash | uvarint len + source | uvarint n |
-// n × (uvarint len + key) | raw: the content hash walks every record after
-// each import, and this is quicker to read than JSON. raw comes last, so
-// that metadata without it still decodes.
+// n × (uvarint len + key) | raw | zip: the content hash walks every record
+// after each import, and this is quicker to read than JSON. raw and zip
+// come last, so that metadata without them (older files) still decodes.
 func (m recordMeta) encode() []byte {
 	b := make([]byte, 0, 32+len(m.Source)+8+len(m.Keys)*24)
 	b = append(b, m.Hash[:]...)
@@ -308,7 +313,8 @@ func (m recordMeta) encode() []byte {
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)
 	}
-	return append(b, m.Raw[:]...)
+	b = append(b, m.Raw[:]...)
+	return append(b, m.Zip[:]...)
 }
 
 func decodeRecordMeta(b []byte) (recordMeta, error) {
@@ -345,8 +351,11 @@ func decodeRecordMeta(b []byte) (recordMeta, error) {
 	}
 	switch len(b) {
 	case 0:
-	case len(m.Raw):
+	case 32:
 		copy(m.Raw[:], b)
+	case 64:
+		copy(m.Raw[:], b)
+		copy(m.Zip[:], b[32:])
 	default:
 		return m, errors.New("record metadata has trailing bytes")
 	}
@@ -362,6 +371,7 @@ type recordMetaView struct {
 	source []byte
 	keys   [][]byte // "ecosystem\x00name" prefixes
 	raw    [32]byte
+	zip    [32]byte
 	// keyBuf holds keys for the usual one or two of them.
 	keyBuf [2][]byte
 }
@@ -402,8 +412,11 @@ func viewRecordMeta(b []byte) (recordMetaView, error) {
 	}
 	switch len(b) {
 	case 0:
-	case len(m.raw):
+	case 32:
 		copy(m.raw[:], b)
+	case 64:
+		copy(m.raw[:], b)
+		copy(m.zip[:], b[32:])
 	default:
 		return m, errors.New("record metadata has trailing bytes")
 	}

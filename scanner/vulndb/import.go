@@ -122,7 +122,7 @@ func (im *importer) importFile(path string) error {
 	br := bufio.NewReaderSize(f, 64<<10)
 	head, _ := br.Peek(4)
 	if bytes.Equal(head, []byte("PK\x03\x04")) || bytes.Equal(head, []byte("PK\x05\x06")) {
-		return im.importZip(path, nil)
+		return im.importZip(path, nil, nil)
 	}
 	return im.importJSON(path, br)
 }
@@ -130,8 +130,10 @@ func (im *importer) importFile(path string) error {
 // importZip reads every *.json entry of an archive laid out like osv.dev's
 // all.zip (one record per entry). sums, if not nil, has the sha256 of each
 // entry's content by its index in the archive (verifyArchive computed
-// them): an entry stored from the same bytes is not read again.
-func (im *importer) importZip(path string, sums [][32]byte) error {
+// them): an entry stored from the same bytes is not read again. fps has
+// each entry's fingerprint (zipFingerprint), stored with its record.
+func (im *importer) importZip(path string, sums, fps [][32]byte) error {
+	defer func() { im.zip = [32]byte{} }()
 	zr, err := openZip(path)
 	if err != nil {
 		return fmt.Errorf("import vulnerability records: open zip archive %s: %w", path, err)
@@ -142,6 +144,10 @@ func (im *importer) importZip(path string, sums [][32]byte) error {
 			continue
 		}
 		hint := recordIDHint(zf.Name)
+		im.zip = [32]byte{}
+		if i < len(fps) {
+			im.zip = fps[i]
+		}
 		if i < len(sums) {
 			done, err := im.same(hint, sums[i])
 			if err != nil {

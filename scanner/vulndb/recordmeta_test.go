@@ -12,11 +12,12 @@ import (
 // counted from the decoded keys.
 func FuzzRecordMetaView(f *testing.F) {
 	full := recordMeta{Hash: sha256.Sum256([]byte("h")), Source: "https://osv/Debian/all.zip",
-		Keys: []string{"Debian:12\x00glibc", "Debian:12\x00linux", "Ubuntu:22.04\x00glibc"}, Raw: sha256.Sum256([]byte("r"))}
+		Keys: []string{"Debian:12\x00glibc", "Debian:12\x00linux", "Ubuntu:22.04\x00glibc"}, Raw: sha256.Sum256([]byte("r")), Zip: sha256.Sum256([]byte("z"))}
 	f.Add(full.encode())
 	f.Add(recordMeta{Keys: []string{"\x00x", "npm\x00y"}}.encode())
 	old := full.encode()
-	f.Add(old[:len(old)-32]) // written before the raw hash existed
+	f.Add(old[:len(old)-32]) // written before the zip fingerprint existed
+	f.Add(old[:len(old)-64]) // written before the raw hash existed
 	f.Add(old[:40])
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -28,7 +29,7 @@ func FuzzRecordMetaView(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if v.hash != m.Hash || string(v.source) != m.Source || v.raw != m.Raw || len(v.keys) != len(m.Keys) {
+		if v.hash != m.Hash || string(v.source) != m.Source || v.raw != m.Raw || v.zip != m.Zip || len(v.keys) != len(m.Keys) {
 			t.Fatalf("view %+v, decoded %+v", v, m)
 		}
 		for i, k := range v.keys {

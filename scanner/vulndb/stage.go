@@ -44,6 +44,9 @@ type importer struct {
 	spill       func() error
 	budget      int
 	stagedBytes int
+	// zip is the fingerprint of the archive entry being read (zero when
+	// the record is not from an archive): stored with the record.
+	zip [32]byte
 }
 
 // staged is one record ready to be written.
@@ -51,6 +54,7 @@ type staged struct {
 	source   string
 	hash     [32]byte
 	raw      [32]byte // sha256 of the bytes it was parsed from
+	zip      [32]byte // fingerprint of the archive entry (recordMeta.Zip)
 	withdraw bool
 	keys     []string // "ecosystem\x00name" of each index entry
 	values   [][]byte // the encoded entries, parallel to keys
@@ -156,9 +160,9 @@ func (im *importer) same(id string, raw [32]byte) (bool, error) {
 		im.stats.Records++
 		im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
 		im.unstage(id)
-		if string(old.source) != im.source {
-			// flush sees the same hash and rewrites only the source.
-			im.put(id, &staged{source: im.source, hash: old.hash, raw: raw})
+		if string(old.source) != im.source || old.zip != im.zip {
+			// flush sees the same hash and rewrites only the metadata.
+			im.put(id, &staged{source: im.source, hash: old.hash, raw: raw, zip: im.zip})
 		}
 		return nil
 	})
@@ -194,7 +198,7 @@ func (im *importer) put(id string, st *staged) {
 // the new source and raw hash when that is all that changed.
 func (im *importer) stage(rec *record, raw [32]byte) error {
 	im.unstage(rec.ID)
-	st := &staged{source: im.source, hash: rec.Hash, raw: raw, withdraw: rec.Withdraw}
+	st := &staged{source: im.source, hash: rec.Hash, raw: raw, zip: im.zip, withdraw: rec.Withdraw}
 	if im.stored != nil {
 		old, hasOld, err := im.stored(rec.ID)
 		if err != nil {
@@ -204,7 +208,7 @@ func (im *importer) stage(rec *record, raw [32]byte) error {
 		case !hasOld && rec.Withdraw:
 			return nil
 		case hasOld && !rec.Withdraw && old.Hash == rec.Hash:
-			if old.Source != im.source || old.Raw != raw {
+			if old.Source != im.source || old.Raw != raw || old.Zip != im.zip {
 				// flush sees the same hash and rewrites only the
 				// metadata.
 				im.put(rec.ID, st)
@@ -264,8 +268,8 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 			}
 			continue
 		case hasOld && old.Hash == st.hash:
-			if old.Source != st.source || old.Raw != st.raw {
-				old.Source, old.Raw = st.source, st.raw
+			if old.Source != st.source || old.Raw != st.raw || old.Zip != st.zip {
+				old.Source, old.Raw, old.Zip = st.source, st.raw, st.zip
 				putRecords = append(putRecords, kv{[]byte(id), old.encode()})
 			}
 			continue
@@ -275,7 +279,7 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 		for i, k := range st.keys {
 			putIndex = append(putIndex, kv{[]byte(k + "\x00" + id), st.values[i]})
 		}
-		meta := recordMeta{Hash: st.hash, Source: st.source, Keys: st.keys, Raw: st.raw}
+		meta := recordMeta{Hash: st.hash, Source: st.source, Keys: st.keys, Raw: st.raw, Zip: st.zip}
 		putRecords = append(putRecords, kv{[]byte(id), meta.encode()})
 		im.stats.Written++
 		changed = true
