@@ -314,6 +314,11 @@ func (m recordMeta) encode() []byte {
 		b = append(b, k...)
 	}
 	b = append(b, m.Raw[:]...)
+	if m.Zip == ([32]byte{}) {
+		// Not from an archive: 32 bytes less for each of an import's
+		// records.
+		return b
+	}
 	return append(b, m.Zip[:]...)
 }
 
