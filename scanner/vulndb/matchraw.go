@@ -16,10 +16,13 @@ import (
 // in the binary form is first screened where it lies in the bbolt page:
 // the header is skipped, the ranges are read into buffers the matcher
 // reuses, and each bound is parsed once per Match call (the same fixed
-// version recurs across the advisories of a package). Only an entry that
-// affects the version is decoded whole and matched again by matchEntry,
-// which builds the finding: the screen decides, matchEntry reports, and
-// the two apply the same rules (vrange.contains).
+// version recurs across the advisories of a package). Only for an entry
+// that affects the version are its id, aliases and prose copied out into
+// a finding. screen.match applies matchEntry's rules (vrange.contains,
+// the worst severity of the parts that matched, fixed versions in the
+// ecosystem's order); TestScreenMatchesDecodedEntry and FuzzScreenMatch
+// hold the two to the same answers. JSON entries of older files still go
+// through matchEntry.
 
 // boundCacheKey names the order a bound is parsed in.
 type boundCacheKey struct {
