@@ -29,12 +29,18 @@ type builder struct {
 	path    string   // of the copy
 	changed bool     // a batch already written changed the content
 	swapped bool
+	// rtx is the read transaction that stored answers from: one for
+	// the hundreds of thousands of lookups of an update instead of one
+	// each. It is ended before anything writes to the target (a write
+	// that grows the file waits for every reader to end).
+	rtx *bolt.Tx
 }
 
 func (db *DB) newBuilder(im *importer) *builder {
 	w := &builder{db: db, im: im}
 	im.budget = db.stageBudget
 	im.stored = w.stored
+	im.storedView = w.storedView
 	im.spill = w.spill
 	return w
 }
@@ -48,15 +54,55 @@ func (w *builder) target() *bolt.DB {
 }
 
 func (w *builder) stored(id string) (m recordMeta, ok bool, err error) {
-	err = w.target().View(func(tx *bolt.Tx) error {
-		m, ok, err = storedMeta(tx.Bucket([]byte(bucketRecords)), id)
-		return err
-	})
-	return m, ok, err
+	tx, err := w.reader()
+	if err != nil {
+		return recordMeta{}, false, err
+	}
+	return storedMeta(tx.Bucket([]byte(bucketRecords)), id)
+}
+
+// storedView is stored without copying: v is valid until the next write
+// (spill or finish), and only inside fn.
+func (w *builder) storedView(id string, fn func(v recordMetaView) error) (ok bool, err error) {
+	tx, err := w.reader()
+	if err != nil {
+		return false, err
+	}
+	raw := tx.Bucket([]byte(bucketRecords)).Get([]byte(id))
+	if raw == nil {
+		return false, nil
+	}
+	v, err := viewRecordMeta(raw)
+	if err != nil {
+		return false, fmt.Errorf("read stored record %s: %w", id, err)
+	}
+	return true, fn(v)
+}
+
+// reader returns the read transaction on the target, beginning it if
+// needed.
+func (w *builder) reader() (*bolt.Tx, error) {
+	if w.rtx == nil {
+		tx, err := w.target().Begin(false)
+		if err != nil {
+			return nil, fmt.Errorf("read vulnerability database: %w", err)
+		}
+		w.rtx = tx
+	}
+	return w.rtx, nil
+}
+
+// endRead ends the read transaction, before a write or a swap.
+func (w *builder) endRead() {
+	if w.rtx != nil {
+		w.rtx.Rollback()
+		w.rtx = nil
+	}
 }
 
 // spill writes the staged batch into the copy, making the copy first.
 func (w *builder) spill() error {
+	w.endRead()
 	if w.copy == nil {
 		if err := w.makeCopy(); err != nil {
 			return err
@@ -99,6 +145,7 @@ func (w *builder) makeCopy() error {
 // finish writes the last batch and the status; a copy is synced and
 // renamed over the database in force, which this DB then reads.
 func (w *builder) finish(edit func(*storedStatus)) error {
+	w.endRead()
 	write := func(tx *bolt.Tx) error {
 		changed, err := w.im.flush(tx, true)
 		if err != nil {
@@ -136,6 +183,7 @@ func (w *builder) finish(edit func(*storedStatus)) error {
 
 // discard removes an unfinished copy; the database in force is untouched.
 func (w *builder) discard() {
+	w.endRead()
 	if w.copy == nil || w.swapped {
 		return
 	}

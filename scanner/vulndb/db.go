@@ -1,6 +1,7 @@
 package vulndb
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -291,12 +292,17 @@ type recordMeta struct {
 	// record that arrives again byte for byte is not parsed again, which
 	// is most of a daily update. Zero in files written before it existed.
 	Raw [32]byte
+	// Zip fingerprints the archive entry the record was last read from
+	// (zipFingerprint): an entry that arrives again with the same
+	// fingerprint is not even decompressed. Zero when the record came
+	// from elsewhere, and in files written before it existed.
+	Zip [32]byte
 }
 
 // encode lays recordMeta out as hash | uvarint len + source | uvarint n |
-// n × (uvarint len + key) | raw: the content hash walks every record after
-// each import, and this is quicker to read than JSON. raw comes last, so
-// that metadata without it still decodes.
+// n × (uvarint len + key) | raw | zip: the content hash walks every record
+// after each import, and this is quicker to read than JSON. raw and zip
+// come last, so that metadata without them (older files) still decodes.
 func (m recordMeta) encode() []byte {
 	b := make([]byte, 0, 32+len(m.Source)+8+len(m.Keys)*24)
 	b = append(b, m.Hash[:]...)
@@ -307,7 +313,13 @@ func (m recordMeta) encode() []byte {
 		b = binary.AppendUvarint(b, uint64(len(k)))
 		b = append(b, k...)
 	}
-	return append(b, m.Raw[:]...)
+	b = append(b, m.Raw[:]...)
+	if m.Zip == ([32]byte{}) {
+		// Not from an archive: 32 bytes less for each of an import's
+		// records.
+		return b
+	}
+	return append(b, m.Zip[:]...)
 }
 
 func decodeRecordMeta(b []byte) (recordMeta, error) {
@@ -344,10 +356,99 @@ func decodeRecordMeta(b []byte) (recordMeta, error) {
 	}
 	switch len(b) {
 	case 0:
-	case len(m.Raw):
+	case 32:
 		copy(m.Raw[:], b)
+	case 64:
+		copy(m.Raw[:], b)
+		copy(m.Zip[:], b[32:])
 	default:
 		return m, errors.New("record metadata has trailing bytes")
 	}
 	return m, nil
+}
+
+// recordMetaView is an encoded recordMeta read in place, without copying
+// its strings: an update checks every record of every archive it reads
+// against it, and the content hash walks every record after a change.
+// Its slices are valid as long as the bytes it was read from.
+type recordMetaView struct {
+	hash   [32]byte
+	source []byte
+	keys   [][]byte // "ecosystem\x00name" prefixes
+	raw    [32]byte
+	zip    [32]byte
+	// keyBuf holds keys for the usual one or two of them.
+	keyBuf [2][]byte
+}
+
+// viewRecordMeta reads what decodeRecordMeta reads, checked the same way.
+func viewRecordMeta(b []byte) (recordMetaView, error) {
+	var m recordMetaView
+	if len(b) < 32 {
+		return m, errors.New("record metadata is truncated")
+	}
+	copy(m.hash[:], b)
+	b = b[32:]
+	next := func() ([]byte, error) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || uint64(len(b)-w) < n {
+			return nil, errors.New("record metadata is truncated")
+		}
+		s := b[w : w+int(n)]
+		b = b[w+int(n):]
+		return s, nil
+	}
+	var err error
+	if m.source, err = next(); err != nil {
+		return m, err
+	}
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)) {
+		return m, errors.New("record metadata is truncated")
+	}
+	b = b[w:]
+	m.keys = m.keyBuf[:0]
+	for range n {
+		k, err := next()
+		if err != nil {
+			return m, err
+		}
+		m.keys = append(m.keys, k)
+	}
+	switch len(b) {
+	case 0:
+	case 32:
+		copy(m.raw[:], b)
+	case 64:
+		copy(m.raw[:], b)
+		copy(m.zip[:], b[32:])
+	default:
+		return m, errors.New("record metadata has trailing bytes")
+	}
+	return m, nil
+}
+
+// hasRaw reports whether the record was stored from the bytes raw is the
+// sha256 of (never for metadata written before the raw hash existed).
+func (m *recordMetaView) hasRaw(raw [32]byte) bool {
+	return m.raw == raw && m.raw != [32]byte{}
+}
+
+// countEcosystems adds one to counts for each ecosystem the record is
+// indexed under (its keys are sorted, so an ecosystem's keys are
+// adjacent). A count already present is updated without allocating.
+func (m *recordMetaView) countEcosystems(counts map[string]int) {
+	last := []byte{}
+	for _, k := range m.keys {
+		eco, _, _ := bytes.Cut(k, []byte{0})
+		if bytes.Equal(eco, last) {
+			continue
+		}
+		last = eco
+		if n, ok := counts[string(eco)]; ok {
+			counts[string(eco)] = n + 1
+		} else {
+			counts[string(eco)] = 1
+		}
+	}
 }

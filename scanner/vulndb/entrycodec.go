@@ -163,13 +163,7 @@ func (d *entryDecoder) float() float64 {
 
 func (d *entryDecoder) entry() entry {
 	e := entry{ID: d.string(), Package: d.string(), Aliases: d.strings(), Upstream: d.strings(), Summary: d.string()}
-	if published := d.string(); published != "" && d.err == nil {
-		t, err := time.Parse(time.RFC3339Nano, published)
-		if err != nil {
-			d.err = fmt.Errorf("published: %w", err)
-		}
-		e.Published = t
-	}
+	e.Published, d.err = d.published()
 	if n := d.count(); n > 0 {
 		e.Parts = make([]part, 0, n)
 		for range n {
@@ -177,6 +171,20 @@ func (d *entryDecoder) entry() entry {
 		}
 	}
 	return e
+}
+
+// published reads the publication time ("" for unknown); the error is
+// the decoder's, or the time's.
+func (d *entryDecoder) published() (time.Time, error) {
+	published := d.string()
+	if published == "" || d.err != nil {
+		return time.Time{}, d.err
+	}
+	t, err := time.Parse(time.RFC3339Nano, published)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("published: %w", err)
+	}
+	return t, nil
 }
 
 func (d *entryDecoder) part() part {

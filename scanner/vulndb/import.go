@@ -122,7 +122,7 @@ func (im *importer) importFile(path string) error {
 	br := bufio.NewReaderSize(f, 64<<10)
 	head, _ := br.Peek(4)
 	if bytes.Equal(head, []byte("PK\x03\x04")) || bytes.Equal(head, []byte("PK\x05\x06")) {
-		return im.importZip(path, nil)
+		return im.importZip(path, nil, nil)
 	}
 	return im.importJSON(path, br)
 }
@@ -130,8 +130,10 @@ func (im *importer) importFile(path string) error {
 // importZip reads every *.json entry of an archive laid out like osv.dev's
 // all.zip (one record per entry). sums, if not nil, has the sha256 of each
 // entry's content by its index in the archive (verifyArchive computed
-// them): an entry stored from the same bytes is not read again.
-func (im *importer) importZip(path string, sums [][32]byte) error {
+// them): an entry stored from the same bytes is not read again. fps has
+// each entry's fingerprint (zipFingerprint), stored with its record.
+func (im *importer) importZip(path string, sums, fps [][32]byte) error {
+	defer func() { im.zip = [32]byte{} }()
 	zr, err := openZip(path)
 	if err != nil {
 		return fmt.Errorf("import vulnerability records: open zip archive %s: %w", path, err)
@@ -142,6 +144,10 @@ func (im *importer) importZip(path string, sums [][32]byte) error {
 			continue
 		}
 		hint := recordIDHint(zf.Name)
+		im.zip = [32]byte{}
+		if i < len(fps) {
+			im.zip = fps[i]
+		}
 		if i < len(sums) {
 			done, err := im.same(hint, sums[i])
 			if err != nil {
@@ -335,22 +341,18 @@ func finishImport(tx *bolt.Tx, changed bool, edit func(*storedStatus)) error {
 		h := sha256.New()
 		h.Write([]byte(formatVersion + "\x00"))
 		st.Records, st.Ecosystems = 0, map[string]int{}
+		zero := []byte{0}
 		err := tx.Bucket([]byte(bucketRecords)).ForEach(func(id, v []byte) error {
-			m, err := decodeRecordMeta(v)
+			// Read in place: this walks every record after each change.
+			m, err := viewRecordMeta(v)
 			if err != nil {
 				return fmt.Errorf("read stored record %s: %w", id, err)
 			}
 			h.Write(id)
-			h.Write([]byte{0})
-			h.Write(m.Hash[:])
+			h.Write(zero)
+			h.Write(m.hash[:])
 			st.Records++
-			var last string
-			for _, k := range m.Keys {
-				if eco, _, _ := strings.Cut(k, "\x00"); eco != last {
-					st.Ecosystems[eco]++
-					last = eco
-				}
-			}
+			m.countEcosystems(st.Ecosystems)
 			return nil
 		})
 		if err != nil {

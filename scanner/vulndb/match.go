@@ -3,6 +3,7 @@ package vulndb
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -39,30 +40,22 @@ func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string
 			return err
 		}
 		version = versionString(st)
-		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]entry{}}
+		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]indexValue{}, seen: map[string]bool{}}
 		for i, q := range qs {
 			if i%64 == 0 {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 			}
-			fs, err := m.match(i, q)
-			if err != nil {
+			if out, err = m.match(out, i, q); err != nil {
 				return err
 			}
-			out = append(out, fs...)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("match %d packages against the vulnerability database: %w", len(qs), err)
 	}
-	slices.SortStableFunc(out, func(a, b Finding) int {
-		if a.Query != b.Query {
-			return a.Query - b.Query
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
 	return out, version, nil
 }
 
@@ -70,17 +63,30 @@ func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string
 // source package (libc6, libc-bin, … of glibc) decode its entries once.
 type matcher struct {
 	index *bolt.Bucket
-	cache map[string][]entry
+	// cache holds the raw index values of each package read, which
+	// bbolt keeps valid until the transaction ends.
+	cache map[string][]indexValue
+	// values backs the cached lists: one growing array instead of one
+	// grown from nothing for each package.
+	values []indexValue
+	// seen has the ids reported for the query being matched; one map,
+	// cleared for each query.
+	seen   map[string]bool
+	screen screen
 }
+
+// indexValue is one index entry as stored, with its key for errors.
+type indexValue struct{ key, value []byte }
 
 // candidate is one (package, version) to look up for a query.
 type candidate struct{ name, version string }
 
-func (m *matcher) match(qi int, q Query) ([]Finding, error) {
+// match appends the findings of query qi to out, sorted by id.
+func (m *matcher) match(out []Finding, qi int, q Query) ([]Finding, error) {
 	q = fromPURL(q)
 	eco := normalizeEcosystem(q.Ecosystem)
 	if eco == "" || q.Name == "" || q.Version == "" {
-		return nil, nil
+		return out, nil
 	}
 	var cands []candidate
 	if q.SourceName != "" {
@@ -93,39 +99,37 @@ func (m *matcher) match(qi int, q Query) ([]Finding, error) {
 	if c := (candidate{q.Name, q.Version}); !slices.Contains(cands, c) {
 		cands = append(cands, c)
 	}
-	var out []Finding
-	seen := map[string]bool{}
+	start := len(out)
+	seen := m.seen
+	clear(seen)
 	for _, c := range cands {
-		entries, err := m.entries(eco, normalizeName(eco, c.name))
-		if err != nil {
-			return nil, err
-		}
+		entries := m.entries(eco, normalizeName(eco, c.name))
 		if len(entries) == 0 {
 			continue
 		}
 		v := queryVersion(eco, c.name, c.version)
 		iv := parsedVersions{eco: eco, v: v}
-		for i := range entries {
-			e := &entries[i]
-			if seen[e.ID] {
-				continue
+		for _, raw := range entries {
+			f, pkg, ok, err := m.matchValue(raw, &iv, seen)
+			if err != nil {
+				return out, err
 			}
-			f, ok := matchEntry(e, &iv)
 			if !ok {
 				continue
 			}
-			seen[e.ID] = true
+			seen[f.ID] = true
 			f.Ecosystem = q.Ecosystem
 			if f.Ecosystem == "" {
 				f.Ecosystem = eco
 			}
 			f.Package, f.InstalledVersion, f.Query = q.Name, q.Version, qi
-			if e.Package != q.Name {
-				f.AffectedPackage = e.Package
+			if pkg != q.Name {
+				f.AffectedPackage = pkg
 			}
 			out = append(out, f)
 		}
 	}
+	slices.SortStableFunc(out[start:], func(a, b Finding) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
@@ -234,22 +238,44 @@ func worse(a, b severity) bool {
 	return a.Score > b.Score
 }
 
-// entries reads the index entries of one package, through the cache.
-func (m *matcher) entries(eco, name string) ([]entry, error) {
+// matchValue matches one index value: a binary one in place (see
+// screen), a JSON one of an older file decoded whole. It returns the
+// finding and the package the entry names, unless the entry does not
+// affect the version or was reported for this query already (seen).
+func (m *matcher) matchValue(raw indexValue, iv *parsedVersions, seen map[string]bool) (Finding, string, bool, error) {
+	f, pkg, ok, err := m.screen.match(raw.value, iv, seen)
+	if !errors.Is(err, errNotBinary) {
+		if err != nil {
+			return Finding{}, "", false, screenError(raw.key, err)
+		}
+		return f, pkg, ok, nil
+	}
+	e, err := decodeEntry(raw.value)
+	if err != nil {
+		return Finding{}, "", false, screenError(raw.key, err)
+	}
+	if seen[e.ID] {
+		return Finding{}, "", false, nil
+	}
+	f, ok = matchEntry(&e, iv)
+	return f, e.Package, ok, nil
+}
+
+// entries reads the index values of one package, through the cache.
+func (m *matcher) entries(eco, name string) []indexValue {
 	prefix := eco + "\x00" + name + "\x00"
 	if es, ok := m.cache[prefix]; ok {
-		return es, nil
+		return es
 	}
-	var es []entry
+	start := len(m.values)
 	c := m.index.Cursor()
 	p := []byte(prefix)
 	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		e, err := decodeEntry(v)
-		if err != nil {
-			return nil, fmt.Errorf("read index entry %q: %w", k, err)
-		}
-		es = append(es, e)
+		m.values = append(m.values, indexValue{key: k, value: v})
 	}
+	// Capped, so that nothing appended later shows through; an array
+	// that append outgrew stays as it was for the lists cut from it.
+	es := m.values[start:len(m.values):len(m.values)]
 	m.cache[prefix] = es
-	return es, nil
+	return es
 }

@@ -38,10 +38,15 @@ type importer struct {
 	// stored reads a record's metadata from where the import is being
 	// written (the database in force, or the copy being built).
 	stored func(id string) (recordMeta, bool, error)
+	// storedView is stored read in place (see builder.storedView).
+	storedView func(id string, fn func(recordMetaView) error) (bool, error)
 	// spill writes the staged batch when it exceeds budget.
 	spill       func() error
 	budget      int
 	stagedBytes int
+	// zip is the fingerprint of the archive entry being read (zero when
+	// the record is not from an archive): stored with the record.
+	zip [32]byte
 }
 
 // staged is one record ready to be written.
@@ -49,6 +54,7 @@ type staged struct {
 	source   string
 	hash     [32]byte
 	raw      [32]byte // sha256 of the bytes it was parsed from
+	zip      [32]byte // fingerprint of the archive entry (recordMeta.Zip)
 	withdraw bool
 	keys     []string // "ecosystem\x00name" of each index entry
 	values   [][]byte // the encoded entries, parallel to keys
@@ -136,31 +142,35 @@ func (im *importer) add(name, idHint string, data []byte) error {
 // same handles a record stored from the very bytes raw is the hash of:
 // counted and listed, its source updated if it moved, nothing parsed. It
 // reports whether the record was handled.
+//
+// It reads the stored metadata in place: it runs for every record of
+// every archive an update downloads, and most are unchanged.
 func (im *importer) same(id string, raw [32]byte) (bool, error) {
-	if im.stored == nil || id == "" {
+	if im.storedView == nil || id == "" {
 		return false, nil
 	}
-	old, ok, err := im.stored(id)
+	handled := false
+	_, err := im.storedView(id, func(old recordMetaView) error {
+		if !old.hasRaw(raw) {
+			return nil
+		}
+		handled = true
+		im.markSeen(id)
+		old.countEcosystems(im.stats.Ecosystems)
+		im.stats.Records++
+		im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
+		im.unstage(id)
+		if string(old.source) != im.source || old.zip != im.zip {
+			// flush sees the same hash and rewrites only the metadata.
+			im.put(id, &staged{source: im.source, hash: old.hash, raw: raw, zip: im.zip})
+		}
+		return nil
+	})
 	if err != nil {
 		return false, fmt.Errorf("import vulnerability records: %w", err)
 	}
-	if !ok || old.Raw != raw {
+	if !handled {
 		return false, nil
-	}
-	im.markSeen(id)
-	var last string
-	for _, k := range old.Keys {
-		if eco, _, _ := strings.Cut(k, "\x00"); eco != last {
-			im.stats.Ecosystems[eco]++
-			last = eco
-		}
-	}
-	im.stats.Records++
-	im.progress.update("importing: %d records, %d skipped", im.stats.Records, im.stats.Skipped)
-	im.unstage(id)
-	if old.Source != im.source {
-		// flush sees the same hash and rewrites only the source.
-		im.put(id, &staged{source: im.source, hash: old.Hash, raw: raw})
 	}
 	return true, im.spillIfFull()
 }
@@ -188,7 +198,7 @@ func (im *importer) put(id string, st *staged) {
 // the new source and raw hash when that is all that changed.
 func (im *importer) stage(rec *record, raw [32]byte) error {
 	im.unstage(rec.ID)
-	st := &staged{source: im.source, hash: rec.Hash, raw: raw, withdraw: rec.Withdraw}
+	st := &staged{source: im.source, hash: rec.Hash, raw: raw, zip: im.zip, withdraw: rec.Withdraw}
 	if im.stored != nil {
 		old, hasOld, err := im.stored(rec.ID)
 		if err != nil {
@@ -198,7 +208,7 @@ func (im *importer) stage(rec *record, raw [32]byte) error {
 		case !hasOld && rec.Withdraw:
 			return nil
 		case hasOld && !rec.Withdraw && old.Hash == rec.Hash:
-			if old.Source != im.source || old.Raw != raw {
+			if old.Source != im.source || old.Raw != raw || old.Zip != im.zip {
 				// flush sees the same hash and rewrites only the
 				// metadata.
 				im.put(rec.ID, st)
@@ -258,8 +268,8 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 			}
 			continue
 		case hasOld && old.Hash == st.hash:
-			if old.Source != st.source || old.Raw != st.raw {
-				old.Source, old.Raw = st.source, st.raw
+			if old.Source != st.source || old.Raw != st.raw || old.Zip != st.zip {
+				old.Source, old.Raw, old.Zip = st.source, st.raw, st.zip
 				putRecords = append(putRecords, kv{[]byte(id), old.encode()})
 			}
 			continue
@@ -269,7 +279,7 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 		for i, k := range st.keys {
 			putIndex = append(putIndex, kv{[]byte(k + "\x00" + id), st.values[i]})
 		}
-		meta := recordMeta{Hash: st.hash, Source: st.source, Keys: st.keys, Raw: st.raw}
+		meta := recordMeta{Hash: st.hash, Source: st.source, Keys: st.keys, Raw: st.raw, Zip: st.zip}
 		putRecords = append(putRecords, kv{[]byte(id), meta.encode()})
 		im.stats.Written++
 		changed = true
@@ -302,11 +312,11 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 // ids, to delete.
 func (im *importer) unlisted(records *bolt.Bucket) (delIndex, delRecords [][]byte, err error) {
 	err = records.ForEach(func(id, v []byte) error {
-		m, err := decodeRecordMeta(v)
+		mv, err := viewRecordMeta(v)
 		if err != nil {
 			return fmt.Errorf("read stored record %s: %w", id, err)
 		}
-		listed, updated := im.seen[m.Source]
+		listed, updated := im.seen[string(mv.source)]
 		if !updated {
 			return nil
 		}
@@ -315,6 +325,10 @@ func (im *importer) unlisted(records *bolt.Bucket) (delIndex, delRecords [][]byt
 		}
 		if _, ok := im.staged[string(id)]; ok {
 			return nil // now from another source
+		}
+		m, err := decodeRecordMeta(v)
+		if err != nil {
+			return fmt.Errorf("read stored record %s: %w", id, err)
 		}
 		delIndex = append(delIndex, indexKeys(string(id), m.Keys, nil)...)
 		delRecords = append(delRecords, bytes.Clone(id))

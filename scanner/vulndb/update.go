@@ -4,8 +4,10 @@ import (
 	"archive/zip"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // Source is one archive of OSV records that Update downloads.
@@ -62,6 +66,7 @@ type download struct {
 	notModified  bool
 	err          error
 	sums         [][32]byte // sha256 of each entry's content, by index
+	fps          [][32]byte // fingerprint of each entry, by index (zipFingerprint)
 }
 
 // defaultFetchLimit bounds the archives Update downloads at once: enough
@@ -115,7 +120,7 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 	defer w.discard()
 	imported := map[string]int{} // URL → records read from its archive
 	unchanged := 0
-	for _, d := range downloads {
+	for i, d := range downloads {
 		switch {
 		case d.err != nil:
 		case d.notModified:
@@ -123,11 +128,14 @@ func (db *DB) Update(ctx context.Context, sources []Source, client *http.Client,
 		default:
 			im.beginSource(d.src.URL)
 			before := im.stats.Records
-			if err := im.importZip(d.file, d.sums); err != nil {
+			if err := im.importZip(d.file, d.sums, d.fps); err != nil {
 				pl.abort()
 				return ImportStats{}, fmt.Errorf("update vulnerability database: %w", err)
 			}
 			imported[d.src.URL] = im.stats.Records - before
+			// 64 bytes an entry, not needed any more: an archive's
+			// worth less memory while the next ones import.
+			downloads[i].sums, downloads[i].fps = nil, nil
 		}
 	}
 	now := time.Now().UTC()
@@ -239,7 +247,7 @@ func (db *DB) fetch(ctx context.Context, client *http.Client, src Source, prev S
 	if err != nil {
 		return fail("download after %d bytes: %v", n, err)
 	}
-	if d.sums, err = verifyArchive(d.file); err != nil {
+	if d.sums, d.fps, err = db.verifyDownload(d.file); err != nil {
 		return fail("downloaded archive refused, the records it brought before are kept: %v", err)
 	}
 	d.etag, d.lastModified = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
@@ -251,22 +259,56 @@ func (db *DB) fetch(ctx context.Context, client *http.Client, src Source, prev S
 // with the malicious-package reports) have a few hundred thousand.
 const maxArchiveEntries = 1_000_000
 
+// verifyDownload is verifyArchive with the records stored in force:
+// an entry whose fingerprint is the one its record was last read from
+// holds the very bytes that were verified and imported then, so it is
+// not decompressed again; its content hash is the stored one. A daily
+// update changes about 1% of the records, and decompressing every entry
+// of every archive was most of its time.
+func (db *DB) verifyDownload(path string) (sums, fps [][32]byte, err error) {
+	// Update holds writeMu: nothing writes to db.bolt meanwhile, so this
+	// read transaction holds up no writer.
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	err = db.bolt.View(func(tx *bolt.Tx) error {
+		records := tx.Bucket([]byte(bucketRecords))
+		known := func(id string) (raw, zip [32]byte) {
+			v := records.Get([]byte(id))
+			if v == nil {
+				return raw, zip
+			}
+			// Damaged metadata is reported where the import reads it;
+			// here it only means "decompress".
+			if m, err := viewRecordMeta(v); err == nil {
+				return m.raw, m.zip
+			}
+			return raw, zip
+		}
+		sums, fps, err = verifyArchive(path, known)
+		return err
+	})
+	return sums, fps, err
+}
+
 // verifyArchive reads every record entry of a downloaded archive through,
 // so that its CRC-32 is checked: a truncated or damaged download is
 // refused whole, instead of importing the records that happen to read and
 // dropping the rest as "no longer listed". It returns the sha256 of each
 // entry's content, by index, so that the import reads again only entries
-// that changed.
-func verifyArchive(path string) ([][32]byte, error) {
+// that changed, and each entry's fingerprint (zipFingerprint). known, if
+// not nil, gives the content hash and fingerprint stored for a record id:
+// an entry with that fingerprint is not read through (see verifyDownload).
+func verifyArchive(path string, known func(id string) (raw, zip [32]byte)) (sums, fps [][32]byte, err error) {
 	zr, err := openZip(path)
 	if err != nil {
-		return nil, fmt.Errorf("not a zip archive: %w", err)
+		return nil, nil, fmt.Errorf("not a zip archive: %w", err)
 	}
 	defer zr.Close()
 	if len(zr.File) > maxArchiveEntries {
-		return nil, fmt.Errorf("%d entries, more than %d", len(zr.File), maxArchiveEntries)
+		return nil, nil, fmt.Errorf("%d entries, more than %d", len(zr.File), maxArchiveEntries)
 	}
-	sums := make([][32]byte, len(zr.File))
+	sums = make([][32]byte, len(zr.File))
+	fps = make([][32]byte, len(zr.File))
 	h := sha256.New()
 	// One buffer for every entry: io.Copy would allocate 32 KiB for each
 	// of a few hundred thousand records.
@@ -275,13 +317,53 @@ func verifyArchive(path string) ([][32]byte, error) {
 		if zf.FileInfo().IsDir() || !strings.EqualFold(filepath.Ext(zf.Name), ".json") {
 			continue
 		}
+		fp, ok := zipFingerprint(zf, h, buf)
+		if ok {
+			fps[i] = fp
+			if known != nil {
+				if raw, zip := known(recordIDHint(zf.Name)); zip == fp && raw != [32]byte{} {
+					sums[i] = raw
+					continue
+				}
+			}
+		}
 		h.Reset()
 		if err := verifyEntry(zf, h, buf); err != nil {
-			return nil, fmt.Errorf("entry %s: %w", zf.Name, err)
+			return nil, nil, fmt.Errorf("entry %s: %w", zf.Name, err)
 		}
 		h.Sum(sums[i][:0])
 	}
-	return sums, nil
+	return sums, fps, nil
+}
+
+// zipFingerprint hashes an archive entry as stored: its name, method,
+// CRC-32, sizes and compressed bytes. Two entries with one fingerprint
+// decompress to the same bytes, so an entry seen before need not be
+// decompressed to know its content. ok is false for an entry too big or
+// unreadable, which is then verified the long way.
+func zipFingerprint(zf *zip.File, h hash.Hash, buf []byte) (fp [32]byte, ok bool) {
+	if zf.CompressedSize64 > maxRecordSize || zf.UncompressedSize64 > maxRecordSize {
+		return fp, false
+	}
+	raw, err := zf.OpenRaw()
+	if err != nil {
+		return fp, false
+	}
+	h.Reset()
+	var hdr [2 + 4 + 8 + 8]byte
+	binary.LittleEndian.PutUint16(hdr[0:], zf.Method)
+	binary.LittleEndian.PutUint32(hdr[2:], zf.CRC32)
+	binary.LittleEndian.PutUint64(hdr[6:], zf.CompressedSize64)
+	binary.LittleEndian.PutUint64(hdr[14:], zf.UncompressedSize64)
+	h.Write([]byte(zf.Name))
+	h.Write([]byte{0})
+	h.Write(hdr[:])
+	n, err := io.CopyBuffer(h, raw, buf)
+	if err != nil || uint64(n) != zf.CompressedSize64 {
+		return fp, false
+	}
+	h.Sum(fp[:0])
+	return fp, true
 }
 
 func verifyEntry(zf *zip.File, h io.Writer, buf []byte) error {

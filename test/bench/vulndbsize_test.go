@@ -291,3 +291,145 @@ func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (p50
 	slices.Sort(times)
 	return times[len(times)/2], times[len(times)*95/100], findings
 }
+
+// BenchmarkVulnDBMatch measures only MatchVersioned against the full-size
+// database (the match part of BenchmarkVulnDBFullSize, without the
+// binary's import and updates), for profiling:
+//
+//	go test -run '^$' -bench VulnDBMatch -benchtime 20x -cpuprofile cpu.out ./test/bench/
+//
+// It imports the generated archives in process once; with
+// PORTCULLIS_BENCH_VULNDB=<dir> it keeps the database in <dir> and reuses
+// it on the next run (delete the directory after a change of the index
+// format). Each iteration matches the 1,000-package image once; it
+// reports the CPU time per match (match-cpu-ms), which neighbours on a
+// shared machine disturb less than wall time.
+func BenchmarkVulnDBMatch(b *testing.B) {
+	dir := os.Getenv("PORTCULLIS_BENCH_VULNDB")
+	if dir == "" {
+		dir = filepath.Join(b.TempDir(), "vulndb")
+	}
+	tmpl, err := osvgen.LoadTemplates(templateDirs(b)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	shares := osvgen.FullSize()
+	present, err := vulndb.Present(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, err := vulndb.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if !present || db.Version() == "" {
+		archives, err := osvgen.Write(b.TempDir(), shares, tmpl, osvgen.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := db.Import(context.Background(), archives, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+	qs := fullSizeQueries(shares, tmpl, 1000, false)
+	var findings int
+	b.ResetTimer()
+	cpu := selfCPU()
+	for b.Loop() {
+		fs, _, err := db.MatchVersioned(context.Background(), qs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		findings = len(fs)
+	}
+	b.ReportMetric(float64((selfCPU()-cpu).Microseconds())/1e3/float64(b.N), "match-cpu-ms")
+	b.ReportMetric(float64(findings), "findings")
+}
+
+// BenchmarkVulnDBUpdate measures only the 1% update of BenchmarkVulnDBFullSize
+// (update-1pct), in process, for profiling:
+//
+//	go test -run '^$' -bench VulnDBUpdate -benchtime 3x -cpuprofile cpu.out ./test/bench/
+//
+// It builds the full-size database once by an Update from the generated
+// archives (the stored sources name this run's loopback server, so it
+// cannot be kept for the next run), then revises 1% of the records; each
+// iteration copies that database and runs the Update of the revised
+// archives on the copy. It reports the CPU time of the process per update
+// (update-cpu-s), which includes the loopback server's. About 2 minutes.
+func BenchmarkVulnDBUpdate(b *testing.B) {
+	base := filepath.Join(b.TempDir(), "vulndb")
+	tmpl, err := osvgen.LoadTemplates(templateDirs(b)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	shares := osvgen.FullSize()
+	mirror := b.TempDir()
+	srv := httptest.NewServer(osvMirror(mirror))
+	defer srv.Close()
+	sources := vulndb.SourcesAt(srv.URL)
+	db, err := vulndb.Open(base)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := osvgen.Write(mirror, shares, tmpl, osvgen.Options{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.Update(context.Background(), sources, nil, io.Discard); err != nil {
+		b.Fatal(err)
+	}
+	db.Close()
+	if _, err := osvgen.Write(mirror, shares, tmpl, osvgen.Options{Revision: 1, RevisePer: 100}); err != nil {
+		b.Fatal(err)
+	}
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dir := filepath.Join(b.TempDir(), "vulndb")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := copyFileTo(filepath.Join(base, "vulndb.bolt"), filepath.Join(dir, "vulndb.bolt")); err != nil {
+			b.Fatal(err)
+		}
+		db, err := vulndb.Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		// The copy keeps the stored ETags of the unrevised archives, so
+		// every archive is downloaded again, as in update-1pct.
+		b.StartTimer()
+		before := selfCPU()
+		stats, err := db.Update(context.Background(), sources, nil, io.Discard)
+		cpu += selfCPU() - before
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if stats.Unchanged != 0 {
+			b.Fatalf("%d archives unchanged, want every one revised", stats.Unchanged)
+		}
+		db.Close()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "update-cpu-s")
+}
+
+func copyFileTo(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

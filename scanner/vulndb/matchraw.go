@@ -1,0 +1,272 @@
+package vulndb
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/osv-scalibr/semantic"
+)
+
+// Matching reads every index entry of each queried package, and most of
+// them do not affect the installed version. Decoding each entry whole
+// (strings for its id, aliases, prose, every range bound) and parsing every
+// bound again for each comparison was most of a match's time. So an entry
+// in the binary form is first screened where it lies in the bbolt page:
+// the header is skipped, the ranges are read into buffers the matcher
+// reuses, and each bound is parsed once per Match call (the same fixed
+// version recurs across the advisories of a package). Only for an entry
+// that affects the version are its id, aliases and prose copied out into
+// a finding. screen.match applies matchEntry's rules (vrange.contains,
+// the worst severity of the parts that matched, fixed versions in the
+// ecosystem's order); TestScreenMatchesDecodedEntry and FuzzScreenMatch
+// hold the two to the same answers. JSON entries of older files still go
+// through matchEntry.
+
+// boundCacheKey names the order a bound is parsed in.
+type boundCacheKey struct {
+	eco    string
+	semver bool
+}
+
+// parsedBound is a range bound as parsed once: the string (for the
+// event) and the parsed version, nil if it did not parse.
+type parsedBound struct {
+	s string
+	v semantic.Version
+}
+
+// maxBoundCache bounds the parsed bounds one Match call keeps; past it,
+// bounds are parsed for each use, as before the cache existed.
+const maxBoundCache = 1 << 16
+
+// boundCache parses range bounds once per Match call.
+type boundCache struct {
+	byKind map[boundCacheKey]map[string]parsedBound
+	n      int
+}
+
+// get returns the bound b parsed for (eco, semver); the map lookup with
+// string(b) does not allocate, so a bound seen before costs no parsing
+// and no garbage.
+func (c *boundCache) get(eco string, semver bool, b []byte) parsedBound {
+	if pb, ok := c.byKind[boundCacheKey{eco, semver}][string(b)]; ok {
+		return pb
+	}
+	return c.add(eco, semver, string(b))
+}
+
+// getString is get for a version held as a string, in ecosystem order.
+func (c *boundCache) getString(eco, s string) parsedBound {
+	if pb, ok := c.byKind[boundCacheKey{eco, false}][s]; ok {
+		return pb
+	}
+	return c.add(eco, false, s)
+}
+
+// add parses s and keeps it while the cache has room.
+func (c *boundCache) add(eco string, semver bool, s string) parsedBound {
+	pb := parsedBound{s: s}
+	if v, err := parseVersion(s, eco, semver); err == nil {
+		pb.v = v
+	}
+	if c.n >= maxBoundCache {
+		return pb
+	}
+	k := boundCacheKey{eco, semver}
+	m := c.byKind[k]
+	if m == nil {
+		if c.byKind == nil {
+			c.byKind = map[boundCacheKey]map[string]parsedBound{}
+		}
+		m = map[string]parsedBound{}
+		c.byKind[k] = m
+	}
+	m[s] = pb
+	c.n++
+	return pb
+}
+
+// screen holds the buffers one matcher reuses for every entry it screens.
+type screen struct {
+	bounds boundCache
+	events []event
+	parsed []semantic.Version
+	fixed  []string
+}
+
+// errNotBinary: the value is not in the binary form (a JSON entry of an
+// older file); the caller decodes it whole and uses matchEntry.
+var errNotBinary = errors.New("not a binary entry")
+
+// match is matchEntry for the binary index value v, read in place: it
+// returns the finding and the package the entry names if the entry
+// affects the installed version and its id is not in seen. Only then are
+// the id, aliases and prose copied out of v. It returns errNotBinary for
+// a JSON value.
+func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Finding, pkg string, hit bool, err error) {
+	if len(v) == 0 || v[0] != binaryEntryTag {
+		return Finding{}, "", false, errNotBinary
+	}
+	d := entryDecoder{b: v[1:]}
+	id := d.bytes()
+	if d.err == nil && seen[string(id)] {
+		return Finding{}, "", false, nil
+	}
+	header := d.b
+	d.bytes() // package
+	d.skipStrings()
+	d.skipStrings()
+	d.bytes() // summary
+	d.bytes() // published
+	var sev severity
+	s.fixed = s.fixed[:0]
+	nparts := d.count()
+	for range nparts {
+		partHit := false
+		nranges := d.count()
+		for range nranges {
+			r := s.readRange(&d, iv.eco)
+			if d.err != nil {
+				break
+			}
+			ok, fix := r.contains(iv.get(r.Semver))
+			if !ok {
+				continue
+			}
+			partHit = true
+			if fix != "" && !slices.Contains(s.fixed, fix) {
+				s.fixed = append(s.fixed, fix)
+			}
+		}
+		nversions := d.count()
+		for range nversions {
+			if string(d.bytes()) == iv.v {
+				partHit = true
+			}
+		}
+		level := d.bytes()
+		score := d.float()
+		vector := d.bytes()
+		if !partHit || d.err != nil {
+			continue
+		}
+		if p := (severity{Level: string(level), Score: score, Vector: string(vector)}); !hit || worse(p, sev) {
+			sev = p
+		}
+		hit = true
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errors.New("trailing bytes")
+	}
+	if d.err != nil {
+		return Finding{}, "", false, d.err
+	}
+	if !hit {
+		return Finding{}, "", false, nil
+	}
+	h := entryDecoder{b: header}
+	pkg = h.string()
+	f = Finding{ID: string(id), Aliases: h.strings(), Upstream: h.strings(), Summary: h.string()}
+	f.Published, h.err = h.published()
+	if h.err != nil {
+		return Finding{}, "", false, h.err
+	}
+	if len(s.fixed) > 0 {
+		f.FixedVersions = slices.Clone(s.fixed)
+		slices.SortFunc(f.FixedVersions, func(a, b string) int { return s.compareFixed(iv.eco, a, b) })
+	}
+	if sev.Level == "" {
+		sev.Level = SeverityUnknown
+	}
+	f.Severity, f.Score, f.CVSSVector = sev.Level, sev.Score, sev.Vector
+	return f, pkg, true, nil
+}
+
+// compareFixed orders fixed versions as matchEntry does (in the
+// ecosystem's order, by text where that fails or ties), with the
+// versions parsed through the cache.
+func (s *screen) compareFixed(eco, a, b string) int {
+	pa := s.bounds.getString(eco, a)
+	if pa.v != nil {
+		var c int
+		var err error
+		if pb := s.bounds.getString(eco, b); pb.v != nil {
+			c, err = compareParsed(pa.v, pb.v)
+		} else {
+			c, err = compareVersion(pa.v, b)
+		}
+		if err == nil && c != 0 {
+			return c
+		}
+	}
+	return strings.Compare(a, b)
+}
+
+// readRange reads one range into the reused buffers, with its bounds
+// parsed through the cache. A range with a bound that did not parse gets
+// no parsed bounds, so contains compares it as text as it always did.
+func (s *screen) readRange(d *entryDecoder, eco string) vrange {
+	r := vrange{Semver: d.byte() == 1}
+	n := d.count()
+	s.events, s.parsed = s.events[:0], s.parsed[:0]
+	allParsed := true
+	for range n {
+		kind := internKind(d.bytes())
+		raw := d.bytes()
+		if d.err != nil {
+			return vrange{}
+		}
+		pb := s.bounds.get(eco, r.Semver, raw)
+		ev := event{Kind: kind, Version: pb.s}
+		if !isUnbounded(ev) && pb.v == nil {
+			allParsed = false
+		}
+		s.events = append(s.events, ev)
+		s.parsed = append(s.parsed, pb.v)
+	}
+	r.Events = s.events
+	if allParsed {
+		r.bounds = s.parsed
+	}
+	return r
+}
+
+// internKind returns the event kinds the index uses without allocating.
+func internKind(b []byte) string {
+	switch string(b) {
+	case evIntroduced:
+		return evIntroduced
+	case evFixed:
+		return evFixed
+	case evLastAffected:
+		return evLastAffected
+	case evLimit:
+		return evLimit
+	}
+	return string(b)
+}
+
+// bytes reads a string without copying it.
+func (d *entryDecoder) bytes() []byte {
+	n := d.count()
+	if d.err != nil {
+		return nil
+	}
+	b := d.b[:n]
+	d.b = d.b[n:]
+	return b
+}
+
+func (d *entryDecoder) skipStrings() {
+	n := d.count()
+	for range n {
+		d.bytes()
+	}
+}
+
+// screenError names the entry a damaged value belongs to.
+func screenError(k []byte, err error) error {
+	return fmt.Errorf("read index entry %q: %w", k, err)
+}
