@@ -24,6 +24,8 @@ var (
 	// scanRevisionsBucket holds each scan record's revision, so a write
 	// checks it without decoding the whole stored record.
 	scanRevisionsBucket = []byte("scanrevisions")
+	// scanMarksBucket holds match marks (MatchMark): digest → JSON.
+	scanMarksBucket = []byte("scanmarks")
 )
 
 // Bolt is the embedded Store: one bbolt file in the data directory.
@@ -47,7 +49,7 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		countRefs := tx.Bucket(contentRefsBucket) == nil
-		for _, b := range append([][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket}, relationBuckets...) {
+		for _, b := range append([][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket, scanMarksBucket}, relationBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -123,7 +125,11 @@ func (b *Bolt) Scan(_ context.Context, digest string) (ScanRecord, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		return decodeRecord(v, &r)
+		if err := decodeRecord(v, &r); err != nil {
+			return err
+		}
+		applyBoltMark(tx, &r)
+		return nil
 	})
 	if err != nil && err != ErrNotFound {
 		return ScanRecord{}, fmt.Errorf("read scan %s: %w", digest, err)
@@ -161,6 +167,10 @@ func (b *Bolt) PutScan(_ context.Context, r *ScanRecord) error {
 		if err := revisions.Put(key, binary.BigEndian.AppendUint64(nil, next.Revision)); err != nil {
 			return err
 		}
+		// The new revision ends any mark; dropping it keeps the bucket small.
+		if err := tx.Bucket(scanMarksBucket).Delete(key); err != nil {
+			return err
+		}
 		return scans.Put(key, v)
 	})
 	if err != nil {
@@ -172,7 +182,61 @@ func (b *Bolt) PutScan(_ context.Context, r *ScanRecord) error {
 
 // Scans implements ScanStore.
 func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
-	return eachBoltScan(b, fn)
+	return b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(scansBucket).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var r ScanRecord
+			if err := decodeRecord(v, &r); err != nil {
+				return fmt.Errorf("read scan %s: %w", k, err)
+			}
+			applyBoltMark(tx, &r)
+			if !fn(r) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// applyBoltMark puts the stored match mark of r, if any, on r.
+func applyBoltMark(tx *bolt.Tx, r *ScanRecord) {
+	if raw := tx.Bucket(scanMarksBucket).Get([]byte(r.Digest)); raw != nil {
+		applyMark(r, decodeMark(raw))
+	}
+}
+
+// MarkMatched implements MatchMarker: one commit for the whole batch.
+func (b *Bolt) MarkMatched(_ context.Context, marks []MatchMark) error {
+	if err := checkMarks(marks); err != nil {
+		return err
+	}
+	if len(marks) == 0 {
+		return nil
+	}
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		revisions, bucket := tx.Bucket(scanRevisionsBucket), tx.Bucket(scanMarksBucket)
+		for _, m := range marks {
+			key := []byte(m.Digest)
+			// Records written before revisions were kept apart have no
+			// entry here: they are not marked, and a re-match rewrites
+			// them once (which gives them one).
+			if rev := revisions.Get(key); len(rev) != 8 || binary.BigEndian.Uint64(rev) != m.Revision {
+				continue
+			}
+			v, err := json.Marshal(m)
+			if err != nil {
+				return err
+			}
+			if err := bucket.Put(key, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark %d matched scans: %w", len(marks), err)
+	}
+	return nil
 }
 
 // ScanFindings implements ScanStore.

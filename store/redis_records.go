@@ -17,7 +17,16 @@ const casScanLua = `
 local stored = redis.call('HGET', KEYS[1], 'revision') or '0'
 if stored ~= ARGV[1] then return {0, stored} end
 redis.call('HSET', KEYS[1], 'revision', ARGV[2], 'record', ARGV[3])
+redis.call('HDEL', KEYS[1], 'matched')
 return {1, ARGV[2]}
+`
+
+// markScanLua writes a match mark on a scan record still at the marked
+// revision. KEYS[1]: the record's hash. ARGV: revision, mark.
+const markScanLua = `
+if redis.call('HGET', KEYS[1], 'revision') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'matched', ARGV[2])
+return 1
 `
 
 // casDecisionLua does the same for one verdict, and keeps its effective
@@ -38,18 +47,43 @@ return {1, ARGV[3], old}
 
 // Scan implements ScanStore.
 func (r *Redis) Scan(ctx context.Context, digest string) (ScanRecord, error) {
-	raw, err := r.c.HGet(ctx, r.keys.scan(digest), "record").Bytes()
-	if errors.Is(err, redis.Nil) {
-		return ScanRecord{}, ErrNotFound
-	}
+	vals, err := r.c.HMGet(ctx, r.keys.scan(digest), "record", "matched").Result()
 	if err != nil {
 		return ScanRecord{}, fmt.Errorf("read scan %s: %w", digest, err)
 	}
+	raw, ok := vals[0].(string)
+	if !ok {
+		return ScanRecord{}, ErrNotFound
+	}
 	var rec ScanRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
+	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
 		return ScanRecord{}, fmt.Errorf("read scan %s: stored record is not valid: %w", digest, err)
 	}
+	if mark, ok := vals[1].(string); ok {
+		applyMark(&rec, decodeRedisMark(mark))
+	}
 	return rec, nil
+}
+
+// MarkMatched implements MatchMarker: the batch in one pipeline, each mark
+// written only on a record still at its revision.
+func (r *Redis) MarkMatched(ctx context.Context, marks []MatchMark) error {
+	if err := checkMarks(marks); err != nil {
+		return err
+	}
+	if len(marks) == 0 {
+		return nil
+	}
+	pipe := r.c.Pipeline()
+	for _, m := range marks {
+		// EVAL rather than EVALSHA: a pipeline does not retry a script
+		// the server has not loaded.
+		pipe.Eval(ctx, markScanLua, []string{r.keys.scan(m.Digest)}, strconv.FormatUint(m.Revision, 10), encodeRedisMark(m))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("mark %d matched scans: %w", len(marks), err)
+	}
+	return nil
 }
 
 // PutScan implements ScanStore.
@@ -84,7 +118,37 @@ func (r *Redis) PutScan(ctx context.Context, rec *ScanRecord) error {
 // Scans implements ScanStore: the index is read a batch at a time, in
 // digest order, and each batch's records in one round trip.
 func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
-	return eachRedisScan(ctx, r, fn)
+	return r.eachIndexed(ctx, r.keys.scanIndex(), func(digests []string) (bool, error) {
+		pipe := r.c.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(digests))
+		for i, d := range digests {
+			cmds[i] = pipe.HMGet(ctx, r.keys.scan(d), "record", "matched")
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, fmt.Errorf("read scans: %w", err)
+		}
+		for i, cmd := range cmds {
+			vals, err := cmd.Result()
+			if err != nil {
+				return false, fmt.Errorf("read scan %s: %w", digests[i], err)
+			}
+			raw, ok := vals[0].(string)
+			if !ok {
+				continue // indexed, never written
+			}
+			var rec ScanRecord
+			if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+				return false, fmt.Errorf("read scan %s: stored record is not valid: %w", digests[i], err)
+			}
+			if mark, ok := vals[1].(string); ok {
+				applyMark(&rec, decodeRedisMark(mark))
+			}
+			if !fn(rec) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
 
 // ScanFindings implements ScanStore.
