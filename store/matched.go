@@ -6,16 +6,28 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
-// MatchMark says that the scan record of Digest, at Revision, was matched
-// again against database DBVersion and found exactly the findings (and
-// database warning) it holds: a re-match that changes nothing records this
-// instead of rewriting the whole record, inventory included.
+// MatchMark is the outcome of matching the stored inventory of Digest, at
+// Revision, again against database DBVersion, written apart from the
+// record so the record (inventory included, tens of kilobytes) is not
+// rewritten: with Result nil the match found exactly the findings and
+// database warning the record holds; otherwise Result is what it found.
 type MatchMark struct {
-	Digest    string `json:"-"`
-	Revision  uint64 `json:"revision"`
-	DBVersion string `json:"dbVersion"`
+	Digest    string
+	Revision  uint64
+	DBVersion string
+	Result    *MatchResult
+}
+
+// MatchResult is a new match result of a stored inventory.
+type MatchResult struct {
+	Findings  []vulndb.Finding `json:"findings"`
+	DBWarning string           `json:"dbWarning,omitempty"`
+	UpdatedAt time.Time        `json:"updatedAt"`
 }
 
 // MaxMatchMarks bounds the marks one MarkMatched call writes (one bbolt
@@ -23,15 +35,18 @@ type MatchMark struct {
 const MaxMatchMarks = 512
 
 // MatchMarker is the capability of a ScanStore to keep match marks. Reads
-// (Scan, Scans) apply a record's mark while the record is still at the
-// marked revision: DBVersion then reads as the marked version and
-// FindingsDBVersion as the version stored with the findings. Any write of
-// the record (PutScan) advances its revision and so ends the mark.
+// (Scan, Scans, ScanFindings) apply a record's marks while the record is
+// still at the marked revision: the last result written (findings,
+// warning, UpdatedAt, DBVersion), then the last same-findings mark
+// (DBVersion, with FindingsDBVersion the version the findings came from).
+// Writing a result ends the same-findings mark before it. Any write of the
+// record (PutScan) advances its revision and so ends both; the writer read
+// them applied, so it writes them into the record.
 type MatchMarker interface {
-	// MarkMatched writes marks (at most MaxMatchMarks); a mark of a record
-	// that is gone or at another revision is dropped (another writer came
-	// first; it is matched again on the next re-match).
-	MarkMatched(ctx context.Context, marks []MatchMark) error
+	// MarkMatched writes marks (at most MaxMatchMarks) and returns those it
+	// dropped because their record is gone or at another revision (another
+	// writer came first): the caller matches those again.
+	MarkMatched(ctx context.Context, marks []MatchMark) (dropped []MatchMark, err error)
 }
 
 // checkMarks refuses a batch the stores would not write whole.
@@ -40,45 +55,73 @@ func checkMarks(marks []MatchMark) error {
 		return fmt.Errorf("mark %d matched records: more than %d at once", len(marks), MaxMatchMarks)
 	}
 	for _, m := range marks {
-		if m.Digest == "" || m.Revision == 0 || m.DBVersion == "" {
-			return fmt.Errorf("mark matched record %q: digest, revision and database version are required", m.Digest)
+		if m.Digest == "" || m.Revision == 0 || m.DBVersion == "" || (m.Result != nil && m.Result.Findings == nil) {
+			return fmt.Errorf("mark matched record %q: digest, revision, database version (and a result's findings) are required", m.Digest)
 		}
 	}
 	return nil
 }
 
-// applyMark puts mark on r when it still stands for r: same revision, a
-// finished result, another database version.
-func applyMark(r *ScanRecord, mark MatchMark) {
-	if mark.Revision != r.Revision || r.State != ScanDone || mark.DBVersion == "" || mark.DBVersion == r.DBVersion {
+// storedMark is a mark as the stores keep it (JSON).
+type storedMark struct {
+	Revision  uint64 `json:"revision"`
+	DBVersion string `json:"dbVersion"`
+	*MatchResult
+}
+
+func encodeMark(m MatchMark) ([]byte, error) {
+	return json.Marshal(storedMark{Revision: m.Revision, DBVersion: m.DBVersion, MatchResult: m.Result})
+}
+
+// decodeMark reads a stored mark. One that does not decode is ignored,
+// never an error: the record then reads as it was written, and the next
+// re-match matches it again.
+func decodeMark(raw []byte) (storedMark, bool) {
+	var m storedMark
+	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil || m.Revision == 0 || m.DBVersion == "" {
+		return storedMark{}, false
+	}
+	return m, true
+}
+
+// applyMarks puts the stored result and same-findings mark (raw JSON, nil:
+// none) on a record at revision, read into findings and the other fields.
+func applyMarks(revision uint64, state string, dbVersion, findingsDBVersion, dbWarning *string, updatedAt *time.Time, findings *[]vulndb.Finding, result, same []byte) {
+	if state != ScanDone {
 		return
 	}
-	r.FindingsDBVersion = r.DBVersion
-	r.DBVersion = mark.DBVersion
-}
-
-// decodeMark reads a stored mark (bbolt: JSON). A mark that does not
-// decode is ignored, never an error: it only spares a re-match work, and
-// without it the record reads as it was written.
-func decodeMark(raw []byte) MatchMark {
-	var m MatchMark
-	if json.Unmarshal(raw, &m) != nil {
-		return MatchMark{}
+	if m, ok := decodeMark(result); ok && m.Revision == revision && m.MatchResult != nil && m.Findings != nil {
+		*findings, *dbWarning, *updatedAt, *dbVersion = m.Findings, m.DBWarning, m.UpdatedAt, m.DBVersion
 	}
-	return m
-}
-
-// Redis keeps a mark as one field of the record's hash:
-// "<revision> <db version>".
-func encodeRedisMark(m MatchMark) string {
-	return strconv.FormatUint(m.Revision, 10) + " " + m.DBVersion
-}
-
-func decodeRedisMark(s string) MatchMark {
-	rev, version, ok := strings.Cut(s, " ")
-	n, err := strconv.ParseUint(rev, 10, 64)
-	if !ok || err != nil {
-		return MatchMark{}
+	if m, ok := decodeMark(same); ok && m.Revision == revision && m.DBVersion != *dbVersion {
+		*findingsDBVersion, *dbVersion = *dbVersion, m.DBVersion
 	}
-	return MatchMark{Revision: n, DBVersion: version}
+}
+
+// applyRecordMarks is applyMarks on a whole record.
+func applyRecordMarks(r *ScanRecord, result, same []byte) {
+	applyMarks(r.Revision, r.State, &r.DBVersion, &r.FindingsDBVersion, &r.DBWarning, &r.UpdatedAt, &r.Findings, result, same)
+}
+
+// applyFindingsMarks is applyMarks on the part ScanFindings reads.
+func applyFindingsMarks(f *ScanFindings, revision uint64, result []byte) {
+	var version, from, warning string
+	var at time.Time
+	applyMarks(revision, f.State, &version, &from, &warning, &at, &f.Findings, result, nil)
+}
+
+// Redis keeps a mark in a field of the record's hash as
+// "<revision> <JSON>", so a script checks the revision without JSON.
+func encodeRedisMark(m MatchMark) (string, error) {
+	raw, err := encodeMark(m)
+	return strconv.FormatUint(m.Revision, 10) + " " + string(raw), err
+}
+
+func redisMarkJSON(field any) []byte {
+	s, ok := field.(string)
+	if !ok {
+		return nil
+	}
+	_, raw, _ := strings.Cut(s, " ")
+	return []byte(raw)
 }

@@ -59,8 +59,8 @@ func RunMatchMarks(t *testing.T, newStore func(t *testing.T) store.Store) {
 		if err := s.PutScan(ctx, &r); err != nil {
 			t.Fatal(err)
 		}
-		if err := marker(t, s).MarkMatched(ctx, []store.MatchMark{{Digest: r.Digest, Revision: r.Revision, DBVersion: v2}}); err != nil {
-			t.Fatal(err)
+		if dropped, err := marker(t, s).MarkMatched(ctx, []store.MatchMark{{Digest: r.Digest, Revision: r.Revision, DBVersion: v2}}); err != nil || len(dropped) != 0 {
+			t.Fatalf("dropped %v, %v", dropped, err)
 		}
 		got, _ := read(t, s, r.Digest)
 		if got.DBVersion != v2 || got.FindingsDBVersion != v1 || got.Revision != r.Revision ||
@@ -68,7 +68,7 @@ func RunMatchMarks(t *testing.T, newStore func(t *testing.T) store.Store) {
 			t.Fatalf("marked record reads %+v", got)
 		}
 		// A newer mark replaces it.
-		if err := marker(t, s).MarkMatched(ctx, []store.MatchMark{{Digest: r.Digest, Revision: r.Revision, DBVersion: v3}}); err != nil {
+		if _, err := marker(t, s).MarkMatched(ctx, []store.MatchMark{{Digest: r.Digest, Revision: r.Revision, DBVersion: v3}}); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := read(t, s, r.Digest); got.DBVersion != v3 || got.FindingsDBVersion != v1 {
@@ -85,6 +85,57 @@ func RunMatchMarks(t *testing.T, newStore func(t *testing.T) store.Store) {
 			t.Fatalf("after a write: %+v", got)
 		}
 	})
+	t.Run("a new result reads in place of the stored findings", func(t *testing.T) {
+		s := newStore(t)
+		r := done(6)
+		if err := s.PutScan(ctx, &r); err != nil {
+			t.Fatal(err)
+		}
+		m := marker(t, s)
+		// Same findings under v2, then new ones under v3: the result ends
+		// the same-findings mark.
+		if _, err := m.MarkMatched(ctx, []store.MatchMark{{Digest: r.Digest, Revision: r.Revision, DBVersion: v2}}); err != nil {
+			t.Fatal(err)
+		}
+		later := at.Add(time.Hour)
+		result := &store.MatchResult{Findings: []vulndb.Finding{{ID: "CVE-2026-2", Ecosystem: "Debian:12", Package: "zlib", InstalledVersion: "1.3", Severity: "LOW"}},
+			DBWarning: "vulnerability database stale", UpdatedAt: later}
+		if dropped, err := m.MarkMatched(ctx, []store.MatchMark{{Digest: r.Digest, Revision: r.Revision, DBVersion: v3, Result: result}}); err != nil || len(dropped) != 0 {
+			t.Fatalf("dropped %v, %v", dropped, err)
+		}
+		got, _ := read(t, s, r.Digest)
+		if got.DBVersion != v3 || got.FindingsDBVersion != "" || !reflect.DeepEqual(got.Findings, result.Findings) || got.DBWarning != result.DBWarning ||
+			!got.UpdatedAt.Equal(later) || got.Revision != r.Revision || !reflect.DeepEqual(got.Inventory, r.Inventory) {
+			t.Fatalf("record with a new result reads %+v", got)
+		}
+		var parts []store.ScanFindings
+		if err := s.ScanFindings(ctx, func(f store.ScanFindings) bool { parts = append(parts, f); return true }); err != nil {
+			t.Fatal(err)
+		}
+		if len(parts) != 1 || !reflect.DeepEqual(parts[0].Findings, result.Findings) {
+			t.Fatalf("ScanFindings reads %+v", parts)
+		}
+		// Then the same findings under a later version: on top of the result.
+		const v4 = "sha256:dd@2026-11-04T00:00:00Z"
+		if _, err := m.MarkMatched(ctx, []store.MatchMark{{Digest: r.Digest, Revision: r.Revision, DBVersion: v4}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := read(t, s, r.Digest); got.DBVersion != v4 || got.FindingsDBVersion != v3 || !reflect.DeepEqual(got.Findings, result.Findings) {
+			t.Fatalf("same findings after a result: %+v", got)
+		}
+		// A writer reads the marks applied and writes them into the record.
+		written, err := store.UpdateScan(ctx, s, r.Digest, func(rec *store.ScanRecord, _ bool) (bool, error) {
+			rec.Error = "written"
+			return true, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := read(t, s, r.Digest); got.DBVersion != v4 || got.FindingsDBVersion != "" || !reflect.DeepEqual(got.Findings, result.Findings) ||
+			got.Error != "written" || got.Revision != written.Revision {
+			t.Fatalf("after a write: %+v", got)
+		}
+	})
 	t.Run("marks that no longer stand are not applied", func(t *testing.T) {
 		s := newStore(t)
 		r, pending := done(2), store.ScanRecord{Digest: digestN(3), State: store.ScanPending}
@@ -98,8 +149,11 @@ func RunMatchMarks(t *testing.T, newStore func(t *testing.T) store.Store) {
 			{Digest: pending.Digest, Revision: pending.Revision, DBVersion: v2}, // not a result
 			{Digest: digestN(4), Revision: 1, DBVersion: v2},                    // not stored
 		}
-		if err := marker(t, s).MarkMatched(ctx, marks); err != nil {
-			t.Fatal(err)
+		dropped, err := marker(t, s).MarkMatched(ctx, marks)
+		// The pending record is at the marked revision: its mark is kept
+		// but never applied (only results are marked by a re-match).
+		if want := []store.MatchMark{marks[0], marks[2]}; err != nil || !reflect.DeepEqual(dropped, want) {
+			t.Fatalf("dropped %+v, want %+v; %v", dropped, want, err)
 		}
 		if got, _ := read(t, s, r.Digest); got.DBVersion != v1 || got.FindingsDBVersion != "" {
 			t.Fatalf("mark of another revision applied: %+v", got)
@@ -132,14 +186,14 @@ func RunMatchMarks(t *testing.T, newStore func(t *testing.T) store.Store) {
 			"no revision": {good, {Digest: r.Digest, DBVersion: v2}},
 			"no digest":   {good, {Revision: 1, DBVersion: v2}},
 		} {
-			if err := marker(t, s).MarkMatched(ctx, marks); err == nil {
+			if _, err := marker(t, s).MarkMatched(ctx, marks); err == nil {
 				t.Errorf("%s: accepted", name)
 			}
 		}
 		if got, _ := read(t, s, r.Digest); got.DBVersion != v1 {
 			t.Fatalf("a refused batch was written in part: %+v", got)
 		}
-		if err := marker(t, s).MarkMatched(ctx, nil); err != nil {
+		if _, err := marker(t, s).MarkMatched(ctx, nil); err != nil {
 			t.Fatalf("no marks: %v", err)
 		}
 	})
@@ -153,8 +207,8 @@ func RunMatchMarks(t *testing.T, newStore func(t *testing.T) store.Store) {
 			}
 			marks = append(marks, store.MatchMark{Digest: r.Digest, Revision: r.Revision, DBVersion: v2})
 		}
-		if err := marker(t, s).MarkMatched(ctx, marks); err != nil {
-			t.Fatal(err)
+		if dropped, err := marker(t, s).MarkMatched(ctx, marks); err != nil || len(dropped) != 0 {
+			t.Fatalf("dropped %d, %v", len(dropped), err)
 		}
 		n := 0
 		err := s.Scans(ctx, func(r store.ScanRecord) bool {
