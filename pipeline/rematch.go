@@ -51,8 +51,7 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 	for _, d := range digests {
 		started := time.Now()
 		if err := rm.one(ctx, d); err != nil {
-			// What was matched before the error is kept.
-			return rm.n, errors.Join(err, rm.flush(context.WithoutCancel(ctx)))
+			return rm.n, errors.Join(err, rm.keepSame(ctx))
 		}
 		if len(rm.marks) >= store.MaxMatchMarks || len(rm.before) >= maxPendingResults {
 			if err := rm.flush(ctx); err != nil {
@@ -60,7 +59,7 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 			}
 		}
 		if err := rm.pace.yield(ctx, time.Since(started)); err != nil {
-			return rm.n, errors.Join(err, rm.flush(context.WithoutCancel(ctx)))
+			return rm.n, errors.Join(err, rm.keepSame(ctx))
 		}
 	}
 	return rm.n, rm.flush(ctx)
@@ -164,6 +163,30 @@ func (rm *rematcher) flush(ctx context.Context) error {
 			}
 		}
 	}
+	return nil
+}
+
+// keepSame writes, when the re-match stops early (an error, or ctx ended),
+// the pending same-findings marks, one cheap commit that spares the next
+// re-match their work. The pending new results are dropped, not decided
+// on the way out: their records stay outdated, and the next re-match
+// matches, writes and decides them.
+func (rm *rematcher) keepSame(ctx context.Context) error {
+	var same []store.MatchMark
+	for _, m := range rm.marks {
+		if m.Result == nil {
+			same = append(same, m)
+		}
+	}
+	rm.marks, rm.before = nil, map[string]map[string]store.DecisionRecord{}
+	if len(same) == 0 {
+		return nil
+	}
+	dropped, err := rm.marker.MarkMatched(context.WithoutCancel(ctx), same)
+	if err != nil {
+		return err
+	}
+	rm.n += len(same) - len(dropped) // the dropped ones are matched next time
 	return nil
 }
 

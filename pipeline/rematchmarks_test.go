@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -215,5 +216,63 @@ rules:
 	}
 	if n, err := pl.Rematch(ctx); err != nil || n != 0 {
 		t.Fatalf("second re-match of the same version: %d, %v; want none", n, err)
+	}
+}
+
+// A re-match stopped early (ctx ends while it yields to pulls) keeps the
+// same-findings marks it made, which spares the next re-match that work,
+// and drops the new results it had not decided on yet: those records stay
+// outdated, and the next re-match writes and decides them.
+func TestRematchStoppedEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name, pkg     string
+		wantMarked    bool // matched against the update after the stopped re-match
+		wantAfterNext string
+	}{
+		{name: "same findings", pkg: "not-in-the-image", wantMarked: true, wantAfterNext: "warn"},
+		{name: "new findings", pkg: "busybox", wantMarked: false, wantAfterNext: "warn"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			r := newRig(t)
+			r.importDB(t)
+			d := r.pushAlpine(t)
+			st, pubs := newCounting(t, r)
+			stopCtx, stop := context.WithCancel(ctx)
+			defer stop()
+			// The pacer asks after the image: the re-match is told to stop
+			// while pulls are in flight.
+			pl := r.markingPipeline(t, st, pubs, lenientPolicy, func() int64 { stop(); return 1 })
+			run(t, pl)
+			if dec, err := pl.Check(ctx, alpineSubject(d)); err != nil || dec.Verdict != proxy.Warn {
+				t.Fatalf("lenient policy: %+v %v", dec, err)
+			}
+			r.importRecord(t, "ALPINE-CVE-2099-0002", tc.pkg)
+			decisions := st.putDecisions.Load()
+			n, err := pl.Rematch(stopCtx)
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("stopped re-match: %d, %v", n, err)
+			}
+			rec, _ := r.state.Scan(ctx, d.String())
+			if marked := rec.DBVersion == r.db.Version(); marked != tc.wantMarked || (n == 1) != tc.wantMarked {
+				t.Fatalf("after the stop: %d re-matched, db %q (in force %q), want marked %v", n, rec.DBVersion, r.db.Version(), tc.wantMarked)
+			}
+			if st.putDecisions.Load() != decisions {
+				t.Fatal("a stopped re-match decided verdicts")
+			}
+			want := 0
+			if !tc.wantMarked {
+				want = 1
+			}
+			if n, err := pl.Rematch(ctx); err != nil || n != want {
+				t.Fatalf("next re-match: %d, %v; want %d", n, err, want)
+			}
+			if rec, _ := r.state.Scan(ctx, d.String()); rec.DBVersion != r.db.Version() {
+				t.Fatalf("after the next re-match: db %q, want %q", rec.DBVersion, r.db.Version())
+			}
+			if dec, _ := r.state.Decision(ctx, d.String(), "docker.io", "library/alpine"); dec.Verdict != tc.wantAfterNext {
+				t.Fatalf("verdict %q, want %q", dec.Verdict, tc.wantAfterNext)
+			}
+		})
 	}
 }
