@@ -53,13 +53,13 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		if err := rm.one(ctx, d); err != nil {
 			return rm.n, errors.Join(err, rm.keepSame(ctx))
 		}
+		if err := rm.pace.yield(ctx, time.Since(started)); err != nil {
+			return rm.n, errors.Join(err, rm.keepSame(ctx))
+		}
 		if len(rm.marks) >= store.MaxMatchMarks || len(rm.before) >= maxPendingResults {
 			if err := rm.flush(ctx); err != nil {
 				return rm.n, err
 			}
-		}
-		if err := rm.pace.yield(ctx, time.Since(started)); err != nil {
-			return rm.n, errors.Join(err, rm.keepSame(ctx))
 		}
 	}
 	return rm.n, rm.flush(ctx)
@@ -67,7 +67,7 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 
 // maxPendingResults bounds the new results (findings lists) held for one
 // commit, and how long their verdicts wait to be decided again.
-const maxPendingResults = 64
+const maxPendingResults = 32
 
 // rematcher is one Rematch under way.
 type rematcher struct {
@@ -150,15 +150,25 @@ func (rm *rematcher) flush(ctx context.Context) error {
 		redo[m.Digest] = true
 	}
 	for _, m := range marks {
+		if m.Result == nil && !redo[m.Digest] {
+			rm.n++ // done: nothing to decide
+		}
+	}
+	for _, m := range marks {
 		switch {
 		case redo[m.Digest]:
 			if err := rm.rewrite(ctx, m.Digest); err != nil {
 				return err
 			}
 		case m.Result == nil:
-			rm.n++
 		default:
+			// Deciding and publishing is most of a changed image's cost:
+			// it yields to pulls like matching does.
+			started := time.Now()
 			if err := rm.decided(ctx, m.Digest, before[m.Digest]); err != nil {
+				return err
+			}
+			if err := rm.pace.yield(ctx, time.Since(started)); err != nil {
 				return err
 			}
 		}

@@ -276,3 +276,66 @@ func TestRematchStoppedEarly(t *testing.T) {
 		})
 	}
 }
+
+// interferingMarker writes the record once, as another writer would,
+// right before the re-match's marks are written.
+type interferingMarker struct {
+	*countingState
+	once func()
+}
+
+func (m *interferingMarker) MarkMatched(ctx context.Context, marks []store.MatchMark) ([]store.MatchMark, error) {
+	if f := m.once; f != nil {
+		m.once = nil
+		f()
+	}
+	return m.countingState.MarkMatched(ctx, marks)
+}
+
+// A mark the store drops because the record was written meanwhile is not
+// lost: the re-match matches that record again and writes it whole, with
+// the other writer's change kept, and decides its verdicts again.
+func TestRematchMarkDroppedByAnotherWriter(t *testing.T) {
+	for _, pkg := range []string{"not-in-the-image", "busybox"} {
+		t.Run(pkg, func(t *testing.T) {
+			ctx := context.Background()
+			r := newRig(t)
+			r.importDB(t)
+			d := r.pushAlpine(t)
+			counting, pubs := newCounting(t, r)
+			st := &interferingMarker{countingState: counting}
+			pl := pipeline.New(pipeline.Options{Store: st, Queue: r.queue, Publications: pubs, Artifacts: r.state,
+				Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version, Matcher: r.db,
+				Policy: mustPolicy(t, lenientPolicy), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			run(t, pl)
+			if dec, err := pl.Check(ctx, alpineSubject(d)); err != nil || dec.Verdict != proxy.Warn {
+				t.Fatalf("lenient policy: %+v %v", dec, err)
+			}
+			r.importRecord(t, "ALPINE-CVE-2099-0003", pkg)
+			st.once = func() {
+				if _, err := store.UpdateScan(ctx, r.state, d.String(), func(rec *store.ScanRecord, _ bool) (bool, error) {
+					rec.Error = "written-meanwhile"
+					return true, nil
+				}); err != nil {
+					t.Error(err)
+				}
+			}
+			decisions := counting.putDecisions.Load()
+			if n, err := pl.Rematch(ctx); err != nil || n != 1 {
+				t.Fatalf("Rematch: %d, %v", n, err)
+			}
+			rec, _ := r.state.Scan(ctx, d.String())
+			wantNew := pkg == "busybox"
+			if rec.Error != "written-meanwhile" || rec.DBVersion != r.db.Version() ||
+				slices.Contains(findingIDs(t, rec), "busybox:ALPINE-CVE-2099-0003") != wantNew {
+				t.Fatalf("after the race: error %q, db %q (want %q), findings %v", rec.Error, rec.DBVersion, r.db.Version(), findingIDs(t, rec))
+			}
+			if counting.putDecisions.Load() == decisions {
+				t.Fatal("the rewritten record's verdicts were not decided again")
+			}
+			if n, err := pl.Rematch(ctx); err != nil || n != 0 {
+				t.Fatalf("second re-match: %d, %v", n, err)
+			}
+		})
+	}
+}
