@@ -241,14 +241,22 @@ func TestRematchStoppedEarly(t *testing.T) {
 			stopCtx, stop := context.WithCancel(ctx)
 			defer stop()
 			// The pacer asks after the image: the re-match is told to stop
-			// while pulls are in flight.
-			pl := r.markingPipeline(t, st, pubs, lenientPolicy, func() int64 { stop(); return 1 })
+			// while pulls are in flight (the publisher asks too: only once
+			// the re-match runs does the question stop it).
+			var armed atomic.Bool
+			pl := r.markingPipeline(t, st, pubs, lenientPolicy, func() int64 {
+				if armed.Load() {
+					stop()
+				}
+				return 1
+			})
 			run(t, pl)
 			if dec, err := pl.Check(ctx, alpineSubject(d)); err != nil || dec.Verdict != proxy.Warn {
 				t.Fatalf("lenient policy: %+v %v", dec, err)
 			}
 			r.importRecord(t, "ALPINE-CVE-2099-0002", tc.pkg)
 			decisions := st.putDecisions.Load()
+			armed.Store(true)
 			n, err := pl.Rematch(stopCtx)
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("stopped re-match: %d, %v", n, err)
