@@ -138,7 +138,10 @@ func (p *Pipeline) decide(ctx context.Context, rec store.ScanRecord, dec *store.
 		dec.Signature = &sig
 	}
 	dec.Decision = &d
-	dec.DBVersion, dec.ScannedAt = rec.DBVersion, rec.UpdatedAt
+	// The version the findings were written with: a later re-match that
+	// finds the same only marks the record (decisionCurrent), and this
+	// verdict stands through any number of such marks.
+	dec.DBVersion, dec.ScannedAt = cmp.Or(rec.FindingsDBVersion, rec.DBVersion), rec.UpdatedAt
 	var change *store.VerdictChange
 	if string(d.Effective) != dec.Verdict {
 		change = p.recordChange(dec, d, pol.Version())
@@ -193,7 +196,11 @@ func (p *Pipeline) decideIn(ctx context.Context, rec store.ScanRecord, upstream,
 // decisionCurrent reports whether dec still stands for the stored result
 // rec under the policy in force, for a pull by tag (empty: by digest).
 func decisionCurrent(dec store.DecisionRecord, rec store.ScanRecord, policyVersion string, rule policy.Rule, tag string) bool {
-	return dec.Revision > 0 && dec.PolicyVersion == policyVersion && dec.DBVersion == rec.DBVersion &&
+	// A re-match that found the same findings marks the record with the
+	// new version (store.MatchMarker) and leaves its verdicts as they are:
+	// made on the version the findings were written with, they stand.
+	sameFindings := dec.DBVersion == rec.DBVersion || (rec.FindingsDBVersion != "" && dec.DBVersion == rec.FindingsDBVersion)
+	return dec.Revision > 0 && dec.PolicyVersion == policyVersion && sameFindings &&
 		dec.ScannedAt.Equal(rec.UpdatedAt) && (rule.Freshness == nil || tag == "" || tag == dec.Tag)
 }
 

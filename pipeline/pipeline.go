@@ -102,6 +102,10 @@ type Options struct {
 	// Tracer records each evaluation and publication as a trace
 	// (tracing.go); nil or a no-op tracer records none.
 	Tracer trace.Tracer
+	// InFlight counts the pull requests the proxy is serving now; the
+	// re-match after a database update yields to them (pace.go). nil: it
+	// never yields.
+	InFlight func() int64
 }
 
 // Pipeline queues and runs scans. Its Check makes it the proxy's Gate: it

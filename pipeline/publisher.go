@@ -56,7 +56,16 @@ func (p *Pipeline) queuePublication(ctx context.Context, dgst, upstream, repo st
 
 // publishWork runs publication jobs until ctx ends.
 func (p *Pipeline) publishWork(ctx context.Context) {
-	p.consume(ctx, p.o.Publications, p.publishLease, "publication", p.publishJob)
+	// A re-match after a database update queues a publication for every
+	// verdict it decides again: publishing (SBOM, signatures, referrers)
+	// yields to pulls in flight like the re-match itself (pace.go), or it
+	// would take the cores the re-match leaves to the pull path.
+	pace := newPacer(p.o.InFlight)
+	p.consume(ctx, p.o.Publications, p.publishLease, "publication", func(ctx context.Context, j store.Job) {
+		started := time.Now()
+		p.publishJob(ctx, j)
+		_ = pace.yield(ctx, time.Since(started)) // ctx ended: the loop ends
+	})
 }
 
 // consume claims jobs of q for this replica, under lease, and hands each

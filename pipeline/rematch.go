@@ -1,19 +1,29 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
 )
 
 // Rematch matches every stored inventory whose findings came from another
-// database version again, without reading any layer, and decides again
-// every verdict on those images. It returns how many results changed
-// version.
+// database version again, without reading any layer. Where the store keeps
+// match marks (store.MatchMarker), the outcome is written apart from the
+// record, a batch per commit, and the record (inventory included) is not
+// rewritten: an image whose findings and database warning come out the
+// same gets only a mark, and its verdicts, made on the same findings,
+// stand (no decision, no publication); an image whose findings changed
+// gets its new result marked, then every verdict on it decided again (and
+// published). Between images it yields to the pull path (pace.go). It
+// returns how many results changed version either way.
 func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 	if p.o.Matcher == nil {
 		return 0, nil
@@ -33,52 +43,248 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		// took: it runs beside the pull path, which must stay fast.
 		p.log.Info("re-matching stored inventories", "db_version", version, "images", len(digests))
 	}
-	n := 0
+	rm := rematcher{p: p, outdated: outdated, pace: newPacer(p.o.InFlight), before: map[string]map[string]store.DecisionRecord{}}
+	rm.marker, _ = p.o.Store.(store.MatchMarker)
 	// Images this update made fail are announced together, once the
 	// re-match is done (or stopped).
-	var failing []AffectedImage
-	defer func() { p.announceNewlyVulnerable(version, failing) }()
+	defer func() { p.announceNewlyVulnerable(version, rm.failing) }()
 	for _, d := range digests {
-		before, err := p.storedVerdicts(ctx, d)
-		if err != nil {
-			return n, fmt.Errorf("read verdicts on %s: %w", d, err)
+		started := time.Now()
+		if err := rm.one(ctx, d); err != nil {
+			return rm.n, errors.Join(err, rm.keepSame(ctx))
 		}
-		written, err := store.UpdateScan(ctx, p.o.Store, d, func(r *store.ScanRecord, exists bool) (bool, error) {
-			if !exists || !outdated(*r) {
-				return false, nil // changed since the listing
+		if err := rm.pace.yield(ctx, time.Since(started)); err != nil {
+			return rm.n, errors.Join(err, rm.keepSame(ctx))
+		}
+		if len(rm.marks) >= store.MaxMatchMarks || len(rm.before) >= maxPendingResults {
+			if err := rm.flush(ctx); err != nil {
+				return rm.n, err
 			}
-			if r.Inventory == nil {
-				// Nothing to match (a record written by hand or by an old
-				// version): it keeps its findings; the others go on.
-				p.log.Warn("re-match: stored result has no inventory", "digest", r.Digest)
-				return false, nil
-			}
-			findings, dbVersion, err := p.match(ctx, r.Inventory)
-			if err != nil {
-				return false, err
-			}
-			r.Findings, r.DBVersion, r.UpdatedAt = findings, dbVersion, p.now()
-			r.DBWarning = p.dbWarning(dbVersion)
-			return true, nil
-		})
-		if err != nil {
-			return n, err
-		}
-		if written == nil {
-			continue
-		}
-		p.forget(digest.Digest(d))
-		if err := p.decideAll(ctx, d, job{}); err != nil {
-			return n, err
-		}
-		n++
-		if after, err := p.storedVerdicts(ctx, d); err == nil {
-			failing = append(failing, newlyFailing(before, after)...)
-		} else {
-			p.log.Warn("read verdicts after re-match", "digest", d, "err", err)
 		}
 	}
-	return n, nil
+	return rm.n, rm.flush(ctx)
+}
+
+// maxPendingResults bounds the new results (findings lists) held for one
+// commit, and how long their verdicts wait to be decided again.
+const maxPendingResults = 32
+
+// rematcher is one Rematch under way.
+type rematcher struct {
+	p        *Pipeline
+	outdated func(store.ScanRecord) bool
+	pace     pacer
+	marker   store.MatchMarker // nil: every re-matched record is rewritten
+	marks    []store.MatchMark // not yet written
+	// before holds, for each pending new result, the verdicts before it:
+	// to announce the images it makes fail.
+	before  map[string]map[string]store.DecisionRecord
+	n       int // results matched against the new version
+	failing []AffectedImage
+}
+
+// one matches the stored inventory of d again, if it is still outdated,
+// and marks the outcome (or, without marks, writes it at once).
+func (rm *rematcher) one(ctx context.Context, d string) error {
+	p := rm.p
+	if rm.marker == nil {
+		return rm.rewrite(ctx, d)
+	}
+	rec, err := p.o.Store.Scan(ctx, d)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !rm.outdated(rec)) {
+		return nil // changed since the listing
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Inventory == nil {
+		p.log.Warn("re-match: stored result has no inventory", "digest", rec.Digest)
+		return nil
+	}
+	findings, dbVersion, err := p.match(ctx, rec.Inventory)
+	if err != nil {
+		return err
+	}
+	if dbVersion == "" || rec.Revision == 0 {
+		return rm.rewrite(ctx, d)
+	}
+	mark := store.MatchMark{Digest: d, Revision: rec.Revision, DBVersion: dbVersion}
+	warning := p.dbWarning(dbVersion)
+	same := warning == rec.DBWarning && sameFindings(rec.Findings, findings)
+	if same {
+		// A verdict that rests on the database itself (missing, too old)
+		// changes with a new one even when the findings do not.
+		onDatabase, err := p.judgedOnDatabase(ctx, d)
+		if err != nil {
+			return err
+		}
+		same = !onDatabase
+	}
+	if !same {
+		before, err := p.storedVerdicts(ctx, d)
+		if err != nil {
+			return fmt.Errorf("read verdicts on %s: %w", d, err)
+		}
+		rm.before[d] = before
+		mark.Result = &store.MatchResult{Findings: findings, DBWarning: warning, UpdatedAt: p.now()}
+	}
+	rm.marks = append(rm.marks, mark)
+	return nil
+}
+
+// flush writes the pending marks in one commit, then decides again every
+// verdict on the images whose findings changed. A mark the store dropped
+// (the record was written meanwhile) is matched again and written whole.
+func (rm *rematcher) flush(ctx context.Context) error {
+	if len(rm.marks) == 0 {
+		return nil
+	}
+	marks, before := rm.marks, rm.before
+	rm.marks, rm.before = nil, map[string]map[string]store.DecisionRecord{}
+	dropped, err := rm.marker.MarkMatched(ctx, marks)
+	if err != nil {
+		return err
+	}
+	redo := map[string]bool{}
+	for _, m := range dropped {
+		redo[m.Digest] = true
+	}
+	for _, m := range marks {
+		if m.Result == nil && !redo[m.Digest] {
+			rm.n++ // done: nothing to decide
+		}
+	}
+	for _, m := range marks {
+		switch {
+		case redo[m.Digest]:
+			if err := rm.rewrite(ctx, m.Digest); err != nil {
+				return err
+			}
+		case m.Result == nil:
+		default:
+			// Deciding and publishing is most of a changed image's cost:
+			// it yields to pulls like matching does.
+			started := time.Now()
+			if err := rm.decided(ctx, m.Digest, before[m.Digest]); err != nil {
+				return err
+			}
+			if err := rm.pace.yield(ctx, time.Since(started)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// keepSame writes, when the re-match stops early (an error, or ctx ended),
+// the pending same-findings marks, one cheap commit that spares the next
+// re-match their work. The pending new results are dropped, not decided
+// on the way out: their records stay outdated, and the next re-match
+// matches, writes and decides them.
+func (rm *rematcher) keepSame(ctx context.Context) error {
+	var same []store.MatchMark
+	for _, m := range rm.marks {
+		if m.Result == nil {
+			same = append(same, m)
+		}
+	}
+	rm.marks, rm.before = nil, map[string]map[string]store.DecisionRecord{}
+	if len(same) == 0 {
+		return nil
+	}
+	dropped, err := rm.marker.MarkMatched(context.WithoutCancel(ctx), same)
+	if err != nil {
+		return err
+	}
+	rm.n += len(same) - len(dropped) // the dropped ones are matched next time
+	return nil
+}
+
+// decided decides again every verdict on d, whose result changed, and
+// collects the verdicts that turned to block.
+func (rm *rematcher) decided(ctx context.Context, d string, before map[string]store.DecisionRecord) error {
+	p := rm.p
+	p.forget(digest.Digest(d))
+	if err := p.decideAll(ctx, d, job{}); err != nil {
+		return err
+	}
+	rm.n++
+	if after, err := p.storedVerdicts(ctx, d); err == nil {
+		rm.failing = append(rm.failing, newlyFailing(before, after)...)
+	} else {
+		p.log.Warn("read verdicts after re-match", "digest", d, "err", err)
+	}
+	return nil
+}
+
+// rewrite matches the stored inventory of d again and writes the result
+// into the record itself (read again and redone if another writer comes
+// first), then decides again every verdict on it: for stores without
+// match marks, and for records written while their mark was pending.
+func (rm *rematcher) rewrite(ctx context.Context, d string) error {
+	p := rm.p
+	before, err := p.storedVerdicts(ctx, d)
+	if err != nil {
+		return fmt.Errorf("read verdicts on %s: %w", d, err)
+	}
+	written, err := store.UpdateScan(ctx, p.o.Store, d, func(r *store.ScanRecord, exists bool) (bool, error) {
+		if !exists || !rm.outdated(*r) {
+			return false, nil // changed since the listing
+		}
+		if r.Inventory == nil {
+			// Nothing to match (a record written by hand or by an old
+			// version): it keeps its findings; the others go on.
+			p.log.Warn("re-match: stored result has no inventory", "digest", r.Digest)
+			return false, nil
+		}
+		findings, dbVersion, err := p.match(ctx, r.Inventory)
+		if err != nil {
+			return false, err
+		}
+		r.Findings, r.DBVersion, r.UpdatedAt = findings, dbVersion, p.now()
+		r.DBWarning = p.dbWarning(dbVersion)
+		return true, nil
+	})
+	if err != nil || written == nil {
+		return err
+	}
+	return rm.decided(ctx, d, before)
+}
+
+// sameFindings reports whether a new match found what is stored, as the
+// store keeps it (its JSON: nil and empty lists inside findings are one).
+func sameFindings(stored, found []vulndb.Finding) bool {
+	if stored == nil {
+		return false // not matched yet: [] is written
+	}
+	a, errA := json.Marshal(stored)
+	b, errB := json.Marshal(found)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
+}
+
+// judgedOnDatabase reports whether a verdict on d depends on the database
+// itself rather than its findings (missing or too old when decided): a new
+// database changes such a verdict even when the findings stay the same.
+// A digest with a verdict not made yet counts too: deciding it is due.
+func (p *Pipeline) judgedOnDatabase(ctx context.Context, d string) (bool, error) {
+	found := false
+	err := p.o.Store.Decisions(ctx, d, func(r store.DecisionRecord) bool {
+		if r.Decision == nil {
+			found = true
+			return false
+		}
+		for _, reason := range r.Decision.Reasons {
+			if reason.Data["source"] == "database" {
+				found = true
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return false, fmt.Errorf("read verdicts on %s: %w", d, err)
+	}
+	return found, nil
 }
 
 // digestsWhere lists the digests of the stored records keep selects.

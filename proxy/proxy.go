@@ -165,7 +165,13 @@ type Proxy struct {
 	// cacheHits and cacheMisses count manifest and blob answers from the
 	// cache and from upstream since start (the dashboard's hit ratio).
 	cacheHits, cacheMisses atomic.Int64
+	// inFlight counts the /v2/ requests being served, so background work
+	// (the re-match after a database update) can yield to pulls.
+	inFlight atomic.Int64
 }
+
+// InFlight is the number of /v2/ requests being served now.
+func (p *Proxy) InFlight() int64 { return p.inFlight.Load() }
 
 // New builds the proxy. It does not contact any upstream.
 func New(o Options) (*Proxy, error) {
@@ -233,6 +239,8 @@ func (p *Proxy) WithGate(gate Gate) http.Handler {
 // serveGated routes a /v2/ request, writes any error as an OCI error body,
 // and logs the request.
 func (p *Proxy) serveGated(w http.ResponseWriter, r *http.Request, gate Gate) {
+	p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
 	start := time.Now()
 	r, span := p.startRequestSpan(r)
 	id := NewRequestID()

@@ -24,6 +24,10 @@ var (
 	// scanRevisionsBucket holds each scan record's revision, so a write
 	// checks it without decoding the whole stored record.
 	scanRevisionsBucket = []byte("scanrevisions")
+	// scanMarksBucket and scanResultsBucket hold match marks (MatchMark):
+	// digest → JSON, same-findings marks and new results apart.
+	scanMarksBucket   = []byte("scanmarks")
+	scanResultsBucket = []byte("scanresults")
 )
 
 // Bolt is the embedded Store: one bbolt file in the data directory.
@@ -47,7 +51,7 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		countRefs := tx.Bucket(contentRefsBucket) == nil
-		for _, b := range append([][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket}, relationBuckets...) {
+		for _, b := range append([][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket, scanMarksBucket, scanResultsBucket}, relationBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -123,7 +127,11 @@ func (b *Bolt) Scan(_ context.Context, digest string) (ScanRecord, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		return decodeRecord(v, &r)
+		if err := decodeRecord(v, &r); err != nil {
+			return err
+		}
+		applyBoltMarks(tx, &r)
+		return nil
 	})
 	if err != nil && err != ErrNotFound {
 		return ScanRecord{}, fmt.Errorf("read scan %s: %w", digest, err)
@@ -161,6 +169,14 @@ func (b *Bolt) PutScan(_ context.Context, r *ScanRecord) error {
 		if err := revisions.Put(key, binary.BigEndian.AppendUint64(nil, next.Revision)); err != nil {
 			return err
 		}
+		// The new revision ends any mark; dropping them keeps the buckets
+		// small.
+		if err := tx.Bucket(scanMarksBucket).Delete(key); err != nil {
+			return err
+		}
+		if err := tx.Bucket(scanResultsBucket).Delete(key); err != nil {
+			return err
+		}
 		return scans.Put(key, v)
 	})
 	if err != nil {
@@ -172,23 +188,89 @@ func (b *Bolt) PutScan(_ context.Context, r *ScanRecord) error {
 
 // Scans implements ScanStore.
 func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
-	return eachBoltScan(b, fn)
+	return b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(scansBucket).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var r ScanRecord
+			if err := decodeRecord(v, &r); err != nil {
+				return fmt.Errorf("read scan %s: %w", k, err)
+			}
+			applyBoltMarks(tx, &r)
+			if !fn(r) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// applyBoltMarks puts the stored marks of r, if any, on r.
+func applyBoltMarks(tx *bolt.Tx, r *ScanRecord) {
+	key := []byte(r.Digest)
+	applyRecordMarks(r, tx.Bucket(scanResultsBucket).Get(key), tx.Bucket(scanMarksBucket).Get(key))
+}
+
+// MarkMatched implements MatchMarker: one commit for the whole batch.
+func (b *Bolt) MarkMatched(_ context.Context, marks []MatchMark) ([]MatchMark, error) {
+	if err := checkMarks(marks); err != nil {
+		return nil, err
+	}
+	if len(marks) == 0 {
+		return nil, nil
+	}
+	var dropped []MatchMark
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		dropped = dropped[:0] // bbolt may run the function again
+		revisions, same, results := tx.Bucket(scanRevisionsBucket), tx.Bucket(scanMarksBucket), tx.Bucket(scanResultsBucket)
+		for _, m := range marks {
+			key := []byte(m.Digest)
+			// Records written before revisions were kept apart have no
+			// entry here: they are dropped, and rewritten whole once
+			// (which gives them one).
+			if rev := revisions.Get(key); len(rev) != 8 || binary.BigEndian.Uint64(rev) != m.Revision {
+				dropped = append(dropped, m)
+				continue
+			}
+			v, err := encodeMark(m)
+			if err != nil {
+				return err
+			}
+			if m.Result == nil {
+				if err := same.Put(key, v); err != nil {
+					return err
+				}
+				continue
+			}
+			// A new result ends the same-findings mark made before it.
+			if err := same.Delete(key); err != nil {
+				return err
+			}
+			if err := results.Put(key, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mark %d matched scans: %w", len(marks), err)
+	}
+	return dropped, nil
 }
 
 // ScanFindings implements ScanStore.
 func (b *Bolt) ScanFindings(_ context.Context, fn func(ScanFindings) bool) error {
-	return eachBoltScan(b, fn)
-}
-
-// eachBoltScan decodes every scan record into R (a ScanRecord or the part
-// of one a walk needs), in digest order, until fn returns false.
-func eachBoltScan[R any](b *Bolt, fn func(R) bool) error {
 	return b.db.View(func(tx *bolt.Tx) error {
+		revisions, results := tx.Bucket(scanRevisionsBucket), tx.Bucket(scanResultsBucket)
 		c := tx.Bucket(scansBucket).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var r R
+			var r ScanFindings
 			if err := decodeRecord(v, &r); err != nil {
 				return fmt.Errorf("read scan %s: %w", k, err)
+			}
+			if result := results.Get(k); result != nil {
+				if rev := revisions.Get(k); len(rev) == 8 {
+					applyFindingsMarks(&r, binary.BigEndian.Uint64(rev), result)
+				}
 			}
 			if !fn(r) {
 				return nil

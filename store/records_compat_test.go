@@ -203,6 +203,16 @@ func TestBoltReadsOldRecords(t *testing.T) {
 		t.Fatalf("Decisions: %d records, %v", n, err)
 	}
 
+	// A match mark on a record written before revisions were kept apart
+	// is dropped (the re-match then rewrites it whole), never misapplied.
+	mark := MatchMark{Digest: oldDigest, Revision: got.Revision, DBVersion: "sha256:ff@2026-12-01T00:00:00Z"}
+	if dropped, err := b.MarkMatched(ctx, []MatchMark{mark}); err != nil || len(dropped) != 1 {
+		t.Fatalf("MarkMatched on an old record: dropped %v, %v", dropped, err)
+	}
+	if again, err := b.Scan(ctx, oldDigest); err != nil || !reflect.DeepEqual(again, wantScan) {
+		t.Fatalf("after a dropped mark: %v\n%+v", err, again)
+	}
+
 	// A write on top of the old record, at the revision read.
 	got.Findings = got.Findings[:1]
 	if err := b.PutScan(ctx, &got); err != nil || got.Revision != 4 {

@@ -17,7 +17,19 @@ const casScanLua = `
 local stored = redis.call('HGET', KEYS[1], 'revision') or '0'
 if stored ~= ARGV[1] then return {0, stored} end
 redis.call('HSET', KEYS[1], 'revision', ARGV[2], 'record', ARGV[3])
+redis.call('HDEL', KEYS[1], 'matched', 'result')
 return {1, ARGV[2]}
+`
+
+// markScanLua writes a match mark on a scan record still at the marked
+// revision: a same-findings mark in field matched, a new result in field
+// result (which ends the same-findings mark before it). KEYS[1]: the
+// record's hash. ARGV: revision, field, mark.
+const markScanLua = `
+if redis.call('HGET', KEYS[1], 'revision') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+if ARGV[2] == 'result' then redis.call('HDEL', KEYS[1], 'matched') end
+return 1
 `
 
 // casDecisionLua does the same for one verdict, and keeps its effective
@@ -38,18 +50,56 @@ return {1, ARGV[3], old}
 
 // Scan implements ScanStore.
 func (r *Redis) Scan(ctx context.Context, digest string) (ScanRecord, error) {
-	raw, err := r.c.HGet(ctx, r.keys.scan(digest), "record").Bytes()
-	if errors.Is(err, redis.Nil) {
-		return ScanRecord{}, ErrNotFound
-	}
+	vals, err := r.c.HMGet(ctx, r.keys.scan(digest), "record", "result", "matched").Result()
 	if err != nil {
 		return ScanRecord{}, fmt.Errorf("read scan %s: %w", digest, err)
 	}
+	raw, ok := vals[0].(string)
+	if !ok {
+		return ScanRecord{}, ErrNotFound
+	}
 	var rec ScanRecord
-	if err := json.Unmarshal(raw, &rec); err != nil {
+	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
 		return ScanRecord{}, fmt.Errorf("read scan %s: stored record is not valid: %w", digest, err)
 	}
+	applyRecordMarks(&rec, redisMarkJSON(vals[1]), redisMarkJSON(vals[2]))
 	return rec, nil
+}
+
+// MarkMatched implements MatchMarker: the batch in one pipeline, each mark
+// written only on a record still at its revision.
+func (r *Redis) MarkMatched(ctx context.Context, marks []MatchMark) ([]MatchMark, error) {
+	if err := checkMarks(marks); err != nil {
+		return nil, err
+	}
+	if len(marks) == 0 {
+		return nil, nil
+	}
+	pipe := r.c.Pipeline()
+	cmds := make([]*redis.Cmd, len(marks))
+	for i, m := range marks {
+		v, err := encodeRedisMark(m)
+		if err != nil {
+			return nil, fmt.Errorf("mark matched scan %s: %w", m.Digest, err)
+		}
+		field := "matched"
+		if m.Result != nil {
+			field = "result"
+		}
+		// EVAL rather than EVALSHA: a pipeline does not retry a script
+		// the server has not loaded.
+		cmds[i] = pipe.Eval(ctx, markScanLua, []string{r.keys.scan(m.Digest)}, strconv.FormatUint(m.Revision, 10), field, v)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("mark %d matched scans: %w", len(marks), err)
+	}
+	var dropped []MatchMark
+	for i, cmd := range cmds {
+		if n, err := cmd.Int(); err != nil || n != 1 {
+			dropped = append(dropped, marks[i])
+		}
+	}
+	return dropped, nil
 }
 
 // PutScan implements ScanStore.
@@ -84,37 +134,66 @@ func (r *Redis) PutScan(ctx context.Context, rec *ScanRecord) error {
 // Scans implements ScanStore: the index is read a batch at a time, in
 // digest order, and each batch's records in one round trip.
 func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
-	return eachRedisScan(ctx, r, fn)
+	return r.eachIndexed(ctx, r.keys.scanIndex(), func(digests []string) (bool, error) {
+		pipe := r.c.Pipeline()
+		cmds := make([]*redis.SliceCmd, len(digests))
+		for i, d := range digests {
+			cmds[i] = pipe.HMGet(ctx, r.keys.scan(d), "record", "result", "matched")
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, fmt.Errorf("read scans: %w", err)
+		}
+		for i, cmd := range cmds {
+			vals, err := cmd.Result()
+			if err != nil {
+				return false, fmt.Errorf("read scan %s: %w", digests[i], err)
+			}
+			raw, ok := vals[0].(string)
+			if !ok {
+				continue // indexed, never written
+			}
+			var rec ScanRecord
+			if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+				return false, fmt.Errorf("read scan %s: stored record is not valid: %w", digests[i], err)
+			}
+			applyRecordMarks(&rec, redisMarkJSON(vals[1]), redisMarkJSON(vals[2]))
+			if !fn(rec) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
 
 // ScanFindings implements ScanStore.
 func (r *Redis) ScanFindings(ctx context.Context, fn func(ScanFindings) bool) error {
-	return eachRedisScan(ctx, r, fn)
-}
-
-// eachRedisScan decodes every scan record into R (a ScanRecord or the part
-// of one a walk needs), in digest order, until fn returns false.
-func eachRedisScan[R any](ctx context.Context, r *Redis, fn func(R) bool) error {
 	return r.eachIndexed(ctx, r.keys.scanIndex(), func(digests []string) (bool, error) {
 		pipe := r.c.Pipeline()
-		cmds := make([]*redis.StringCmd, len(digests))
+		cmds := make([]*redis.SliceCmd, len(digests))
 		for i, d := range digests {
-			cmds[i] = pipe.HGet(ctx, r.keys.scan(d), "record")
+			cmds[i] = pipe.HMGet(ctx, r.keys.scan(d), "record", "revision", "result")
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		if _, err := pipe.Exec(ctx); err != nil {
 			return false, fmt.Errorf("read scans: %w", err)
 		}
 		for i, cmd := range cmds {
-			raw, err := cmd.Bytes()
-			if errors.Is(err, redis.Nil) {
-				continue // indexed, never written
-			}
+			vals, err := cmd.Result()
 			if err != nil {
 				return false, fmt.Errorf("read scan %s: %w", digests[i], err)
 			}
-			var rec R
-			if err := json.Unmarshal(raw, &rec); err != nil {
+			raw, ok := vals[0].(string)
+			if !ok {
+				continue // indexed, never written
+			}
+			var rec ScanFindings
+			if err := json.Unmarshal([]byte(raw), &rec); err != nil {
 				return false, fmt.Errorf("read scan %s: stored record is not valid: %w", digests[i], err)
+			}
+			if result := redisMarkJSON(vals[2]); result != nil {
+				rev, _ := vals[1].(string)
+				if n, err := strconv.ParseUint(rev, 10, 64); err == nil {
+					applyFindingsMarks(&rec, n, result)
+				}
 			}
 			if !fn(rec) {
 				return false, nil

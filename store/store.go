@@ -104,6 +104,11 @@ type ScanRecord struct {
 	Repository     string `json:"repository,omitempty"`
 	ScannerVersion string `json:"scannerVersion,omitempty"`
 	DBVersion      string `json:"dbVersion,omitempty"`
+	// FindingsDBVersion is set by the store, not stored: when a re-match
+	// against DBVersion found the same findings and left only a mark
+	// (MatchMarker), the version the findings were written with. Verdicts
+	// made on that version still stand.
+	FindingsDBVersion string `json:"-"`
 	// DBWarning says the result was matched without a usable database
 	// ("vulnerability database missing", or stale): no findings then
 	// means unknown, not clean.

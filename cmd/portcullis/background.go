@@ -79,6 +79,8 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		Logger:         log,
 		Metrics:        metrics.pipeline,
 		Tracer:         tracing.Tracer("portcullis/pipeline"),
+		// The re-match after a database update yields to pulls.
+		InFlight: p.InFlight,
 	})
 	alerter, err := newAlerter(cfg, coord.Leases, replica, metrics.meter(), log)
 	if err != nil {

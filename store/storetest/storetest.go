@@ -15,6 +15,7 @@ import (
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	RunTags(t, newStore)
 	RunScans(t, newStore)
+	RunMatchMarks(t, newStore)
 	RunDecisions(t, newStore)
 	RunRelations(t, newStore)
 	RunArtifacts(t, newStore)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,8 @@ import (
 )
 
 const (
-	// fleetImages is how many stored images the server re-matches.
+	// fleetImages is how many stored images the server re-matches, unless
+	// PORTCULLIS_BENCH_FLEET says otherwise (fleetSize).
 	fleetImages = 10_000
 	// pullManifests and pullBlobs are the GETs of one measuring window.
 	pullManifests = 2000
@@ -42,11 +44,18 @@ const (
 // manifest GETs by tag (4 clients) and warm 8 MiB blob GETs (1 client).
 //
 // Metrics: rematch-s (median wall time of a re-match of 10,000, from the
-// server's own log lines), ms/image, manifest-ratio-busy/idle and
-// blob-ratio-busy/idle (per round: throughput during the re-match over the
-// idle window just before it; median, and -min over rounds).
+// server's own log lines), ms/image, state-write-MB (median bytes the
+// server wrote to disk from the first re-match log line to the last, from
+// /proc/<pid>/io: its state file, since the pull path is warm),
+// manifest-ratio-busy/idle and blob-ratio-busy/idle (per round: throughput
+// during the re-match over the idle window just before it; median, and
+// -min over rounds).
+//
+// PORTCULLIS_BENCH_FLEET=N runs it on N images instead (for iterating: a
+// round of 10,000 takes many minutes).
 func BenchmarkRematch10000PullPath(b *testing.B) {
 	ctx := context.Background()
+	images := fleetSize(b)
 	goOSV := goVulnDBDir(b)
 	sources := []string{debianOSV, goOSV}
 	dataDir := b.TempDir()
@@ -60,7 +69,7 @@ func BenchmarkRematch10000PullPath(b *testing.B) {
 	// The records are stored as matched against this database, so the
 	// server starts with nothing to re-match (one re-match of 10,000
 	// takes minutes; the iterations measure it).
-	invs := fillRealisticFleet(b, dataDir, db.Version())
+	invs := fillRealisticFleet(b, dataDir, db.Version(), images)
 	db.Close()
 	update := newUpdater(b, sources, invs)
 
@@ -95,7 +104,7 @@ func BenchmarkRematch10000PullPath(b *testing.B) {
 		return manifestsPerSec, float64(pullBlobs*pullBlobSize) / 1e6 / time.Since(start).Seconds()
 	}
 
-	var manifestRatios, blobRatios, rematchSecs []float64
+	var manifestRatios, blobRatios, rematchSecs, writtenMB []float64
 	started, done := 0, 0
 	for i := 0; b.Loop(); i++ {
 		idleManifests, idleBlobs := window()
@@ -111,6 +120,7 @@ func BenchmarkRematch10000PullPath(b *testing.B) {
 		}
 		started++
 		waitLogCount(b, pc, "re-matching stored inventories", started, 30*time.Second)
+		writtenBefore := writeBytes(b, pc.Pid())
 		busyManifests, busyBlobs := window()
 		if n := strings.Count(pc.Logs.String(), "re-matched stored inventories"); n != done {
 			b.Fatalf("the re-match ended before the busy window did (%d re-matches done, want %d): make the windows shorter", n, done)
@@ -118,28 +128,65 @@ func BenchmarkRematch10000PullPath(b *testing.B) {
 		done++
 		b.Logf("round %d: manifests %.0f/s idle, %.0f/s busy; blobs %.0f MB/s idle, %.0f MB/s busy", i, idleManifests, busyManifests, idleBlobs, busyBlobs)
 		waitLogCount(b, pc, "re-matched stored inventories", done, 15*time.Minute)
-		rematchSecs = append(rematchSecs, lastRematchSeconds(b, pc))
+		writtenMB = append(writtenMB, float64(writeBytes(b, pc.Pid())-writtenBefore)/1e6)
+		rematchSecs = append(rematchSecs, lastRematchSeconds(b, pc, images))
 		manifestRatios = append(manifestRatios, busyManifests/idleManifests)
 		blobRatios = append(blobRatios, busyBlobs/idleBlobs)
 	}
-	for _, xs := range [][]float64{manifestRatios, blobRatios, rematchSecs} {
+	for _, xs := range [][]float64{manifestRatios, blobRatios, rematchSecs, writtenMB} {
 		slices.Sort(xs)
 	}
 	b.ReportMetric(median(rematchSecs), "rematch-s")
-	b.ReportMetric(median(rematchSecs)*1e3/(fleetImages+1), "ms/image")
+	b.ReportMetric(median(rematchSecs)*1e3/float64(images+1), "ms/image")
+	b.ReportMetric(median(writtenMB), "state-write-MB")
 	b.ReportMetric(median(manifestRatios), "manifest-ratio-busy/idle")
 	b.ReportMetric(manifestRatios[0], "manifest-ratio-min")
 	b.ReportMetric(median(blobRatios), "blob-ratio-busy/idle")
 	b.ReportMetric(blobRatios[0], "blob-ratio-min")
 }
 
-// fillRealisticFleet writes the fleet of fleetImages images into dataDir's
-// state file and gives each the inventory of one of 1,000 realistic images
+// fleetSize is PORTCULLIS_BENCH_FLEET (1 to 100,000), or fleetImages.
+func fleetSize(b *testing.B) int {
+	b.Helper()
+	v := os.Getenv("PORTCULLIS_BENCH_FLEET")
+	if v == "" {
+		return fleetImages
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 100_000 {
+		b.Fatalf("PORTCULLIS_BENCH_FLEET=%q: want a number of images from 1 to 100000", v)
+	}
+	return n
+}
+
+// writeBytes reads what process pid has caused to be written to disk
+// (write_bytes of /proc/<pid>/io).
+func writeBytes(b *testing.B, pid int) int64 {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		b.Fatalf("read the server's I/O counters: %v", err)
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/%d/io: %q: %v", pid, line, err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("/proc/%d/io has no write_bytes", pid)
+	return 0
+}
+
+// fillRealisticFleet writes a fleet of images images into dataDir's state
+// file and gives each the inventory of one of 1,000 realistic images
 // (rematchInventories), which it returns, as matched against dbVersion.
-func fillRealisticFleet(b *testing.B, dataDir, dbVersion string) []*scanner.Inventory {
+func fillRealisticFleet(b *testing.B, dataDir, dbVersion string, images int) []*scanner.Inventory {
 	b.Helper()
 	ctx := context.Background()
-	if _, err := fleet.FillDir(ctx, dataDir, fleetImages, 1); err != nil {
+	if _, err := fleet.FillDir(ctx, dataDir, images, 1); err != nil {
 		b.Fatal(err)
 	}
 	invs := rematchInventories(b, 1000)
@@ -148,7 +195,7 @@ func fillRealisticFleet(b *testing.B, dataDir, dbVersion string) []*scanner.Inve
 		b.Fatal(err)
 	}
 	defer st.Close()
-	for i := range fleetImages {
+	for i := range images {
 		d := fleet.Digest(i)
 		inv := *invs[i%len(invs)]
 		inv.ImageDigest = d
@@ -176,9 +223,9 @@ func waitLogCount(b *testing.B, pc *harness.Portcullis, what string, n int, time
 	}
 }
 
-// lastRematchSeconds reads the duration of the last re-match from the
-// server's JSON log line.
-func lastRematchSeconds(b *testing.B, pc *harness.Portcullis) float64 {
+// lastRematchSeconds reads the duration of the last re-match of a fleet of
+// images images from the server's JSON log line.
+func lastRematchSeconds(b *testing.B, pc *harness.Portcullis, images int) float64 {
 	b.Helper()
 	lines := strings.Split(pc.Logs.String(), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
@@ -190,8 +237,8 @@ func lastRematchSeconds(b *testing.B, pc *harness.Portcullis) float64 {
 			Seconds float64 `json:"seconds"`
 		}
 		// The fleet and the image the pull path GETs.
-		if err := json.Unmarshal([]byte(lines[i]), &rec); err != nil || rec.Images != fleetImages+1 {
-			b.Fatalf("re-match log line %q: %v (want %d images)", lines[i], err, fleetImages+1)
+		if err := json.Unmarshal([]byte(lines[i]), &rec); err != nil || rec.Images != images+1 {
+			b.Fatalf("re-match log line %q: %v (want %d images)", lines[i], err, images+1)
 		}
 		return rec.Seconds
 	}

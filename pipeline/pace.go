@@ -1,0 +1,71 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+)
+
+// The re-match runs beside the pull path on the same cores. It yields by
+// a duty cycle rather than by priorities Go does not have: after each
+// image, while pull requests are in flight, it pauses for pauseFactor
+// times the time that image took (so it keeps at most 1/(1+pauseFactor) of
+// the time it would use, about a fifth, however costly its images are),
+// and resumes as soon as the proxy has been quiet for quietFor. The pause
+// is bounded (pauseFactor×work, at most maxPause), so a constant stream of
+// pulls slows the re-match down but never stops it; with no pulls it never
+// pauses at all.
+const (
+	pauseFactor = 4
+	maxPause    = time.Second
+	quietFor    = 10 * time.Millisecond
+	pacePoll    = 2 * time.Millisecond
+)
+
+// pacer is the duty cycle above; the clock and the sleep are fields so the
+// tests drive it without timing anything.
+type pacer struct {
+	inFlight func() int64 // pull requests being served now; nil: never pause
+	now      func() time.Time
+	sleep    func(ctx context.Context, d time.Duration) error
+}
+
+func newPacer(inFlight func() int64) pacer {
+	return pacer{inFlight: inFlight, now: time.Now, sleep: sleepCtx}
+}
+
+// yield pauses after an image that took worked, as the duty cycle says; it
+// returns early with ctx's error when ctx ends.
+func (pc pacer) yield(ctx context.Context, worked time.Duration) error {
+	if pc.inFlight == nil || pc.inFlight() == 0 {
+		return nil
+	}
+	deadline := pc.now().Add(min(pauseFactor*worked, maxPause))
+	var quietSince time.Time
+	for {
+		now := pc.now()
+		if !now.Before(deadline) {
+			return nil
+		}
+		if pc.inFlight() > 0 {
+			quietSince = time.Time{}
+		} else if quietSince.IsZero() {
+			quietSince = now
+		} else if now.Sub(quietSince) >= quietFor {
+			return nil
+		}
+		if err := pc.sleep(ctx, min(pacePoll, deadline.Sub(now))); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

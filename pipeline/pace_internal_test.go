@@ -1,0 +1,87 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// fakeClock is the pacer's clock and sleep: sleeping advances it, and each
+// sleep lets the scripted in-flight count move on.
+type fakeClock struct {
+	now    time.Time
+	slept  time.Duration
+	sleeps int
+	// busyUntil: pulls are in flight until then (zero: never).
+	busyUntil time.Time
+	always    bool
+}
+
+func (c *fakeClock) pacer() pacer {
+	return pacer{
+		inFlight: func() int64 {
+			if c.always || c.now.Before(c.busyUntil) {
+				return 1
+			}
+			return 0
+		},
+		now: func() time.Time { return c.now },
+		sleep: func(ctx context.Context, d time.Duration) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if c.sleeps++; c.sleeps > 100_000 {
+				return errors.New("the pacer does not stop sleeping")
+			}
+			c.now, c.slept = c.now.Add(d), c.slept+d
+			return nil
+		},
+	}
+}
+
+func TestPacerYieldsBoundedWhilePullsAreInFlight(t *testing.T) {
+	start := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name      string
+		worked    time.Duration
+		always    bool
+		busyFor   time.Duration // from the start; 0: idle
+		wantSlept time.Duration
+	}{
+		{name: "idle: no pause", worked: 50 * time.Millisecond},
+		{name: "pulls all along: pauseFactor × the work", worked: 50 * time.Millisecond, always: true, wantSlept: pauseFactor * 50 * time.Millisecond},
+		{name: "pulls all along, costly image: at most maxPause", worked: time.Minute, always: true, wantSlept: maxPause},
+		{name: "pulls end: resumes once quiet", worked: 50 * time.Millisecond, busyFor: 30 * time.Millisecond, wantSlept: 30*time.Millisecond + quietFor},
+		{name: "nothing worked: no pause", worked: 0, always: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &fakeClock{now: start, always: tc.always}
+			if tc.busyFor > 0 {
+				c.busyUntil = start.Add(tc.busyFor)
+			}
+			if err := c.pacer().yield(context.Background(), tc.worked); err != nil {
+				t.Fatal(err)
+			}
+			if c.slept != tc.wantSlept {
+				t.Fatalf("paused %s, want %s", c.slept, tc.wantSlept)
+			}
+		})
+	}
+}
+
+// A pacer without an in-flight count (no proxy) never pauses, and a
+// cancelled re-match stops pausing.
+func TestPacerWithoutCountAndCancelled(t *testing.T) {
+	c := &fakeClock{now: time.Now(), always: true}
+	p := c.pacer()
+	p.inFlight = nil
+	if err := p.yield(context.Background(), time.Second); err != nil || c.slept != 0 {
+		t.Fatalf("without a count: paused %s, %v", c.slept, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.pacer().yield(ctx, time.Second); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
