@@ -264,6 +264,9 @@ func isIndex(mediaType string) bool {
 func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings bool) error {
 	*st = imageStatus{Ref: st.Ref, Upstream: st.Upstream, Repository: st.Repository, Digest: st.Digest, Index: st.Index, Platform: st.Platform,
 		Verdict: verdictUnknown, Reasons: []reasonView{}, Details: detailsLink(st.Digest, st.Upstream, st.Repository)}
+	// decidedOn and current: the verdict's database and the one in force,
+	// when they differ.
+	var decidedOn, current string
 	dec, err := h.Scans.Decision(ctx, st.Digest, st.Upstream, st.Repository)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -285,19 +288,29 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings 
 		}
 		if h.DBVersion != nil && dec.DBVersion != "" {
 			if v := h.DBVersion(); v != "" && v != dec.DBVersion {
-				st.Stale = true // decided on findings of another database; the re-match is on its way
+				// Decided on findings of another database: stale, unless a
+				// re-match against the one in force found the same findings
+				// (the record says so), which leaves the verdict standing.
+				decidedOn, current = dec.DBVersion, v
 			}
 		}
-		if !withFindings {
+		if !withFindings && decidedOn == "" {
 			return nil
 		}
 	}
 	rec, err := h.Scans.Scan(ctx, st.Digest)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		st.Stale = decidedOn != ""
 		return nil
 	case err != nil:
 		return err
+	}
+	if decidedOn != "" {
+		st.Stale = rec.DBVersion != current || rec.FindingsDBVersion != decidedOn
+		if !withFindings {
+			return nil
+		}
 	}
 	h.markStale(&rec)
 	st.ScanState, st.Stale = rec.State, st.Stale || rec.Stale

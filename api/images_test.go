@@ -281,3 +281,51 @@ func TestKnownVerdictSkipsTheScanRecord(t *testing.T) {
 		t.Fatalf("%+v, %d scan reads", got, counting.reads)
 	}
 }
+
+// A verdict made on an older database is stale, unless a re-match against
+// the database in force found the same findings and only marked the record
+// (store.MatchMarker): then the verdict stands and is not stale.
+func TestVerdictStandsAfterSameFindingsRematch(t *testing.T) {
+	st, _ := verdictStore(t, 1) // testDigest(0): allowed in ghcr.io/org/app
+	ctx := context.Background()
+	rec, err := st.Scan(ctx, testDigest(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.DBVersion = "db1"
+	if err := st.PutScan(ctx, &rec); err != nil {
+		t.Fatal(err)
+	}
+	allowed := store.DecisionRecord{Digest: testDigest(0), Upstream: "docker.io", Repository: "library/app", Verdict: "allow", DBVersion: "db1",
+		Decision: &policy.Decision{Verdict: policy.Allow, Effective: policy.Allow, Rule: "r"}}
+	if err := st.PutDecision(ctx, &allowed); err != nil {
+		t.Fatal(err)
+	}
+	inForce := "db2"
+	h := &Handler{Scans: st, Resolver: fakeResolver{}, DBVersion: func() string { return inForce }}
+	stale := func() bool {
+		t.Helper()
+		got, _, code := getStatus(t, h, "ref=docker.io/library/app:app")
+		if code != 200 || got.Verdict != "allow" {
+			t.Fatalf("%d %+v", code, got)
+		}
+		return got.Stale
+	}
+	if !stale() {
+		t.Fatal("a verdict on db1 with db2 in force and no re-match yet is not stale")
+	}
+	rec, err = st.Scan(ctx, testDigest(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped, err := st.MarkMatched(ctx, []store.MatchMark{{Digest: rec.Digest, Revision: rec.Revision, DBVersion: "db2"}}); err != nil || len(dropped) != 0 {
+		t.Fatalf("mark: %v, dropped %v", err, dropped)
+	}
+	if stale() {
+		t.Fatal("a verdict whose findings a re-match against db2 found the same is stale")
+	}
+	inForce = "db3"
+	if !stale() {
+		t.Fatal("a verdict on db1 with db3 in force (marked for db2 only) is not stale")
+	}
+}
