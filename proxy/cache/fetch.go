@@ -35,6 +35,8 @@ type Fetcher struct {
 	metrics *telemetry.CacheMetrics // nil: none
 	tracer  trace.Tracer            // nil: no spans (tracing.go)
 
+	buffers *readBuffers
+
 	mu       sync.Mutex
 	inflight map[digest.Digest]*download
 }
@@ -43,7 +45,7 @@ type Fetcher struct {
 // without a byte from upstream; a download runs to completion (or to these
 // limits) even when every client that wanted it has gone.
 func NewFetcher(s *Store, timeout, idle time.Duration, log *slog.Logger, opts ...FetcherOption) *Fetcher {
-	f := &Fetcher{store: s, timeout: timeout, idle: idle, log: log, inflight: map[digest.Digest]*download{}}
+	f := &Fetcher{store: s, timeout: timeout, idle: idle, log: log, buffers: newReadBuffers(), inflight: map[digest.Digest]*download{}}
 	for _, o := range opts {
 		o(f)
 	}
@@ -211,8 +213,6 @@ func (f *Fetcher) run(parent context.Context, dl *download, declared int64, src 
 	dl.release()
 }
 
-const chunkSize = 256 << 10
-
 // ErrTooLarge means a blob is larger than its descriptor declared or than
 // the store's MaxBlobSize.
 var ErrTooLarge = errors.New("blob too large")
@@ -253,7 +253,8 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 
 	idle := time.AfterFunc(f.idle, cancel)
 	defer idle.Stop()
-	buf := make([]byte, chunkSize)
+	buf, putBuf := f.buffers.get()
+	defer putBuf()
 	for {
 		// Read at most one byte past the bound: enough to know it was
 		// crossed, and nothing past it reaches the disk.
