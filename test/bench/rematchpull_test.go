@@ -27,8 +27,8 @@ const (
 	// PORTCULLIS_BENCH_FLEET says otherwise (fleetSize).
 	fleetImages = 10_000
 	// pullManifests and pullBlobs are the GETs of one measuring window.
-	pullManifests = 2000
-	pullBlobs     = 60
+	pullManifests = 10000
+	pullBlobs     = 120
 	pullBlobSize  = 8 << 20
 )
 
@@ -107,8 +107,10 @@ func BenchmarkRematch10000PullPath(b *testing.B) {
 	// The first window after the server started on a large state file
 	// runs well below the later ones (seen: 111-217 manifests/s against
 	// thousands); it warms the server and is not counted.
-	warmManifests, warmBlobs := window()
-	b.Logf("warm-up: manifests %.0f/s, blobs %.0f MB/s", warmManifests, warmBlobs)
+	for i := range 2 {
+		warmManifests, warmBlobs := window()
+		b.Logf("warm-up %d: manifests %.0f/s, blobs %.0f MB/s", i, warmManifests, warmBlobs)
+	}
 
 	var manifestRatios, blobRatios, rematchSecs, writtenMB []float64
 	started, done := 0, 0
