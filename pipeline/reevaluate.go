@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/store"
@@ -38,35 +39,53 @@ func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("list verdicts: %w", err)
 	}
 	n := 0
+	// A new policy re-decides every stored verdict, as a database update
+	// re-matches every result: the same bulk work beside the pull path,
+	// which yields to pulls in flight the same way (pace.go).
+	pace := newPacer(p.o.InFlight)
 	for _, t := range targets {
-		rec, err := p.o.Store.Scan(ctx, t.digest)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
+		started := time.Now()
+		changed, err := p.reevaluateOne(ctx, t.digest, t.upstream, t.repo)
 		if err != nil {
 			return n, err
 		}
-		if rec.State == store.ScanPending {
-			continue // decided when its scan ends
-		}
-		// Checked again per verdict: a pull may have re-decided it
-		// meanwhile, or a newer policy come into force.
-		var d policy.Decision
-		var change *store.VerdictChange
-		written, err := store.UpdateDecision(ctx, p.o.Store, t.digest, t.upstream, t.repo, func(r *store.DecisionRecord) (bool, error) {
-			if r.PolicyVersion == p.policy().Version() {
-				return false, nil
-			}
-			d, change = p.decideForWrite(ctx, rec, r)
-			return true, nil
-		})
-		if err != nil {
-			return n, err
-		}
-		if written != nil {
-			p.decided(ctx, rec, *written, d, change)
+		if changed {
 			n++
+		}
+		if err := pace.yield(ctx, time.Since(started)); err != nil {
+			return n, err
 		}
 	}
 	return n, nil
+}
+
+// reevaluateOne decides again the verdict on digest in upstream/repo if it
+// was made under another policy, and reports whether it wrote it.
+func (p *Pipeline) reevaluateOne(ctx context.Context, digest, upstream, repo string) (bool, error) {
+	rec, err := p.o.Store.Scan(ctx, digest)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if rec.State == store.ScanPending {
+		return false, nil // decided when its scan ends
+	}
+	// Checked again per verdict: a pull may have re-decided it meanwhile,
+	// or a newer policy come into force.
+	var d policy.Decision
+	var change *store.VerdictChange
+	written, err := store.UpdateDecision(ctx, p.o.Store, digest, upstream, repo, func(r *store.DecisionRecord) (bool, error) {
+		if r.PolicyVersion == p.policy().Version() {
+			return false, nil
+		}
+		d, change = p.decideForWrite(ctx, rec, r)
+		return true, nil
+	})
+	if err != nil || written == nil {
+		return false, err
+	}
+	p.decided(ctx, rec, *written, d, change)
+	return true, nil
 }

@@ -347,3 +347,39 @@ func TestRematchMarkDroppedByAnotherWriter(t *testing.T) {
 		})
 	}
 }
+
+// Re-deciding every stored verdict under a new policy is bulk work beside
+// the pull path, like a re-match: it asks whether pulls are in flight after
+// each verdict and yields to them (pace.go), and still finishes.
+func TestReevaluateYieldsToPulls(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	r.importDB(t)
+	d := r.pushAlpine(t)
+	st, pubs := newCounting(t, r)
+	var asked atomic.Int64
+	pulling := func() int64 { asked.Add(1); return 1 } // pulls all along
+	pl := r.markingPipeline(t, st, pubs, lenientPolicy, pulling)
+	run(t, pl)
+	if dec, err := pl.Check(ctx, alpineSubject(d)); err != nil || dec.Verdict != proxy.Warn {
+		t.Fatalf("lenient policy: %+v %v", dec, err)
+	}
+	asked.Store(0)
+	pl.SetPolicy(mustPolicy(t, `
+rules:
+  - name: strict
+    match: {}
+    vulnerabilities: {block: UNKNOWN}
+    on_unscanned: {wait: 30s, then: block}
+`))
+	n, err := pl.Reevaluate(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Reevaluate under pulls in flight: %d, %v", n, err)
+	}
+	if asked.Load() == 0 {
+		t.Fatal("Reevaluate never asked whether pulls were in flight")
+	}
+	if rec, err := r.state.Decision(ctx, d.String(), "docker.io", "library/alpine"); err != nil || rec.Verdict != "block" {
+		t.Fatalf("verdict after Reevaluate: %q (%v), want block", rec.Verdict, err)
+	}
+}
