@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -22,25 +23,56 @@ const (
 	pacePoll    = 2 * time.Millisecond
 )
 
-// pacer is the duty cycle above; the clock and the sleep are fields so the
-// tests drive it without timing anything.
+// pacer is the duty cycle above, one per pipeline, shared by all its bulk
+// work (the re-match, re-deciding under a new policy, publishing): each
+// pause is reserved after the pauses already reserved, so together they
+// keep about 1/(1+pauseFactor) of the time, not that much each. The clock
+// and the sleep are fields so the tests drive it without timing anything.
 type pacer struct {
 	inFlight func() int64 // pull requests being served now; nil: never pause
 	now      func() time.Time
 	sleep    func(ctx context.Context, d time.Duration) error
+
+	mu       sync.Mutex
+	resumeAt time.Time // end of the pauses reserved so far
 }
 
-func newPacer(inFlight func() int64) pacer {
-	return pacer{inFlight: inFlight, now: time.Now, sleep: sleepCtx}
+func newPacer(inFlight func() int64) *pacer {
+	return &pacer{inFlight: inFlight, now: time.Now, sleep: sleepCtx}
 }
 
-// yield pauses after an image that took worked, as the duty cycle says; it
-// returns early with ctx's error when ctx ends.
-func (pc pacer) yield(ctx context.Context, worked time.Duration) error {
-	if pc.inFlight == nil || pc.inFlight() == 0 {
+// reserve books a pause for work that took worked, after those already
+// booked, and returns when it ends.
+func (pc *pacer) reserve(worked time.Duration) time.Time {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	start := pc.now()
+	if pc.resumeAt.After(start) {
+		start = pc.resumeAt
+	}
+	pc.resumeAt = start.Add(min(pauseFactor*worked, maxPause))
+	return pc.resumeAt
+}
+
+// quiet ends every pause booked: pulls stopped, the bulk work may run.
+func (pc *pacer) quiet() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.resumeAt = time.Time{}
+}
+
+// yield pauses after work that took worked, as the duty cycle says; it
+// returns early with ctx's error when ctx ends. The wait is bounded by
+// maxPause for each worker sharing the pacer.
+func (pc *pacer) yield(ctx context.Context, worked time.Duration) error {
+	if pc.inFlight == nil || worked <= 0 {
 		return nil
 	}
-	deadline := pc.now().Add(min(pauseFactor*worked, maxPause))
+	if pc.inFlight() == 0 {
+		pc.quiet()
+		return nil
+	}
+	deadline := pc.reserve(worked)
 	var quietSince time.Time
 	for {
 		now := pc.now()
@@ -52,6 +84,7 @@ func (pc pacer) yield(ctx context.Context, worked time.Duration) error {
 		} else if quietSince.IsZero() {
 			quietSince = now
 		} else if now.Sub(quietSince) >= quietFor {
+			pc.quiet()
 			return nil
 		}
 		if err := pc.sleep(ctx, min(pacePoll, deadline.Sub(now))); err != nil {

@@ -18,8 +18,8 @@ type fakeClock struct {
 	always    bool
 }
 
-func (c *fakeClock) pacer() pacer {
-	return pacer{
+func (c *fakeClock) pacer() *pacer {
+	return &pacer{
 		inFlight: func() int64 {
 			if c.always || c.now.Before(c.busyUntil) {
 				return 1
@@ -83,5 +83,39 @@ func TestPacerWithoutCountAndCancelled(t *testing.T) {
 	cancel()
 	if err := c.pacer().yield(ctx, time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled: %v", err)
+	}
+}
+
+// The bulk workers of a pipeline share one pacer: a pause is booked after
+// those already booked, so two workers together keep the share one would
+// (not twice it); pulls going quiet ends every booked pause.
+func TestPacerSharesOneDutyCycle(t *testing.T) {
+	start := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	c := &fakeClock{now: start, always: true}
+	pc := c.pacer()
+	work := 50 * time.Millisecond
+	first, second := pc.reserve(work), pc.reserve(work) // two workers, same moment
+	if want := start.Add(pauseFactor * work); !first.Equal(want) {
+		t.Fatalf("first pause ends %s, want %s", first.Sub(start), want.Sub(start))
+	}
+	if want := start.Add(2 * pauseFactor * work); !second.Equal(want) {
+		t.Fatalf("second pause ends %s, want %s (after the first)", second.Sub(start), want.Sub(start))
+	}
+	// A third worker yielding now waits for all three pauses.
+	if err := pc.yield(context.Background(), work); err != nil {
+		t.Fatal(err)
+	}
+	if want := 3 * pauseFactor * work; c.slept != want {
+		t.Fatalf("third worker paused %s, want %s", c.slept, want)
+	}
+	// Pulls stop: the next pause starts from now, not after old bookings.
+	pc.reserve(maxPause)
+	c.always, c.busyUntil = false, time.Time{}
+	if err := pc.yield(context.Background(), work); err != nil {
+		t.Fatal(err)
+	}
+	pc.inFlight = func() int64 { return 1 }
+	if got, want := pc.reserve(work), c.now.Add(pauseFactor*work); !got.Equal(want) {
+		t.Fatalf("after pulls went quiet the pause ends %s from now, want %s", got.Sub(c.now), want.Sub(c.now))
 	}
 }

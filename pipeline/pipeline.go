@@ -138,7 +138,10 @@ type Pipeline struct {
 	// while the state store is unreachable (never instead of it).
 	blobAnswers map[blobKey]proxy.Decision
 	memoLimit   int
-	maxQueued   int
+	// pace is the duty cycle all bulk work shares while pulls are in
+	// flight (pace.go).
+	pace      *pacer
+	maxQueued int
 	// publishLease is how long a publication job is held unrenewed
 	// before another publisher may take it.
 	publishLease time.Duration
@@ -185,6 +188,7 @@ func New(o Options) *Pipeline {
 		linked:        map[string]bool{},
 		blobAnswers:   map[blobKey]proxy.Decision{},
 		memoLimit:     defaultMemoLimit,
+		pace:          newPacer(o.InFlight),
 		deciding:      map[string]chan struct{}{},
 		decisionLocks: map[string]*keyLock{},
 		decisionWake:  make(chan struct{}, 1),

@@ -60,7 +60,7 @@ func (p *Pipeline) publishWork(ctx context.Context) {
 	// verdict it decides again: publishing (SBOM, signatures, referrers)
 	// yields to pulls in flight like the re-match itself (pace.go), or it
 	// would take the cores the re-match leaves to the pull path.
-	pace := newPacer(p.o.InFlight)
+	pace := p.pace
 	p.consume(ctx, p.o.Publications, p.publishLease, "publication", func(ctx context.Context, j store.Job) {
 		started := time.Now()
 		p.publishJob(ctx, j)

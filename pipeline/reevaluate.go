@@ -42,7 +42,7 @@ func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
 	// A new policy re-decides every stored verdict, as a database update
 	// re-matches every result: the same bulk work beside the pull path,
 	// which yields to pulls in flight the same way (pace.go).
-	pace := newPacer(p.o.InFlight)
+	pace := p.pace
 	for _, t := range targets {
 		started := time.Now()
 		changed, err := p.reevaluateOne(ctx, t.digest, t.upstream, t.repo)

@@ -43,7 +43,7 @@ func (p *Pipeline) Rematch(ctx context.Context) (int, error) {
 		// took: it runs beside the pull path, which must stay fast.
 		p.log.Info("re-matching stored inventories", "db_version", version, "images", len(digests))
 	}
-	rm := rematcher{p: p, outdated: outdated, pace: newPacer(p.o.InFlight), before: map[string]map[string]store.DecisionRecord{}}
+	rm := rematcher{p: p, outdated: outdated, pace: p.pace, before: map[string]map[string]store.DecisionRecord{}}
 	rm.marker, _ = p.o.Store.(store.MatchMarker)
 	// Images this update made fail are announced together, once the
 	// re-match is done (or stopped).
@@ -73,7 +73,7 @@ const maxPendingResults = 32
 type rematcher struct {
 	p        *Pipeline
 	outdated func(store.ScanRecord) bool
-	pace     pacer
+	pace     *pacer
 	marker   store.MatchMarker // nil: every re-matched record is rewritten
 	marks    []store.MatchMark // not yet written
 	// before holds, for each pending new result, the verdicts before it:
