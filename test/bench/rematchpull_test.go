@@ -76,8 +76,14 @@ func BenchmarkRematch10000PullPath(b *testing.B) {
 	const repo, tag = "bench/rematch", "v1"
 	up := testregistry.Start(b)
 	manifest, blob := up.PushLargeBlobImage(b, repo, tag, pullBlobSize, 7)
-	pc := startPortcullis(b, up, dataDir)
+	// A run lasts longer than the default tag TTL (5 minutes): the tag is
+	// trusted for the whole run, so every manifest GET is a hit.
+	cfg := filepath.Join(b.TempDir(), "portcullis.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "default_upstream: %s\nupstreams:\n  - {name: %s, url: %s, tag_ttl: 2h}\n", upstreamName, upstreamName, up.URL()), 0o600); err != nil {
+		b.Fatal(err)
+	}
 	bin := harness.BuildPortcullis(b)
+	pc := harness.StartPortcullis(quietTB{b}, bin, "--config", cfg, "--data", dataDir)
 	c := newClient(b)
 
 	manifestURL := pc.URL + "/v2/" + repo + "/manifests/" + tag
