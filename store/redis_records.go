@@ -134,44 +134,43 @@ func (r *Redis) PutScan(ctx context.Context, rec *ScanRecord) error {
 // Scans implements ScanStore: the index is read a batch at a time, in
 // digest order, and each batch's records in one round trip.
 func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
-	return r.eachIndexed(ctx, r.keys.scanIndex(), func(digests []string) (bool, error) {
-		pipe := r.c.Pipeline()
-		cmds := make([]*redis.SliceCmd, len(digests))
-		for i, d := range digests {
-			cmds[i] = pipe.HMGet(ctx, r.keys.scan(d), "record", "result", "matched")
+	return r.eachScanHash(ctx, []string{"record", "result", "matched"}, func(d, raw string, vals []any) (bool, error) {
+		var rec ScanRecord
+		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+			return false, fmt.Errorf("read scan %s: stored record is not valid: %w", d, err)
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return false, fmt.Errorf("read scans: %w", err)
-		}
-		for i, cmd := range cmds {
-			vals, err := cmd.Result()
-			if err != nil {
-				return false, fmt.Errorf("read scan %s: %w", digests[i], err)
-			}
-			raw, ok := vals[0].(string)
-			if !ok {
-				continue // indexed, never written
-			}
-			var rec ScanRecord
-			if err := json.Unmarshal([]byte(raw), &rec); err != nil {
-				return false, fmt.Errorf("read scan %s: stored record is not valid: %w", digests[i], err)
-			}
-			applyRecordMarks(&rec, redisMarkJSON(vals[1]), redisMarkJSON(vals[2]))
-			if !fn(rec) {
-				return false, nil
-			}
-		}
-		return true, nil
+		applyRecordMarks(&rec, redisMarkJSON(vals[1]), redisMarkJSON(vals[2]))
+		return fn(rec), nil
 	})
 }
 
 // ScanFindings implements ScanStore.
 func (r *Redis) ScanFindings(ctx context.Context, fn func(ScanFindings) bool) error {
+	return r.eachScanHash(ctx, []string{"record", "revision", "result"}, func(d, raw string, vals []any) (bool, error) {
+		var rec ScanFindings
+		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+			return false, fmt.Errorf("read scan %s: stored record is not valid: %w", d, err)
+		}
+		if result := redisMarkJSON(vals[2]); result != nil {
+			rev, _ := vals[1].(string)
+			if n, err := strconv.ParseUint(rev, 10, 64); err == nil {
+				applyFindingsMarks(&rec, n, result)
+			}
+		}
+		return fn(rec), nil
+	})
+}
+
+// eachScanHash walks the scan index a batch at a time and reads fields
+// (the first is "record") of each batch's scan hashes in one round trip,
+// calling each with the digest, the stored record and every field's value,
+// until it returns false. A digest indexed but never written is skipped.
+func (r *Redis) eachScanHash(ctx context.Context, fields []string, each func(d, raw string, vals []any) (bool, error)) error {
 	return r.eachIndexed(ctx, r.keys.scanIndex(), func(digests []string) (bool, error) {
 		pipe := r.c.Pipeline()
 		cmds := make([]*redis.SliceCmd, len(digests))
 		for i, d := range digests {
-			cmds[i] = pipe.HMGet(ctx, r.keys.scan(d), "record", "revision", "result")
+			cmds[i] = pipe.HMGet(ctx, r.keys.scan(d), fields...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return false, fmt.Errorf("read scans: %w", err)
@@ -185,18 +184,8 @@ func (r *Redis) ScanFindings(ctx context.Context, fn func(ScanFindings) bool) er
 			if !ok {
 				continue // indexed, never written
 			}
-			var rec ScanFindings
-			if err := json.Unmarshal([]byte(raw), &rec); err != nil {
-				return false, fmt.Errorf("read scan %s: stored record is not valid: %w", digests[i], err)
-			}
-			if result := redisMarkJSON(vals[2]); result != nil {
-				rev, _ := vals[1].(string)
-				if n, err := strconv.ParseUint(rev, 10, 64); err == nil {
-					applyFindingsMarks(&rec, n, result)
-				}
-			}
-			if !fn(rec) {
-				return false, nil
+			if more, err := each(digests[i], raw, vals); err != nil || !more {
+				return false, err
 			}
 		}
 		return true, nil
