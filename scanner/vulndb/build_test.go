@@ -200,24 +200,7 @@ func TestOpenAfterSwapReadsNewFile(t *testing.T) {
 // whole.
 func storedZip(t *testing.T, files map[string][]byte) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: n, Method: zip.Store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(files[n])
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return zipWith(t, files, zip.Store)
 }
 
 // A downloaded archive that does not verify (one entry's bytes damaged,

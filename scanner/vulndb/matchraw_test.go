@@ -1,8 +1,6 @@
 package vulndb
 
 import (
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 )
@@ -31,50 +29,32 @@ func screenAgrees(t *testing.T, s *screen, raw []byte, eco, v string) {
 // at every version their ranges and lists name and around them. One
 // screen serves all of them, so its parsed-bound cache is shared too.
 func TestScreenMatchesDecodedEntry(t *testing.T) {
-	dirs, err := filepath.Glob(filepath.Join(osvTestdata(t), "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var s screen
 	entries, hits := 0, 0
-	for _, dir := range dirs {
-		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-		for i, f := range files {
-			if len(files) > 500 && i%7 != 0 {
-				continue // a seventh of the big directories is plenty
-			}
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rec, err := parseRecord(data)
-			if err != nil {
-				continue
-			}
-			for _, pe := range rec.Entries {
-				raw := encodeEntry(&pe.Entry)
-				versions := []string{"0", "0.0.1", "1.0", "99999.0.0", "not a version"}
-				for _, p := range pe.Entry.Parts {
-					versions = append(versions, p.Versions...)
-					for _, r := range p.Ranges {
-						for _, ev := range r.Events {
-							versions = append(versions, ev.Version, ev.Version+"1", ev.Version+"~1")
-						}
+	eachSampledRecord(t, func(_ string, rec *record) {
+		for _, pe := range rec.Entries {
+			raw := encodeEntry(&pe.Entry)
+			versions := []string{"0", "0.0.1", "1.0", "99999.0.0", "not a version"}
+			for _, p := range pe.Entry.Parts {
+				versions = append(versions, p.Versions...)
+				for _, r := range p.Ranges {
+					for _, ev := range r.Events {
+						versions = append(versions, ev.Version, ev.Version+"1", ev.Version+"~1")
 					}
 				}
-				for _, v := range versions {
-					screenAgrees(t, &s, raw, pe.Ecosystem, v)
-					if e, _ := decodeEntry(raw); func() bool {
-						_, ok := matchEntry(&e, &parsedVersions{eco: pe.Ecosystem, v: v})
-						return ok
-					}() {
-						hits++
-					}
-				}
-				entries++
 			}
+			for _, v := range versions {
+				screenAgrees(t, &s, raw, pe.Ecosystem, v)
+				if e, _ := decodeEntry(raw); func() bool {
+					_, ok := matchEntry(&e, &parsedVersions{eco: pe.Ecosystem, v: v})
+					return ok
+				}() {
+					hits++
+				}
+			}
+			entries++
 		}
-	}
+	})
 	if entries < 1000 || hits < 1000 {
 		t.Errorf("only %d entries and %d hits compared", entries, hits)
 	}

@@ -15,6 +15,13 @@ import (
 // zipOf builds an all.zip-like archive of the given records.
 func zipOf(t *testing.T, files map[string][]byte) []byte {
 	t.Helper()
+	return zipWith(t, files, zip.Deflate)
+}
+
+// zipWith builds an archive of files, in name order, each entry
+// compressed by method.
+func zipWith(t *testing.T, files map[string][]byte, method uint16) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	names := make([]string, 0, len(files))
@@ -23,7 +30,7 @@ func zipOf(t *testing.T, files map[string][]byte) []byte {
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		w, err := zw.Create(n)
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: n, Method: method})
 		if err != nil {
 			t.Fatal(err)
 		}
