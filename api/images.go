@@ -307,7 +307,7 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings 
 		return err
 	}
 	if decidedOn != "" {
-		st.Stale = rec.DBVersion != current || rec.FindingsDBVersion != decidedOn
+		st.Stale = rec.DBVersion != current || !rec.FindingsFrom(decidedOn)
 		if !withFindings {
 			return nil
 		}

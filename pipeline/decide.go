@@ -141,7 +141,7 @@ func (p *Pipeline) decide(ctx context.Context, rec store.ScanRecord, dec *store.
 	// The version the findings were written with: a later re-match that
 	// finds the same only marks the record (decisionCurrent), and this
 	// verdict stands through any number of such marks.
-	dec.DBVersion, dec.ScannedAt = cmp.Or(rec.FindingsDBVersion, rec.DBVersion), rec.UpdatedAt
+	dec.DBVersion, dec.ScannedAt = rec.FindingsVersion(), rec.UpdatedAt
 	var change *store.VerdictChange
 	if string(d.Effective) != dec.Verdict {
 		change = p.recordChange(dec, d, pol.Version())
@@ -199,7 +199,7 @@ func decisionCurrent(dec store.DecisionRecord, rec store.ScanRecord, policyVersi
 	// A re-match that found the same findings marks the record with the
 	// new version (store.MatchMarker) and leaves its verdicts as they are:
 	// made on the version the findings were written with, they stand.
-	sameFindings := dec.DBVersion == rec.DBVersion || (rec.FindingsDBVersion != "" && dec.DBVersion == rec.FindingsDBVersion)
+	sameFindings := rec.FindingsFrom(dec.DBVersion)
 	return dec.Revision > 0 && dec.PolicyVersion == policyVersion && sameFindings &&
 		dec.ScannedAt.Equal(rec.UpdatedAt) && (rule.Freshness == nil || tag == "" || tag == dec.Tag)
 }

@@ -127,6 +127,22 @@ type ScanRecord struct {
 	Facts *ImageFacts `json:"facts,omitempty"`
 }
 
+// FindingsVersion is the database version the record's findings were
+// matched against: the version a verdict made on these findings carries.
+func (r ScanRecord) FindingsVersion() string {
+	if r.FindingsDBVersion != "" {
+		return r.FindingsDBVersion
+	}
+	return r.DBVersion
+}
+
+// FindingsFrom reports whether the record's findings are those a match
+// against version found: it is the record's version, or a re-match against
+// the record's version found the same (a match mark).
+func (r ScanRecord) FindingsFrom(version string) bool {
+	return version == r.DBVersion || (r.FindingsDBVersion != "" && version == r.FindingsDBVersion)
+}
+
 // ImageFacts are what the policy and the gates need from an image itself,
 // read once when it is scanned.
 type ImageFacts struct {
