@@ -249,12 +249,6 @@ func TestHostileTextIsEscaped(t *testing.T) {
 	}
 }
 
-// findText is a helper for tests that look at one element's text.
-func findText(t *testing.T, body, selector string) string {
-	t.Helper()
-	return text(parseDoc(t, body).one(t, selector))
-}
-
 // digestOrderCursor is a next-page cursor of the digest order (base64url
 // of its JSON), as a browser holds it.
 var digestOrderCursor = base64.RawURLEncoding.EncodeToString([]byte(`{"d":"` + digestAllowed + `","w":"docker.io/library/app"}`))
