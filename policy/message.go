@@ -64,13 +64,6 @@ func (d Decision) Message(max int) string {
 	return render(k)
 }
 
-func join(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "; " + b
-}
-
 // shortenings lists a message from longest to shortest form: whole, then
 // with fewer detail items ("(a, b, …)"), then the headline alone.
 func shortenings(m string) []string {

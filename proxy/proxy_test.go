@@ -53,7 +53,6 @@ type envOption func(*envConfig)
 
 type envConfig struct {
 	tagTTL          time.Duration
-	maxBytes        int64
 	requireBlobLink bool
 	log             io.Writer
 	wrapState       func(store.Store) store.Store
@@ -66,7 +65,6 @@ type envConfig struct {
 }
 
 func withTagTTL(d time.Duration) envOption { return func(c *envConfig) { c.tagTTL = d } }
-func withMaxBytes(n int64) envOption       { return func(c *envConfig) { c.maxBytes = n } }
 func withRequiredBlobLinks() envOption     { return func(c *envConfig) { c.requireBlobLink = true } }
 func withLog(w io.Writer) envOption        { return func(c *envConfig) { c.log = w } }
 
@@ -102,7 +100,6 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	ctx := context.Background()
 	content, err := cache.Open(ctx, cache.Config{
 		Parameters: map[string]any{"rootdirectory": filepath.Join(e.dataDir, "cache")},
-		MaxBytes:   cfg.maxBytes,
 		Logger:     quietLogger(t),
 	})
 	if err != nil {
