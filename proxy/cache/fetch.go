@@ -304,17 +304,23 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 }
 
 // Readers that caught up with a download wait for news of more bytes.
-// Waking them for every read of the upstream's socket (16 to 64 KiB at a
-// time on a fast internet link) costs a goroutine wake-up, often a thread
-// hand-off, and a sendfile call per read; so news is batched: the first
-// bytes go out at once (time to first byte), later ones once notifyBytes
-// more arrived or notifyDelay after the first of them, whichever comes
-// first (BenchmarkDownloadFollower: 64 sends per MiB before, about 13
-// now). The delay is a timer, so bytes that arrive before the upstream
-// stalls still reach the readers within notifyDelay; the last byte is
-// held back until verified anyway, and finish and fail tell at once.
+// Waking them for every read of the upstream's socket costs a goroutine
+// wake-up, often a thread hand-off (a futex call each way), and a
+// sendfile call per read; so news is batched: the first bytes go out at
+// once (time to first byte), later ones once notifyBytes more arrived or
+// notifyDelay after the first of them, whichever comes first. On a fast
+// internet link (16 to 64 KiB per read) the timer decides
+// (BenchmarkDownloadFollower: 64 sends per MiB unbatched, about 13 with
+// batches). On loopback or in a data centre reads are whole 1 MiB buffers
+// (readbuf.go), so notifyBytes decides: 4 MiB, not one read, took the
+// futex calls of a 256 MiB cold pull from about 700 to 350
+// (BenchmarkColdPull256MiB, test/bench/README.md). A reader lags the
+// download by at most one batch; the delay is a timer, so bytes that
+// arrive before the upstream stalls still reach the readers within
+// notifyDelay; the last byte is held back until verified anyway, and
+// finish and fail tell at once.
 const (
-	notifyBytes = 256 << 10
+	notifyBytes = 4 << 20
 	notifyDelay = 5 * time.Millisecond
 )
 
@@ -364,9 +370,7 @@ func (dl *download) advance(n int64) {
 		return // nobody to tell: readers look at written before they wait
 	}
 	switch {
-	case dl.announced <= 1 || dl.written-dl.announced >= notifyBytes:
-		// The readers have no byte yet (the last written one is held
-		// back), or a batch is full.
+	case newsDue(dl.announced, dl.written):
 		dl.notifyLocked()
 	case dl.newsArmed:
 	case dl.news == nil:
@@ -376,6 +380,13 @@ func (dl *download) advance(n int64) {
 		dl.news.Reset(notifyDelay)
 		dl.newsArmed = true
 	}
+}
+
+// newsDue reports whether readers waiting since announced bytes were
+// written must hear of written now rather than by the timer: they have no
+// byte yet (the last written one is held back), or a batch is full.
+func newsDue(announced, written int64) bool {
+	return announced <= 1 || written-announced >= notifyBytes
 }
 
 // sendNews tells waiting readers of bytes that advance held back.

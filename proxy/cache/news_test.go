@@ -90,6 +90,32 @@ func TestDownloadNewsIsBatched(t *testing.T) {
 	}
 }
 
+// On a fast link a download reads the upstream a large buffer at a time
+// (readbuf.go): waiting readers hear of such reads in batches of several,
+// not after each one, while the first bytes and a full batch still go out
+// at once.
+func TestNewsDue(t *testing.T) {
+	tests := []struct {
+		name               string
+		announced, written int64
+		want               bool
+	}{
+		{"first bytes", 0, 100, true},
+		{"first bytes after a held-back one", 1, 100, true},
+		{"one large read", 1000, 1000 + largeReadBuffer, false},
+		{"three large reads", 1000, 1000 + 3*largeReadBuffer, false},
+		{"a batch", 1000, 1000 + notifyBytes, true},
+		{"more than a batch", 1000, 1000 + notifyBytes + 1, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := newsDue(tc.announced, tc.written); got != tc.want {
+				t.Fatalf("newsDue(%d, %d) = %v, want %v", tc.announced, tc.written, got, tc.want)
+			}
+		})
+	}
+}
+
 // While no reader waits, progress wakes nobody and allocates nothing.
 func TestDownloadProgressWithoutWaitersIsQuiet(t *testing.T) {
 	dl := &download{started: make(chan struct{}), changed: make(chan struct{})}
