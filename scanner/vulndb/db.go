@@ -50,6 +50,9 @@ type DB struct {
 	stageBudget int
 	// fetchLimit bounds the downloads Update runs at once.
 	fetchLimit int
+	// versions keeps range bounds parsed across matches; Shared gives
+	// every DB it opens its own, so the cache outlives each open.
+	versions *versionCache
 }
 
 // Status describes the database's content.
@@ -116,7 +119,7 @@ func Open(dir string) (*DB, error) {
 			}
 		}
 	}
-	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit}, nil
+	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit, versions: newVersionCache()}, nil
 }
 
 // maxReopen bounds the retries of openLocked when imports keep replacing

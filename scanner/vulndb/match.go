@@ -40,7 +40,7 @@ func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string
 			return err
 		}
 		version = versionString(st)
-		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]indexValue{}, seen: map[string]bool{}}
+		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]indexValue{}, seen: map[string]bool{}, screen: screen{bounds: db.versions}}
 		for i, q := range qs {
 			if i%64 == 0 {
 				if err := ctx.Err(); err != nil {

@@ -1,0 +1,212 @@
+package vulndb
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// realRecordQueries imports the shared real records into a new database
+// and returns it with queries for every sampled entry's package at the
+// versions its ranges and lists name, just above and below them, and a
+// few that no range names.
+func realRecordQueries(t *testing.T) (*DB, []Query) {
+	t.Helper()
+	db := openTestDB(t)
+	if _, err := db.Import(context.Background(), []string{osvTestdata(t)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var qs []Query
+	seen := map[Query]bool{}
+	add := func(q Query) {
+		if !seen[q] {
+			seen[q] = true
+			qs = append(qs, q)
+		}
+	}
+	eachSampledRecord(t, func(_ string, rec *record) {
+		for _, pe := range rec.Entries {
+			versions := []string{"0.0.1", "99999.0.0", "not a version"}
+			for _, p := range pe.Entry.Parts {
+				versions = append(versions, p.Versions...)
+				for _, r := range p.Ranges {
+					for _, ev := range r.Events {
+						versions = append(versions, ev.Version, ev.Version+"1", ev.Version+"~1")
+					}
+				}
+			}
+			for _, v := range versions {
+				add(Query{Ecosystem: pe.Ecosystem, Name: pe.Name, Version: v})
+			}
+		}
+	})
+	return db, qs
+}
+
+// matchWith matches qs in one call with the given cache of parsed bounds
+// (nil: every bound parsed where it is used, as before the cache).
+func matchWith(t *testing.T, db *DB, c *versionCache, qs []Query) []Finding {
+	t.Helper()
+	db.versions = c
+	fs, err := db.Match(context.Background(), qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// sameFindings fails the test at the first finding that differs.
+func sameFindings(t *testing.T, what string, got, want []Finding) {
+	t.Helper()
+	for i := range min(len(got), len(want)) {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Fatalf("%s: finding %d is\n%+v\nwithout the cache\n%+v", what, i, got[i], want[i])
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d findings, without the cache %d", what, len(got), len(want))
+	}
+}
+
+// The parsed bounds kept across matches change no finding: the same
+// queries over the real records give the same findings without the
+// cache, with a cold one, with the same one warm, with one so small that
+// it empties its shards all the time, and from concurrent matches
+// sharing one cache (which -race checks for data races on the shared
+// parsed versions).
+func TestVersionCacheKeepsFindings(t *testing.T) {
+	db, qs := realRecordQueries(t)
+	if len(qs) < 5000 {
+		t.Fatalf("only %d queries", len(qs))
+	}
+	want := matchWith(t, db, nil, qs)
+	if len(want) < 5000 {
+		t.Fatalf("only %d findings without the cache: the comparison would say little", len(want))
+	}
+
+	shared := newVersionCache()
+	sameFindings(t, "cold cache", matchWith(t, db, shared, qs), want)
+	entries, _ := shared.size()
+	if entries < 1000 {
+		t.Fatalf("the cache holds %d bounds after matching %d queries", entries, len(qs))
+	}
+	sameFindings(t, "warm cache", matchWith(t, db, shared, qs), want)
+
+	tiny := newVersionCache()
+	tiny.maxEntries, tiny.maxBytes = 2, 4*versionCacheEntryCost("1.2.3")
+	sameFindings(t, "tiny cache", matchWith(t, db, tiny, qs), want)
+	if n, b := tiny.size(); n > 2*versionCacheShards || b > 4*versionCacheEntryCost("1.2.3")*versionCacheShards {
+		t.Errorf("tiny cache holds %d entries, %d bytes: over its bounds", n, b)
+	}
+
+	concurrent := newVersionCache()
+	db.versions = concurrent
+	const workers = 4
+	results := make([][]Finding, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			// Each worker starts at another place, so that they parse
+			// and add the same bounds at the same time in different
+			// orders.
+			rot := append(append([]Query{}, qs[w*len(qs)/workers:]...), qs[:w*len(qs)/workers]...)
+			fs, err := db.Match(context.Background(), rot)
+			if err != nil {
+				errs[w] = err
+				return
+			}
+			// Back in the order of qs, as a single call returns them.
+			shift := w * len(qs) / workers
+			for i := range fs {
+				fs[i].Query = (fs[i].Query + shift) % len(qs)
+			}
+			results[w] = sortedByQuery(fs)
+		})
+	}
+	wg.Wait()
+	for w := range workers {
+		if errs[w] != nil {
+			t.Fatal(errs[w])
+		}
+		sameFindings(t, fmt.Sprintf("concurrent match %d", w), results[w], want)
+	}
+}
+
+// sortedByQuery orders findings by query index, keeping each query's
+// findings in the order the match gave them.
+func sortedByQuery(fs []Finding) []Finding {
+	byQuery := map[int][]Finding{}
+	maxQ := -1
+	for _, f := range fs {
+		byQuery[f.Query] = append(byQuery[f.Query], f)
+		maxQ = max(maxQ, f.Query)
+	}
+	out := make([]Finding, 0, len(fs))
+	for q := 0; q <= maxQ; q++ {
+		out = append(out, byQuery[q]...)
+	}
+	return out
+}
+
+// The cache's byte bound is an estimate per entry; it must not be below
+// what the real bounds take on the heap once cached, or the bound would
+// let the cache grow past it. Every distinct bound of the sampled real
+// records goes into one cache, and the live heap it adds is compared
+// with its estimate.
+func TestVersionCacheEntryCostCoversRealBounds(t *testing.T) {
+	type bound struct {
+		eco    string
+		semver bool
+		s      string
+	}
+	var bounds []bound
+	seen := map[bound]bool{}
+	eachSampledRecord(t, func(_ string, rec *record) {
+		for _, pe := range rec.Entries {
+			for _, p := range pe.Entry.Parts {
+				for _, r := range p.Ranges {
+					for _, ev := range r.Events {
+						if b := (bound{pe.Ecosystem, r.Semver, ev.Version}); !seen[b] {
+							seen[b] = true
+							bounds = append(bounds, b)
+						}
+					}
+				}
+			}
+		}
+	})
+	if len(bounds) < 1000 {
+		t.Fatalf("only %d distinct bounds", len(bounds))
+	}
+	// The bounds as []byte, as the index hands them over, copied first so
+	// that the copies are not counted.
+	raw := make([][]byte, len(bounds))
+	for i, b := range bounds {
+		raw[i] = []byte(b.s)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c := newVersionCache()
+	for i, b := range bounds {
+		c.get(b.eco, b.semver, raw[i])
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	entries, estimate := c.size()
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(raw)
+	held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d bounds cached: %d bytes on the heap (%d a bound), estimated %d (%d a bound)",
+		entries, held, held/int64(entries), estimate, estimate/entries)
+	if entries != len(bounds) {
+		t.Fatalf("cache holds %d of %d bounds", entries, len(bounds))
+	}
+	if held > int64(estimate) {
+		t.Errorf("the cached bounds take %d bytes, more than the %d estimated", held, estimate)
+	}
+}
