@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -110,9 +111,10 @@ func BenchmarkVulnDBFullSize(b *testing.B) {
 				if heavy {
 					name += "-heavy"
 				}
-				p50, p95, found := matchTimes(b, db, fullSizeQueries(shares, tmpl, n, heavy), 50)
-				b.ReportMetric(float64(p50.Microseconds())/1e3, name+"-p50-ms")
-				b.ReportMetric(float64(p95.Microseconds())/1e3, name+"-p95-ms")
+				wall, cpu, first, found := matchTimes(b, db, fullSizeQueries(shares, tmpl, n, heavy), 50)
+				wall.report(b, name, "ms")
+				cpu.report(b, name, "cpu-ms")
+				b.ReportMetric(float64(first.Microseconds())/1e3, name+"-first-ms")
 				b.ReportMetric(float64(found), name+"-findings")
 			}
 		}
@@ -274,22 +276,42 @@ func firstPackage(r map[string]any) string {
 	return name
 }
 
-// matchTimes matches qs rounds times and returns the median and p95 call
-// time and the findings of one call.
-func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (p50, p95 time.Duration, findings int) {
+// matchTimes matches qs rounds times and returns the median and p95 of
+// the call times (wall and the process's CPU time, which neighbours on a
+// shared machine disturb less; it includes the collector's work), the
+// time of the first call (the one that fills the matcher's cache of
+// parsed range bounds with this image's) and the findings of one call.
+func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (wall, cpu callTimes, first time.Duration, findings int) {
 	b.Helper()
-	var times []time.Duration
+	var times, cpus []time.Duration
 	for range rounds {
-		start := time.Now()
+		start, startCPU := time.Now(), selfCPU()
 		fs, _, err := db.MatchVersioned(context.Background(), qs)
 		times = append(times, time.Since(start))
+		cpus = append(cpus, selfCPU()-startCPU)
 		if err != nil {
 			b.Fatal(err)
 		}
 		findings = len(fs)
 	}
-	slices.Sort(times)
-	return times[len(times)/2], times[len(times)*95/100], findings
+	first = times[0]
+	return percentiles(times), percentiles(cpus), first, findings
+}
+
+// callTimes is the median and p95 of some call times.
+type callTimes struct{ p50, p95 time.Duration }
+
+func percentiles(ts []time.Duration) callTimes {
+	ts = slices.Clone(ts)
+	slices.Sort(ts)
+	return callTimes{ts[len(ts)/2], ts[len(ts)*95/100]}
+}
+
+// report reports the times in milliseconds as <name>-p50-<unit> and
+// <name>-p95-<unit>.
+func (c callTimes) report(b *testing.B, name, unit string) {
+	b.ReportMetric(float64(c.p50.Microseconds())/1e3, name+"-p50-"+unit)
+	b.ReportMetric(float64(c.p95.Microseconds())/1e3, name+"-p95-"+unit)
 }
 
 // BenchmarkVulnDBMatch measures only MatchVersioned against the full-size
@@ -305,6 +327,28 @@ func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (p50
 // reports the CPU time per match (match-cpu-ms), which neighbours on a
 // shared machine disturb less than wall time.
 func BenchmarkVulnDBMatch(b *testing.B) {
+	db, shares, tmpl := openBenchVulnDB(b)
+	qs := fullSizeQueries(shares, tmpl, 1000, false)
+	var findings int
+	b.ResetTimer()
+	cpu := selfCPU()
+	for b.Loop() {
+		fs, _, err := db.MatchVersioned(context.Background(), qs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		findings = len(fs)
+	}
+	b.ReportMetric(float64((selfCPU()-cpu).Microseconds())/1e3/float64(b.N), "match-cpu-ms")
+	b.ReportMetric(float64(findings), "findings")
+}
+
+// openBenchVulnDB opens the full-size database of BenchmarkVulnDBMatch
+// and BenchmarkVulnDBMatchTimes, importing the generated archives in
+// process unless PORTCULLIS_BENCH_VULNDB names a directory that holds it
+// from an earlier run. The database closes when the benchmark ends.
+func openBenchVulnDB(b *testing.B) (*vulndb.DB, []osvgen.Share, osvgen.Templates) {
+	b.Helper()
 	dir := os.Getenv("PORTCULLIS_BENCH_VULNDB")
 	if dir == "" {
 		dir = filepath.Join(b.TempDir(), "vulndb")
@@ -322,7 +366,7 @@ func BenchmarkVulnDBMatch(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
+	b.Cleanup(func() { db.Close() })
 	if !present || db.Version() == "" {
 		archives, err := osvgen.Write(b.TempDir(), shares, tmpl, osvgen.Options{})
 		if err != nil {
@@ -332,19 +376,44 @@ func BenchmarkVulnDBMatch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	qs := fullSizeQueries(shares, tmpl, 1000, false)
-	var findings int
-	b.ResetTimer()
-	cpu := selfCPU()
+	return db, shares, tmpl
+}
+
+// BenchmarkVulnDBMatchTimes is the match part of BenchmarkVulnDBFullSize
+// (the same four images, 50 calls each, median and p95) on the database
+// of BenchmarkVulnDBMatch, so that matching can be measured without the
+// binary's import and updates:
+//
+//	PORTCULLIS_BENCH_VULNDB=<dir> go test -run '^$' -bench 'VulnDBMatchTimes' -benchtime 1x ./test/bench/
+//
+// Per image it also reports the heap allocations and bytes per call and
+// the garbage collections that ran during the 50 calls (a p95 far above
+// the median with many collections points at the collector).
+func BenchmarkVulnDBMatchTimes(b *testing.B) {
+	db, shares, tmpl := openBenchVulnDB(b)
 	for b.Loop() {
-		fs, _, err := db.MatchVersioned(context.Background(), qs)
-		if err != nil {
-			b.Fatal(err)
+		for _, n := range []int{100, 1000} {
+			for _, heavy := range []bool{false, true} {
+				name := fmt.Sprintf("match-%d", n)
+				if heavy {
+					name += "-heavy"
+				}
+				qs := fullSizeQueries(shares, tmpl, n, heavy)
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				const rounds = 50
+				wall, cpu, first, found := matchTimes(b, db, qs, rounds)
+				runtime.ReadMemStats(&after)
+				wall.report(b, name, "ms")
+				cpu.report(b, name, "cpu-ms")
+				b.ReportMetric(float64(first.Microseconds())/1e3, name+"-first-ms")
+				b.ReportMetric(float64(found), name+"-findings")
+				b.ReportMetric(float64(after.Mallocs-before.Mallocs)/rounds, name+"-allocs/call")
+				b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/rounds/1e6, name+"-MB/call")
+				b.ReportMetric(float64(after.NumGC-before.NumGC), name+"-GCs")
+			}
 		}
-		findings = len(fs)
 	}
-	b.ReportMetric(float64((selfCPU()-cpu).Microseconds())/1e3/float64(b.N), "match-cpu-ms")
-	b.ReportMetric(float64(findings), "findings")
 }
 
 // BenchmarkVulnDBUpdate measures only the 1% update of BenchmarkVulnDBFullSize
