@@ -1,12 +1,17 @@
 package vulndb
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"reflect"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // realRecordQueries imports the shared real records into a new database
@@ -208,5 +213,133 @@ func TestVersionCacheEntryCostCoversRealBounds(t *testing.T) {
 	}
 	if held > int64(estimate) {
 		t.Errorf("the cached bounds take %d bytes, more than the %d estimated", held, estimate)
+	}
+}
+
+// referenceMatch matches qs the plain way, as Match did before it read
+// entries in place and kept parsed bounds: every index entry of the
+// database is decoded whole, and each one under a candidate's package is
+// matched with matchEntry, parsing every version where it is compared.
+func referenceMatch(t *testing.T, db *DB, qs []Query) []Finding {
+	t.Helper()
+	byPrefix := map[string][]entry{}
+	err := db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketIndex)).ForEach(func(k, v []byte) error {
+			e, err := decodeEntry(v)
+			if err != nil {
+				return fmt.Errorf("decode %q: %w", k, err)
+			}
+			// The key is ecosystem NUL name NUL id.
+			parts := bytes.SplitN(k, []byte{0}, 3)
+			if len(parts) != 3 {
+				return fmt.Errorf("index key %q", k)
+			}
+			prefix := string(parts[0]) + "\x00" + string(parts[1]) + "\x00"
+			byPrefix[prefix] = append(byPrefix[prefix], e)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Finding
+	for qi, q := range qs {
+		q = fromPURL(q)
+		eco := normalizeEcosystem(q.Ecosystem)
+		if eco == "" || q.Name == "" || q.Version == "" {
+			continue
+		}
+		cands := []candidate{}
+		if q.SourceName != "" {
+			v := q.SourceVersion
+			if v == "" {
+				v = q.Version
+			}
+			cands = append(cands, candidate{q.SourceName, v})
+		}
+		if c := (candidate{q.Name, q.Version}); len(cands) == 0 || cands[0] != c {
+			cands = append(cands, c)
+		}
+		var fs []Finding
+		seen := map[string]bool{}
+		for _, c := range cands {
+			iv := parsedVersions{eco: eco, v: queryVersion(eco, c.name, c.version)}
+			for _, e := range byPrefix[eco+"\x00"+normalizeName(eco, c.name)+"\x00"] {
+				if seen[e.ID] {
+					continue
+				}
+				f, ok := matchEntry(&e, &iv)
+				if !ok {
+					continue
+				}
+				seen[e.ID] = true
+				f.Ecosystem = q.Ecosystem
+				if f.Ecosystem == "" {
+					f.Ecosystem = eco
+				}
+				f.Package, f.InstalledVersion, f.Query = q.Name, q.Version, qi
+				if e.Package != q.Name {
+					f.AffectedPackage = e.Package
+				}
+				fs = append(fs, f)
+			}
+		}
+		slices.SortStableFunc(fs, func(a, b Finding) int { return strings.Compare(a.ID, b.ID) })
+		out = append(out, fs...)
+	}
+	return out
+}
+
+// Match, reading entries in place with the parsed bounds cached and the
+// findings gathered in chunks, finds exactly what the plain way finds
+// (referenceMatch) for the queries over the real records, thousands of
+// findings across many chunks, and for queries naming a source package
+// that other queries name as a binary (a package read twice in a call).
+func TestMatchEqualsReference(t *testing.T) {
+	db, qs := realRecordQueries(t)
+	// Alpine packages with another's as their source package: two
+	// packages read for one query, their findings merged in id order,
+	// and each package read again by another query.
+	var alpine []Query
+	for _, q := range qs {
+		if strings.HasPrefix(q.Ecosystem, "Alpine") && (len(alpine) == 0 || alpine[len(alpine)-1].Name != q.Name) {
+			alpine = append(alpine, q)
+		}
+	}
+	var extra []Query
+	for i := 1; i < len(alpine) && len(extra) < 300; i++ {
+		bin, src := alpine[i], alpine[i-1]
+		extra = append(extra, Query{Ecosystem: bin.Ecosystem, Name: bin.Name, Version: bin.Version, SourceName: src.Name, SourceVersion: src.Version})
+	}
+	if len(extra) < 100 {
+		t.Fatalf("only %d queries with a source package", len(extra))
+	}
+	// First, so that the one-query-at-a-time check below covers them.
+	qs = append(extra, qs...)
+	want := referenceMatch(t, db, qs)
+	if len(want) < 5000 {
+		t.Fatalf("only %d findings: the comparison would say little", len(want))
+	}
+	for _, what := range []string{"cold cache", "warm cache"} {
+		got, err := db.Match(context.Background(), qs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameFindings(t, what, got, want)
+	}
+	// One query at a time: each result fits one chunk.
+	for i, q := range qs[:500] {
+		got, err := db.Match(context.Background(), []Query{q})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantOne []Finding
+		for _, f := range want {
+			if f.Query == i {
+				f.Query = 0
+				wantOne = append(wantOne, f)
+			}
+		}
+		sameFindings(t, fmt.Sprintf("query %d alone", i), got, wantOne)
 	}
 }
