@@ -150,7 +150,7 @@ func (m *matcher) match(qi int, q Query) error {
 		if k == nil || !bytes.HasPrefix(k, m.prefix) {
 			continue
 		}
-		iv := parsedVersions{eco: eco, v: queryVersion(eco, c.name, c.version)}
+		iv := parsedVersions{eco: eco, v: queryVersion(eco, c.name, c.version), cache: m.screen.bounds}
 		for ; k != nil && bytes.HasPrefix(k, m.prefix); k, v = m.cursor.Next() {
 			f, pkg, ok, err := m.matchValue(indexValue{key: k, value: v}, &iv, seen)
 			if err != nil {
@@ -191,10 +191,12 @@ func queryVersion(eco, name, v string) string {
 }
 
 // parsedVersions parses the installed version at most once per kind of
-// range (ecosystem order, semver order).
+// range (ecosystem order, semver order), through the cache of parsed
+// versions when there is one.
 type parsedVersions struct {
 	eco              string
 	v                string
+	cache            *versionCache
 	ecoDone, semDone bool
 	ecoVer, semVer   semantic.Version
 }
@@ -202,22 +204,14 @@ type parsedVersions struct {
 func (p *parsedVersions) get(semver bool) semantic.Version {
 	if semver {
 		if !p.semDone {
-			p.semVer, p.semDone = parseOrNil(p.v, p.eco, true), true
+			p.semVer, p.semDone = p.cache.getString(p.eco, true, p.v).v, true
 		}
 		return p.semVer
 	}
 	if !p.ecoDone {
-		p.ecoVer, p.ecoDone = parseOrNil(p.v, p.eco, false), true
+		p.ecoVer, p.ecoDone = p.cache.getString(p.eco, false, p.v).v, true
 	}
 	return p.ecoVer
-}
-
-func parseOrNil(v, eco string, semver bool) semantic.Version {
-	pv, err := parseVersion(v, eco, semver)
-	if err != nil {
-		return nil
-	}
-	return pv
 }
 
 // matchEntry decides whether an entry affects the version; the finding has

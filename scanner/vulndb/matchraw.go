@@ -47,17 +47,18 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 	if len(v) == 0 || v[0] != binaryEntryTag {
 		return Finding{}, "", false, errNotBinary
 	}
-	d := entryDecoder{b: v[1:]}
+	all := v[1:]
+	d := entryDecoder{b: all}
 	id := d.bytes()
 	if d.err == nil && seen[string(id)] {
 		return Finding{}, "", false, nil
 	}
-	header := d.b
 	d.bytes() // package
 	d.skipStrings()
 	d.skipStrings()
 	d.bytes() // summary
 	d.bytes() // published
+	header := all[:len(all)-len(d.b)]
 	var sev severity
 	s.fixed = s.fixed[:0]
 	nparts := d.count()
@@ -104,9 +105,10 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 	if !hit {
 		return Finding{}, "", false, nil
 	}
-	h := entryDecoder{b: header}
+	h := entryDecoder{b: header, src: string(header)}
+	f.ID = h.string()
 	pkg = h.string()
-	f = Finding{ID: string(id), Aliases: h.strings(), Upstream: h.strings(), Summary: h.string()}
+	f.Aliases, f.Upstream, f.Summary = h.strings(), h.strings(), h.string()
 	f.Published, h.err = h.published()
 	if h.err != nil {
 		return Finding{}, "", false, h.err
@@ -126,11 +128,11 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 // ecosystem's order, by text where that fails or ties), with the
 // versions parsed through the cache.
 func (s *screen) compareFixed(eco, a, b string) int {
-	pa := s.bounds.getString(eco, a)
+	pa := s.bounds.getString(eco, false, a)
 	if pa.v != nil {
 		var c int
 		var err error
-		if pb := s.bounds.getString(eco, b); pb.v != nil {
+		if pb := s.bounds.getString(eco, false, b); pb.v != nil {
 			c, err = compareParsed(pa.v, pb.v)
 		} else {
 			c, err = compareVersion(pa.v, b)

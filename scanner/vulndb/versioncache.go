@@ -21,6 +21,10 @@ import (
 // methods (v0.5.3) have value receivers and only read what Parse built
 // (TestVersionCacheConcurrentMatches runs matches at once under -race).
 //
+// Installed versions go through the same cache: the same versions recur
+// from image to image (a base image's packages), and parsing one is the
+// same pure function.
+//
 // The cache is bounded in entries and in estimated bytes, per shard; a
 // shard that is full is emptied and fills again with the bounds in use,
 // so after a database update the old bounds do not stay forever. The
@@ -102,20 +106,20 @@ func (c *versionCache) get(eco string, semver bool, b []byte) parsedBound {
 	return pb
 }
 
-// getString is get for a version held as a string, in ecosystem order.
-func (c *versionCache) getString(eco, s string) parsedBound {
+// getString is get for a version held as a string.
+func (c *versionCache) getString(eco string, semver bool, s string) parsedBound {
 	if c == nil {
-		return parseBound(eco, false, s)
+		return parseBound(eco, semver, s)
 	}
 	sh := &c.shards[maphash.String(c.seed, s)%versionCacheShards]
 	sh.mu.RLock()
-	pb, ok := sh.byKind[boundCacheKey{eco, false}][s]
+	pb, ok := sh.byKind[boundCacheKey{eco, semver}][s]
 	sh.mu.RUnlock()
 	if ok {
 		return pb
 	}
-	pb = parseBound(eco, false, s)
-	c.add(sh, boundCacheKey{eco, false}, pb)
+	pb = parseBound(eco, semver, s)
+	c.add(sh, boundCacheKey{eco, semver}, pb)
 	return pb
 }
 
@@ -132,8 +136,10 @@ func parseBound(eco string, semver bool, s string) parsedBound {
 // add keeps pb, emptying the shard first when it would go past its share
 // of the bounds.
 func (c *versionCache) add(sh *versionShard, k boundCacheKey, pb parsedBound) {
+	// A version too long to parse (from an image, say) is not kept:
+	// refusing it again costs nothing.
 	cost := versionCacheEntryCost(pb.s) + len(k.eco)
-	if cost > c.maxBytes {
+	if len(pb.s) > maxVersionLen || cost > c.maxBytes {
 		return
 	}
 	sh.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/maphash"
 	"reflect"
 	"runtime"
 	"slices"
@@ -341,5 +342,48 @@ func TestMatchEqualsReference(t *testing.T) {
 			}
 		}
 		sameFindings(t, fmt.Sprintf("query %d alone", i), got, wantOne)
+	}
+}
+
+// The cache stays within its bounds whatever it is fed: many distinct
+// versions (an image full of them), versions too long to parse, bounds
+// of many ecosystems; and what it answers is what parsing answers.
+func TestVersionCacheBounds(t *testing.T) {
+	cases := []struct {
+		name     string
+		eco      string
+		semver   bool
+		versions func(i int) string
+		n        int
+		cached   bool // whether one such version stays in the cache
+	}{
+		{"many Debian versions", "Debian:12", false, func(i int) string { return fmt.Sprintf("1.%d-%d", i, i%7) }, 20000, true},
+		{"many semver versions", "npm", true, func(i int) string { return fmt.Sprintf("%d.%d.%d", i%10, i/10, i%3) }, 20000, true},
+		{"too long to parse", "PyPI", false, func(i int) string { return strings.Repeat("1.", maxVersionLen) + fmt.Sprint(i) }, 100, false},
+		{"not a version", "Alpine:v3.16", false, func(i int) string { return fmt.Sprintf("x-%d", i) }, 1000, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newVersionCache()
+			c.maxEntries, c.maxBytes = 64, 64*versionCacheEntryCost("1.22.333-4")
+			for i := range tc.n {
+				s := tc.versions(i)
+				got := c.get(tc.eco, tc.semver, []byte(s))
+				want, err := parseVersion(s, tc.eco, tc.semver)
+				if got.s != s || (err == nil) != (got.v != nil) || (err == nil && !reflect.DeepEqual(got.v, want)) {
+					t.Fatalf("get(%q) = %+v, parsing gives %v, %v", s, got, want, err)
+				}
+				if n, b := c.size(); n > 64*versionCacheShards || b > 64*versionCacheEntryCost("1.22.333-4")*versionCacheShards {
+					t.Fatalf("after %d versions the cache holds %d entries, %d bytes: over its bounds", i+1, n, b)
+				}
+			}
+			one := tc.versions(tc.n)
+			c.get(tc.eco, tc.semver, []byte(one))
+			sh := &c.shards[maphash.String(c.seed, one)%versionCacheShards]
+			_, kept := sh.byKind[boundCacheKey{tc.eco, tc.semver}][one]
+			if kept != tc.cached {
+				t.Errorf("version %.20q… cached %v, want %v", one, kept, tc.cached)
+			}
+		})
 	}
 }
