@@ -82,6 +82,8 @@ type matcher struct {
 	done   [][]Finding
 	n      int
 	screen screen
+	// memo keeps the comparisons of the installed version being matched.
+	memo compareMemo
 }
 
 // Chunks of findings start small (most images have few findings) and
@@ -150,7 +152,8 @@ func (m *matcher) match(qi int, q Query) error {
 		if k == nil || !bytes.HasPrefix(k, m.prefix) {
 			continue
 		}
-		iv := parsedVersions{eco: eco, v: queryVersion(eco, c.name, c.version), cache: m.screen.bounds}
+		m.memo.reset()
+		iv := parsedVersions{eco: eco, v: queryVersion(eco, c.name, c.version), cache: m.screen.bounds, memo: &m.memo}
 		for ; k != nil && bytes.HasPrefix(k, m.prefix); k, v = m.cursor.Next() {
 			f, pkg, ok, err := m.matchValue(indexValue{key: k, value: v}, &iv, seen)
 			if err != nil {
@@ -194,9 +197,12 @@ func queryVersion(eco, name, v string) string {
 // range (ecosystem order, semver order), through the cache of parsed
 // versions when there is one.
 type parsedVersions struct {
-	eco              string
-	v                string
-	cache            *versionCache
+	eco   string
+	v     string
+	cache *versionCache
+	// memo, when set, keeps this version's comparisons with bounds; the
+	// matcher resets it for each installed version.
+	memo             *compareMemo
 	ecoDone, semDone bool
 	ecoVer, semVer   semantic.Version
 }

@@ -70,7 +70,7 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 			if d.err != nil {
 				break
 			}
-			ok, fix := r.contains(iv.get(r.Semver))
+			ok, fix := r.containsWith(iv.get(r.Semver), iv.memo)
 			if !ok {
 				continue
 			}
