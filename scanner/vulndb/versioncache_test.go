@@ -386,4 +386,21 @@ func TestVersionCacheBounds(t *testing.T) {
 			}
 		})
 	}
+	// One string in many ecosystems and both orders: each kind gets its
+	// own parse, asked first or again.
+	c := newVersionCache()
+	for round := range 2 {
+		for _, eco := range []string{"npm", "PyPI", "Maven", "Go", "Debian:12", "Alpine:v3.16", "RubyGems", "NuGet"} {
+			for _, semver := range []bool{false, true} {
+				got := c.get(eco, semver, []byte("1.0.0"))
+				want, err := parseVersion("1.0.0", eco, semver)
+				if err != nil || !reflect.DeepEqual(got.v, want) {
+					t.Fatalf("round %d: get(%s, semver %v) = %#v, parsing gives %#v, %v", round, eco, semver, got.v, want, err)
+				}
+			}
+		}
+	}
+	if n, _ := c.size(); n != 16 {
+		t.Errorf("cache holds %d parses of one string in 16 kinds", n)
+	}
 }
