@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
@@ -402,5 +403,39 @@ func TestVersionCacheBounds(t *testing.T) {
 	}
 	if n, _ := c.size(); n != 16 {
 		t.Errorf("cache holds %d parses of one string in 16 kinds", n)
+	}
+}
+
+// Shared opens the file only while it is used; the parsed versions are
+// its own, so they are still there for the next match after the file
+// was closed.
+func TestSharedKeepsParsedVersions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vulndb")
+	db, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	importValues(t, db, rec("GHSA-1", "npm", "lodash", "SEMVER", ev("introduced", "0"), ev("fixed", "4.17.21")))
+	db.Close()
+	s := NewShared(dir)
+	for round := range 2 {
+		fs, _, err := s.MatchVersioned(context.Background(), []Query{{Ecosystem: "npm", Name: "lodash", Version: "4.17.20"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fs) != 1 || fs[0].ID != "GHSA-1" || !slices.Equal(fs[0].FixedVersions, []string{"4.17.21"}) {
+			t.Fatalf("round %d: findings %+v", round, fs)
+		}
+		s.mu.Lock()
+		open := s.db != nil
+		s.mu.Unlock()
+		if open {
+			t.Fatalf("round %d: the file is still open after the match", round)
+		}
+		// The bounds "0" and "4.17.21" and the installed "4.17.20", in
+		// semver order.
+		if n, _ := s.versions.size(); n != 3 {
+			t.Fatalf("round %d: the shared cache holds %d versions, want 3", round, n)
+		}
 	}
 }
