@@ -132,7 +132,7 @@ func (m *matcher) match(qi int, q Query) error {
 	if eco == "" || q.Name == "" || q.Version == "" {
 		return nil
 	}
-	var cands []candidate
+	cands := make([]candidate, 0, 2) // on the stack: a query has at most two
 	if q.SourceName != "" {
 		v := q.SourceVersion
 		if v == "" {
