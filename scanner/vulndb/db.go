@@ -50,8 +50,9 @@ type DB struct {
 	stageBudget int
 	// fetchLimit bounds the downloads Update runs at once.
 	fetchLimit int
-	// versions keeps range bounds parsed across matches; Shared gives
-	// every DB it opens its own, so the cache outlives each open.
+	// versions keeps the versions parsed (range bounds, installed
+	// versions) across matches; Shared hands every DB it opens the
+	// cache it keeps, so that outlives each open of the file.
 	versions *versionCache
 }
 
