@@ -50,6 +50,10 @@ type DB struct {
 	stageBudget int
 	// fetchLimit bounds the downloads Update runs at once.
 	fetchLimit int
+	// versions keeps the versions parsed (range bounds, installed
+	// versions) across matches; Shared hands every DB it opens the
+	// cache it keeps, so that outlives each open of the file.
+	versions *versionCache
 }
 
 // Status describes the database's content.
@@ -116,7 +120,7 @@ func Open(dir string) (*DB, error) {
 			}
 		}
 	}
-	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit}, nil
+	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit, versions: newVersionCache()}, nil
 }
 
 // maxReopen bounds the retries of openLocked when imports keep replacing

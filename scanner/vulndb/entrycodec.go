@@ -94,6 +94,10 @@ var errTruncated = errors.New("truncated entry")
 type entryDecoder struct {
 	b   []byte
 	err error
+	// src, when set, is a string copy of the bytes to decode (b as it
+	// was at the start): strings are cut out of it, so a finding's id,
+	// aliases and prose cost one allocation, not one each.
+	src string
 }
 
 func (d *entryDecoder) uvarint() uint64 {
@@ -124,7 +128,13 @@ func (d *entryDecoder) string() string {
 	if d.err != nil {
 		return ""
 	}
-	s := string(d.b[:n])
+	var s string
+	if d.src != "" {
+		off := len(d.src) - len(d.b)
+		s = d.src[off : off+n]
+	} else {
+		s = string(d.b[:n])
+	}
 	d.b = d.b[n:]
 	return s
 }

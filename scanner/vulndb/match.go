@@ -40,17 +40,18 @@ func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string
 			return err
 		}
 		version = versionString(st)
-		m := matcher{index: tx.Bucket([]byte(bucketIndex)), cache: map[string][]indexValue{}, seen: map[string]bool{}}
+		m := matcher{cursor: tx.Bucket([]byte(bucketIndex)).Cursor(), seen: map[string]bool{}, screen: screen{bounds: db.versions}}
 		for i, q := range qs {
 			if i%64 == 0 {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 			}
-			if out, err = m.match(out, i, q); err != nil {
+			if err := m.match(i, q); err != nil {
 				return err
 			}
 		}
+		out = m.results()
 		return nil
 	})
 	if err != nil {
@@ -59,20 +60,63 @@ func (db *DB) MatchVersioned(ctx context.Context, qs []Query) ([]Finding, string
 	return out, version, nil
 }
 
-// matcher holds what one Match call has read, so that the binaries of one
-// source package (libc6, libc-bin, … of glibc) decode its entries once.
+// matcher holds what one Match call reuses from query to query. It reads
+// each package's index entries where they lie (bbolt keeps them valid
+// until the transaction ends), without copying them into a list: a
+// package read again (the source package of several binaries) costs one
+// more seek, where keeping every list read cost more in allocations.
 type matcher struct {
-	index *bolt.Bucket
-	// cache holds the raw index values of each package read, which
-	// bbolt keeps valid until the transaction ends.
-	cache map[string][]indexValue
-	// values backs the cached lists: one growing array instead of one
-	// grown from nothing for each package.
-	values []indexValue
+	cursor *bolt.Cursor
+	// prefix is the key prefix of the package being read.
+	prefix []byte
 	// seen has the ids reported for the query being matched; one map,
 	// cleared for each query.
-	seen   map[string]bool
+	seen map[string]bool
+	// query has the findings of the query being matched, sorted by id
+	// before they join done.
+	query []Finding
+	// done holds the findings of the queries matched so far in chunks,
+	// copied once into the result: a Finding is about 280 bytes, and
+	// growing one slice of thousands of them (by a quarter each time,
+	// past 256) allocated about five times the result.
+	done   [][]Finding
+	n      int
 	screen screen
+	// memo keeps the comparisons of the installed version being matched.
+	memo compareMemo
+}
+
+// Chunks of findings start small (most images have few findings) and
+// grow with the findings kept, up to maxFindingChunk.
+const (
+	minFindingChunk = 16
+	maxFindingChunk = 512
+)
+
+// keep moves the findings of one query to the chunks.
+func (m *matcher) keep(fs []Finding) {
+	for len(fs) > 0 {
+		if len(m.done) == 0 || len(m.done[len(m.done)-1]) == cap(m.done[len(m.done)-1]) {
+			m.done = append(m.done, make([]Finding, 0, min(maxFindingChunk, max(minFindingChunk, m.n))))
+		}
+		last := &m.done[len(m.done)-1]
+		k := min(len(fs), cap(*last)-len(*last))
+		*last = append(*last, fs[:k]...)
+		fs = fs[k:]
+		m.n += k
+	}
+}
+
+// results returns the findings kept, in the order kept; nil if none.
+func (m *matcher) results() []Finding {
+	if m.n == 0 {
+		return nil
+	}
+	out := make([]Finding, 0, m.n)
+	for _, c := range m.done {
+		out = append(out, c...)
+	}
+	return out
 }
 
 // indexValue is one index entry as stored, with its key for errors.
@@ -81,14 +125,14 @@ type indexValue struct{ key, value []byte }
 // candidate is one (package, version) to look up for a query.
 type candidate struct{ name, version string }
 
-// match appends the findings of query qi to out, sorted by id.
-func (m *matcher) match(out []Finding, qi int, q Query) ([]Finding, error) {
+// match keeps the findings of query qi, sorted by id.
+func (m *matcher) match(qi int, q Query) error {
 	q = fromPURL(q)
 	eco := normalizeEcosystem(q.Ecosystem)
 	if eco == "" || q.Name == "" || q.Version == "" {
-		return out, nil
+		return nil
 	}
-	var cands []candidate
+	cands := make([]candidate, 0, 2) // on the stack: a query has at most two
 	if q.SourceName != "" {
 		v := q.SourceVersion
 		if v == "" {
@@ -99,20 +143,21 @@ func (m *matcher) match(out []Finding, qi int, q Query) ([]Finding, error) {
 	if c := (candidate{q.Name, q.Version}); !slices.Contains(cands, c) {
 		cands = append(cands, c)
 	}
-	start := len(out)
+	m.query = m.query[:0]
 	seen := m.seen
 	clear(seen)
 	for _, c := range cands {
-		entries := m.entries(eco, normalizeName(eco, c.name))
-		if len(entries) == 0 {
+		m.prefix = append(append(append(append(m.prefix[:0], eco...), 0), normalizeName(eco, c.name)...), 0)
+		k, v := m.cursor.Seek(m.prefix)
+		if k == nil || !bytes.HasPrefix(k, m.prefix) {
 			continue
 		}
-		v := queryVersion(eco, c.name, c.version)
-		iv := parsedVersions{eco: eco, v: v}
-		for _, raw := range entries {
-			f, pkg, ok, err := m.matchValue(raw, &iv, seen)
+		m.memo.reset()
+		iv := parsedVersions{eco: eco, v: queryVersion(eco, c.name, c.version), cache: m.screen.bounds, memo: &m.memo}
+		for ; k != nil && bytes.HasPrefix(k, m.prefix); k, v = m.cursor.Next() {
+			f, pkg, ok, err := m.matchValue(indexValue{key: k, value: v}, &iv, seen)
 			if err != nil {
-				return out, err
+				return err
 			}
 			if !ok {
 				continue
@@ -126,11 +171,12 @@ func (m *matcher) match(out []Finding, qi int, q Query) ([]Finding, error) {
 			if pkg != q.Name {
 				f.AffectedPackage = pkg
 			}
-			out = append(out, f)
+			m.query = append(m.query, f)
 		}
 	}
-	slices.SortStableFunc(out[start:], func(a, b Finding) int { return strings.Compare(a.ID, b.ID) })
-	return out, nil
+	slices.SortStableFunc(m.query, func(a, b Finding) int { return strings.Compare(a.ID, b.ID) })
+	m.keep(m.query)
+	return nil
 }
 
 // queryVersion puts an installed version in the form records use: Go
@@ -148,10 +194,15 @@ func queryVersion(eco, name, v string) string {
 }
 
 // parsedVersions parses the installed version at most once per kind of
-// range (ecosystem order, semver order).
+// range (ecosystem order, semver order), through the cache of parsed
+// versions when there is one.
 type parsedVersions struct {
-	eco              string
-	v                string
+	eco   string
+	v     string
+	cache *versionCache
+	// memo, when set, keeps this version's comparisons with bounds; the
+	// matcher resets it for each installed version.
+	memo             *compareMemo
 	ecoDone, semDone bool
 	ecoVer, semVer   semantic.Version
 }
@@ -159,22 +210,14 @@ type parsedVersions struct {
 func (p *parsedVersions) get(semver bool) semantic.Version {
 	if semver {
 		if !p.semDone {
-			p.semVer, p.semDone = parseOrNil(p.v, p.eco, true), true
+			p.semVer, p.semDone = p.cache.getString(p.eco, true, p.v).v, true
 		}
 		return p.semVer
 	}
 	if !p.ecoDone {
-		p.ecoVer, p.ecoDone = parseOrNil(p.v, p.eco, false), true
+		p.ecoVer, p.ecoDone = p.cache.getString(p.eco, false, p.v).v, true
 	}
 	return p.ecoVer
-}
-
-func parseOrNil(v, eco string, semver bool) semantic.Version {
-	pv, err := parseVersion(v, eco, semver)
-	if err != nil {
-		return nil
-	}
-	return pv
 }
 
 // matchEntry decides whether an entry affects the version; the finding has
@@ -259,23 +302,4 @@ func (m *matcher) matchValue(raw indexValue, iv *parsedVersions, seen map[string
 	}
 	f, ok = matchEntry(&e, iv)
 	return f, e.Package, ok, nil
-}
-
-// entries reads the index values of one package, through the cache.
-func (m *matcher) entries(eco, name string) []indexValue {
-	prefix := eco + "\x00" + name + "\x00"
-	if es, ok := m.cache[prefix]; ok {
-		return es
-	}
-	start := len(m.values)
-	c := m.index.Cursor()
-	p := []byte(prefix)
-	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		m.values = append(m.values, indexValue{key: k, value: v})
-	}
-	// Capped, so that nothing appended later shows through; an array
-	// that append outgrew stays as it was for the lists cut from it.
-	es := m.values[start:len(m.values):len(m.values)]
-	m.cache[prefix] = es
-	return es
 }

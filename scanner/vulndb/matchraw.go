@@ -15,8 +15,8 @@ import (
 // bound again for each comparison was most of a match's time. So an entry
 // in the binary form is first screened where it lies in the bbolt page:
 // the header is skipped, the ranges are read into buffers the matcher
-// reuses, and each bound is parsed once per Match call (the same fixed
-// version recurs across the advisories of a package). Only for an entry
+// reuses, and each bound is parsed once and kept across Match calls (see
+// versionCache). Only for an entry
 // that affects the version are its id, aliases and prose copied out into
 // a finding. screen.match applies matchEntry's rules (vrange.contains,
 // the worst severity of the parts that matched, fixed versions in the
@@ -24,73 +24,11 @@ import (
 // hold the two to the same answers. JSON entries of older files still go
 // through matchEntry.
 
-// boundCacheKey names the order a bound is parsed in.
-type boundCacheKey struct {
-	eco    string
-	semver bool
-}
-
-// parsedBound is a range bound as parsed once: the string (for the
-// event) and the parsed version, nil if it did not parse.
-type parsedBound struct {
-	s string
-	v semantic.Version
-}
-
-// maxBoundCache bounds the parsed bounds one Match call keeps; past it,
-// bounds are parsed for each use, as before the cache existed.
-const maxBoundCache = 1 << 16
-
-// boundCache parses range bounds once per Match call.
-type boundCache struct {
-	byKind map[boundCacheKey]map[string]parsedBound
-	n      int
-}
-
-// get returns the bound b parsed for (eco, semver); the map lookup with
-// string(b) does not allocate, so a bound seen before costs no parsing
-// and no garbage.
-func (c *boundCache) get(eco string, semver bool, b []byte) parsedBound {
-	if pb, ok := c.byKind[boundCacheKey{eco, semver}][string(b)]; ok {
-		return pb
-	}
-	return c.add(eco, semver, string(b))
-}
-
-// getString is get for a version held as a string, in ecosystem order.
-func (c *boundCache) getString(eco, s string) parsedBound {
-	if pb, ok := c.byKind[boundCacheKey{eco, false}][s]; ok {
-		return pb
-	}
-	return c.add(eco, false, s)
-}
-
-// add parses s and keeps it while the cache has room.
-func (c *boundCache) add(eco string, semver bool, s string) parsedBound {
-	pb := parsedBound{s: s}
-	if v, err := parseVersion(s, eco, semver); err == nil {
-		pb.v = v
-	}
-	if c.n >= maxBoundCache {
-		return pb
-	}
-	k := boundCacheKey{eco, semver}
-	m := c.byKind[k]
-	if m == nil {
-		if c.byKind == nil {
-			c.byKind = map[boundCacheKey]map[string]parsedBound{}
-		}
-		m = map[string]parsedBound{}
-		c.byKind[k] = m
-	}
-	m[s] = pb
-	c.n++
-	return pb
-}
-
 // screen holds the buffers one matcher reuses for every entry it screens.
 type screen struct {
-	bounds boundCache
+	// bounds parses range bounds through the cache the DB keeps across
+	// matches (nil: each bound parsed where it is used).
+	bounds *versionCache
 	events []event
 	parsed []semantic.Version
 	fixed  []string
@@ -109,17 +47,18 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 	if len(v) == 0 || v[0] != binaryEntryTag {
 		return Finding{}, "", false, errNotBinary
 	}
-	d := entryDecoder{b: v[1:]}
+	all := v[1:]
+	d := entryDecoder{b: all}
 	id := d.bytes()
 	if d.err == nil && seen[string(id)] {
 		return Finding{}, "", false, nil
 	}
-	header := d.b
 	d.bytes() // package
 	d.skipStrings()
 	d.skipStrings()
 	d.bytes() // summary
 	d.bytes() // published
+	header := all[:len(all)-len(d.b)]
 	var sev severity
 	s.fixed = s.fixed[:0]
 	nparts := d.count()
@@ -131,7 +70,7 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 			if d.err != nil {
 				break
 			}
-			ok, fix := r.contains(iv.get(r.Semver))
+			ok, fix := r.containsWith(iv.get(r.Semver), iv.memo)
 			if !ok {
 				continue
 			}
@@ -166,9 +105,10 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 	if !hit {
 		return Finding{}, "", false, nil
 	}
-	h := entryDecoder{b: header}
+	h := entryDecoder{b: header, src: string(header)}
+	f.ID = h.string()
 	pkg = h.string()
-	f = Finding{ID: string(id), Aliases: h.strings(), Upstream: h.strings(), Summary: h.string()}
+	f.Aliases, f.Upstream, f.Summary = h.strings(), h.strings(), h.string()
 	f.Published, h.err = h.published()
 	if h.err != nil {
 		return Finding{}, "", false, h.err
@@ -188,11 +128,11 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 // ecosystem's order, by text where that fails or ties), with the
 // versions parsed through the cache.
 func (s *screen) compareFixed(eco, a, b string) int {
-	pa := s.bounds.getString(eco, a)
+	pa := s.bounds.getString(eco, false, a)
 	if pa.v != nil {
 		var c int
 		var err error
-		if pb := s.bounds.getString(eco, b); pb.v != nil {
+		if pb := s.bounds.getString(eco, false, b); pb.v != nil {
 			c, err = compareParsed(pa.v, pb.v)
 		} else {
 			c, err = compareVersion(pa.v, b)

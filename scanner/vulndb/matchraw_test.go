@@ -15,7 +15,9 @@ func screenAgrees(t *testing.T, s *screen, raw []byte, eco, v string) {
 		t.Fatalf("decode: %v", err)
 	}
 	want, wantOK := matchEntry(&e, &parsedVersions{eco: eco, v: v})
-	got, pkg, ok, err := s.match(raw, &parsedVersions{eco: eco, v: v}, map[string]bool{})
+	// The screen side parses through the screen's cache (if any) and
+	// keeps its comparisons, as Match does; matchEntry parses each time.
+	got, pkg, ok, err := s.match(raw, &parsedVersions{eco: eco, v: v, cache: s.bounds, memo: &compareMemo{}}, map[string]bool{})
 	if err != nil {
 		t.Fatalf("%s at %s %q: screen: %v", e.ID, eco, v, err)
 	}
@@ -29,7 +31,7 @@ func screenAgrees(t *testing.T, s *screen, raw []byte, eco, v string) {
 // at every version their ranges and lists name and around them. One
 // screen serves all of them, so its parsed-bound cache is shared too.
 func TestScreenMatchesDecodedEntry(t *testing.T) {
-	var s screen
+	s := screen{bounds: newVersionCache()}
 	entries, hits := 0, 0
 	eachSampledRecord(t, func(_ string, rec *record) {
 		for _, pe := range rec.Entries {
@@ -74,7 +76,7 @@ func FuzzScreenMatch(f *testing.F) {
 	f.Add([]byte{binaryEntryTag, 0xff, 0xff, 0xff, 0xff, 0x0f}, "Go", "1.0.0")
 	f.Add([]byte(`{"id":"X","pk":"p","p":[]}`), "npm", "1")
 	f.Fuzz(func(t *testing.T, raw []byte, eco, v string) {
-		var s screen
+		s := screen{bounds: newVersionCache()}
 		_, _, _, err := s.match(raw, &parsedVersions{eco: eco, v: v}, map[string]bool{})
 		if _, derr := decodeEntry(raw); derr != nil || err != nil {
 			if derr == nil && err != errNotBinary {

@@ -42,10 +42,15 @@ type Shared struct {
 	status       Status
 	statusAt     time.Time
 	statusMaxAge time.Duration
+	// versions keeps parsed range bounds while the file is closed
+	// between uses (see versionCache).
+	versions *versionCache
 }
 
 // NewShared opens nothing yet.
-func NewShared(dir string) *Shared { return &Shared{dir: dir, statusMaxAge: defaultStatusMaxAge} }
+func NewShared(dir string) *Shared {
+	return &Shared{dir: dir, statusMaxAge: defaultStatusMaxAge, versions: newVersionCache()}
+}
 
 // defaultStatusMaxAge is how long Status reuses what it read.
 const defaultStatusMaxAge = 5 * time.Second
@@ -94,6 +99,7 @@ func (s *Shared) acquire(ctx context.Context) (*DB, error) {
 		if err != nil {
 			return nil, err
 		}
+		db.versions = s.versions
 		s.db = db
 	}
 	s.users++

@@ -84,6 +84,58 @@ func compareParsed(iv, bound semantic.Version) (c int, err error) {
 	return iv.Compare(bound)
 }
 
+// compareMemo keeps the comparisons of one installed version with the
+// range bounds met while matching it. A package's advisories repeat the
+// same bounds (one Debian or Alpine update fixes dozens of CVEs: the same
+// "fixed" version in each), and a comparison is the costly part of
+// matching them (osv-scalibr builds strings and big.Ints for each). The
+// installed version is the same for every comparison kept until reset,
+// and a bound string parses to one version for a kind of range (semver
+// or ecosystem order, the ecosystem being the query's), so the result
+// is keyed on the kind and the bound's string.
+type compareMemo struct {
+	byKind [2]map[string]compareResult
+}
+
+type compareResult struct {
+	c   int
+	err error
+}
+
+// maxCompareMemo bounds the comparisons kept for each kind; past it,
+// bounds are compared each time.
+const maxCompareMemo = 1 << 14
+
+// reset forgets the comparisons, for another installed version.
+func (m *compareMemo) reset() {
+	for i := range m.byKind {
+		clear(m.byKind[i])
+	}
+}
+
+// compare is compareParsed(iv, bound), through the memo; s is the bound
+// as a string.
+func (m *compareMemo) compare(iv, bound semantic.Version, s string, semver bool) (int, error) {
+	if m == nil {
+		return compareParsed(iv, bound)
+	}
+	k := 0
+	if semver {
+		k = 1
+	}
+	if r, ok := m.byKind[k][s]; ok {
+		return r.c, r.err
+	}
+	c, err := compareParsed(iv, bound)
+	if m.byKind[k] == nil {
+		m.byKind[k] = map[string]compareResult{}
+	}
+	if len(m.byKind[k]) < maxCompareMemo {
+		m.byKind[k][s] = compareResult{c, err}
+	}
+	return c, err
+}
+
 // compareStrings orders two version strings of one ecosystem; the fuzz
 // tests hold it to a consistent order.
 func compareStrings(a, b, eco string, semver bool) (int, error) {
@@ -248,6 +300,12 @@ func (r vrange) everyVersion() bool {
 // range's kind, nil if it could not be parsed. It follows the evaluation in
 // https://ossf.github.io/osv-schema/#evaluation on events sorted at import.
 func (r vrange) contains(iv semantic.Version) (bool, string) {
+	return r.containsWith(iv, nil)
+}
+
+// containsWith is contains with the comparisons of parsed bounds looked
+// up in memo first (nil: none kept).
+func (r vrange) containsWith(iv semantic.Version, memo *compareMemo) (bool, string) {
 	if r.everyVersion() {
 		return true, ""
 	}
@@ -268,7 +326,7 @@ func (r vrange) contains(iv semantic.Version) (bool, string) {
 		var c int
 		var err error
 		if r.bounds != nil {
-			c, err = compareParsed(iv, r.bounds[i])
+			c, err = memo.compare(iv, r.bounds[i], e.Version, r.Semver)
 		} else {
 			c, err = compareVersion(iv, e.Version)
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -51,10 +52,7 @@ const osvTestdata = "../../../shared/testdata/osv"
 // match ≤ 5 ms (100 packages) and ≤ 30 ms (1,000).
 func BenchmarkVulnDBFullSize(b *testing.B) {
 	bin := harness.BuildPortcullis(b)
-	tmpl, err := osvgen.LoadTemplates(templateDirs(b)...)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tmpl := loadTemplates(b)
 	shares := osvgen.FullSize()
 	if err := osvgen.Check(shares, tmpl); err != nil {
 		b.Fatal(err)
@@ -66,7 +64,11 @@ func BenchmarkVulnDBFullSize(b *testing.B) {
 	}
 	srv := httptest.NewServer(osvMirror(mirror))
 	defer srv.Close()
+	images := matchImages(shares, tmpl)
 	for b.Loop() {
+		if tmpl == nil {
+			tmpl = loadTemplates(b)
+		}
 		data := b.TempDir()
 		imp := runMeasured(b, bin, append([]string{"db", "import", "--data", data}, archives...)...)
 		b.ReportMetric(imp.wall.Seconds(), "import-s")
@@ -94,6 +96,13 @@ func BenchmarkVulnDBFullSize(b *testing.B) {
 		b.ReportMetric(float64(pct.peakAnon)/1e6, "update-1pct-anon-MB")
 		none := runMeasured(b, bin, update...)
 		b.ReportMetric(none.wall.Seconds(), "update-none-s")
+		// The next iteration starts from the unrevised archives.
+		if _, err := osvgen.Write(mirror, shares, tmpl, osvgen.Options{}); err != nil {
+			b.Fatal(err)
+		}
+		// See dropForMatching.
+		tmpl = nil
+		dropForMatching()
 
 		db, err := vulndb.Open(filepath.Join(data, "vulndb"))
 		if err != nil {
@@ -104,24 +113,55 @@ func BenchmarkVulnDBFullSize(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(st.Records), "records")
-		for _, n := range []int{100, 1000} {
-			for _, heavy := range []bool{false, true} {
-				name := fmt.Sprintf("match-%d", n)
-				if heavy {
-					name += "-heavy"
-				}
-				p50, p95, found := matchTimes(b, db, fullSizeQueries(shares, tmpl, n, heavy), 50)
-				b.ReportMetric(float64(p50.Microseconds())/1e3, name+"-p50-ms")
-				b.ReportMetric(float64(p95.Microseconds())/1e3, name+"-p95-ms")
-				b.ReportMetric(float64(found), name+"-findings")
-			}
+		for _, img := range images {
+			wall, cpu, first, found := matchTimes(b, db, img.qs, 50)
+			wall.report(b, img.name, "ms")
+			cpu.report(b, img.name, "cpu-ms")
+			b.ReportMetric(float64(first.Microseconds())/1e3, img.name+"-first-ms")
+			b.ReportMetric(float64(found), img.name+"-findings")
 		}
 		db.Close()
-		// The next iteration starts from the unrevised archives.
-		if _, err := osvgen.Write(mirror, shares, tmpl, osvgen.Options{}); err != nil {
-			b.Fatal(err)
+	}
+}
+
+// loadTemplates loads the real records osvgen multiplies.
+func loadTemplates(b *testing.B) osvgen.Templates {
+	b.Helper()
+	tmpl, err := osvgen.LoadTemplates(templateDirs(b)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tmpl
+}
+
+// dropForMatching collects the garbage before match times are taken,
+// once the caller has let go of the templates: they are about 70 MB of
+// maps of the real records on the heap, and marking them took 100 to
+// 200 ms of CPU in each collection (GODEBUG=gctrace=1), which landed in
+// the timed calls and made their p95 measure the benchmark's own heap
+// rather than matching.
+func dropForMatching() { runtime.GC() }
+
+// matchImage is one image of the match measurements.
+type matchImage struct {
+	name string
+	qs   []vulndb.Query
+}
+
+// matchImages are the four images matched: 100 and 1,000 packages,
+// drawn by package name and by record ("-heavy").
+func matchImages(shares []osvgen.Share, tmpl osvgen.Templates) []matchImage {
+	var out []matchImage
+	for _, n := range []int{100, 1000} {
+		for _, heavy := range []bool{false, true} {
+			name := fmt.Sprintf("match-%d", n)
+			if heavy {
+				name += "-heavy"
+			}
+			out = append(out, matchImage{name, fullSizeQueries(shares, tmpl, n, heavy)})
 		}
 	}
+	return out
 }
 
 // templateDirs are the real records: the shared test data and the Go
@@ -274,22 +314,42 @@ func firstPackage(r map[string]any) string {
 	return name
 }
 
-// matchTimes matches qs rounds times and returns the median and p95 call
-// time and the findings of one call.
-func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (p50, p95 time.Duration, findings int) {
+// matchTimes matches qs rounds times and returns the median and p95 of
+// the call times (wall and the process's CPU time, which neighbours on a
+// shared machine disturb less; it includes the collector's work), the
+// time of the first call (the one that fills the matcher's cache of
+// parsed range bounds with this image's) and the findings of one call.
+func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (wall, cpu callTimes, first time.Duration, findings int) {
 	b.Helper()
-	var times []time.Duration
+	var times, cpus []time.Duration
 	for range rounds {
-		start := time.Now()
+		start, startCPU := time.Now(), selfCPU()
 		fs, _, err := db.MatchVersioned(context.Background(), qs)
 		times = append(times, time.Since(start))
+		cpus = append(cpus, selfCPU()-startCPU)
 		if err != nil {
 			b.Fatal(err)
 		}
 		findings = len(fs)
 	}
-	slices.Sort(times)
-	return times[len(times)/2], times[len(times)*95/100], findings
+	first = times[0]
+	return percentiles(times), percentiles(cpus), first, findings
+}
+
+// callTimes is the median and p95 of some call times.
+type callTimes struct{ p50, p95 time.Duration }
+
+func percentiles(ts []time.Duration) callTimes {
+	ts = slices.Clone(ts)
+	slices.Sort(ts)
+	return callTimes{ts[len(ts)/2], ts[len(ts)*95/100]}
+}
+
+// report reports the times in milliseconds as <name>-p50-<unit> and
+// <name>-p95-<unit>.
+func (c callTimes) report(b *testing.B, name, unit string) {
+	b.ReportMetric(float64(c.p50.Microseconds())/1e3, name+"-p50-"+unit)
+	b.ReportMetric(float64(c.p95.Microseconds())/1e3, name+"-p95-"+unit)
 }
 
 // BenchmarkVulnDBMatch measures only MatchVersioned against the full-size
@@ -305,6 +365,28 @@ func matchTimes(b *testing.B, db *vulndb.DB, qs []vulndb.Query, rounds int) (p50
 // reports the CPU time per match (match-cpu-ms), which neighbours on a
 // shared machine disturb less than wall time.
 func BenchmarkVulnDBMatch(b *testing.B) {
+	db, shares, tmpl := openBenchVulnDB(b)
+	qs := fullSizeQueries(shares, tmpl, 1000, false)
+	var findings int
+	b.ResetTimer()
+	cpu := selfCPU()
+	for b.Loop() {
+		fs, _, err := db.MatchVersioned(context.Background(), qs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		findings = len(fs)
+	}
+	b.ReportMetric(float64((selfCPU()-cpu).Microseconds())/1e3/float64(b.N), "match-cpu-ms")
+	b.ReportMetric(float64(findings), "findings")
+}
+
+// openBenchVulnDB opens the full-size database of BenchmarkVulnDBMatch
+// and BenchmarkVulnDBMatchTimes, importing the generated archives in
+// process unless PORTCULLIS_BENCH_VULNDB names a directory that holds it
+// from an earlier run. The database closes when the benchmark ends.
+func openBenchVulnDB(b *testing.B) (*vulndb.DB, []osvgen.Share, osvgen.Templates) {
+	b.Helper()
 	dir := os.Getenv("PORTCULLIS_BENCH_VULNDB")
 	if dir == "" {
 		dir = filepath.Join(b.TempDir(), "vulndb")
@@ -322,7 +404,7 @@ func BenchmarkVulnDBMatch(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
+	b.Cleanup(func() { db.Close() })
 	if !present || db.Version() == "" {
 		archives, err := osvgen.Write(b.TempDir(), shares, tmpl, osvgen.Options{})
 		if err != nil {
@@ -332,19 +414,40 @@ func BenchmarkVulnDBMatch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	qs := fullSizeQueries(shares, tmpl, 1000, false)
-	var findings int
-	b.ResetTimer()
-	cpu := selfCPU()
+	return db, shares, tmpl
+}
+
+// BenchmarkVulnDBMatchTimes is the match part of BenchmarkVulnDBFullSize
+// (the same four images, 50 calls each, median and p95) on the database
+// of BenchmarkVulnDBMatch, so that matching can be measured without the
+// binary's import and updates:
+//
+//	PORTCULLIS_BENCH_VULNDB=<dir> go test -run '^$' -bench 'VulnDBMatchTimes' -benchtime 1x ./test/bench/
+//
+// Per image it also reports the heap allocations and bytes per call and
+// the garbage collections that ran during the 50 calls (a p95 far above
+// the median with many collections points at the collector).
+func BenchmarkVulnDBMatchTimes(b *testing.B) {
+	db, shares, tmpl := openBenchVulnDB(b)
+	images := matchImages(shares, tmpl)
+	tmpl = nil
+	dropForMatching()
 	for b.Loop() {
-		fs, _, err := db.MatchVersioned(context.Background(), qs)
-		if err != nil {
-			b.Fatal(err)
+		for _, img := range images {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			const rounds = 50
+			wall, cpu, first, found := matchTimes(b, db, img.qs, rounds)
+			runtime.ReadMemStats(&after)
+			wall.report(b, img.name, "ms")
+			cpu.report(b, img.name, "cpu-ms")
+			b.ReportMetric(float64(first.Microseconds())/1e3, img.name+"-first-ms")
+			b.ReportMetric(float64(found), img.name+"-findings")
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/rounds, img.name+"-allocs/call")
+			b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/rounds/1e6, img.name+"-MB/call")
+			b.ReportMetric(float64(after.NumGC-before.NumGC), img.name+"-GCs")
 		}
-		findings = len(fs)
 	}
-	b.ReportMetric(float64((selfCPU()-cpu).Microseconds())/1e3/float64(b.N), "match-cpu-ms")
-	b.ReportMetric(float64(findings), "findings")
 }
 
 // BenchmarkVulnDBUpdate measures only the 1% update of BenchmarkVulnDBFullSize
