@@ -228,6 +228,15 @@ func (b *Blob) Reader(ctx context.Context) (io.ReadCloser, error) {
 	if !b.s.hashEveryRead && b.s.verified.has(b.d, id) {
 		return rc, nil
 	}
+	if b.Size == 0 && b.d != b.d.Algorithm().FromBytes(nil) {
+		// Nothing would be read, so nothing hashed: an empty file under
+		// another digest is damage (what a power loss can leave of a
+		// blob written just before it), caught here.
+		rc.Close()
+		err := fmt.Errorf("cached blob %s: %w: the file is empty", b.d, ErrDigestMismatch)
+		b.s.evictCorrupt(ctx, b.d, err)
+		return nil, err
+	}
 	return &verifyingReader{ctx: ctx, b: b, rc: rc, id: id, hash: b.d.Algorithm().Hash()}, nil
 }
 
