@@ -50,8 +50,10 @@ type Config struct {
 }
 
 // Store is the content store. Nothing is visible under a digest until its
-// bytes were verified against it, and a crash never exposes a partial write:
-// writes go to a spool or upload location and are moved into place.
+// bytes were verified against it, and a stopped process never exposes a
+// partial write: writes go to a spool or upload location and are moved into
+// place. What a power loss may leave short is caught by the hash of every
+// blob's first read in each process (ingest.go's commit says why).
 type Store struct {
 	driver      storagedriver.StorageDriver
 	spoolDir    string
