@@ -72,9 +72,9 @@ func (in *ingest) commit(ctx context.Context, want digest.Digest) error {
 	// file is never served as complete: every stored blob is hashed again
 	// on its first read by each process (verify.go), evicted on a
 	// mismatch and fetched again, so a cache entry is at worst lost, never
-	// wrong. The fsync cost about 6 % of a cold pull's CPU, and its flush
-	// stalled the next downloads' first bytes (BenchmarkColdBlobTTFB p99
-	// about halved without it, test/bench/README.md).
+	// wrong. The fsync was about 6 % of a cold pull's CPU (perf profile in
+	// test/bench/README.md), and a download's goroutine waited on the disk
+	// for every blob.
 	if err := in.f.Close(); err != nil {
 		os.Remove(in.path)
 		in.unspool()
