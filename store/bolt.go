@@ -121,13 +121,26 @@ func (b *Bolt) Close() error { return b.db.Close() }
 
 // Scan implements ScanStore.
 func (b *Bolt) Scan(_ context.Context, digest string) (ScanRecord, error) {
+	return b.scan(digest, true)
+}
+
+// ScanWithoutInventory implements InventorySkipper.
+func (b *Bolt) ScanWithoutInventory(_ context.Context, digest string) (ScanRecord, error) {
+	return b.scan(digest, false)
+}
+
+func (b *Bolt) scan(digest string, withInventory bool) (ScanRecord, error) {
 	var r ScanRecord
+	var into any = &r
+	if !withInventory {
+		into = &recordWithoutInventory{ScanRecord: &r}
+	}
 	err := b.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(scansBucket).Get([]byte(digest))
 		if v == nil {
 			return ErrNotFound
 		}
-		if err := decodeRecord(v, &r); err != nil {
+		if err := decodeRecord(v, into); err != nil {
 			return err
 		}
 		applyBoltMarks(tx, &r)
