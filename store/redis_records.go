@@ -147,9 +147,22 @@ func (r *Redis) PutScan(ctx context.Context, rec *ScanRecord) error {
 // Scans implements ScanStore: the index is read a batch at a time, in
 // digest order, and each batch's records in one round trip.
 func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
+	return r.scans(ctx, fn, true)
+}
+
+// ScansWithoutInventory implements InventorySkipper.
+func (r *Redis) ScansWithoutInventory(ctx context.Context, fn func(ScanRecord) bool) error {
+	return r.scans(ctx, fn, false)
+}
+
+func (r *Redis) scans(ctx context.Context, fn func(ScanRecord) bool, withInventory bool) error {
 	return r.eachScanHash(ctx, []string{"record", "result", "matched"}, func(d, raw string, vals []any) (bool, error) {
 		var rec ScanRecord
-		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+		var into any = &rec
+		if !withInventory {
+			into = &recordWithoutInventory{ScanRecord: &rec}
+		}
+		if err := json.Unmarshal([]byte(raw), into); err != nil {
 			return false, fmt.Errorf("read scan %s: stored record is not valid: %w", d, err)
 		}
 		applyRecordMarks(&rec, redisMarkJSON(vals[1]), redisMarkJSON(vals[2]))

@@ -10,6 +10,20 @@ import "context"
 // look at it, and building it was most of their cost and garbage.
 type InventorySkipper interface {
 	ScanWithoutInventory(ctx context.Context, digest string) (ScanRecord, error)
+	// ScansWithoutInventory is Scans with every record's Inventory nil.
+	ScansWithoutInventory(ctx context.Context, fn func(ScanRecord) bool) error
+}
+
+// ScansWithoutInventory visits every record without its inventory in s,
+// cheaply where s can (InventorySkipper), else by Scans.
+func ScansWithoutInventory(ctx context.Context, s ScanStore, fn func(ScanRecord) bool) error {
+	if sk, ok := s.(InventorySkipper); ok {
+		return sk.ScansWithoutInventory(ctx, fn)
+	}
+	return s.Scans(ctx, func(r ScanRecord) bool {
+		r.Inventory = nil
+		return fn(r)
+	})
 }
 
 // ScanWithoutInventory reads the record of digest without its inventory

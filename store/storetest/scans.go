@@ -177,4 +177,18 @@ func sameWithoutInventory(t *testing.T, s store.Store, d string) {
 	if !reflect.DeepEqual(light, whole) {
 		t.Fatalf("ScanWithoutInventory and Scan disagree:\n%+v\n%+v", light, whole)
 	}
+	found := false
+	err = sk.ScansWithoutInventory(ctx, func(r store.ScanRecord) bool {
+		if r.Digest != d {
+			return true
+		}
+		found = true
+		if !reflect.DeepEqual(r, whole) {
+			t.Errorf("ScansWithoutInventory and Scan disagree:\n%+v\n%+v", r, whole)
+		}
+		return false
+	})
+	if err != nil || !found {
+		t.Fatalf("ScansWithoutInventory: found %s %v, %v", d, found, err)
+	}
 }
