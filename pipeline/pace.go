@@ -19,8 +19,14 @@ import (
 const (
 	pauseFactor = 9
 	maxPause    = time.Second
-	quietFor    = 10 * time.Millisecond
-	pacePoll    = 2 * time.Millisecond
+	// quietFor is long enough to outlast the gaps of a steady stream of
+	// pulls on busy cores: with 10 ms, a client descheduled for a few
+	// time slices ended the pause, the bulk work then took a core, and
+	// the clients got less time still (a profile of warm manifest GETs
+	// from 4 clients showed the re-match and publishers at a third of a
+	// core, paced as if idle).
+	quietFor = 100 * time.Millisecond
+	pacePoll = 2 * time.Millisecond
 )
 
 // pacer is the duty cycle above, one per pipeline, shared by all its bulk

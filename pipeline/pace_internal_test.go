@@ -157,3 +157,25 @@ func TestPacerPausesAtAGapBetweenPulls(t *testing.T) {
 		t.Fatalf("after the pulls stopped: paused %s, %v", c.slept, err)
 	}
 }
+
+// A gap of a few time slices in a steady stream of pulls (a client
+// descheduled on busy cores) does not end a pause.
+func TestPacerPauseOutlastsAShortGapInPulls(t *testing.T) {
+	start := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	const worked = 20 * time.Millisecond
+	c := &fakeClock{now: start}
+	p := c.pacer()
+	gap := start.Add(30 * time.Millisecond) // no pull in flight for 30 ms from here
+	p.inFlight = func() int64 {
+		if !c.now.Before(gap) && c.now.Before(gap.Add(30*time.Millisecond)) {
+			return 0
+		}
+		return 1
+	}
+	if err := p.yield(context.Background(), worked); err != nil {
+		t.Fatal(err)
+	}
+	if want := pauseFactor * worked; c.slept != want {
+		t.Fatalf("paused %s across a 30 ms gap in the pulls, want %s", c.slept, want)
+	}
+}
