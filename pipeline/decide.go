@@ -233,7 +233,8 @@ type keyLock struct {
 // decideAll decides again every verdict stored on digest d, and the first
 // one in the repository of also (when it has none), from the stored result.
 func (p *Pipeline) decideAll(ctx context.Context, d string, also job) error {
-	rec, err := p.o.Store.Scan(ctx, d)
+	// Deciding never reads the inventory (see store.InventorySkipper).
+	rec, err := store.ScanWithoutInventory(ctx, p.o.Store, d)
 	if err != nil {
 		return err
 	}

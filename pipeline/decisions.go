@@ -92,7 +92,7 @@ func (p *Pipeline) decideJob(ctx context.Context, j decisionJob) (err error) {
 	ctx, span := p.startRootLinked(ctx, spanDecide, j.from, attrUpstream.String(j.upstream),
 		attrRepository.String(j.repo), attrDigest.String(j.digest))
 	defer func() { endSpan(span, err) }()
-	rec, err := p.o.Store.Scan(ctx, j.digest)
+	rec, err := store.ScanWithoutInventory(ctx, p.o.Store, j.digest)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}

@@ -117,9 +117,10 @@ func refusal(s proxy.Subject, err error) (proxy.Decision, error) {
 	return proxy.Decision{}, err
 }
 
-// current reads the stored record of d.
+// current reads the stored record of d, all but its inventory: the gate
+// only decides on it.
 func (p *Pipeline) current(ctx context.Context, d digest.Digest) (store.ScanRecord, bool, error) {
-	rec, err := p.o.Store.Scan(ctx, d.String())
+	rec, err := store.ScanWithoutInventory(ctx, p.o.Store, d.String())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return store.ScanRecord{}, false, nil

@@ -19,8 +19,14 @@ import (
 const (
 	pauseFactor = 9
 	maxPause    = time.Second
-	quietFor    = 10 * time.Millisecond
-	pacePoll    = 2 * time.Millisecond
+	// quietFor is long enough to outlast the gaps of a steady stream of
+	// pulls on busy cores: with 10 ms, a client descheduled for a few
+	// time slices ended the pause, the bulk work then took a core, and
+	// the clients got less time still (a profile of warm manifest GETs
+	// from 4 clients showed the re-match and publishers at a third of a
+	// core, paced as if idle).
+	quietFor = 100 * time.Millisecond
+	pacePoll = 2 * time.Millisecond
 )
 
 // pacer is the duty cycle above, one per pipeline, shared by all its bulk
@@ -35,6 +41,13 @@ type pacer struct {
 
 	mu       sync.Mutex
 	resumeAt time.Time // end of the pauses reserved so far
+	// lastPull is when a pull was last seen in flight. The count is read
+	// at instants only, and under a steady stream of small pulls (warm
+	// manifests) it is often zero between two requests: read alone at
+	// the end of a unit of work, it let most units skip their pause (a
+	// CPU profile of a busy window showed the re-match at two to three
+	// times its share).
+	lastPull time.Time
 }
 
 func newPacer(inFlight func() int64) *pacer {
@@ -68,7 +81,7 @@ func (pc *pacer) yield(ctx context.Context, worked time.Duration) error {
 	if pc.inFlight == nil || worked <= 0 {
 		return nil
 	}
-	if pc.inFlight() == 0 {
+	if !pc.pulling(worked) {
 		pc.quiet()
 		return nil
 	}
@@ -81,6 +94,7 @@ func (pc *pacer) yield(ctx context.Context, worked time.Duration) error {
 		}
 		if pc.inFlight() > 0 {
 			quietSince = time.Time{}
+			pc.sawPull(now)
 		} else if quietSince.IsZero() {
 			quietSince = now
 		} else if now.Sub(quietSince) >= quietFor {
@@ -90,6 +104,28 @@ func (pc *pacer) yield(ctx context.Context, worked time.Duration) error {
 		if err := pc.sleep(ctx, min(pacePoll, deadline.Sub(now))); err != nil {
 			return err
 		}
+	}
+}
+
+// pulling reports whether pulls are in flight now, or were seen while the
+// work that took worked ran or quietFor before it: a zero count between
+// two pulls of a steady stream is not quiet.
+func (pc *pacer) pulling(worked time.Duration) bool {
+	now := pc.now()
+	if pc.inFlight() > 0 {
+		pc.sawPull(now)
+		return true
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return !pc.lastPull.IsZero() && now.Sub(pc.lastPull) < worked+quietFor
+}
+
+func (pc *pacer) sawPull(at time.Time) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if at.After(pc.lastPull) {
+		pc.lastPull = at
 	}
 }
 

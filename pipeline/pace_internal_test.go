@@ -119,3 +119,63 @@ func TestPacerSharesOneDutyCycle(t *testing.T) {
 		t.Fatalf("after pulls went quiet the pause ends %s from now, want %s", got.Sub(c.now), want.Sub(c.now))
 	}
 }
+
+// Under a steady stream of small pulls the in-flight count is often zero
+// at the instant a unit of work ends, between two requests: that is not
+// quiet when pulls were seen while the work ran, and the unit still
+// pauses. The old pacer read the count once and skipped the pause.
+func TestPacerPausesAtAGapBetweenPulls(t *testing.T) {
+	start := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	const worked = 20 * time.Millisecond
+	c := &fakeClock{now: start}
+	var gapAt time.Time // the count reads zero at this instant only
+	p := c.pacer()
+	p.inFlight = func() int64 {
+		if c.now.Equal(gapAt) {
+			return 0
+		}
+		return 1
+	}
+	for i := range 3 {
+		c.now = c.now.Add(worked) // the unit of work
+		if i > 0 {
+			gapAt = c.now // it ends between two pulls
+		}
+		if err := p.yield(context.Background(), worked); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := 3 * pauseFactor * worked; c.slept != want {
+		t.Fatalf("paused %s in three units ending at gaps between pulls, want %s", c.slept, want)
+	}
+
+	// Pulls that stopped long before the unit ended leave it unpaused.
+	c.now = c.now.Add(time.Second)
+	gapAt, c.slept = c.now, 0
+	p.inFlight = func() int64 { return 0 }
+	if err := p.yield(context.Background(), worked); err != nil || c.slept != 0 {
+		t.Fatalf("after the pulls stopped: paused %s, %v", c.slept, err)
+	}
+}
+
+// A gap of a few time slices in a steady stream of pulls (a client
+// descheduled on busy cores) does not end a pause.
+func TestPacerPauseOutlastsAShortGapInPulls(t *testing.T) {
+	start := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	const worked = 20 * time.Millisecond
+	c := &fakeClock{now: start}
+	p := c.pacer()
+	gap := start.Add(30 * time.Millisecond) // no pull in flight for 30 ms from here
+	p.inFlight = func() int64 {
+		if !c.now.Before(gap) && c.now.Before(gap.Add(30*time.Millisecond)) {
+			return 0
+		}
+		return 1
+	}
+	if err := p.yield(context.Background(), worked); err != nil {
+		t.Fatal(err)
+	}
+	if want := pauseFactor * worked; c.slept != want {
+		t.Fatalf("paused %s across a 30 ms gap in the pulls, want %s", c.slept, want)
+	}
+}

@@ -62,7 +62,7 @@ func (p *Pipeline) Reevaluate(ctx context.Context) (int, error) {
 // reevaluateOne decides again the verdict on digest in upstream/repo if it
 // was made under another policy, and reports whether it wrote it.
 func (p *Pipeline) reevaluateOne(ctx context.Context, digest, upstream, repo string) (bool, error) {
-	rec, err := p.o.Store.Scan(ctx, digest)
+	rec, err := store.ScanWithoutInventory(ctx, p.o.Store, digest)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}

@@ -292,7 +292,9 @@ func (p *Pipeline) judgedOnDatabase(ctx context.Context, d string) (bool, error)
 // each record is read again when its turn comes.
 func (p *Pipeline) digestsWhere(ctx context.Context, keep func(store.ScanRecord) bool) ([]string, error) {
 	var out []string
-	err := p.o.Store.Scans(ctx, func(r store.ScanRecord) bool {
+	// Without inventories: the listing reads every stored record, at the
+	// start of every re-match, beside the pull path.
+	err := store.ScansWithoutInventory(ctx, p.o.Store, func(r store.ScanRecord) bool {
 		if keep(r) {
 			out = append(out, r.Digest)
 		}

@@ -41,6 +41,36 @@ func (c *countingState) PutDecision(ctx context.Context, r *store.DecisionRecord
 type countingQueue struct {
 	store.Queue
 	enqueued atomic.Int64
+	claiming atomic.Int64 // consumers waiting in Claim now
+}
+
+// Claim counts the consumers waiting in it: a publication worker that
+// waits there has finished its last job, its pause included.
+func (q *countingQueue) Claim(ctx context.Context, consumer string, lease, wait time.Duration) (store.Job, error) {
+	q.claiming.Add(1)
+	defer q.claiming.Add(-1)
+	return q.Queue.Claim(ctx, consumer, lease, wait)
+}
+
+// waitPublishersIdle waits until the pipeline's publication workers
+// (pipeline.Options.Workers, 2 by default) all wait for a job and none is
+// queued: none of them asks the pacer about pulls in flight until a job
+// is queued again.
+func waitPublishersIdle(t *testing.T, q *countingQueue) {
+	t.Helper()
+	const publishers = 2
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n, err := q.Len(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 && q.claiming.Load() == publishers {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publication workers still busy after 30s: %d queued, %d of %d waiting for a job", n, q.claiming.Load(), publishers)
+		}
+	}
 }
 
 func (q *countingQueue) Enqueue(ctx context.Context, key string, payload []byte) (bool, error) {
@@ -267,6 +297,10 @@ func TestRematchStoppedEarly(t *testing.T) {
 			}
 			r.importRecord(t, "ALPINE-CVE-2099-0002", tc.pkg)
 			decisions := st.putDecisions.Load()
+			// The publication of the verdict Check made must be over: a
+			// publisher asking the pacer after it would stop the re-match
+			// before its first image.
+			waitPublishersIdle(t, pubs)
 			armed.Store(true)
 			n, err := pl.Rematch(stopCtx)
 			if !errors.Is(err, context.Canceled) {

@@ -121,13 +121,26 @@ func (b *Bolt) Close() error { return b.db.Close() }
 
 // Scan implements ScanStore.
 func (b *Bolt) Scan(_ context.Context, digest string) (ScanRecord, error) {
+	return b.scan(digest, true)
+}
+
+// ScanWithoutInventory implements InventorySkipper.
+func (b *Bolt) ScanWithoutInventory(_ context.Context, digest string) (ScanRecord, error) {
+	return b.scan(digest, false)
+}
+
+func (b *Bolt) scan(digest string, withInventory bool) (ScanRecord, error) {
 	var r ScanRecord
+	var into any = &r
+	if !withInventory {
+		into = &recordWithoutInventory{ScanRecord: &r}
+	}
 	err := b.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(scansBucket).Get([]byte(digest))
 		if v == nil {
 			return ErrNotFound
 		}
-		if err := decodeRecord(v, &r); err != nil {
+		if err := decodeRecord(v, into); err != nil {
 			return err
 		}
 		applyBoltMarks(tx, &r)
@@ -188,11 +201,24 @@ func (b *Bolt) PutScan(_ context.Context, r *ScanRecord) error {
 
 // Scans implements ScanStore.
 func (b *Bolt) Scans(_ context.Context, fn func(ScanRecord) bool) error {
+	return b.scans(fn, true)
+}
+
+// ScansWithoutInventory implements InventorySkipper.
+func (b *Bolt) ScansWithoutInventory(_ context.Context, fn func(ScanRecord) bool) error {
+	return b.scans(fn, false)
+}
+
+func (b *Bolt) scans(fn func(ScanRecord) bool, withInventory bool) error {
 	return b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(scansBucket).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var r ScanRecord
-			if err := decodeRecord(v, &r); err != nil {
+			var into any = &r
+			if !withInventory {
+				into = &recordWithoutInventory{ScanRecord: &r}
+			}
+			if err := decodeRecord(v, into); err != nil {
 				return fmt.Errorf("read scan %s: %w", k, err)
 			}
 			applyBoltMarks(tx, &r)

@@ -130,6 +130,10 @@ func (t boltQueueTx) putJob(seq uint64, j boltJob) error {
 	return t.jobs.Put(seqKey(seq), v)
 }
 
+// errAlreadyQueued ends, without a commit, an Enqueue of a key that is
+// queued already.
+var errAlreadyQueued = errors.New("already queued")
+
 // Enqueue implements Queue.
 func (q *BoltQueue) Enqueue(_ context.Context, key string, payload []byte) (bool, error) {
 	if err := checkEnqueue(key, payload); err != nil {
@@ -138,7 +142,10 @@ func (q *BoltQueue) Enqueue(_ context.Context, key string, payload []byte) (bool
 	added := false
 	err := q.update(func(t boltQueueTx) error {
 		if t.keys.Get([]byte(key)) != nil {
-			return nil
+			// Rolled back, not committed: a bbolt commit writes and syncs
+			// its meta page even when nothing changed, and a decision
+			// queues its publication twice (before and after the write).
+			return errAlreadyQueued
 		}
 		n := t.count()
 		if n >= uint64(q.cfg.maxJobs) {
@@ -160,6 +167,9 @@ func (q *BoltQueue) Enqueue(_ context.Context, key string, payload []byte) (bool
 		added = true
 		return t.setCount(n + 1)
 	})
+	if errors.Is(err, errAlreadyQueued) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("enqueue %s on %s: %w", key, q.name, err)
 	}

@@ -47,3 +47,45 @@ func TestBoltQueueDropsDamagedJob(t *testing.T) {
 		t.Fatalf("enqueue of the dropped job's key: %v, %v; want added", ok, err)
 	}
 }
+
+// Queueing a key that is queued already writes nothing to the state file:
+// a decision queues its publication before and after its write, and a
+// commit that changed nothing still wrote and synced a meta page.
+func TestBoltQueueEnqueueOfQueuedKeyWritesNothing(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	q, err := b.Queue("publications")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if ok, err := q.Enqueue(ctx, "docker.io/library/alpine@sha256:aa", []byte("1")); err != nil || !ok {
+		t.Fatalf("first enqueue: %v, %v", ok, err)
+	}
+	if _, err := q.Claim(ctx, "a", time.Minute, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, state := range []string{"claimed", "queued"} {
+		if state == "queued" {
+			if ok, err := q.Enqueue(ctx, "docker.io/library/alpine@sha256:bb", []byte("2")); err != nil || !ok {
+				t.Fatalf("enqueue: %v, %v", ok, err)
+			}
+		}
+		key := map[string]string{"claimed": "docker.io/library/alpine@sha256:aa", "queued": "docker.io/library/alpine@sha256:bb"}[state]
+		before := b.db.Stats()
+		writes := before.TxStats.GetWrite()
+		if ok, err := q.Enqueue(ctx, key, []byte("again")); err != nil || ok {
+			t.Fatalf("enqueue of a %s key: added %v, %v; want not added, no error", state, ok, err)
+		}
+		after := b.db.Stats()
+		if got := after.TxStats.GetWrite(); got != writes {
+			t.Fatalf("enqueue of a %s key wrote %d pages, want none", state, got-writes)
+		}
+	}
+	if n, err := q.Len(ctx); err != nil || n != 2 {
+		t.Fatalf("Len: %d, %v; want 2", n, err)
+	}
+}

@@ -50,6 +50,15 @@ return {1, ARGV[3], old}
 
 // Scan implements ScanStore.
 func (r *Redis) Scan(ctx context.Context, digest string) (ScanRecord, error) {
+	return r.scan(ctx, digest, true)
+}
+
+// ScanWithoutInventory implements InventorySkipper.
+func (r *Redis) ScanWithoutInventory(ctx context.Context, digest string) (ScanRecord, error) {
+	return r.scan(ctx, digest, false)
+}
+
+func (r *Redis) scan(ctx context.Context, digest string, withInventory bool) (ScanRecord, error) {
 	vals, err := r.c.HMGet(ctx, r.keys.scan(digest), "record", "result", "matched").Result()
 	if err != nil {
 		return ScanRecord{}, fmt.Errorf("read scan %s: %w", digest, err)
@@ -59,7 +68,11 @@ func (r *Redis) Scan(ctx context.Context, digest string) (ScanRecord, error) {
 		return ScanRecord{}, ErrNotFound
 	}
 	var rec ScanRecord
-	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+	var into any = &rec
+	if !withInventory {
+		into = &recordWithoutInventory{ScanRecord: &rec}
+	}
+	if err := json.Unmarshal([]byte(raw), into); err != nil {
 		return ScanRecord{}, fmt.Errorf("read scan %s: stored record is not valid: %w", digest, err)
 	}
 	applyRecordMarks(&rec, redisMarkJSON(vals[1]), redisMarkJSON(vals[2]))
@@ -134,9 +147,22 @@ func (r *Redis) PutScan(ctx context.Context, rec *ScanRecord) error {
 // Scans implements ScanStore: the index is read a batch at a time, in
 // digest order, and each batch's records in one round trip.
 func (r *Redis) Scans(ctx context.Context, fn func(ScanRecord) bool) error {
+	return r.scans(ctx, fn, true)
+}
+
+// ScansWithoutInventory implements InventorySkipper.
+func (r *Redis) ScansWithoutInventory(ctx context.Context, fn func(ScanRecord) bool) error {
+	return r.scans(ctx, fn, false)
+}
+
+func (r *Redis) scans(ctx context.Context, fn func(ScanRecord) bool, withInventory bool) error {
 	return r.eachScanHash(ctx, []string{"record", "result", "matched"}, func(d, raw string, vals []any) (bool, error) {
 		var rec ScanRecord
-		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+		var into any = &rec
+		if !withInventory {
+			into = &recordWithoutInventory{ScanRecord: &rec}
+		}
+		if err := json.Unmarshal([]byte(raw), into); err != nil {
 			return false, fmt.Errorf("read scan %s: stored record is not valid: %w", d, err)
 		}
 		applyRecordMarks(&rec, redisMarkJSON(vals[1]), redisMarkJSON(vals[2]))

@@ -50,6 +50,7 @@ func RunMatchMarks(t *testing.T, newStore func(t *testing.T) store.Store) {
 		if !reflect.DeepEqual(one, listed) {
 			t.Fatalf("Scan and Scans disagree:\n%+v\n%+v", one, listed)
 		}
+		sameWithoutInventory(t, s, d)
 		return one, listed
 	}
 

@@ -45,6 +45,12 @@ func RunScans(t *testing.T, newStore func(t *testing.T) store.Store) {
 				t.Fatalf("round trip: %+v, %v", got, err)
 			}
 		}
+		for i := range 3 {
+			sameWithoutInventory(t, s, fmt.Sprintf("sha256:%064x", i))
+		}
+		if _, err := store.ScanWithoutInventory(ctx, s, "sha256:none"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("missing scan without inventory: %v", err)
+		}
 		var seen []string
 		if err := s.Scans(ctx, func(r store.ScanRecord) bool { seen = append(seen, r.State); return true }); err != nil {
 			t.Fatal(err)
@@ -144,4 +150,45 @@ func RunScans(t *testing.T, newStore func(t *testing.T) store.Store) {
 			t.Fatalf("Scans did not stop when told: %d calls, %v", n, err)
 		}
 	})
+}
+
+// sameWithoutInventory checks that the store reads d without its
+// inventory cheaply (store.InventorySkipper) and as Scan reads it, match
+// marks included, but for the inventory.
+func sameWithoutInventory(t *testing.T, s store.Store, d string) {
+	t.Helper()
+	ctx := context.Background()
+	sk, ok := s.(store.InventorySkipper)
+	if !ok {
+		t.Fatalf("%T cannot read a record without its inventory", s)
+	}
+	whole, err := s.Scan(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	light, err := sk.ScanWithoutInventory(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if light.Inventory != nil {
+		t.Fatalf("ScanWithoutInventory(%s) read an inventory", d)
+	}
+	whole.Inventory = nil
+	if !reflect.DeepEqual(light, whole) {
+		t.Fatalf("ScanWithoutInventory and Scan disagree:\n%+v\n%+v", light, whole)
+	}
+	found := false
+	err = sk.ScansWithoutInventory(ctx, func(r store.ScanRecord) bool {
+		if r.Digest != d {
+			return true
+		}
+		found = true
+		if !reflect.DeepEqual(r, whole) {
+			t.Errorf("ScansWithoutInventory and Scan disagree:\n%+v\n%+v", r, whole)
+		}
+		return false
+	})
+	if err != nil || !found {
+		t.Fatalf("ScansWithoutInventory: found %s %v, %v", d, found, err)
+	}
 }
