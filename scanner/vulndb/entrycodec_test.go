@@ -82,3 +82,18 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 	})
 }
+
+// versionsAround lists first, then every version e's lists and range events
+// name, each also with "1" and "~1" appended (just past it in most orders).
+func versionsAround(e *entry, first ...string) []string {
+	versions := append([]string(nil), first...)
+	for _, p := range e.Parts {
+		versions = append(versions, p.Versions...)
+		for _, r := range p.Ranges {
+			for _, ev := range r.Events {
+				versions = append(versions, ev.Version, ev.Version+"1", ev.Version+"~1")
+			}
+		}
+	}
+	return versions
+}

@@ -36,15 +36,7 @@ func TestScreenMatchesDecodedEntry(t *testing.T) {
 	eachSampledRecord(t, func(_ string, rec *record) {
 		for _, pe := range rec.Entries {
 			raw := encodeEntry(&pe.Entry)
-			versions := []string{"0", "0.0.1", "1.0", "99999.0.0", "not a version"}
-			for _, p := range pe.Entry.Parts {
-				versions = append(versions, p.Versions...)
-				for _, r := range p.Ranges {
-					for _, ev := range r.Events {
-						versions = append(versions, ev.Version, ev.Version+"1", ev.Version+"~1")
-					}
-				}
-			}
+			versions := versionsAround(&pe.Entry, "0", "0.0.1", "1.0", "99999.0.0", "not a version")
 			for _, v := range versions {
 				screenAgrees(t, &s, raw, pe.Ecosystem, v)
 				if e, _ := decodeEntry(raw); func() bool {

@@ -36,15 +36,7 @@ func realRecordQueries(t *testing.T) (*DB, []Query) {
 	}
 	eachSampledRecord(t, func(_ string, rec *record) {
 		for _, pe := range rec.Entries {
-			versions := []string{"0.0.1", "99999.0.0", "not a version"}
-			for _, p := range pe.Entry.Parts {
-				versions = append(versions, p.Versions...)
-				for _, r := range p.Ranges {
-					for _, ev := range r.Events {
-						versions = append(versions, ev.Version, ev.Version+"1", ev.Version+"~1")
-					}
-				}
-			}
+			versions := versionsAround(&pe.Entry, "0.0.1", "99999.0.0", "not a version")
 			for _, v := range versions {
 				add(Query{Ecosystem: pe.Ecosystem, Name: pe.Name, Version: v})
 			}
