@@ -326,47 +326,16 @@ func (m recordMeta) encode() []byte {
 	return append(b, m.Zip[:]...)
 }
 
+// decodeRecordMeta reads encoded metadata into a recordMeta of its own
+// (strings copied out of b).
 func decodeRecordMeta(b []byte) (recordMeta, error) {
-	var m recordMeta
-	if len(b) < 32 {
-		return m, errors.New("record metadata is truncated")
+	v, err := viewRecordMeta(b)
+	if err != nil {
+		return recordMeta{}, err
 	}
-	copy(m.Hash[:], b)
-	b = b[32:]
-	next := func() (string, error) {
-		n, w := binary.Uvarint(b)
-		if w <= 0 || uint64(len(b)-w) < n {
-			return "", errors.New("record metadata is truncated")
-		}
-		s := string(b[w : w+int(n)])
-		b = b[w+int(n):]
-		return s, nil
-	}
-	var err error
-	if m.Source, err = next(); err != nil {
-		return m, err
-	}
-	n, w := binary.Uvarint(b)
-	if w <= 0 || n > uint64(len(b)) {
-		return m, errors.New("record metadata is truncated")
-	}
-	b = b[w:]
-	for range n {
-		k, err := next()
-		if err != nil {
-			return m, err
-		}
-		m.Keys = append(m.Keys, k)
-	}
-	switch len(b) {
-	case 0:
-	case 32:
-		copy(m.Raw[:], b)
-	case 64:
-		copy(m.Raw[:], b)
-		copy(m.Zip[:], b[32:])
-	default:
-		return m, errors.New("record metadata has trailing bytes")
+	m := recordMeta{Hash: v.hash, Source: string(v.source), Raw: v.raw, Zip: v.zip}
+	for _, k := range v.keys {
+		m.Keys = append(m.Keys, string(k))
 	}
 	return m, nil
 }
@@ -385,7 +354,7 @@ type recordMetaView struct {
 	keyBuf [2][]byte
 }
 
-// viewRecordMeta reads what decodeRecordMeta reads, checked the same way.
+// viewRecordMeta reads encoded metadata in place (see encode for the layout).
 func viewRecordMeta(b []byte) (recordMetaView, error) {
 	var m recordMetaView
 	if len(b) < 32 {
