@@ -68,3 +68,19 @@ func TestSpareSpoolFiles(t *testing.T) {
 		})
 	}
 }
+
+// Storing a manifest takes a spare spool file too, and replaces it, so the
+// blobs of a cold pull, asked after its manifests, find spares.
+func TestPutManifestReplacesItsSpare(t *testing.T) {
+	s := openStore(t, fsConfig(t.TempDir()), 0)
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)
+	if err := s.PutManifest(context.Background(), digest.FromBytes(body), "application/vnd.oci.image.manifest.v1+json", body); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.spares); n != SpareSpoolFiles {
+		t.Fatalf("%d spare spool files after storing a manifest, want %d", n, SpareSpoolFiles)
+	}
+	if n := spoolEntries(t, s); n != 0 {
+		t.Fatalf("%d spool files besides the spares", n)
+	}
+}

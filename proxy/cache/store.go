@@ -405,7 +405,11 @@ func (s *Store) PutManifest(ctx context.Context, d digest.Digest, mediaType stri
 		in.cancel()
 		return err
 	}
-	if err := in.commit(ctx, d); err != nil {
+	err = in.commit(ctx, d)
+	// The spare this took is replaced here, as a download's is when it
+	// ends: on a cold pull, manifests are stored before its blobs are asked.
+	s.refillSpares()
+	if err != nil {
 		return err
 	}
 	s.manifests.put(d, body, mediaType)
