@@ -95,6 +95,12 @@ func (p *Proxy) serveBlob(w http.ResponseWriter, r *http.Request, rt route, info
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, h.Size))
 	}
 	w.WriteHeader(status)
+	if h.Source != cache.SourceHit {
+		// The headers go out now, not with the first bytes of a download
+		// that has yet to read them (the download waits for this request
+		// to ask for them: see cache.firstReaderGrace).
+		_ = http.NewResponseController(w).Flush()
+	}
 	n, err := sendBody(w, rc, length)
 	if err == nil && length >= 0 && n != length {
 		err = io.ErrUnexpectedEOF

@@ -27,9 +27,9 @@ func (s *Store) newIngest(alg digest.Algorithm) (*ingest, error) {
 	if !alg.Available() {
 		return nil, fmt.Errorf("digest algorithm %s: %w", alg, digest.ErrDigestUnsupported)
 	}
-	f, err := os.CreateTemp(s.spoolDir, "ingest-")
+	f, err := s.spoolFile()
 	if err != nil {
-		return nil, fmt.Errorf("create spool file: %w", err)
+		return nil, err
 	}
 	return &ingest{s: s, f: f, path: f.Name(), hasher: alg.Digester()}, nil
 }

@@ -41,7 +41,7 @@ func TestDownloadNewsIsBatched(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dl := &download{started: make(chan struct{}), changed: make(chan struct{})}
+			dl := newDownload("")
 			if tc.before > 0 {
 				dl.advance(tc.before)
 			}
@@ -118,7 +118,7 @@ func TestNewsDue(t *testing.T) {
 
 // While no reader waits, progress wakes nobody and allocates nothing.
 func TestDownloadProgressWithoutWaitersIsQuiet(t *testing.T) {
-	dl := &download{started: make(chan struct{}), changed: make(chan struct{})}
+	dl := newDownload("")
 	changed := dl.changed
 	for range 100 {
 		dl.advance(64 << 10)

@@ -72,6 +72,7 @@ type Store struct {
 	// is its own: other replicas on the same bucket have theirs, with
 	// uploads in progress a starting replica must not delete.
 	uploadDir   string
+	spares      chan *os.File // empty spool files made ahead (spares.go)
 	verified    *verifiedSet
 	verifying   singleflight.Group // one whole-file hash per digest at a time
 	index       *index
@@ -151,6 +152,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := os.MkdirAll(s.spoolDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create spool %s: %w", s.spoolDir, err)
 	}
+	s.spares = make(chan *os.File, SpareSpoolFiles)
+	s.refillSpares()
 	if s.spoolRel == "" {
 		id := make([]byte, 8)
 		if _, err := rand.Read(id); err != nil {
@@ -402,7 +405,11 @@ func (s *Store) PutManifest(ctx context.Context, d digest.Digest, mediaType stri
 		in.cancel()
 		return err
 	}
-	if err := in.commit(ctx, d); err != nil {
+	err = in.commit(ctx, d)
+	// The spare this took is replaced here, as a download's is when it
+	// ends: on a cold pull, manifests are stored before its blobs are asked.
+	s.refillSpares()
+	if err != nil {
 		return err
 	}
 	s.manifests.put(d, body, mediaType)

@@ -31,13 +31,35 @@ func (z *countingZeros) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// spoolEntries counts the files in s's spool other than its spares (which
+// must be empty). Nothing may be downloading.
 func spoolEntries(t *testing.T, s *Store) int {
 	t.Helper()
+	spares := map[string]bool{}
+	for range len(s.spares) {
+		f := <-s.spares
+		spares[filepath.Base(f.Name())] = true
+		defer func() { s.spares <- f }()
+	}
 	entries, err := os.ReadDir(s.spoolDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(entries)
+	n := 0
+	for _, e := range entries {
+		if !spares[e.Name()] {
+			n++
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Size() != 0 {
+			t.Fatalf("spare spool file %s holds %d bytes", e.Name(), info.Size())
+		}
+	}
+	return n
 }
 
 func TestDownloadStopsAtItsBound(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/portcullis/portcullis/proxy/cache"
 	"github.com/portcullis/portcullis/test/harness"
 	"github.com/portcullis/portcullis/test/testregistry"
 )
@@ -129,6 +130,38 @@ func ociImage(t *testing.T, layerSize int64) v1.Image {
 }
 
 // cachedBlobs lists digests committed to portcullis' filesystem cache.
+// spoolContents lists the files in portcullis's spool that hold bytes (a
+// download's partial writes) and counts the empty ones (the spares it
+// keeps, at most cache.SpareSpoolFiles).
+func spoolContents(t *testing.T, dataDir string) (partial []string, empty int) {
+	t.Helper()
+	dir := filepath.Join(dataDir, "cache", "_spool")
+	entries, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		switch {
+		case os.IsNotExist(err): // taken and committed meanwhile
+		case err != nil:
+			t.Fatal(err)
+		case info.Size() > 0:
+			partial = append(partial, e.Name())
+		default:
+			empty++
+		}
+	}
+	return partial, empty
+}
+
+// spoolHoldsOnlySpares reports whether nothing but spare, empty files is in
+// the spool.
+func spoolHoldsOnlySpares(t *testing.T, dataDir string) bool {
+	partial, empty := spoolContents(t, dataDir)
+	return len(partial) == 0 && empty <= cache.SpareSpoolFiles
+}
+
 func cachedBlobs(t *testing.T, dataDir string) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}

@@ -129,8 +129,7 @@ cache: {max_blob_size: 1MiB}
 			if n := sent.Load(); n > 32<<20 {
 				t.Fatalf("upstream sent %d bytes before portcullis stopped reading (bound %d)", n, maxBlob)
 			}
-			spool := filepath.Join(pc.DataDir, "cache", "_spool")
-			waitFor(t, func() bool { e, _ := os.ReadDir(spool); return len(e) == 0 })
+			waitFor(t, func() bool { return spoolHoldsOnlySpares(t, pc.DataDir) })
 			if c := cachedBlobs(t, pc.DataDir); len(c) != 0 {
 				t.Fatalf("committed after an oversized download: %v", c)
 			}
