@@ -68,9 +68,12 @@ type Signer struct {
 	Subject string `json:"subject,omitempty"`
 }
 
-// Vulnerability is one scanner finding: one vulnerability in one package.
+// Vulnerability is one scanner finding: one vulnerability in one package,
+// or (Kind) a malicious package, a known-bad file or a leaked secret.
 type Vulnerability struct {
+	Kind             string // "" (a vulnerability), "malware" or "secret", as vulndb.Finding
 	ID               string
+	Path             string // where a file finding is: a path in the image, or config:…
 	Aliases          []string
 	Package          string
 	InstalledVersion string

@@ -12,9 +12,19 @@ type Query struct {
 	PURL          string
 }
 
-// Finding is one vulnerability affecting one queried package.
+// Kinds of finding. A vulnerability has no kind ("", so records stored
+// before kinds existed read as what they are).
+const (
+	KindVulnerability = ""
+	KindMalware       = "malware" // a malicious package (OSV MAL-…) or a known-bad file
+	KindSecret        = "secret"  // a credential left in a layer or in the image config
+)
+
+// Finding is one vulnerability affecting one queried package, or (Kind) a
+// malicious package, a known-bad file or a leaked secret.
 type Finding struct {
-	ID        string   `json:"id"` // OSV id: CVE-…, GHSA-…, ALPINE-CVE-…, DEBIAN-CVE-…, GO-…
+	Kind      string   `json:"kind,omitempty"` // one of the Kind* constants
+	ID        string   `json:"id"`             // OSV id: CVE-…, GHSA-…, ALPINE-CVE-…, DEBIAN-CVE-…, GO-…, MAL-…; a signature name; secret/<kind>
 	Aliases   []string `json:"aliases,omitempty"`
 	Upstream  []string `json:"upstream,omitempty"` // OSV "upstream": the CVE behind an ALPINE-/DEBIAN- id
 	Summary   string   `json:"summary,omitempty"`
@@ -31,4 +41,15 @@ type Finding struct {
 	// Published is when the vulnerability was disclosed; zero if unknown.
 	Published time.Time `json:"published,omitzero"`
 	Query     int       `json:"-"` // index of the Query it matched
+
+	// Findings in a file rather than a package (known-bad files, secrets)
+	// say where: the path in the image ("config:Env" or
+	// "config:history[N]" for the image config), the layer that holds it
+	// (compressed digest), the file's sha256, the line (secrets, 1-based),
+	// and a fingerprint that identifies a secret without showing it.
+	Path        string `json:"path,omitempty"`
+	Layer       string `json:"layer,omitempty"`
+	SHA256      string `json:"sha256,omitempty"`
+	Line        int    `json:"line,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
