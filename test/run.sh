@@ -12,6 +12,9 @@ command -v podman >/dev/null || need+=(podman)
 command -v redis-server >/dev/null || need+=(redis-server)
 # The dashboard's tests (test/browser) drive a headless chromium.
 command -v chromium >/dev/null || need+=(chromium)
+# The scanner's clamd tests start Debian's clamd with a private config and
+# a signature database they write (nothing is downloaded).
+command -v clamd >/dev/null || [ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
