@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/osv-scalibr/extractor"
 	"github.com/google/osv-scalibr/extractor/filesystem"
+	"github.com/google/osv-scalibr/extractor/filesystem/language/dotnet/depsjson"
+	"github.com/google/osv-scalibr/extractor/filesystem/language/dotnet/packageslockjson"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/golang/gobinary"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/java/archive"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/javascript/packagejson"
@@ -114,6 +116,14 @@ func newExtractors(sc *Scanner) []*extractorSpec {
 	npmX := mustNew(packagejson.New, cfg)
 	javaX := mustNew(archive.New, javaCfg)
 	gemX := mustNew(gemspec.New, cfg)
+	depsX := mustNew(depsjson.New, cfg)
+	nugetLockX := mustNew(packageslockjson.New, cfg)
+	dotnet := func(e filesystem.Extractor) func(context.Context, *filesystem.ScanInput) ([]*extractor.Package, error) {
+		return func(ctx context.Context, in *filesystem.ScanInput) ([]*extractor.Package, error) {
+			inv, err := e.Extract(ctx, in)
+			return dotnetPackages(in.Path, inv.Packages), err
+		}
+	}
 
 	return []*extractorSpec{
 		{typ: "dpkg", wants: byFileRequired(dpkgX), extract: run(dpkgX), packageDB: true, countRecords: countParagraphs},
@@ -133,6 +143,14 @@ func newExtractors(sc *Scanner) []*extractorSpec {
 			// gemspec shipped inside gems/<name>/ would count them twice.
 			return path.Base(path.Dir(p)) == "specifications" && gemX.FileRequired(fileAPI{p, info})
 		}, extract: run(gemX), metadata: always},
+		{typ: "composer", ecosystem: "Packagist", wants: func(p string, _ fs.FileInfo) bool {
+			return path.Base(p) == "composer.lock" || isComposerInstalled(p)
+		}, extract: lockfileExtract(purl.TypeComposer, parseComposerJSON), metadata: always},
+		{typ: "dotnet", ecosystem: "NuGet", wants: byFileRequired(depsX), extract: dotnet(depsX), metadata: always},
+		{typ: "dotnet", ecosystem: "NuGet", wants: byFileRequired(nugetLockX), extract: dotnet(nugetLockX), metadata: always},
+		{typ: "cargo", ecosystem: "crates.io", wants: func(p string, _ fs.FileInfo) bool {
+			return path.Base(p) == "Cargo.lock"
+		}, extract: lockfileExtract(purl.TypeCargo, parseCargoLock), metadata: always},
 	}
 }
 
