@@ -291,3 +291,35 @@ func FuzzCargoLock(f *testing.F) {
 	f.Add([]byte("[[package]]\nname = \"a\\u0000\"\nversion = '1'\nsource = \"registry+\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) { fuzzLockfile(t, "src/Cargo.lock", data) })
 }
+
+// The SBOMs carry the purls of lockfile packages: pkg:composer with the
+// vendor as namespace, pkg:nuget, pkg:cargo.
+func TestLockfileSBOMPurls(t *testing.T) {
+	t.Parallel()
+	inv := scan(t, image(t, gzLayer(t,
+		file("srv/app/composer.lock", fixture(t, "lockfiles/composer.lock")),
+		file("app/WebApp.deps.json", fixture(t, "lockfiles/app.deps.json")),
+		file("src/Cargo.lock", fixture(t, "lockfiles/Cargo-v3.lock")),
+	)))
+	want := []string{
+		"pkg:composer/guzzlehttp/guzzle@6.5.6",
+		"pkg:composer/symfony/http-kernel@v5.4.19",
+		"pkg:nuget/Newtonsoft.Json@12.0.3",
+		"pkg:cargo/tokio@1.8.3",
+	}
+	var cdxOut, spdxOut bytes.Buffer
+	if err := WriteCycloneDX(&cdxOut, inv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSPDX(&spdxOut, inv); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range want {
+		if !strings.Contains(cdxOut.String(), `"purl": "`+p+`"`) && !strings.Contains(cdxOut.String(), `"purl":"`+p+`"`) {
+			t.Errorf("CycloneDX has no component with purl %s", p)
+		}
+		if !strings.Contains(spdxOut.String(), `"referenceLocator":"`+p+`"`) && !strings.Contains(spdxOut.String(), `"referenceLocator": "`+p+`"`) {
+			t.Errorf("SPDX has no purl reference %s", p)
+		}
+	}
+}
