@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/osv-scalibr/extractor"
 	"github.com/google/osv-scalibr/extractor/filesystem"
-	"github.com/google/osv-scalibr/extractor/filesystem/language/dotnet/depsjson"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/dotnet/packageslockjson"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/golang/gobinary"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/java/archive"
@@ -116,14 +115,7 @@ func newExtractors(sc *Scanner) []*extractorSpec {
 	npmX := mustNew(packagejson.New, cfg)
 	javaX := mustNew(archive.New, javaCfg)
 	gemX := mustNew(gemspec.New, cfg)
-	depsX := mustNew(depsjson.New, cfg)
 	nugetLockX := mustNew(packageslockjson.New, cfg)
-	dotnet := func(e filesystem.Extractor) func(context.Context, *filesystem.ScanInput) ([]*extractor.Package, error) {
-		return func(ctx context.Context, in *filesystem.ScanInput) ([]*extractor.Package, error) {
-			inv, err := e.Extract(ctx, in)
-			return dotnetPackages(in.Path, inv.Packages), err
-		}
-	}
 
 	return []*extractorSpec{
 		{typ: "dpkg", wants: byFileRequired(dpkgX), extract: run(dpkgX), packageDB: true, countRecords: countParagraphs},
@@ -146,8 +138,12 @@ func newExtractors(sc *Scanner) []*extractorSpec {
 		{typ: "composer", ecosystem: "Packagist", wants: func(p string, _ fs.FileInfo) bool {
 			return path.Base(p) == "composer.lock" || isComposerInstalled(p)
 		}, extract: lockfileExtract(purl.TypeComposer, parseComposerJSON), metadata: always},
-		{typ: "dotnet", ecosystem: "NuGet", wants: byFileRequired(depsX), extract: dotnet(depsX), metadata: always},
-		{typ: "dotnet", ecosystem: "NuGet", wants: byFileRequired(nugetLockX), extract: dotnet(nugetLockX), metadata: always},
+		{typ: "dotnet", ecosystem: "NuGet", wants: func(p string, _ fs.FileInfo) bool { return isDepsJSON(p) },
+			extract: lockfileExtract(purl.TypeNuget, parseDepsJSON), metadata: always},
+		{typ: "dotnet", ecosystem: "NuGet", wants: byFileRequired(nugetLockX), extract: func(ctx context.Context, in *filesystem.ScanInput) ([]*extractor.Package, error) {
+			inv, err := nugetLockX.Extract(ctx, in)
+			return nugetLockPackages(in.Path, inv.Packages), err
+		}, metadata: always},
 		{typ: "cargo", ecosystem: "crates.io", wants: func(p string, _ fs.FileInfo) bool {
 			return path.Base(p) == "Cargo.lock"
 		}, extract: lockfileExtract(purl.TypeCargo, parseCargoLock), metadata: always},

@@ -3,27 +3,30 @@ package scanner
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/google/osv-scalibr/extractor"
 	"github.com/google/osv-scalibr/extractor/filesystem"
-	"github.com/google/osv-scalibr/extractor/filesystem/language/dotnet/depsjson"
 	"github.com/google/osv-scalibr/purl"
 )
 
 // Lockfiles and install records of PHP, .NET and Rust applications. The
-// Composer and Cargo parsers are ours: osv-scalibr has none for
+// Composer, deps.json and Cargo parsers are ours: osv-scalibr has none for
 // vendor/composer/installed.json, its composer.lock extractor finds each
 // package's line with a query that reads the file from the start (a
-// lockfile of n packages costs n passes over it), and its Cargo.lock
+// lockfile of n packages costs n passes over it), its deps.json extractor
+// decodes the whole file twice (once into a generic map, several times the
+// file's size) and logs a line per malformed library, and its Cargo.lock
 // extractor keeps path and git dependencies, which are no crates.io
-// packages. The .NET files go through osv-scalibr's extractors, filtered.
+// packages. packages.lock.json goes through osv-scalibr's extractor.
 
 // nameVersion is one package a lockfile names.
 type nameVersion struct{ name, version string }
@@ -187,21 +190,51 @@ func lockfileExtract(purlType string, parse func([]byte) ([]nameVersion, error))
 	}
 }
 
-// dotnetPackages keeps what a .NET extractor found that is a NuGet
-// package, once per name and version: a deps.json lists the application
-// itself and the projects it references as "project" libraries, which no
-// feed publishes; packages.lock.json's "Project" entries have no
-// resolved version, and every package comes once per target framework.
-func dotnetPackages(p string, found []*extractor.Package) []*extractor.Package {
+// parseDepsJSON returns the NuGet packages of a .NET application's
+// *.deps.json: the "libraries" keyed "Name/version" whose type is
+// "package". The application itself and the projects it references are
+// "project" libraries, which no feed publishes.
+func parseDepsJSON(data []byte) ([]nameVersion, error) {
+	var doc struct {
+		Libraries map[string]struct {
+			Type string `json:"type"`
+		} `json:"libraries"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("parse deps.json: %w", err)
+	}
+	out := make([]nameVersion, 0, len(doc.Libraries))
+	for key, lib := range doc.Libraries {
+		name, version, ok := strings.Cut(key, "/")
+		if !ok || name == "" || version == "" || strings.Contains(version, "/") || !strings.EqualFold(lib.Type, "package") {
+			continue
+		}
+		out = append(out, nameVersion{name, version})
+	}
+	// The map has no order; the inventory should not depend on it.
+	slices.SortFunc(out, func(a, b nameVersion) int {
+		return cmp.Or(strings.Compare(a.name, b.name), strings.Compare(a.version, b.version))
+	})
+	return out, nil
+}
+
+// isDepsJSON accepts the dependency manifests .NET writes beside an
+// application: <app>.deps.json.
+func isDepsJSON(p string) bool {
+	base := path.Base(p)
+	return strings.HasSuffix(base, ".deps.json") && len(base) > len(".deps.json")
+}
+
+// nugetLockPackages keeps what osv-scalibr found in a packages.lock.json
+// once per name and version: every package comes once per target
+// framework ("Project" entries have no resolved version and are dropped
+// later, with every package that has none).
+func nugetLockPackages(p string, found []*extractor.Package) []*extractor.Package {
 	nvs := make([]nameVersion, 0, len(found))
 	for _, sp := range found {
-		if sp == nil {
-			continue
+		if sp != nil {
+			nvs = append(nvs, nameVersion{sp.Name, sp.Version})
 		}
-		if m, ok := sp.Metadata.(*depsjson.Metadata); ok && !strings.EqualFold(m.Type, "package") {
-			continue
-		}
-		nvs = append(nvs, nameVersion{sp.Name, sp.Version})
 	}
 	return packagesOf(p, purl.TypeNuget, nvs)
 }

@@ -323,3 +323,30 @@ func TestLockfileSBOMPurls(t *testing.T) {
 		}
 	}
 }
+
+func TestParseDepsJSON(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, in string
+		want     string
+		wantErr  bool
+	}{
+		{"packages sorted, projects left out", `{"libraries":{"Zeta/1.0.0":{"type":"package"},"App/1.0.0":{"type":"project"},"Alpha/2.0.0-rc.1":{"type":"Package"}}}`, "Alpha@2.0.0-rc.1 Zeta@1.0.0", false},
+		{"no type, reference assemblies", `{"libraries":{"A/1.0.0":{},"B/1.0.0":{"type":"referenceassembly"}}}`, "", false},
+		{"bad keys", `{"libraries":{"A":{"type":"package"},"/1":{"type":"package"},"A/":{"type":"package"},"A/1/2":{"type":"package"}}}`, "", false},
+		{"no libraries: a vite editor.deps.json", `{"imports":["x"]}`, "", false},
+		{"libraries of the wrong type", `{"libraries":["A/1"]}`, "", true},
+		{"not JSON", `A/1`, "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			nvs, err := parseDepsJSON([]byte(tc.in))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if got := joinNV(nvs); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
