@@ -136,7 +136,7 @@ func newExtractors(sc *Scanner) []*extractorSpec {
 			return path.Base(path.Dir(p)) == "specifications" && gemX.FileRequired(fileAPI{p, info})
 		}, extract: run(gemX), metadata: always},
 		{typ: "composer", ecosystem: "Packagist", wants: func(p string, _ fs.FileInfo) bool {
-			return path.Base(p) == "composer.lock" || isComposerInstalled(p)
+			return isAppLockfile(p, "composer.lock") || isComposerInstalled(p)
 		}, extract: lockfileExtract(purl.TypeComposer, parseComposerJSON), metadata: always},
 		{typ: "dotnet", ecosystem: "NuGet", wants: func(p string, _ fs.FileInfo) bool { return isDepsJSON(p) },
 			extract: lockfileExtract(purl.TypeNuget, parseDepsJSON), metadata: always},
@@ -145,7 +145,7 @@ func newExtractors(sc *Scanner) []*extractorSpec {
 			return nugetLockPackages(in.Path, inv.Packages), err
 		}, metadata: always},
 		{typ: "cargo", ecosystem: "crates.io", wants: func(p string, _ fs.FileInfo) bool {
-			return path.Base(p) == "Cargo.lock"
+			return isAppLockfile(p, "Cargo.lock")
 		}, extract: lockfileExtract(purl.TypeCargo, parseCargoLock), metadata: always},
 	}
 }

@@ -37,6 +37,29 @@ func isComposerInstalled(p string) bool {
 	return path.Base(p) == "installed.json" && path.Base(path.Dir(p)) == "composer" && path.Base(path.Dir(path.Dir(p))) == "vendor"
 }
 
+// isAppLockfile accepts a lockfile named base that belongs to an
+// application, not one shipped inside a dependency's sources: libraries
+// under vendor/ (Composer's install directory, `cargo vendor`'s output)
+// and crates in Cargo's download cache (cargo/registry, cargo/git) carry
+// their own lockfiles, which list what their authors developed with,
+// not what the image runs.
+func isAppLockfile(p, base string) bool {
+	if path.Base(p) != base {
+		return false
+	}
+	for dir := path.Dir(p); dir != "." && dir != "/" && dir != ""; dir = path.Dir(dir) {
+		switch path.Base(dir) {
+		case "vendor":
+			return false
+		case "registry", "git":
+			if b := path.Base(path.Dir(dir)); b == "cargo" || b == ".cargo" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // composerPackage is the part of a package entry we read; Composer writes
 // the same entry in composer.lock and installed.json.
 type composerPackage struct {

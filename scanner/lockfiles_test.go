@@ -34,10 +34,12 @@ func TestLockfiles(t *testing.T) {
 		want  []Package
 	}{
 		{
-			name: "composer.lock: packages and packages-dev, versions as written, no path package without vendor",
+			name: "composer.lock: packages and packages-dev, versions as written; not a library's own lockfile under vendor/",
 			files: []entry{
 				file("srv/app/composer.lock", fixture(t, "lockfiles/composer.lock")),
 				file("srv/app/composer.json", `{"require":{"guzzlehttp/guzzle":"^6.5"}}`),
+				// A library's own lockfile, shipped in its sources.
+				file("srv/app/vendor/acme/lib/composer.lock", `{"packages":[{"name":"acme/dev-only","version":"1.0.0"}]}`),
 			},
 			want: []Package{
 				// dev-main of a path repository is still vendor/name: listed.
@@ -83,11 +85,14 @@ func TestLockfiles(t *testing.T) {
 			},
 		},
 		{
-			name: "Cargo.lock v1, v3, v4: registry and sparse sources only, no path or git dependencies",
+			name: "Cargo.lock v1, v3, v4: registry and sparse sources only, no path or git dependencies; not a crate's own in Cargo's cache",
 			files: []entry{
 				file("src/v1/Cargo.lock", fixture(t, "lockfiles/Cargo-v1.lock")),
 				file("src/v3/Cargo.lock", fixture(t, "lockfiles/Cargo-v3.lock")),
 				file("src/v4/Cargo.lock", fixture(t, "lockfiles/Cargo-v4.lock")),
+				// A downloaded crate's own lockfile, in Cargo's cache.
+				file("usr/local/cargo/registry/src/index.crates.io-6f17d22bba15001f/app-1.0.0/Cargo.lock",
+					"[[package]]\nname = \"dev-only\"\nversion = \"1.0.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n"),
 			},
 			want: []Package{
 				crate("anyhow", "1.0.95", "/src/v4/Cargo.lock"),
@@ -163,6 +168,29 @@ func countNamed(pkgs []Package, name string) int {
 		}
 	}
 	return n
+}
+
+func TestIsAppLockfile(t *testing.T) {
+	t.Parallel()
+	for p, want := range map[string]bool{
+		"srv/app/composer.lock":                        true,
+		"composer.lock":                                true,
+		"srv/app/vendor/symfony/console/composer.lock": false,
+		"src/app/Cargo.lock":                           true,
+		"root/.cargo/registry/src/index.crates.io-6f17d22bba15001f/ripgrep-14.1.0/Cargo.lock": false,
+		"usr/local/cargo/git/checkouts/gitdep-1f2e3d/1f2e3d4/Cargo.lock":                      false,
+		"src/app/vendor/regex/Cargo.lock":                                                     false,
+		"src/registry/Cargo.lock":                                                             true,
+		"src/app/Cargo.lock.orig":                                                             false,
+	} {
+		base := "Cargo.lock"
+		if strings.Contains(p, "composer") {
+			base = "composer.lock"
+		}
+		if got := isAppLockfile(p, base); got != want {
+			t.Errorf("isAppLockfile(%q) = %v, want %v", p, got, want)
+		}
+	}
 }
 
 func TestParseCargoLock(t *testing.T) {
