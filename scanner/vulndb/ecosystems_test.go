@@ -74,6 +74,8 @@ func TestListedVersionSpellings(t *testing.T) {
 		listed("COMPOSER", "Packagist", "acme/plain", "1.2.3"),
 		listed("NUGET", "NuGet", "Acme.Lib", "1.0.0-Beta"),
 		listed("CARGO", "crates.io", "acme", "1.0.0"),
+		// A record naming the NuGet id in lower case.
+		rec("NUGET-LOWER", "NuGet", "newtonsoft.json", "ECOSYSTEM", ev("introduced", "0"), ev("fixed", "13.0.1")),
 	); st.Skipped != 0 {
 		t.Fatalf("Import = %+v", st)
 	}
@@ -88,6 +90,8 @@ func TestListedVersionSpellings(t *testing.T) {
 		{Query{Ecosystem: "NuGet", Name: "acme.lib", Version: "1.0.0-beta"}, "NUGET"},
 		{Query{Ecosystem: "NuGet", Name: "acme.lib", Version: "1.0.0-BETA+sha.abc"}, "NUGET"},
 		{Query{Ecosystem: "NuGet", Name: "acme.lib", Version: "1.0.0-beta.1"}, ""},
+		{Query{Ecosystem: "NuGet", Name: "Newtonsoft.Json", Version: "12.0.3"}, "NUGET-LOWER"},
+		{Query{Ecosystem: "NuGet", Name: "Newtonsoft.Json", Version: "13.0.1"}, ""},
 		{Query{Ecosystem: "crates.io", Name: "acme", Version: "1.0.0"}, "CARGO"},
 		{Query{Ecosystem: "crates.io", Name: "acme", Version: "v1.0.0"}, ""},
 	}
