@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/osv-scalibr/extractor"
 	"github.com/google/osv-scalibr/extractor/filesystem"
+	"github.com/google/osv-scalibr/extractor/filesystem/language/dotnet/packageslockjson"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/golang/gobinary"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/java/archive"
 	"github.com/google/osv-scalibr/extractor/filesystem/language/javascript/packagejson"
@@ -114,6 +115,7 @@ func newExtractors(sc *Scanner) []*extractorSpec {
 	npmX := mustNew(packagejson.New, cfg)
 	javaX := mustNew(archive.New, javaCfg)
 	gemX := mustNew(gemspec.New, cfg)
+	nugetLockX := mustNew(packageslockjson.New, cfg)
 
 	return []*extractorSpec{
 		{typ: "dpkg", wants: byFileRequired(dpkgX), extract: run(dpkgX), packageDB: true, countRecords: countParagraphs},
@@ -133,6 +135,18 @@ func newExtractors(sc *Scanner) []*extractorSpec {
 			// gemspec shipped inside gems/<name>/ would count them twice.
 			return path.Base(path.Dir(p)) == "specifications" && gemX.FileRequired(fileAPI{p, info})
 		}, extract: run(gemX), metadata: always},
+		{typ: "composer", ecosystem: "Packagist", wants: func(p string, _ fs.FileInfo) bool {
+			return isAppLockfile(p, "composer.lock") || isComposerInstalled(p)
+		}, extract: lockfileExtract(purl.TypeComposer, parseComposerJSON), metadata: always},
+		{typ: "dotnet", ecosystem: "NuGet", wants: func(p string, _ fs.FileInfo) bool { return isDepsJSON(p) },
+			extract: lockfileExtract(purl.TypeNuget, parseDepsJSON), metadata: always},
+		{typ: "dotnet", ecosystem: "NuGet", wants: byFileRequired(nugetLockX), extract: func(ctx context.Context, in *filesystem.ScanInput) ([]*extractor.Package, error) {
+			inv, err := nugetLockX.Extract(ctx, in)
+			return nugetLockPackages(in.Path, inv.Packages), err
+		}, metadata: always},
+		{typ: "cargo", ecosystem: "crates.io", wants: func(p string, _ fs.FileInfo) bool {
+			return isAppLockfile(p, "Cargo.lock")
+		}, extract: lockfileExtract(purl.TypeCargo, parseCargoLock), metadata: always},
 	}
 }
 

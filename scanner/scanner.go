@@ -10,7 +10,7 @@ import (
 
 // Version identifies the extraction logic. Bump it whenever the same image
 // could give a different inventory, so stored inventories can be redone.
-const Version = "portcullis-scanner/2"
+const Version = "portcullis-scanner/3"
 
 const (
 	// defaultMaxFileSize bounds each file read into memory for an extractor

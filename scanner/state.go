@@ -258,6 +258,31 @@ func (st *fsState) packages(osInfo OS, layers []Layer) []Package {
 			cmp.Compare(a.Type, b.Type),
 		)
 	})
+	return onePerCrate(out)
+}
+
+// onePerCrate lists a crates.io package once per name and version: a
+// Rust application's Cargo.lock and its cargo-auditable binary name the
+// same crates, which are one package in the image. The binary's entry is
+// kept (it is what runs), else the first by location.
+func onePerCrate(pkgs []Package) []Package {
+	kept := map[nameVersion]int{}
+	for i, p := range pkgs {
+		if p.Ecosystem != "crates.io" {
+			continue
+		}
+		k := nameVersion{p.Name, p.Version}
+		if j, ok := kept[k]; !ok || (p.Type == "rust-binary" && pkgs[j].Type != "rust-binary") {
+			kept[k] = i
+		}
+	}
+	out := pkgs[:0]
+	for i, p := range pkgs {
+		if p.Ecosystem == "crates.io" && kept[nameVersion{p.Name, p.Version}] != i {
+			continue
+		}
+		out = append(out, p)
+	}
 	return out
 }
 

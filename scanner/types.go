@@ -27,7 +27,7 @@ type Package struct {
 	SourceName    string `json:"sourceName,omitempty"`
 	SourceVersion string `json:"sourceVersion,omitempty"`
 	PURL          string `json:"purl"`
-	Type          string `json:"type"`     // which extractor found it: "dpkg", "apk", "rpm", "go-binary", "python", "npm", "java", "rust-binary", "gem"
+	Type          string `json:"type"`     // which extractor found it: "dpkg", "apk", "rpm", "go-binary", "python", "npm", "java", "rust-binary", "gem", "composer", "dotnet", "cargo"
 	Location      string `json:"location"` // absolute path in the image of the file it was found in
 	Layer         string `json:"layer"`    // digest (compressed, as in the manifest) of the layer that introduced it
 	LayerIndex    int    `json:"layerIndex"`

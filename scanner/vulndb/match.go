@@ -230,7 +230,7 @@ func matchEntry(e *entry, iv *parsedVersions) (Finding, bool) {
 		sev   severity
 	)
 	for _, p := range e.Parts {
-		partHit := slices.Contains(p.Versions, iv.v)
+		partHit := slices.ContainsFunc(p.Versions, func(l string) bool { return sameListedVersion(iv.eco, l, iv.v) })
 		for _, r := range p.Ranges {
 			ok, fix := r.contains(iv.get(r.Semver))
 			if !ok {

@@ -81,7 +81,8 @@ func (s *screen) match(v []byte, iv *parsedVersions, seen map[string]bool) (f Fi
 		}
 		nversions := d.count()
 		for range nversions {
-			if string(d.bytes()) == iv.v {
+			// Compared in place first: no copy for the common case.
+			if l := d.bytes(); string(l) == iv.v || (foldsListedVersions(iv.eco) && sameListedVersion(iv.eco, string(l), iv.v)) {
 				partHit = true
 			}
 		}

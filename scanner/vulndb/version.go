@@ -55,6 +55,9 @@ func parseVersion(v, eco string, semver bool) (ver semantic.Version, err error) 
 	if semver {
 		return semantic.ParseSemverVersion(v), nil
 	}
+	if baseEcosystem(eco) == "Packagist" {
+		return parseComposerVersion(v), nil
+	}
 	return semantic.Parse(v, eco)
 }
 

@@ -81,8 +81,43 @@ func versionTables() []versionOrder {
 		{"RubyGems", "ECOSYSTEM", "1.0.0.rc1", "1.0.0", -1},
 		{"RubyGems", "ECOSYSTEM", "1.10", "1.9", +1},
 		{"RubyGems", "ECOSYSTEM", "1.0.a", "1.0.b", -1},
+		// NuGet: SemVer 2 with a fourth numeric part, pre-releases compared
+		// case-insensitively, build metadata ignored.
 		{"NuGet", "ECOSYSTEM", "1.0.0-beta", "1.0.0", -1},
+		{"NuGet", "ECOSYSTEM", "4.3.0.1", "4.3.0", +1},
+		{"NuGet", "ECOSYSTEM", "4.3.0", "4.3.0.0", 0},
+		{"NuGet", "ECOSYSTEM", "4.3.0.1", "4.3.1", -1},
+		{"NuGet", "ECOSYSTEM", "1.0.0-RC.1", "1.0.0-rc.1", 0},
+		{"NuGet", "ECOSYSTEM", "1.0.0-alpha.2", "1.0.0-alpha.10", -1},
+		{"NuGet", "ECOSYSTEM", "1.0.0-beta", "1.0.0-Beta.1", -1},
+		{"NuGet", "ECOSYSTEM", "1.0.0+build.5", "1.0.0", 0},
+		{"NuGet", "ECOSYSTEM", "13.0.1", "13.0.1-beta1", +1},
+		{"NuGet", "ECOSYSTEM", "2.1.10", "2.1.7", +1},
+		// Composer: a "v" prefix is no part of the version, releases are
+		// four numeric parts (1.2 = 1.2.0 = 1.2.0.0), dev < alpha < beta <
+		// RC < stable < patch.
 		{"Packagist", "ECOSYSTEM", "1.0.0-beta1", "1.0.0", -1},
+		{"Packagist", "ECOSYSTEM", "v1.2.3", "1.2.3", 0},
+		{"Packagist", "ECOSYSTEM", "V1.2.3", "1.2.4", -1},
+		{"Packagist", "ECOSYSTEM", "v6.5.7", "6.5.8", -1},
+		{"Packagist", "ECOSYSTEM", "1.2", "1.2.0", 0},
+		{"Packagist", "ECOSYSTEM", "2.0.0.0", "v2.0.0", 0},
+		{"Packagist", "ECOSYSTEM", "2.0.0-beta1", "2.0", -1},
+		{"Packagist", "ECOSYSTEM", "v2.0-RC1", "2.0.0", -1},
+		{"Packagist", "ECOSYSTEM", "1.0.0-dev", "1.0.0-alpha", -1},
+		{"Packagist", "ECOSYSTEM", "1.0.0-alpha2", "1.0.0-beta", -1},
+		{"Packagist", "ECOSYSTEM", "1.0.0-beta2", "1.0.0-RC1", -1},
+		{"Packagist", "ECOSYSTEM", "1.0.0-rc1", "1.0.0-RC1", 0},
+		{"Packagist", "ECOSYSTEM", "1.0.0-beta.2", "1.0.0-beta10", -1},
+		{"Packagist", "ECOSYSTEM", "1.0.0", "1.0.0-p1", -1},
+		{"Packagist", "ECOSYSTEM", "1.0.0-patch1", "1.0.1", -1},
+		{"Packagist", "ECOSYSTEM", "1.10.0", "1.9.0", +1},
+		// crates.io: SemVer 2.
+		{"crates.io", "ECOSYSTEM", "1.0.0-alpha.1", "1.0.0", -1},
+		{"crates.io", "ECOSYSTEM", "1.0.0-alpha.beta", "1.0.0-beta", -1},
+		{"crates.io", "ECOSYSTEM", "1.0.0+meta", "1.0.0", 0},
+		{"crates.io", "ECOSYSTEM", "0.14.10", "0.14.9", +1},
+		{"crates.io", "ECOSYSTEM", "0.0.1", "0.0.10", -1},
 	}
 }
 

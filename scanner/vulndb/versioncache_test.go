@@ -383,7 +383,7 @@ func TestVersionCacheBounds(t *testing.T) {
 	// own parse, asked first or again.
 	c := newVersionCache()
 	for round := range 2 {
-		for _, eco := range []string{"npm", "PyPI", "Maven", "Go", "Debian:12", "Alpine:v3.16", "RubyGems", "NuGet"} {
+		for _, eco := range []string{"npm", "PyPI", "Maven", "Go", "Debian:12", "Alpine:v3.16", "RubyGems", "NuGet", "Packagist", "crates.io"} {
 			for _, semver := range []bool{false, true} {
 				got := c.get(eco, semver, []byte("1.0.0"))
 				want, err := parseVersion("1.0.0", eco, semver)
@@ -393,8 +393,13 @@ func TestVersionCacheBounds(t *testing.T) {
 			}
 		}
 	}
-	if n, _ := c.size(); n != 16 {
-		t.Errorf("cache holds %d parses of one string in 16 kinds", n)
+	if n, _ := c.size(); n != 20 {
+		t.Errorf("cache holds %d parses of one string in 20 kinds", n)
+	}
+	// The cached Packagist parse is Composer's (1.2 = 1.2.0.0), not
+	// version_compare's.
+	if got, err := c.get("Packagist", false, []byte("1.2")).v.CompareStr("1.2.0.0"); err != nil || got != 0 {
+		t.Errorf("Packagist 1.2 vs 1.2.0.0 = %d, %v; want 0", got, err)
 	}
 }
 
