@@ -289,5 +289,7 @@ func validVulnID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false
 	}
-	return strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == ""
+	// "_" for ClamAV signature names (Win.Test.EICAR_HDB-1), which name
+	// known-bad files.
+	return strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-_") == ""
 }
