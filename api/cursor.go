@@ -289,7 +289,5 @@ func validVulnID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false
 	}
-	// "_" for ClamAV signature names (Win.Test.EICAR_HDB-1), which name
-	// known-bad files.
-	return strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-_") == ""
+	return strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == ""
 }
