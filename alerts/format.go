@@ -224,6 +224,10 @@ func reasonText(r pipeline.EventReason) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%s* (%s): %s", esc(r.Code), esc(r.Verdict), esc(r.Message))
 	for _, v := range r.Vulnerabilities {
+		if v.Kind != "" {
+			b.WriteString(findingLine(v))
+			continue
+		}
 		fmt.Fprintf(&b, "\n• %s %s %s", esc(v.ID), esc(v.Package), esc(v.InstalledVersion))
 		if len(v.FixedVersions) > 0 {
 			fmt.Fprintf(&b, " → fixed in %s", esc(strings.Join(v.FixedVersions, ", ")))
@@ -238,6 +242,31 @@ func reasonText(r pipeline.EventReason) string {
 		fmt.Fprintf(&b, "\n• +%d more", r.MoreVulnerabilities)
 	}
 	return b.String()
+}
+
+// findingLine writes a finding that is not a vulnerability, named by its
+// id like a CVE: "• malicious package MAL-2025-191025 in npm package foo
+// 1.0.0 (CRITICAL)", "• malware Eicar-Test-Signature in /tmp/x",
+// "• secret/private-key in /app/.env". A secret is never more than its
+// kind and place (an event does not hold its value).
+func findingLine(v pipeline.EventVuln) string {
+	var s string
+	switch {
+	case v.Kind == "malware" && v.Path == "":
+		s = "malicious package " + v.ID + " in " + strings.TrimSpace(v.Ecosystem+" package "+v.Package+" "+v.InstalledVersion)
+	case v.Kind == "malware":
+		s = "malware " + v.ID + " in " + v.Path
+	default:
+		s = v.ID + " (" + v.Kind + ")"
+		if v.Path != "" {
+			s = v.ID + " in " + v.Path
+		}
+	}
+	s = strings.Join(strings.Fields(s), " ") // hostile paths stay on one line
+	if v.Severity != "" {
+		s += " (" + v.Severity + ")"
+	}
+	return "\n• " + esc(s)
 }
 
 // link writes an absolute URL as a Slack link; a relative path (no

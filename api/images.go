@@ -352,6 +352,12 @@ func summarize(findings []vulndb.Finding) *findingSummary {
 	s := &findingSummary{Total: len(findings), BySeverity: map[string]int{}}
 	for _, f := range findings {
 		s.BySeverity[f.Severity]++
+		if f.Kind != vulndb.KindVulnerability {
+			if s.ByKind == nil {
+				s.ByKind = map[string]int{}
+			}
+			s.ByKind[f.Kind]++
+		}
 	}
 	return s
 }

@@ -309,7 +309,8 @@ func (h *Handler) vulnerabilityAnswer(ctx context.Context, id string) (Vulnerabi
 		for _, f := range rec.Findings {
 			if findingIs(f, id) && len(hits) < 100 {
 				hits = append(hits, vulnFinding{ID: f.ID, Aliases: aliasesOf(f), Package: f.Package,
-					InstalledVersion: f.InstalledVersion, FixedVersions: f.FixedVersions, Severity: f.Severity})
+					InstalledVersion: f.InstalledVersion, FixedVersions: f.FixedVersions, Severity: f.Severity,
+					Kind: f.Kind, Path: f.Path, Layer: f.Layer})
 			}
 		}
 		if len(hits) == 0 {

@@ -216,10 +216,12 @@ type ReasonView struct {
 	Vulnerabilities []string `json:"vulnerabilities,omitempty"`
 }
 
-// FindingSummary counts findings by severity.
+// FindingSummary counts findings by severity, and those that are not
+// vulnerabilities by kind ("malware", "secret").
 type FindingSummary struct {
 	Total      int            `json:"total"`
 	BySeverity map[string]int `json:"by_severity"`
+	ByKind     map[string]int `json:"by_kind,omitempty"`
 }
 
 // ImageSummary is one verdict in a list.
@@ -274,4 +276,9 @@ type VulnFinding struct {
 	InstalledVersion string   `json:"installed_version"`
 	FixedVersions    []string `json:"fixed_versions,omitempty"`
 	Severity         string   `json:"severity"`
+	// Kind, for a malicious package or a file finding ("malware",
+	// "secret"); a file finding has a path and layer instead of a package.
+	Kind  string `json:"kind,omitempty"`
+	Path  string `json:"path,omitempty"`
+	Layer string `json:"layer,omitempty"`
 }

@@ -43,6 +43,12 @@ type EventVuln struct {
 	InstalledVersion string   `json:"installedVersion,omitempty"`
 	FixedVersions    []string `json:"fixedVersions,omitempty"`
 	Severity         string   `json:"severity,omitempty"`
+	// Kind is "malware" for a malicious package or a known-bad file,
+	// "secret" for a leaked secret (empty: a vulnerability); Ecosystem
+	// names the package's, Path a file finding's place.
+	Kind      string `json:"kind,omitempty"`
+	Ecosystem string `json:"ecosystem,omitempty"`
+	Path      string `json:"path,omitempty"`
 }
 
 // AffectedImage is an image a database update made fail, in the
@@ -132,8 +138,9 @@ func eventCauses(d policy.Decision, maxVulns int) []EventReason {
 }
 
 // reasonVulns reads the vulnerabilities a VULNERABLE reason lists in its
-// data (policy.VulnRule.reason writes them), whether the decision was just
-// made or decoded from the store.
+// data (policy.VulnRule.reason writes them), and the findings a MALWARE
+// reason lists (policy.FindingData), whether the decision was just made
+// or decoded from the store.
 func reasonVulns(r policy.Reason) []EventVuln {
 	list, ok := r.Data["vulnerabilities"]
 	if !ok {
@@ -150,6 +157,9 @@ func reasonVulns(r policy.Reason) []EventVuln {
 		InstalledVersion string   `json:"installed_version"`
 		FixedVersions    []string `json:"fixed_versions"`
 		Severity         string   `json:"severity"`
+		Kind             string   `json:"kind"`
+		Ecosystem        string   `json:"ecosystem"`
+		Path             string   `json:"path"`
 	}
 	if json.Unmarshal(raw, &vs) != nil {
 		return nil
@@ -157,7 +167,8 @@ func reasonVulns(r policy.Reason) []EventVuln {
 	out := make([]EventVuln, 0, len(vs))
 	for _, v := range vs {
 		out = append(out, EventVuln{ID: v.ID, Aliases: v.Aliases, Package: v.Package,
-			InstalledVersion: v.InstalledVersion, FixedVersions: v.FixedVersions, Severity: v.Severity})
+			InstalledVersion: v.InstalledVersion, FixedVersions: v.FixedVersions, Severity: v.Severity,
+			Kind: v.Kind, Ecosystem: v.Ecosystem, Path: v.Path})
 	}
 	return out
 }

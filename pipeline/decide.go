@@ -87,8 +87,9 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, dec stor
 		f.Created, f.CompressedSize, f.LayerCount = img.Created, img.CompressedSize, img.LayerCount
 	}
 	for _, v := range rec.Findings {
+		vulndb.Classify(&v) // a record matched before findings had kinds
 		f.Vulnerabilities = append(f.Vulnerabilities, policy.Vulnerability{
-			Kind: v.Kind, ID: v.ID, Path: v.Path, Aliases: slices.Concat(v.Aliases, v.Upstream), Package: v.Package, InstalledVersion: v.InstalledVersion,
+			Kind: v.Kind, ID: v.ID, Path: v.Path, Aliases: slices.Concat(v.Aliases, v.Upstream), Ecosystem: v.Ecosystem, Package: v.Package, InstalledVersion: v.InstalledVersion,
 			FixedVersions: v.FixedVersions, Severity: v.Severity, Score: v.Score, Published: v.Published,
 		})
 	}

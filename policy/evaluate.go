@@ -14,9 +14,10 @@ import (
 //
 // Each check contributes reasons with their own verdict; the decision's
 // Verdict is the most severe of them (allow when there are none) and
-// Effective is that verdict after the rule's mode. Reasons are ordered most
-// severe first, then vulnerabilities, signature, freshness, size, so the
-// start of Decision.Message is what matters most.
+// Effective is that verdict after the rule's mode, except that the mode
+// never softens malware (hardFloor). Reasons are ordered most severe
+// first, then malware, vulnerabilities, signature, freshness, size, so
+// the start of Decision.Message is what matters most.
 func Evaluate(r Rule, f Facts) Decision {
 	var rs []Reason
 	if f.Now.IsZero() {
@@ -24,6 +25,7 @@ func Evaluate(r Rule, f Facts) Decision {
 		// decision depend on when it is replayed.
 		rs = append(rs, errorReason(r, "facts", "no evaluation time in the facts", ""))
 	} else {
+		rs = append(rs, checkMalware(r, f)...)
 		rs = append(rs, checkVulnerabilities(r, f)...)
 		rs = append(rs, checkSignature(r, f)...)
 		rs = append(rs, checkFreshness(r.Freshness, f)...)
@@ -40,7 +42,7 @@ func Evaluate(r Rule, f Facts) Decision {
 	}
 	return Decision{
 		Verdict:       v,
-		Effective:     mode.apply(v),
+		Effective:     worse(mode.apply(v), hardFloor(rs)),
 		Reasons:       rs,
 		Mode:          mode,
 		PolicyVersion: r.PolicyVersion,

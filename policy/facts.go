@@ -75,6 +75,7 @@ type Vulnerability struct {
 	ID               string
 	Path             string // where a file finding is: a path in the image, or config:…
 	Aliases          []string
+	Ecosystem        string // the package's OSV ecosystem ("npm"), for messages
 	Package          string
 	InstalledVersion string
 	FixedVersions    []string
@@ -131,7 +132,8 @@ const (
 // blocked pulls are kept by (anything else counts as OTHER).
 func ReasonCodes() []string {
 	return []string{CodeUnsigned, CodeSignatureInvalid, CodeTooOld, CodeNewerRelease, CodeTooLarge,
-		CodeTooManyLayers, CodeVulnerable, CodeUnscanned, CodeEvaluationError}
+		CodeTooManyLayers, CodeVulnerable, CodeUnscanned, CodeEvaluationError,
+		CodeMalware}
 }
 
 // Reason is one finding of a rule. Verdict is what this reason alone asks

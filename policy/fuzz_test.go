@@ -16,6 +16,9 @@ func FuzzParse(f *testing.F) {
 		"rules: []\n",
 		"rules:\n  - vulnerabilities: {block: HIGH, allow: [{id: CVE-1, expires: 2027-01-31}], grace: 7d}\n",
 		"rules:\n  - match: {upstreams: ['*.io'], repositories: ['a/**']}\n    size: {max_compressed: 1.5GiB}\n",
+		"rules:\n  - malware: warn\n    mode: audit\n",
+		"rules:\n  - {malware: allow, vulnerabilities: {block: HIGH}}\n",
+		"rules:\n  - malware: [block]\n",
 		"rules:\n  - signature: &s {required: true, keys: [k]}\n  - {match: {upstreams: [x]}, signature: *s}\n",
 		"a: &a [*a]\n",
 		"rules: [\n",
@@ -25,7 +28,8 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	facts := cleanFacts()
-	facts.Vulnerabilities = []Vulnerability{{ID: "CVE-1", Severity: SeverityCritical, FixedVersions: []string{"2"}}}
+	facts.Vulnerabilities = []Vulnerability{{ID: "CVE-1", Severity: SeverityCritical, FixedVersions: []string{"2"}},
+		{Kind: kindMalware, ID: "MAL-2025-1", Ecosystem: "npm", Package: "foo", InstalledVersion: "1.0.0", Severity: SeverityCritical}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data)
 		if err != nil {
@@ -49,13 +53,19 @@ func FuzzParse(f *testing.F) {
 		}
 		for _, r := range p.Rules {
 			if r.Name == "" || !slices.Contains([]Mode{ModeEnforce, ModeWarn, ModeAudit}, r.Mode) ||
-				!slices.Contains([]Verdict{Allow, Warn, Block}, r.OnError) {
+				!slices.Contains([]Verdict{Allow, Warn, Block}, r.OnError) ||
+				!slices.Contains([]Verdict{Allow, Warn, Block}, r.Malware) {
 				t.Fatalf("rule without defaults: %+v", r)
 			}
 			// Every parsed rule must evaluate without surprises.
 			d := Evaluate(r, facts)
 			if d.Effective.rank() > d.Verdict.rank() {
 				t.Fatalf("mode made %s worse: %s", d.Verdict, d.Effective)
+			}
+			// The malware in the facts gets the rule's malware verdict,
+			// whatever the mode.
+			if d.Effective.rank() < r.Malware.rank() {
+				t.Fatalf("malware: %s served as %s", r.Malware, d.Effective)
 			}
 			_ = d.Message(200)
 		}

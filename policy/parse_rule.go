@@ -17,6 +17,7 @@ func (p *parser) rule(n *yaml.Node, path string, index int) Rule {
 		Mode:        defaultMode,
 		OnUnscanned: OnUnscanned{Wait: defaultWait, Then: Block},
 		OnError:     Block,
+		Malware:     Block,
 	}
 	p.fields(n, path, handlers{
 		"name": func(v *yaml.Node, path string) {
@@ -41,6 +42,7 @@ func (p *parser) rule(n *yaml.Node, path string, index int) Rule {
 		"freshness":       func(v *yaml.Node, path string) { r.Freshness = p.freshness(v, path) },
 		"size":            func(v *yaml.Node, path string) { r.Size = p.size(v, path) },
 		"vulnerabilities": func(v *yaml.Node, path string) { r.Vulnerabilities = p.vulnerabilities(v, path) },
+		"malware":         func(v *yaml.Node, path string) { r.Malware = p.verdict(v, path, Allow, Warn, Block) },
 		"on_unscanned": func(v *yaml.Node, path string) {
 			p.fields(v, path, handlers{
 				"wait": func(v *yaml.Node, path string) { r.OnUnscanned.Wait, _ = p.duration(v, path) },

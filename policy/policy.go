@@ -55,8 +55,8 @@ type Mode string
 // its mode must not silently stop blocking.
 const (
 	ModeEnforce Mode = "enforce" // the verdict stands
-	ModeWarn    Mode = "warn"    // block is served as warn
-	ModeAudit   Mode = "audit"   // everything is served; the verdict is only recorded
+	ModeWarn    Mode = "warn"    // block is served as warn (malware excepted: see Rule.Malware)
+	ModeAudit   Mode = "audit"   // everything but malware is served; the verdict is only recorded
 )
 
 // apply returns the verdict a client experiences under mode m.
@@ -94,6 +94,10 @@ type Rule struct {
 	Freshness       *FreshnessRule `json:"freshness,omitempty"`
 	Size            *SizeRule      `json:"size,omitempty"`
 	Vulnerabilities *VulnRule      `json:"vulnerabilities,omitempty"`
+	// Malware is the verdict on malware findings (malicious packages,
+	// known-bad files), whatever the other checks and the mode say; Parse
+	// defaults it to block, and so does Evaluate for a zero value.
+	Malware Verdict `json:"malware,omitempty"`
 
 	// OnUnscanned applies while facts the rule needs are still being
 	// gathered (scan pending, signature not checked yet).

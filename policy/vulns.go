@@ -50,6 +50,9 @@ func checkVulnerabilities(r Rule, f Facts) []Reason {
 
 	var hits []vulnHit
 	for _, x := range f.Vulnerabilities {
+		if x.Kind != "" {
+			continue // malware and secrets are judged by checks of their own
+		}
 		h, ok := v.judge(x, f)
 		if ok {
 			hits = append(hits, h)

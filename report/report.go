@@ -70,8 +70,12 @@ func JSON(w io.Writer, r Result) error {
 func Table(w io.Writer, r Result) error {
 	inv := r.Inventory
 	counts := map[string]int{}
+	vulns := 0
 	for _, f := range r.Findings {
-		counts[f.Severity]++
+		if f.Kind == vulndb.KindVulnerability { // other kinds are counted apart (otherKinds)
+			counts[f.Severity]++
+			vulns++
+		}
 	}
 	osName := inv.OS.PrettyName
 	if osName == "" {
@@ -82,7 +86,7 @@ func Table(w io.Writer, r Result) error {
 		summary = append(summary, fmt.Sprintf("%s: %d", s, counts[s]))
 	}
 	fmt.Fprintf(w, "%s (%s)\n", r.Image, osName)
-	fmt.Fprintf(w, "%d packages in %d layers, %d vulnerabilities (%s)\n", len(inv.Packages), len(inv.Layers), len(r.Findings), strings.Join(summary, ", "))
+	fmt.Fprintf(w, "%d packages in %d layers, %d vulnerabilities (%s)%s\n", len(inv.Packages), len(inv.Layers), vulns, strings.Join(summary, ", "), otherKinds(r.Findings))
 	if len(r.Findings) == 0 {
 		return nil
 	}
@@ -99,11 +103,27 @@ func Table(w io.Writer, r Result) error {
 	})
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PACKAGE\tINSTALLED\tFIXED\tID\tSEVERITY\tLAYER")
+	// A KIND column only when some finding is not a vulnerability, so a
+	// plain vulnerability scan reads as before; a file finding shows its
+	// path where a package would be.
+	kinds := anyKind(findings)
+	if kinds {
+		fmt.Fprintln(tw, "PACKAGE/PATH\tINSTALLED\tFIXED\tID\tKIND\tSEVERITY\tLAYER")
+	} else {
+		fmt.Fprintln(tw, "PACKAGE\tINSTALLED\tFIXED\tID\tSEVERITY\tLAYER")
+	}
 	for _, f := range findings {
 		fixed := strings.Join(f.FixedVersions, ", ")
 		if fixed == "" {
 			fixed = "-"
+		}
+		what, installed := f.Package, f.InstalledVersion
+		if inFile(f) {
+			what, installed = fileOf(f), "-"
+		}
+		if kinds {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", what, installed, fixed, printable(f.ID), kindName(f), f.Severity, layerOf(inv, f))
+			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.Package, f.InstalledVersion, fixed, f.ID, f.Severity, layerOf(inv, f))
 	}
@@ -112,6 +132,10 @@ func Table(w io.Writer, r Result) error {
 
 // layerOf names the layer that brought the vulnerable package, short.
 func layerOf(inv *scanner.Inventory, f vulndb.Finding) string {
+	if f.Layer != "" {
+		// A file finding names its layer itself (its Query means nothing).
+		return shortDigest(f.Layer)
+	}
 	if f.Query < 0 || f.Query >= len(inv.Packages) {
 		return "-"
 	}

@@ -35,8 +35,12 @@ type sarifDriver struct {
 type sarifRule struct {
 	ID               string         `json:"id"`
 	ShortDescription sarifText      `json:"shortDescription"`
-	HelpURI          string         `json:"helpUri"`
+	HelpURI          string         `json:"helpUri,omitempty"` // osv.dev for OSV ids only
 	Properties       map[string]any `json:"properties,omitempty"`
+}
+
+type sarifRegion struct {
+	StartLine int `json:"startLine"`
 }
 
 type sarifText struct {
@@ -55,6 +59,7 @@ type sarifLocation struct {
 		ArtifactLocation struct {
 			URI string `json:"uri"`
 		} `json:"artifactLocation"`
+		Region *sarifRegion `json:"region,omitempty"` // a secret's line
 	} `json:"physicalLocation"`
 }
 
@@ -69,15 +74,28 @@ func SARIF(w io.Writer, r Result, toolVersion string) error {
 			seen[f.ID] = true
 			rule := sarifRule{ID: f.ID, ShortDescription: sarifText{Text: summaryOf(f)}, HelpURI: "https://osv.dev/vulnerability/" + f.ID,
 				Properties: map[string]any{"tags": []string{"vulnerability", f.Severity}}}
+			if f.Kind != vulndb.KindVulnerability {
+				// A malicious package, a known-bad file or a secret
+				// (ruleId secret/<kind>): its kind in the tags and as a
+				// property; osv.dev knows only OSV ids.
+				rule.Properties["tags"] = []string{kindName(f), "security", f.Severity}
+				rule.Properties["kind"] = kindName(f)
+				if !osvID(f) {
+					rule.HelpURI = ""
+				}
+			}
 			if f.Score > 0 {
 				// GitHub code scanning ranks by this property.
 				rule.Properties["security-severity"] = fmt.Sprintf("%.1f", f.Score)
 			}
 			run.Tool.Driver.Rules = append(run.Tool.Driver.Rules, rule)
 		}
-		res := sarifResult{RuleID: f.ID, Level: sarifLevel(f.Severity), Message: sarifText{Text: message(f)}}
+		res := sarifResult{RuleID: f.ID, Level: sarifLevel(f.Severity), Message: sarifText{Text: sarifMessage(f)}}
 		var loc sarifLocation
 		loc.PhysicalLocation.ArtifactLocation.URI = locationOf(r, f)
+		if inFile(f) && f.Line > 0 {
+			loc.PhysicalLocation.Region = &sarifRegion{StartLine: f.Line}
+		}
 		res.Locations = []sarifLocation{loc}
 		run.Results = append(run.Results, res)
 	}
@@ -89,6 +107,9 @@ func SARIF(w io.Writer, r Result, toolVersion string) error {
 func summaryOf(f vulndb.Finding) string {
 	if f.Summary != "" {
 		return f.Summary
+	}
+	if inFile(f) {
+		return f.ID + " (" + kindName(f) + ")"
 	}
 	return f.ID + " in " + f.Package
 }
@@ -112,6 +133,9 @@ func sarifLevel(severity string) string {
 }
 
 func locationOf(r Result, f vulndb.Finding) string {
+	if inFile(f) {
+		return f.Path // its Query means nothing
+	}
 	if r.Inventory != nil && f.Query >= 0 && f.Query < len(r.Inventory.Packages) {
 		if loc := r.Inventory.Packages[f.Query].Location; loc != "" {
 			return loc

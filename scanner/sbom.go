@@ -80,7 +80,7 @@ func WriteCycloneDX(w io.Writer, inv *Inventory, findings []vulndb.Finding) erro
 	}
 	bom.Components = &components
 	if len(findings) > 0 {
-		vulns := cycloneDXVulns(findings, byPackage)
+		vulns := cycloneDXVulns(findings, byPackage, inv.ImageDigest)
 		bom.Vulnerabilities = &vulns
 	}
 	enc := cdx.NewBOMEncoder(w, cdx.BOMFileFormatJSON)
@@ -122,7 +122,7 @@ func findingKey(ecosystem, name, version string) string {
 // ecosystem, name and version rather than Finding.Query, which is not kept
 // when findings are stored: the same package in two places is affected the
 // same way.
-func cycloneDXVulns(findings []vulndb.Finding, byPackage map[string][]string) []cdx.Vulnerability {
+func cycloneDXVulns(findings []vulndb.Finding, byPackage map[string][]string, imageRef string) []cdx.Vulnerability {
 	var out []cdx.Vulnerability
 	index := map[string]int{}
 	affected := map[string]bool{} // vulnerability id, bom-ref
@@ -153,11 +153,13 @@ func cycloneDXVulns(findings []vulndb.Finding, byPackage map[string][]string) []
 			if len(f.FixedVersions) > 0 {
 				v.Recommendation = "Upgrade " + f.Package + " to " + strings.Join(f.FixedVersions, " or ")
 			}
+			describeKind(&v, f) // malware, secrets
 			i = len(out)
 			index[f.ID] = i
 			out = append(out, v)
 		}
 		affects := out[i].Affects
+		fileAffects(&out[i], f, imageRef, affected) // a file finding affects the image
 		for _, ref := range byPackage[findingKey(f.Ecosystem, f.Package, f.InstalledVersion)] {
 			if affected[f.ID+"\x00"+ref] {
 				continue // one finding per copy of the package

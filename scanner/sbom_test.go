@@ -3,6 +3,7 @@ package scanner
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
@@ -143,5 +144,61 @@ func TestWriteSPDX(t *testing.T) {
 	// image + OS + packages, and the image contains each of the others.
 	if len(doc.Packages) != len(inv.Packages)+2 || len(doc.Relationships) != len(inv.Packages)+2 {
 		t.Errorf("%d packages, %d relationships for %d inventory packages", len(doc.Packages), len(doc.Relationships), len(inv.Packages))
+	}
+}
+
+// Malware and secret findings are in the vulnerabilities section with
+// their kind; a file finding affects the image and says where it is; a
+// secret's fingerprint stays out.
+func TestWriteCycloneDXKinds(t *testing.T) {
+	t.Parallel()
+	inv := sbomInventory(t)
+	fingerprint := "sha256:" + strings.Repeat("12", 32)
+	findings := []vulndb.Finding{
+		{Kind: vulndb.KindMalware, ID: "MAL-2025-191025", Ecosystem: "npm", Package: "lodash", InstalledVersion: "4.17.20", Severity: "CRITICAL"},
+		{Kind: vulndb.KindMalware, ID: "Eicar-Test-Signature", Path: "/tmp/eicar.com", Layer: "sha256:aa", SHA256: "bb", Severity: "CRITICAL"},
+		{Kind: vulndb.KindSecret, ID: "secret/private-key", Path: "/app/.env", Line: 3, Layer: "sha256:cc", Fingerprint: fingerprint, Severity: "HIGH"},
+		{ID: "CVE-2024-1", Ecosystem: "npm", Package: "lodash", InstalledVersion: "4.17.20", Severity: "LOW"},
+	}
+	var buf bytes.Buffer
+	if err := WriteCycloneDX(&buf, inv, findings); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(buf.Bytes(), []byte(fingerprint)) {
+		t.Error("the SBOM holds a secret's fingerprint")
+	}
+	var bom cdx.BOM
+	if err := cdx.NewBOMDecoder(bytes.NewReader(buf.Bytes()), cdx.BOMFileFormatJSON).Decode(&bom); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	byID := map[string]cdx.Vulnerability{}
+	for _, v := range *bom.Vulnerabilities {
+		byID[v.ID] = v
+	}
+	props := func(v cdx.Vulnerability) map[string]string {
+		m := map[string]string{}
+		if v.Properties != nil {
+			for _, p := range *v.Properties {
+				m[p.Name] = p.Value
+			}
+		}
+		return m
+	}
+	mal := byID["MAL-2025-191025"]
+	if props(mal)[propFindingKind] != "malware" || mal.CWEs == nil || (*mal.CWEs)[0] != 506 || mal.Source.URL != "https://osv.dev/vulnerability/MAL-2025-191025" ||
+		mal.Affects == nil || len(*mal.Affects) == 0 || !strings.Contains((*mal.Affects)[0].Ref, "lodash") {
+		t.Errorf("malicious package: %+v", mal)
+	}
+	eicar := byID["Eicar-Test-Signature"]
+	if p := props(eicar); p[propFindingKind] != "malware" || p[propFindingPath] != "/tmp/eicar.com" || p[propFindingLayer] != "sha256:aa" || p[propFindingSHA256] != "bb" ||
+		eicar.Source.URL != "" || eicar.Affects == nil || len(*eicar.Affects) != 1 || (*eicar.Affects)[0].Ref != inv.ImageDigest {
+		t.Errorf("malware file: %+v %v", eicar, props(eicar))
+	}
+	secret := byID["secret/private-key"]
+	if p := props(secret); p[propFindingKind] != "secret" || p[propFindingPath] != "/app/.env" {
+		t.Errorf("secret: %+v", secret)
+	}
+	if byID["CVE-2024-1"].Properties != nil {
+		t.Errorf("a vulnerability has a kind: %+v", byID["CVE-2024-1"])
 	}
 }

@@ -55,6 +55,7 @@ func policyCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return fmt.Errorf("policy %s: %w", *path, err)
 		}
 		fmt.Fprintf(stdout, "%s: ok, %d rules, version %s\n", *path, len(pol.Rules), pol.Version())
+		explainMalwareRules(stdout, pol)
 		return nil
 	}
 	if fs.NArg() != 1 {
@@ -126,5 +127,22 @@ func printDecision(w io.Writer, ref string, d policy.Decision) error {
 	if len(d.Reasons) == 0 {
 		fmt.Fprintln(w, "  no findings")
 	}
+	if d.Has(policy.CodeMalware) && d.Mode != policy.ModeEnforce {
+		// Otherwise "block" under a warn-mode rule reads like a bug.
+		fmt.Fprintf(w, "  (the rule's mode %s does not soften malware: its malware setting decides)\n", d.Mode)
+	}
 	return nil
+}
+
+// explainMalwareRules names the rules that let malware through: every
+// other rule blocks it, and that is the default worth knowing about.
+func explainMalwareRules(w io.Writer, pol *policy.Policy) {
+	for _, r := range pol.Rules {
+		switch r.Malware {
+		case policy.Warn:
+			fmt.Fprintf(w, "  rule %s: malware is served with a warning (malware: warn)\n", r.Name)
+		case policy.Allow:
+			fmt.Fprintf(w, "  rule %s: malware is allowed (malware: allow)\n", r.Name)
+		}
+	}
 }

@@ -163,6 +163,7 @@ func (m *matcher) match(qi int, q Query) error {
 				continue
 			}
 			seen[f.ID] = true
+			Classify(&f)
 			f.Ecosystem = q.Ecosystem
 			if f.Ecosystem == "" {
 				f.Ecosystem = eco

@@ -267,6 +267,7 @@ func referenceMatch(t *testing.T, db *DB, qs []Query) []Finding {
 					continue
 				}
 				seen[e.ID] = true
+				Classify(&f) // what a record's id says (malware) is the matcher's rule too
 				f.Ecosystem = q.Ecosystem
 				if f.Ecosystem == "" {
 					f.Ecosystem = eco
