@@ -63,6 +63,7 @@ type Status struct {
 	Records    int            `json:"records"`
 	Ecosystems map[string]int `json:"ecosystems"` // records per ecosystem, with release: "Debian:12"
 	Sources    []SourceStatus `json:"sources,omitempty"`
+	Signatures int            `json:"signatures,omitempty"` // ClamAV hash signatures
 }
 
 // SourceStatus is the download state of one Update source.
@@ -84,6 +85,7 @@ type storedStatus struct {
 	Records    int                     `json:"records"`
 	Ecosystems map[string]int          `json:"ecosystems"`
 	Sources    map[string]SourceStatus `json:"sources,omitempty"` // by URL
+	Signatures int                     `json:"signatures,omitempty"`
 }
 
 // ErrInUse means another process holds the database open.
@@ -233,6 +235,7 @@ func (db *DB) Status() (Status, error) {
 		BuiltAt:    st.BuiltAt,
 		Records:    st.Records,
 		Ecosystems: st.Ecosystems,
+		Signatures: st.Signatures,
 	}
 	if out.Ecosystems == nil {
 		out.Ecosystems = map[string]int{}
