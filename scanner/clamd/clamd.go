@@ -12,7 +12,9 @@ package clamd
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +23,8 @@ import (
 	"path"
 	"strconv"
 	"time"
+
+	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
 // Defaults of Options.
@@ -160,6 +164,15 @@ func (c *Client) Address() Address { return c.addr }
 type Result struct {
 	Found     bool
 	Signature string // clamd's signature name when Found
+	SHA256    string // hex sha256 of the bytes sent, to name the file in a finding
+}
+
+// Finding is the malware finding for a FOUND result: path is the file's
+// path in the image, layer the digest of the layer that holds it.
+func (r Result) Finding(path, layer string) vulndb.Finding {
+	f := vulndb.MalwareFileFinding(r.Signature, path, layer, r.SHA256)
+	f.Summary = "found by clamd"
+	return f
 }
 
 // Ping checks that clamd answers PING with PONG.
@@ -214,12 +227,14 @@ func (c *Client) instream(conn net.Conn, r io.Reader, size int64) (Result, error
 		return Result{}, c.failedWrite(conn, err)
 	}
 	buf := make([]byte, 4+c.opts.ChunkSize)
+	sum := sha256.New()
 	remaining := size
 	for remaining > 0 {
 		n := int(min(remaining, int64(c.opts.ChunkSize)))
 		if _, err := io.ReadFull(r, buf[4:4+n]); err != nil {
 			return Result{}, fmt.Errorf("read file (%d of %d bytes left): %w", remaining, size, err)
 		}
+		sum.Write(buf[4 : 4+n])
 		binary.BigEndian.PutUint32(buf[:4], uint32(n))
 		if err := c.write(conn, buf[:4+n]); err != nil {
 			return Result{}, c.failedWrite(conn, err)
@@ -238,7 +253,12 @@ func (c *Client) instream(conn net.Conn, r io.Reader, size int64) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	return parseStreamAnswer(answer)
+	res, err := parseStreamAnswer(answer)
+	if err != nil {
+		return Result{}, err
+	}
+	res.SHA256 = hex.EncodeToString(sum.Sum(nil))
+	return res, nil
 }
 
 // failedWrite explains a write clamd cut short: it closes the connection

@@ -3,6 +3,8 @@ package clamd
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/test/clamdserver"
 )
 
@@ -54,6 +57,15 @@ func TestScanRealClamd(t *testing.T) {
 				}
 				if res.Found != (tc.signature != "") || res.Signature != tc.signature {
 					t.Fatalf("result %+v, want %q", res, tc.signature)
+				}
+				if sum := sha256.Sum256(tc.data); res.SHA256 != hex.EncodeToString(sum[:]) {
+					t.Fatalf("sha256 %s, want %x", res.SHA256, sum)
+				}
+				if res.Found {
+					f := res.Finding("/usr/bin/x", "sha256:aa")
+					if f.Kind != vulndb.KindMalware || f.ID != tc.signature || f.Path != "/usr/bin/x" || f.Layer != "sha256:aa" || f.SHA256 != res.SHA256 || f.Severity != "CRITICAL" {
+						t.Fatalf("finding %+v", f)
+					}
 				}
 			})
 		}

@@ -169,3 +169,22 @@ func (s *Shared) Update(ctx context.Context, sources []Source, client *http.Clie
 	s.mu.Unlock()
 	return stats, err
 }
+
+// SignatureMatcher opens the database for one scan's hash signature
+// lookups (see DB.SignatureMatcher); release ends that use. A database
+// without signatures is released at once (its matcher answers without
+// reading the file), so only deployments that import signatures hold the
+// file open through their scans.
+func (s *Shared) SignatureMatcher(ctx context.Context, hashMaxFile int64) (m *SignatureMatcher, release func(), err error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err = db.SignatureMatcher(hashMaxFile)
+	if err != nil || m.Empty() {
+		s.release()
+		return m, func() {}, err
+	}
+	var once sync.Once
+	return m, func() { once.Do(s.release) }, nil
+}

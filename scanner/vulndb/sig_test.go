@@ -420,3 +420,73 @@ func FuzzSignatureFile(f *testing.F) {
 		t.Fatal("reader did not end")
 	})
 }
+
+func TestSharedSignatureMatcher(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vulndb")
+	s := NewShared(dir)
+	m, release, err := s.SignatureMatcher(context.Background(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Empty() || m.Version() != "" || s.db != nil {
+		t.Fatalf("no signatures: empty %v, version %q, file held %v", m.Empty(), m.Version(), s.db != nil)
+	}
+	release()
+	f := newTestFile("bad\n", "Bad")
+	db, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	importPaths(t, db, writeFile(t, t.TempDir(), "feed.hsb", f.hsb256))
+	db.Close()
+	m, release, err = s.SignatureMatcher(context.Background(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.db == nil {
+		t.Fatal("signatures: the file is not held for the scan")
+	}
+	if _, names := matchFile(t, m, f.data); !slices.Equal(names, []string{"Bad-SHA256"}) {
+		t.Fatalf("names %q", names)
+	}
+	v1 := m.Version()
+	release()
+	release() // twice is once
+	if s.db != nil || s.users != 0 {
+		t.Fatalf("after release: held %v, users %d", s.db != nil, s.users)
+	}
+	db, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	importPaths(t, db, writeFile(t, t.TempDir(), "feed2.hdb", f.hdb5))
+	m2, err := db.SignatureMatcher(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1 == "" || m2.Version() == v1 {
+		t.Fatalf("signature set version %q, then %q", v1, m2.Version())
+	}
+}
+
+// BenchmarkCandidateNoMatch is the cost the walk adds to a file whose size
+// no signature has (go test -bench Candidate ./scanner/vulndb).
+func BenchmarkCandidateNoMatch(b *testing.B) {
+	db := openTestDB(b)
+	var sb strings.Builder
+	for i := range 10000 {
+		fmt.Fprintf(&sb, "%x:%d:Sig-%d\n", sha256.Sum256([]byte(fmt.Sprint(i))), 100000+i, i)
+	}
+	importPaths(b, db, writeFile(b, b.TempDir(), "big.hsb", sb.String()))
+	m, err := db.SignatureMatcher(64 << 20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if need, err := m.Candidate(int64(i % 50000)); need != 0 || err != nil {
+			b.Fatal(need, err)
+		}
+	}
+}

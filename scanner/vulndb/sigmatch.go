@@ -101,6 +101,8 @@ type SignatureMatcher struct {
 	files [][]byte
 	// anySize is what the "*" signatures need (0: there are none).
 	anySize Need
+	// version identifies the signature set (see Version).
+	version string
 
 	mu    sync.Mutex
 	sizes map[int64]Need // Candidate answers by size (bounded)
@@ -117,6 +119,11 @@ func (db *DB) SignatureMatcher(hashMaxFile int64) (*SignatureMatcher, error) {
 		if files == nil {
 			return nil
 		}
+		h := sha256.New()
+		if _, err := hashSignatureSources(tx, h); err != nil {
+			return err
+		}
+		m.version = "sha256:" + hex.EncodeToString(h.Sum(nil))
 		return files.ForEach(func(name, v []byte) error {
 			if v != nil {
 				return nil // not a bucket
@@ -161,6 +168,17 @@ func needAt(b *bolt.Bucket, size uint64) Need {
 
 // Empty reports whether the database has no signatures at all.
 func (m *SignatureMatcher) Empty() bool { return len(m.files) == 0 }
+
+// Version identifies the set of signatures the matcher reads (the names
+// and contents of the signature files imported), "" when there are none:
+// what a per-layer result that includes hash signature findings must be
+// keyed by, so that new signatures are applied to layers seen before.
+func (m *SignatureMatcher) Version() string {
+	if len(m.files) == 0 {
+		return ""
+	}
+	return m.version
+}
 
 // Candidate says whether a regular file of this size can match a
 // signature, and which hashes to compute if so (0: none, do not hash).
