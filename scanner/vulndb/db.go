@@ -50,6 +50,8 @@ type DB struct {
 	stageBudget int
 	// fetchLimit bounds the downloads Update runs at once.
 	fetchLimit int
+	// maxIndexedSizes bounds a SizeIndex (maxIndexedSizes; tests lower it).
+	maxIndexedSizes int
 	// versions keeps the versions parsed (range bounds, installed
 	// versions) across matches; Shared hands every DB it opens the
 	// cache it keeps, so that outlives each open of the file.
@@ -122,7 +124,7 @@ func Open(dir string) (*DB, error) {
 			}
 		}
 	}
-	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit, versions: newVersionCache()}, nil
+	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit, versions: newVersionCache(), maxIndexedSizes: maxIndexedSizes}, nil
 }
 
 // maxReopen bounds the retries of openLocked when imports keep replacing

@@ -188,3 +188,14 @@ func (s *Shared) SignatureMatcher(ctx context.Context, hashMaxFile int64) (m *Si
 	var once sync.Once
 	return m, func() { once.Do(s.release) }, nil
 }
+
+// SignatureSizes builds the size index of the database's signatures (see
+// DB.SignatureSizes), holding the file only meanwhile.
+func (s *Shared) SignatureSizes(ctx context.Context) (*SizeIndex, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.release()
+	return db.SignatureSizes()
+}

@@ -490,3 +490,64 @@ func BenchmarkCandidateNoMatch(b *testing.B) {
 		}
 	}
 }
+
+func TestSizeIndexAgreesWithTheDatabase(t *testing.T) {
+	db := openTestDB(t)
+	var hsb, hdb strings.Builder
+	sizes := map[int]bool{}
+	for i := range 300 {
+		sum := sha256.Sum256([]byte(fmt.Sprint(i)))
+		var size int
+		switch i % 3 {
+		case 0:
+			size = 100 + i%120
+			fmt.Fprintf(&hsb, "%x:%d:S256-%d\n", sum, size, i)
+		case 1:
+			size = 100 + i%70
+			fmt.Fprintf(&hsb, "%x:%d:S1-%d\n", sum[:20], size, i)
+		case 2:
+			size = 100 + i%90
+			fmt.Fprintf(&hdb, "%x:%d:M-%d\n", sum[:16], size, i)
+		}
+		sizes[size] = true
+	}
+	anySum := sha256.Sum256([]byte("any"))
+	fmt.Fprintf(&hdb, "%x:*:AnyMD5\n", anySum[:16])
+	dir := t.TempDir()
+	writeFile(t, dir, "a.hsb", hsb.String())
+	writeFile(t, dir, "b.hdb", hdb.String())
+	importPaths(t, db, dir)
+	idx, err := db.SignatureSizes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx.Len() != len(sizes) {
+		t.Fatalf("%d sizes indexed, want %d", idx.Len(), len(sizes))
+	}
+	for _, hashMax := range []int64{0, 150, 64 << 20} {
+		m, err := db.SignatureMatcher(hashMax)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if idx.Version() != m.Version() || idx.Version() == "" {
+			t.Fatalf("index version %q, matcher %q", idx.Version(), m.Version())
+		}
+		for size := int64(0); size < 300; size++ {
+			want, err := m.Candidate(size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := idx.Candidate(size, hashMax); got != want {
+				t.Fatalf("hash max %d, size %d: index says %b, database %b", hashMax, size, got, want)
+			}
+		}
+	}
+	db.maxIndexedSizes = len(sizes) - 1
+	if _, err := db.SignatureSizes(); err == nil || !strings.Contains(err.Error(), "distinct signature sizes") {
+		t.Fatalf("bound: %v", err)
+	}
+	empty, err := openTestDB(t).SignatureSizes()
+	if err != nil || empty.Len() != 0 || empty.Version() != "" || empty.Candidate(68, 64<<20) != 0 {
+		t.Fatalf("empty database: %+v, %v", empty, err)
+	}
+}
