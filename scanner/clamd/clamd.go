@@ -195,6 +195,28 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Version asks clamd for its version and its database's
+// ("ClamAV 1.4.6/27480/Thu Dec  3 08:00:00 2026"): results cached per
+// layer must be keyed by it, so that a signature update reaches them.
+func (c *Client) Version(ctx context.Context) (string, error) {
+	conn, release, err := c.dial(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	if err := c.write(conn, []byte("zVERSION\x00")); err != nil {
+		return "", fmt.Errorf("clamd %s: send VERSION: %w", c.addr, err)
+	}
+	answer, err := c.readAnswer(conn)
+	if err != nil {
+		return "", fmt.Errorf("clamd %s: VERSION: %w", c.addr, err)
+	}
+	if len(answer) < len("ClamAV ") || answer[:len("ClamAV ")] != "ClamAV " {
+		return "", fmt.Errorf("clamd %s: VERSION answered %q: %w", c.addr, answer, ErrClamd)
+	}
+	return answer, nil
+}
+
 // Scan streams size bytes of r to clamd and returns its verdict. A file
 // larger than Options.MaxFile is not sent: ErrTooLarge. r yielding more
 // or fewer bytes than size is an error (the tar header lied). clamd

@@ -51,6 +51,9 @@ func TestScanRealClamd(t *testing.T) {
 				if err := c.Ping(context.Background()); err != nil {
 					t.Fatal(err)
 				}
+				if v, err := c.Version(context.Background()); err != nil || !strings.HasPrefix(v, "ClamAV 1.") {
+					t.Fatalf("version %q, %v", v, err)
+				}
 				res, err := c.Scan(context.Background(), bytes.NewReader(tc.data), int64(len(tc.data)))
 				if err != nil {
 					t.Fatal(err)

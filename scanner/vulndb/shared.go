@@ -199,3 +199,19 @@ func (s *Shared) SignatureSizes(ctx context.Context) (*SizeIndex, error) {
 	defer s.release()
 	return db.SignatureSizes()
 }
+
+// SignatureVersion is the version of the signature set (see
+// SignatureMatcher.Version): cheap, it reads only the list of signature
+// files. "" when there are none.
+func (s *Shared) SignatureVersion(ctx context.Context) (string, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer s.release()
+	m, err := db.SignatureMatcher(0)
+	if err != nil {
+		return "", err
+	}
+	return m.Version(), nil
+}
