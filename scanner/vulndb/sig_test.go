@@ -551,3 +551,24 @@ func TestSizeIndexAgreesWithTheDatabase(t *testing.T) {
 		t.Fatalf("empty database: %+v, %v", empty, err)
 	}
 }
+
+// BenchmarkSizeIndexCandidate is what the server's walk adds to a file:
+// a binary search among the signatures' sizes.
+func BenchmarkSizeIndexCandidate(b *testing.B) {
+	db := openTestDB(b)
+	var sb strings.Builder
+	for i := range 100000 {
+		fmt.Fprintf(&sb, "%x:%d:Sig-%d\n", sha256.Sum256([]byte(fmt.Sprint(i))), 100000+2*i, i)
+	}
+	importPaths(b, db, writeFile(b, b.TempDir(), "big.hsb", sb.String()))
+	idx, err := db.SignatureSizes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if idx.Candidate(int64(100001+2*(i%100000)), 64<<20) != 0 {
+			b.Fatal("odd sizes have no signature")
+		}
+	}
+}
