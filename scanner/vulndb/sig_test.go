@@ -572,3 +572,31 @@ func BenchmarkSizeIndexCandidate(b *testing.B) {
 		}
 	}
 }
+
+// OSV records and signatures live side by side: importing one kind leaves
+// the other as it was, and both count in the version.
+func TestSignaturesBesideRecords(t *testing.T) {
+	db := openTestDB(t)
+	f := newTestFile("bad\n", "Bad")
+	importPaths(t, db, writeFile(t, t.TempDir(), "feed.hsb", f.hsb256))
+	v1 := db.Version()
+	st := importValues(t, db, goRecords()...)
+	if st.Records == 0 || st.Signatures != 0 {
+		t.Fatalf("records import: %+v", st)
+	}
+	status, err := db.Status()
+	if err != nil || status.Signatures != 1 || status.Records != st.Records || db.Version() == v1 {
+		t.Fatalf("status %+v (version was %s), %v", status, v1, err)
+	}
+	m, err := db.SignatureMatcher(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, names := matchFile(t, m, f.data); !slices.Equal(names, []string{"Bad-SHA256"}) {
+		t.Fatalf("signature after a records import: %q", names)
+	}
+	fs, err := db.Match(context.Background(), []Query{{Ecosystem: "Go", Name: "stdlib", Version: "1.26.0"}})
+	if err != nil || len(fs) == 0 {
+		t.Fatalf("records beside signatures: %v, %v", fs, err)
+	}
+}
