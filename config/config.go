@@ -126,6 +126,12 @@ type Scan struct {
 	Workers      int      `yaml:"workers"`
 	Timeout      Duration `yaml:"timeout"`
 	AllPlatforms bool     `yaml:"all_platforms"` // scan every platform of an index, not only those pulled
+	// Known-bad files (see malware.go): hash_max_file bounds the files
+	// hashed for size-wildcard signatures; clamd, if set, is the address
+	// of a clamd every regular file up to clamd_max_file is streamed to.
+	HashMaxFile  ByteSize `yaml:"hash_max_file"`
+	Clamd        string   `yaml:"clamd"`
+	ClamdMaxFile ByteSize `yaml:"clamd_max_file"`
 }
 
 // VulnDB configures the vulnerability database in <data_dir>/vulndb.
@@ -244,7 +250,7 @@ func Default() Config {
 		},
 		Storage:   Storage{Driver: "filesystem"},
 		GateBlobs: true,
-		Scan:      Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute)},
+		Scan:      Scan{Enabled: true, Workers: 2, Timeout: Duration(30 * time.Minute), HashMaxFile: DefaultHashMaxFile, ClamdMaxFile: DefaultClamdMaxFile},
 		Log:       Log{Level: "info", Format: "json"},
 		Server:    Server{MaxConnections: 10000, WriteIdleTimeout: Duration(2 * time.Minute)},
 		VulnDB:    VulnDB{UpdateInterval: Duration(DefaultVulnDBUpdateInterval), MaxAge: Duration(DefaultVulnDBMaxAge)},
@@ -395,6 +401,7 @@ func (c *Config) Finish() error {
 	}
 	c.finishStore(add)
 	c.finishAlerts(add)
+	c.finishMalwareScan(add)
 	if c.Auth.Anonymous == nil {
 		anonymous := c.Auth.Htpasswd == ""
 		c.Auth.Anonymous = &anonymous

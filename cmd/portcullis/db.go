@@ -46,7 +46,7 @@ func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	switch args[0] {
 	case "import":
 		if fs.NArg() == 0 {
-			return fmt.Errorf("db import: name at least one directory, .json file or all.zip archive")
+			return fmt.Errorf("db import: name at least one directory, .json file, all.zip archive or ClamAV .hsb/.hdb signature file")
 		}
 		db, err := open()
 		if err != nil {
@@ -56,6 +56,9 @@ func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		st, err := db.Import(ctx, fs.Args(), progressOut)
 		if err != nil {
 			return err
+		}
+		if st.Signatures > 0 {
+			fmt.Fprintf(stdout, "imported %d hash signatures\n", st.Signatures)
 		}
 		fmt.Fprintf(stdout, "imported %d records (%d skipped); database version %s\n", st.Records, st.Skipped, db.Version())
 		return nil
@@ -84,6 +87,9 @@ func dbCommand(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		fmt.Fprintf(stdout, "version:  %s\nbuilt at: %s\nrecords:  %d\n", st.Version, st.BuiltAt.Format(time.RFC3339), st.Records)
+		if st.Signatures > 0 {
+			fmt.Fprintf(stdout, "hash signatures: %d\n", st.Signatures)
+		}
 		ecos := make([]string, 0, len(st.Ecosystems))
 		for e := range st.Ecosystems {
 			ecos = append(ecos, e)

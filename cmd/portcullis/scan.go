@@ -153,7 +153,7 @@ func openExistingDB(ctx context.Context, dataDir string) (*vulndb.DB, error) {
 		db.Close()
 		return nil, err
 	}
-	if st.Records == 0 {
+	if st.Records == 0 && st.Signatures == 0 {
 		db.Close()
 		return nil, fmt.Errorf("the vulnerability database in %s is empty: run 'portcullis db update' or 'portcullis db import'", dataDir)
 	}

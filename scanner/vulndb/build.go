@@ -42,6 +42,7 @@ func (db *DB) newBuilder(im *importer) *builder {
 	im.stored = w.stored
 	im.storedView = w.storedView
 	im.spill = w.spill
+	im.storedSource = w.storedSource
 	return w
 }
 
@@ -59,6 +60,14 @@ func (w *builder) stored(id string) (m recordMeta, ok bool, err error) {
 		return recordMeta{}, false, err
 	}
 	return storedMeta(tx.Bucket([]byte(bucketRecords)), id)
+}
+
+func (w *builder) storedSource(name string) (sourceRecord, bool, error) {
+	tx, err := w.reader()
+	if err != nil {
+		return sourceRecord{}, false, err
+	}
+	return storedSourceIn(tx, name)
 }
 
 // storedView is stored without copying: v is valid until the next write

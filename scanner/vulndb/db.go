@@ -50,6 +50,8 @@ type DB struct {
 	stageBudget int
 	// fetchLimit bounds the downloads Update runs at once.
 	fetchLimit int
+	// maxIndexedSizes bounds a SizeIndex (maxIndexedSizes; tests lower it).
+	maxIndexedSizes int
 	// versions keeps the versions parsed (range bounds, installed
 	// versions) across matches; Shared hands every DB it opens the
 	// cache it keeps, so that outlives each open of the file.
@@ -63,6 +65,7 @@ type Status struct {
 	Records    int            `json:"records"`
 	Ecosystems map[string]int `json:"ecosystems"` // records per ecosystem, with release: "Debian:12"
 	Sources    []SourceStatus `json:"sources,omitempty"`
+	Signatures int            `json:"signatures,omitempty"` // ClamAV hash signatures
 }
 
 // SourceStatus is the download state of one Update source.
@@ -84,6 +87,7 @@ type storedStatus struct {
 	Records    int                     `json:"records"`
 	Ecosystems map[string]int          `json:"ecosystems"`
 	Sources    map[string]SourceStatus `json:"sources,omitempty"` // by URL
+	Signatures int                     `json:"signatures,omitempty"`
 }
 
 // ErrInUse means another process holds the database open.
@@ -120,7 +124,7 @@ func Open(dir string) (*DB, error) {
 			}
 		}
 	}
-	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit, versions: newVersionCache()}, nil
+	return &DB{dir: dir, bolt: b, stageBudget: defaultStageBudget, fetchLimit: defaultFetchLimit, versions: newVersionCache(), maxIndexedSizes: maxIndexedSizes}, nil
 }
 
 // maxReopen bounds the retries of openLocked when imports keep replacing
@@ -233,6 +237,7 @@ func (db *DB) Status() (Status, error) {
 		BuiltAt:    st.BuiltAt,
 		Records:    st.Records,
 		Ecosystems: st.Ecosystems,
+		Signatures: st.Signatures,
 	}
 	if out.Ecosystems == nil {
 		out.Ecosystems = map[string]int{}

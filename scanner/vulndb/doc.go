@@ -16,6 +16,10 @@
 // thousand records) is streamed in batches into a copy beside the file in
 // force, which replaces it by a rename once complete (see importer).
 //
+// ClamAV hash signatures (.hsb, .hdb) live in the same file, one bucket
+// per imported signature file under "sigfiles", keyed by file size first
+// (see sigstore.go); SignatureMatcher looks files up by size, then hash.
+//
 // # Ecosystems
 //
 // Records and queries are indexed under the same normalized ecosystem. OS

@@ -30,6 +30,7 @@ type ImportStats struct {
 	Written    int            // records whose content was written: new or changed (Removed not included)
 	Unchanged  int            // Update: sources that answered 304 Not Modified
 	Problems   []string       // the first maxProblems reasons for Skipped, each naming its file
+	Signatures int            // ClamAV hash signatures in the .hsb/.hdb files imported
 }
 
 // maxProblems bounds ImportStats.Problems: an import of a broken archive
@@ -42,7 +43,9 @@ const maxRecordSize = 32 << 20
 
 // Import reads OSV records from paths — directories (every *.json and *.zip
 // below them), single JSON files holding one record or an array of records,
-// and osv.dev all.zip archives — and stores them all or not at all: an
+// and osv.dev all.zip archives — and ClamAV hash signature files (*.hsb,
+// *.hdb; see sigparse.go, a malformed line is an error) and stores them
+// all or not at all: an
 // error or a cancelled ctx leaves the database as it was. A record with the
 // id of a stored one replaces it. Malformed records are skipped and counted;
 // a missing path or an unreadable archive is an error naming the file.
@@ -99,7 +102,7 @@ func expandPaths(paths []string) ([]string, error) {
 				return err
 			}
 			ext := strings.ToLower(filepath.Ext(path))
-			if d.Type().IsRegular() && (ext == ".json" || ext == ".zip") {
+			if d.Type().IsRegular() && (ext == ".json" || ext == ".zip" || signatureKindOf(path) != 0) {
 				files = append(files, path)
 			}
 			return nil
@@ -114,6 +117,9 @@ func expandPaths(paths []string) ([]string, error) {
 // importFile reads one file, deciding by its first bytes whether it is a
 // zip archive or JSON, so that a misnamed file still imports.
 func (im *importer) importFile(path string) error {
+	if kind := signatureKindOf(path); kind != 0 {
+		return im.importSignatures(path, kind)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("import vulnerability records from %s: %w", path, err)
@@ -358,8 +364,11 @@ func finishImport(tx *bolt.Tx, changed bool, edit func(*storedStatus)) error {
 		if err != nil {
 			return err
 		}
+		if st.Signatures, err = hashSignatureSources(tx, h); err != nil {
+			return err
+		}
 		switch hash := hex.EncodeToString(h.Sum(nil)); {
-		case st.Records == 0:
+		case st.Records == 0 && st.Signatures == 0:
 			// No records is no database, whatever was attempted: an
 			// update that downloaded nothing must not look like one
 			// (matching would answer "clean" for everything).

@@ -169,3 +169,49 @@ func (s *Shared) Update(ctx context.Context, sources []Source, client *http.Clie
 	s.mu.Unlock()
 	return stats, err
 }
+
+// SignatureMatcher opens the database for one scan's hash signature
+// lookups (see DB.SignatureMatcher); release ends that use. A database
+// without signatures is released at once (its matcher answers without
+// reading the file), so only deployments that import signatures hold the
+// file open through their scans.
+func (s *Shared) SignatureMatcher(ctx context.Context, hashMaxFile int64) (m *SignatureMatcher, release func(), err error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err = db.SignatureMatcher(hashMaxFile)
+	if err != nil || m.Empty() {
+		s.release()
+		return m, func() {}, err
+	}
+	var once sync.Once
+	return m, func() { once.Do(s.release) }, nil
+}
+
+// SignatureSizes builds the size index of the database's signatures (see
+// DB.SignatureSizes), holding the file only meanwhile.
+func (s *Shared) SignatureSizes(ctx context.Context) (*SizeIndex, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.release()
+	return db.SignatureSizes()
+}
+
+// SignatureVersion is the version of the signature set (see
+// SignatureMatcher.Version): cheap, it reads only the list of signature
+// files. "" when there are none.
+func (s *Shared) SignatureVersion(ctx context.Context) (string, error) {
+	db, err := s.acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer s.release()
+	m, err := db.SignatureMatcher(0)
+	if err != nil {
+		return "", err
+	}
+	return m.Version(), nil
+}

@@ -47,6 +47,12 @@ type importer struct {
 	// zip is the fingerprint of the archive entry being read (zero when
 	// the record is not from an archive): stored with the record.
 	zip [32]byte
+
+	// ClamAV hash signature files (sigstore.go): what is staged, the
+	// file names read so far, and the stored metadata of a file.
+	sigs         stagedSignatures
+	sigSeen      map[string]struct{}
+	storedSource func(name string) (sourceRecord, bool, error)
 }
 
 // staged is one record ready to be written.
@@ -71,6 +77,8 @@ func newImporter(ctx context.Context, pl *progress) *importer {
 		seen:     map[string]map[string]struct{}{},
 		stats:    ImportStats{Ecosystems: map[string]int{}},
 		progress: pl,
+		sigs:     newStagedSignatures(),
+		sigSeen:  map[string]struct{}{},
 	}
 }
 
@@ -303,8 +311,12 @@ func (im *importer) flush(tx *bolt.Tx, final bool) (bool, error) {
 	if err := putSorted(records, putRecords); err != nil {
 		return false, err
 	}
+	sigsChanged, err := im.flushSignatures(tx)
+	if err != nil {
+		return false, err
+	}
 	im.staged, im.stagedBytes = map[string]*staged{}, 0
-	return changed || len(delRecords) > 0, nil
+	return changed || sigsChanged || len(delRecords) > 0, nil
 }
 
 // unlisted finds the stored records that an updated source no longer lists
