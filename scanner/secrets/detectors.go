@@ -259,7 +259,7 @@ func (sc *scan) gcpWindow(win []byte, limit int) {
 		if loc := gcpPrivateKeyRE.FindSubmatchIndex(win); loc != nil && loc[0] < limit {
 			key := win[loc[2]:loc[3]]
 			if !bytes.Contains(key, []byte("ENCRYPTED")) {
-				sc.gcpKey = Match{Kind: KindGCPServiceAccount, Fingerprint: sc.fingerprint(KindGCPServiceAccount, key), }
+				sc.gcpKey = Match{Kind: KindGCPServiceAccount, Fingerprint: sc.fingerprint(KindGCPServiceAccount, key)}
 			}
 		}
 	}
