@@ -105,13 +105,20 @@ func Table(w io.Writer, r Result) error {
 		if fixed == "" {
 			fixed = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.Package, f.InstalledVersion, fixed, f.ID, f.Severity, layerOf(inv, f))
+		pkg := f.Package
+		if f.Kind == vulndb.KindSecret {
+			pkg = fmt.Sprintf("%s:%d", f.Path, f.Line) // where it is, never the secret
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", pkg, f.InstalledVersion, fixed, f.ID, f.Severity, layerOf(inv, f))
 	}
 	return tw.Flush()
 }
 
 // layerOf names the layer that brought the vulnerable package, short.
 func layerOf(inv *scanner.Inventory, f vulndb.Finding) string {
+	if f.Layer != "" {
+		return shortDigest(f.Layer) // a finding in a file
+	}
 	if f.Query < 0 || f.Query >= len(inv.Packages) {
 		return "-"
 	}
@@ -121,4 +128,10 @@ func layerOf(inv *scanner.Inventory, f vulndb.Finding) string {
 		short = short[:12]
 	}
 	return fmt.Sprintf("%d (%s)", p.LayerIndex, short)
+}
+
+// shortDigest is the first 12 hex digits of a digest.
+func shortDigest(d string) string {
+	d = strings.TrimPrefix(d, "sha256:")
+	return d[:min(len(d), 12)]
 }

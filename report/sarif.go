@@ -94,6 +94,10 @@ func summaryOf(f vulndb.Finding) string {
 }
 
 func message(f vulndb.Finding) string {
+	if f.Kind == vulndb.KindSecret {
+		// Where the secret is, never the secret.
+		return fmt.Sprintf("%s in %s line %d (%s)", f.ID, f.Path, f.Line, f.Severity)
+	}
 	msg := fmt.Sprintf("%s %s is affected by %s (%s)", f.Package, f.InstalledVersion, f.ID, f.Severity)
 	if len(f.FixedVersions) > 0 {
 		msg += "; fixed in " + f.FixedVersions[0]
@@ -112,6 +116,9 @@ func sarifLevel(severity string) string {
 }
 
 func locationOf(r Result, f vulndb.Finding) string {
+	if f.Path != "" {
+		return f.Path // a finding in a file: a secret's ruleId is secret/<kind>
+	}
 	if r.Inventory != nil && f.Query >= 0 && f.Query < len(r.Inventory.Packages) {
 		if loc := r.Inventory.Packages[f.Query].Location; loc != "" {
 			return loc
