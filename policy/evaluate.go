@@ -25,6 +25,7 @@ func Evaluate(r Rule, f Facts) Decision {
 		rs = append(rs, errorReason(r, "facts", "no evaluation time in the facts", ""))
 	} else {
 		rs = append(rs, checkVulnerabilities(r, f)...)
+		rs = append(rs, checkSecrets(r, f)...)
 		rs = append(rs, checkSignature(r, f)...)
 		rs = append(rs, checkFreshness(r.Freshness, f)...)
 		rs = append(rs, checkSize(r.Size, f)...)

@@ -131,7 +131,7 @@ const (
 // blocked pulls are kept by (anything else counts as OTHER).
 func ReasonCodes() []string {
 	return []string{CodeUnsigned, CodeSignatureInvalid, CodeTooOld, CodeNewerRelease, CodeTooLarge,
-		CodeTooManyLayers, CodeVulnerable, CodeUnscanned, CodeEvaluationError}
+		CodeTooManyLayers, CodeVulnerable, CodeUnscanned, CodeEvaluationError, CodeSecret}
 }
 
 // Reason is one finding of a rule. Verdict is what this reason alone asks

@@ -94,6 +94,7 @@ type Rule struct {
 	Freshness       *FreshnessRule `json:"freshness,omitempty"`
 	Size            *SizeRule      `json:"size,omitempty"`
 	Vulnerabilities *VulnRule      `json:"vulnerabilities,omitempty"`
+	Secrets         *SecretsRule   `json:"secrets,omitempty"` // leaked secrets, by kind
 
 	// OnUnscanned applies while facts the rule needs are still being
 	// gathered (scan pending, signature not checked yet).
@@ -211,6 +212,7 @@ const defaultPolicy = `rules:
     vulnerabilities:
       block: CRITICAL
       warn: HIGH
+    secrets: {warn: any}
     on_unscanned: {wait: 0s, then: allow}
     on_error: allow
 `

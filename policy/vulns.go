@@ -50,6 +50,9 @@ func checkVulnerabilities(r Rule, f Facts) []Reason {
 
 	var hits []vulnHit
 	for _, x := range f.Vulnerabilities {
+		if x.Kind == KindSecret {
+			continue // judged by the secrets check, by kind
+		}
 		h, ok := v.judge(x, f)
 		if ok {
 			hits = append(hits, h)
