@@ -37,14 +37,16 @@ func (si *secretInspector) MaxSize() int64             { return si.maxFile }
 func (si *secretInspector) Wants(f InspectedFile) bool { return f.Size > 0 }
 
 func (si *secretInspector) Inspect(_ context.Context, f InspectedFile, r io.Reader) ([]vulndb.Finding, bool, error) {
-	br := bufio.NewReaderSize(r, secrets.BinarySniff)
-	head, err := br.Peek(secrets.BinarySniff)
+	// Sized to the file: most are small, and this runs for every one.
+	sniff := int(min(f.Size, secrets.BinarySniff))
+	br := bufio.NewReaderSize(r, max(sniff, 16))
+	head, err := br.Peek(sniff)
 	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
 		return nil, false, fmt.Errorf("secrets in %s: %w", f.Path, err)
 	}
 	// The salt of guessable secrets' fingerprints is the layer: the same
 	// layer in two images gives the same fingerprint.
-	matches, truncated, err := secrets.Scan(br, secrets.Options{Name: f.Path, Binary: secrets.IsBinary(head), Salt: f.Layer})
+	matches, truncated, err := secrets.Scan(br, secrets.Options{Name: f.Path, Binary: secrets.IsBinary(head), Salt: f.Layer, Size: f.Size})
 	if err != nil {
 		return nil, false, fmt.Errorf("secrets in %s: %w", f.Path, err)
 	}
@@ -90,7 +92,7 @@ func (s *Scanner) configSecrets(cfg *v1.ConfigFile, imageDigest string, st *fsSt
 		if int64(len(text)) > s.secretsMaxFile || st.fileFindingsFull {
 			return
 		}
-		matches, truncated, err := secrets.Scan(strings.NewReader(text), secrets.Options{Name: where, Salt: imageDigest})
+		matches, truncated, err := secrets.Scan(strings.NewReader(text), secrets.Options{Name: where, Salt: imageDigest, Size: int64(len(text))})
 		if err != nil {
 			return // a strings.Reader does not fail
 		}

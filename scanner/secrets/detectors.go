@@ -9,13 +9,24 @@ import (
 	"strings"
 )
 
-// detector finds one kind of secret in a window. keyword is a literal every
-// match contains: a window without it is not searched (most files hold no
-// keyword at all, and bytes.Contains is far cheaper than a regexp).
+// detector finds one kind of secret in a window. Every match contains one
+// of keywords: a window without any is not searched (most files hold none,
+// and bytes.Contains is far cheaper than a regexp, which gets no literal
+// prefix to skip ahead with once it starts with \b).
 type detector struct {
-	kind    string
-	keyword []byte
-	find    func(sc *scan, win []byte, limit int, found []candidate) []candidate
+	kind     string
+	keywords []string
+	find     func(sc *scan, win []byte, limit int, found []candidate) []candidate
+}
+
+// wanted reports whether win holds one of d's keywords.
+func (d *detector) wanted(win []byte) bool {
+	for _, k := range d.keywords {
+		if bytes.Contains(win, []byte(k)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Every pattern is bounded in length (at most maxMatchLen bytes) and
@@ -39,25 +50,18 @@ var (
 )
 
 var detectors = []detector{
-	{KindPrivateKey, []byte("PRIVATE KEY-----"), findPrivateKeys},
-	{KindAWSAccessKey, nil, nil}, // filled in init: two keywords
-	{KindGitHubToken, []byte("_"), findRE(githubTokenRE, githubChecksumOK)},
-	{KindGitHubToken, []byte("github_pat_"), findRE(githubPATRE, nil)},
-	{KindGitLabToken, []byte("glpat-"), findRE(gitlabTokenRE, nil)},
-	{KindSlackToken, []byte("xox"), findRE(slackTokenRE, nil)},
-	{KindSlackWebhook, []byte("hooks.slack.com"), findRE(slackWebhookRE, nil)},
-	{KindGoogleAPIKey, []byte("AIza"), findRE(googleAPIKeyRE, nil)},
-	{KindStripeKey, []byte("k_live_"), findRE(stripeKeyRE, nil)},
-	{KindNPMToken, []byte("npm_"), findRE(npmTokenRE, nil)},
-	{KindPyPIToken, []byte("pypi-AgEIcHlwaS5vcmc"), findRE(pypiTokenRE, nil)},
-	{KindDockerAuth, []byte(`"auths"`), findDockerAuth},
-}
-
-func init() {
-	// AKIA and ASIA have no common literal but "IA" after the first letter.
-	detectors[1] = detector{KindAWSAccessKey, []byte("IA"), findRE(awsAccessKeyRE, nil)}
-	// The GitHub token keyword "_" is in most files; narrow it per prefix.
-	detectors[2].keyword = []byte("gh")
+	{KindPrivateKey, []string{"PRIVATE KEY-----"}, findPrivateKeys},
+	{KindAWSAccessKey, []string{"AKIA", "ASIA"}, findRE(awsAccessKeyRE, nil)},
+	{KindGitHubToken, []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_"}, findRE(githubTokenRE, githubChecksumOK)},
+	{KindGitHubToken, []string{"github_pat_"}, findRE(githubPATRE, nil)},
+	{KindGitLabToken, []string{"glpat-"}, findRE(gitlabTokenRE, nil)},
+	{KindSlackToken, []string{"xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"}, findRE(slackTokenRE, nil)},
+	{KindSlackWebhook, []string{"hooks.slack.com"}, findRE(slackWebhookRE, nil)},
+	{KindGoogleAPIKey, []string{"AIza"}, findRE(googleAPIKeyRE, nil)},
+	{KindStripeKey, []string{"sk_live_", "rk_live_"}, findRE(stripeKeyRE, nil)},
+	{KindNPMToken, []string{"npm_"}, findRE(npmTokenRE, nil)},
+	{KindPyPIToken, []string{"pypi-AgEIcHlwaS5vcmc"}, findRE(pypiTokenRE, nil)},
+	{KindDockerAuth, []string{`"auths"`}, findDockerAuth},
 }
 
 // findRE reports the matches of re that start before limit and pass ok

@@ -85,6 +85,9 @@ type Options struct {
 	MaxMatches int
 	// Salt salts the fingerprints of guessable secrets (docker-auth).
 	Salt string
+	// Size, when known and positive, is how many bytes r holds: a small
+	// file then gets a buffer of its size rather than a whole window.
+	Size int64
 }
 
 // DefaultMaxMatches is the default bound of matches of one Scan: 100 per
@@ -120,7 +123,11 @@ func Scan(r io.Reader, o Options) (matches []Match, truncated bool, err error) {
 		o.MaxMatches = DefaultMaxMatches
 	}
 	sc := &scan{o: o, line: 1, dockerConfig: path.Base(o.Name) == "config.json"}
-	buf := make([]byte, windowSize+maxMatchLen)
+	bufSize := windowSize + maxMatchLen
+	if o.Size > 0 && o.Size < int64(bufSize) {
+		bufSize = int(o.Size) + 1 // +1: the read that finds the end
+	}
+	buf := make([]byte, bufSize)
 	keep := 0 // bytes carried over from the last window
 	for {
 		n, rerr := io.ReadFull(r, buf[keep:])
@@ -128,6 +135,12 @@ func Scan(r io.Reader, o Options) (matches []Match, truncated bool, err error) {
 		eof := errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)
 		if rerr != nil && !eof {
 			return sc.out, false, fmt.Errorf("read: %w", rerr)
+		}
+		if !eof && len(buf) < windowSize+maxMatchLen {
+			// More than Size said: go on with a whole window.
+			buf = append(buf[:end], make([]byte, windowSize+maxMatchLen-end)...)
+			keep = end
+			continue
 		}
 		// Matches starting at or after limit wait for the next window,
 		// where they are whole; at the end everything is whole.
@@ -196,14 +209,15 @@ func (sc *scan) lineOf(win []byte, off int) int {
 func (sc *scan) window(win []byte, limit int) error {
 	sc.lineOff, sc.lineNo = 0, sc.line
 	var found []candidate
-	for _, d := range detectors {
+	for i := range detectors {
+		d := &detectors[i]
 		if sc.o.Binary && d.kind != KindPrivateKey {
 			continue
 		}
 		if d.kind == KindDockerAuth && !sc.dockerConfig {
 			continue
 		}
-		if !bytes.Contains(win, d.keyword) {
+		if !d.wanted(win) {
 			continue
 		}
 		n := len(found)

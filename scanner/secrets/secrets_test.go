@@ -323,3 +323,36 @@ func FuzzScan(f *testing.F) {
 		_ = fmt.Sprint(m)
 	})
 }
+
+// TestSizeHint: a wrong size hint (too small) costs a larger buffer, not a
+// missed secret or a hang.
+func TestSizeHint(t *testing.T) {
+	tok := githubToken(t, "ghp_")
+	text := strings.Repeat("x\n", 50_000) + tok + "\n"
+	for _, size := range []int64{0, 1, 100, int64(len(text)), int64(len(text)) + 10, 1 << 30} {
+		m, _, err := Scan(strings.NewReader(text), Options{Size: size})
+		if err != nil || len(m) != 1 || m[0].Line != 50_001 {
+			t.Fatalf("size %d: %+v %v", size, m, err)
+		}
+	}
+}
+
+// TestSmallFileAllocation: a small file with its size known costs about its
+// size, not a whole window.
+func TestSmallFileAllocation(t *testing.T) {
+	text := strings.Repeat("just some configuration text\n", 10)
+	allocs := testing.AllocsPerRun(20, func() {
+		if _, _, err := Scan(strings.NewReader(text), Options{Size: int64(len(text))}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 100 {
+		Scan(strings.NewReader(text), Options{Size: int64(len(text))})
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / 100; per > 4<<10 || allocs > 10 {
+		t.Fatalf("%d bytes in %.0f allocations per scan of a %d-byte file", per, allocs, len(text))
+	}
+}
