@@ -44,6 +44,7 @@ type Scanner struct {
 	layerCache        LayerCache
 	extractors        []*extractorSpec
 	secretsMaxFile    int64
+	secretsOff        bool
 	inspectors        []FileInspector // the secrets inspector first, then WithFileInspector's
 }
 
@@ -162,12 +163,12 @@ func New(opts ...Option) *Scanner {
 		log:               slog.Default(),
 		secretsMaxFile:    DefaultSecretsMaxFile,
 	}
-	var extra []FileInspector
 	for _, o := range opts {
 		o(s)
 	}
-	extra, s.inspectors = s.inspectors, []FileInspector{&secretInspector{maxFile: s.secretsMaxFile}}
-	s.inspectors = append(s.inspectors, extra...)
+	if !s.secretsOff {
+		s.inspectors = append([]FileInspector{&secretInspector{maxFile: s.secretsMaxFile}}, s.inspectors...)
+	}
 	s.extractors = newExtractors(s)
 	return s
 }

@@ -26,6 +26,12 @@ func WithSecretsMaxFile(n int64) Option {
 	return func(s *Scanner) { positive(&s.secretsMaxFile, n) }
 }
 
+// WithSecretDetection switches the search for secrets off (false) or on
+// (true, the default); benchmarks compare the two.
+func WithSecretDetection(on bool) Option {
+	return func(s *Scanner) { s.secretsOff = !on }
+}
+
 // secretInspector searches every regular file up to maxFile for secrets.
 type secretInspector struct{ maxFile int64 }
 
@@ -85,7 +91,7 @@ func secretSummary(m secrets.Match) string {
 // a finding's line is the variable's place) and each history entry's
 // created_by, whose build arguments often hold tokens.
 func (s *Scanner) configSecrets(cfg *v1.ConfigFile, imageDigest string, st *fsState) {
-	if cfg == nil || st.fileFindingsFull {
+	if cfg == nil || st.fileFindingsFull || s.secretsOff {
 		return
 	}
 	scanText := func(where, text string) {

@@ -179,3 +179,13 @@ func TestFileInspectorHook(t *testing.T) {
 		t.Fatalf("findings %+v", inv.FileFindings)
 	}
 }
+
+func TestSecretDetectionOff(t *testing.T) {
+	img := image(t, gzLayer(t, file("app/.env", "K="+awsKeyID(1)+"\n")))
+	if inv := scan(t, img); len(inv.FileFindings) != 1 {
+		t.Fatalf("on: %+v", inv.FileFindings)
+	}
+	if inv := scan(t, img, WithSecretDetection(false)); len(inv.FileFindings) != 0 {
+		t.Fatalf("off: %+v", inv.FileFindings)
+	}
+}
