@@ -21,11 +21,13 @@ func FuzzParse(f *testing.F) {
 		"rules: [\n",
 		"rules:\n\t- x\n",
 		"---\n---\n",
+		"rules:\n  - secrets: {block: [private-key], warn: any}\n",
 	} {
 		f.Add([]byte(s))
 	}
 	facts := cleanFacts()
-	facts.Vulnerabilities = []Vulnerability{{ID: "CVE-1", Severity: SeverityCritical, FixedVersions: []string{"2"}}}
+	facts.Vulnerabilities = []Vulnerability{{ID: "CVE-1", Severity: SeverityCritical, FixedVersions: []string{"2"}},
+		{Kind: KindSecret, ID: "secret/private-key", Path: "/k.pem", Severity: SeverityCritical}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data)
 		if err != nil {
