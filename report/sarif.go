@@ -69,6 +69,11 @@ func SARIF(w io.Writer, r Result, toolVersion string) error {
 			seen[f.ID] = true
 			rule := sarifRule{ID: f.ID, ShortDescription: sarifText{Text: summaryOf(f)}, HelpURI: "https://osv.dev/vulnerability/" + f.ID,
 				Properties: map[string]any{"tags": []string{"vulnerability", f.Severity}}}
+			if f.Kind == vulndb.KindSecret {
+				// Not an OSV record: the rule is the kind of secret.
+				rule.HelpURI = "https://github.com/portcullis/portcullis#leaked-secrets"
+				rule.Properties["tags"] = []string{"secret", f.Severity}
+			}
 			if f.Score > 0 {
 				// GitHub code scanning ranks by this property.
 				rule.Properties["security-severity"] = fmt.Sprintf("%.1f", f.Score)

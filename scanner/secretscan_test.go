@@ -189,3 +189,21 @@ func TestSecretDetectionOff(t *testing.T) {
 		t.Fatalf("off: %+v", inv.FileFindings)
 	}
 }
+
+// TestSecretsInCycloneDX: a secret is listed where it is, from Portcullis
+// rather than OSV, holding no secret.
+func TestSecretsInCycloneDX(t *testing.T) {
+	key := awsKeyID(5)
+	inv := scan(t, image(t, gzLayer(t, file("app/.env", "K="+key+"\n"))))
+	var buf strings.Builder
+	if err := WriteCycloneDX(&buf, inv, inv.FileFindings); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if strings.Contains(out, key[4:]) {
+		t.Fatal("the SBOM holds the secret")
+	}
+	if !strings.Contains(out, `"description": "secret/aws-access-key in /app/.env line 1 (layer sha256:`) || strings.Contains(out, "osv.dev/vulnerability/secret") {
+		t.Fatalf("SBOM:\n%s", out)
+	}
+}
