@@ -59,9 +59,10 @@ const maxFileFindings = 1000
 // maxInventoryNotes bounds the notes of one inventory.
 const maxInventoryNotes = 20
 
-// inspect runs the inspectors that want the regular file at p. The file is
-// read once into a reusable buffer (no larger than the largest MaxSize of
-// the inspectors that want it) and each inspector reads it from there; the
+// inspect runs the inspectors that want the regular file at p. A file only
+// one inspector reads is streamed to it from the tar; otherwise it is read
+// once into a reusable buffer (no larger than the largest MaxSize of the
+// inspectors that want it), each inspector reads it from there, and the
 // returned reader gives the same bytes to the rest of the walk.
 func (w *layerWalker) inspect(ctx context.Context, p string, hdr *tar.Header, r io.Reader) (io.Reader, error) {
 	if len(w.s.inspectors) == 0 || w.st.fileFindingsFull {
@@ -77,6 +78,12 @@ func (w *layerWalker) inspect(ctx context.Context, p string, hdr *tar.Header, r 
 	if len(wanting) == 0 {
 		return r, nil
 	}
+	if len(wanting) == 1 && !w.walkReads(p, hdr) {
+		// Nobody else reads the file: the inspector streams it from the
+		// tar, so a large file costs no buffer of its size.
+		w.runInspector(ctx, wanting[0], file, io.LimitReader(r, hdr.Size))
+		return r, nil
+	}
 	n := int(hdr.Size)
 	if cap(w.budget.inspectBuf) < n {
 		w.budget.inspectBuf = make([]byte, n)
@@ -86,21 +93,41 @@ func (w *layerWalker) inspect(ctx context.Context, p string, hdr *tar.Header, r 
 		return nil, fmt.Errorf("read file: %w", err)
 	}
 	for _, fi := range wanting {
-		found, truncated, err := fi.Inspect(ctx, file, bytes.NewReader(data))
-		if err != nil {
-			// One unreadable file must not fail the scan, as for the
-			// extractors; the findings it gave are kept.
-			w.s.log.WarnContext(ctx, "file inspector failed", "inspector", fi.CacheKey(), "layer", w.index, "path", file.Path, "error", err)
-		}
-		w.st.addFileFindings(w.index, found)
+		w.runInspector(ctx, fi, file, bytes.NewReader(data))
 		if w.st.fileFindingsFull {
 			break // the image's note says why the rest is missing
 		}
-		if truncated {
-			w.st.addNote(fmt.Sprintf("more findings in %s (layer %s) than reported: only the first %d", file.Path, file.Layer, len(found)))
-		}
 	}
 	return bytes.NewReader(data), nil
+}
+
+// runInspector runs one inspector on a file and keeps what it found.
+func (w *layerWalker) runInspector(ctx context.Context, fi FileInspector, file InspectedFile, r io.Reader) {
+	found, truncated, err := fi.Inspect(ctx, file, r)
+	if err != nil {
+		// One unreadable file must not fail the scan, as for the
+		// extractors; the findings it gave are kept.
+		w.s.log.WarnContext(ctx, "file inspector failed", "inspector", fi.CacheKey(), "layer", w.index, "path", file.Path, "error", err)
+	}
+	w.st.addFileFindings(w.index, found)
+	if truncated && !w.st.fileFindingsFull {
+		w.st.addNote(fmt.Sprintf("more findings in %s (layer %s) than reported: only the first %d", file.Path, file.Layer, len(found)))
+	}
+}
+
+// walkReads reports whether the rest of the walk reads the file at p (an
+// OS identification file, or one an extractor wants).
+func (w *layerWalker) walkReads(p string, hdr *tar.Header) bool {
+	if osFiles[p] || isOSFileCandidate(p) {
+		return true
+	}
+	info := hdr.FileInfo()
+	for _, s := range w.s.extractors {
+		if s.wants(p, info) {
+			return true
+		}
+	}
+	return false
 }
 
 // addFileFindings keeps the findings of a file of layer index, up to

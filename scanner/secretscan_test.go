@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -205,5 +206,30 @@ func TestSecretsInCycloneDX(t *testing.T) {
 	}
 	if !strings.Contains(out, `"description": "secret/aws-access-key in /app/.env line 1 (layer sha256:`) || strings.Contains(out, "osv.dev/vulnerability/secret") {
 		t.Fatalf("SBOM:\n%s", out)
+	}
+}
+
+// TestLargeFileStreamsToTheDetector: with a high secrets_max_file, a large
+// file of one long line is streamed through the detector, not read into
+// memory whole.
+func TestLargeFileStreamsToTheDetector(t *testing.T) {
+	const size = 32 << 20
+	line := strings.Repeat("AIzaghp_xox-----BEGIN ", size/22) + awsKeyID(4)
+	l := gzLayer(t, file("app/huge.txt", line))
+	img := image(t, l)
+	sc := New(WithSecretsMaxFile(1 << 30))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	inv, err := sc.Scan(context.Background(), img)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.FileFindings) != 1 || inv.FileFindings[0].Line != 1 {
+		t.Fatalf("findings %+v", inv.FileFindings)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+		t.Fatalf("scanning a %d MiB file allocated %d MiB", size>>20, alloc>>20)
 	}
 }
