@@ -161,7 +161,6 @@ func Scan(r io.Reader, o Options) (matches []Match, truncated bool, err error) {
 		consumed := max(limit, 0)
 		sc.advance(buf[:consumed])
 		keep = copy(buf, buf[consumed:end])
-		sc.base += int64(consumed)
 	}
 	sc.finish()
 	if len(sc.out) > o.MaxMatches {
@@ -174,9 +173,9 @@ func Scan(r io.Reader, o Options) (matches []Match, truncated bool, err error) {
 type scan struct {
 	o    Options
 	out  []Match
-	base int64 // offset in the input of the current window's first byte
-	line int   // line of the current window's first byte
-	// lineAt caches counting lines inside the current window.
+	line int // line of the current window's first byte
+	// lineNo is the line of window offset lineOff: lineOf counts on from
+	// there rather than from the window's start each time.
 	lineOff, lineNo int
 
 	dockerConfig bool // the file is named config.json
