@@ -301,10 +301,11 @@ func TestLongLineBoundedMemory(t *testing.T) {
 func FuzzScan(f *testing.F) {
 	k := makeKeys(f)
 	for _, s := range []string{k.rsaPKCS1, k.openssh, k.opensshEncrypted, githubToken(f, "ghp_"), "xoxb-1234567890-abcdefghij", `{"auths":{"a":{"auth":"abcd"}}}`, `{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----` + strings.Repeat("A", 70) + `"}`} {
-		f.Add([]byte(s), false)
+		f.Add([]byte(s), false, int64(len(s)))
 	}
-	f.Fuzz(func(t *testing.T, data []byte, binary bool) {
-		m, truncated, err := Scan(bytes.NewReader(data), Options{Name: "config.json", Binary: binary, MaxMatches: 5})
+	f.Fuzz(func(t *testing.T, data []byte, binary bool, size int64) {
+		// size is a hint that may be wrong.
+		m, truncated, err := Scan(bytes.NewReader(data), Options{Name: "config.json", Binary: binary, MaxMatches: 5, Size: size})
 		if err != nil {
 			t.Fatal(err)
 		}
