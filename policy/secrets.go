@@ -54,8 +54,8 @@ func (p *parser) secrets(n *yaml.Node, path string) *SecretsRule {
 		}
 		list, nodes := p.strings(v, path)
 		for i, k := range list {
-			if k != SecretsAny && !slices.Contains(secrets.Kinds, k) {
-				p.fail(nodes[i], path, "unknown secret kind %q (want any or one of %s)", k, strings.Join(secrets.Kinds, ", "))
+			if k != SecretsAny && !slices.Contains(secrets.Kinds(), k) {
+				p.fail(nodes[i], path, "unknown secret kind %q (want any or one of %s)", k, strings.Join(secrets.Kinds(), ", "))
 			}
 		}
 		return list

@@ -34,9 +34,11 @@ const (
 )
 
 // Kinds lists every kind the detector reports, for policies that name them.
-var Kinds = []string{
-	KindPrivateKey, KindAWSAccessKey, KindGitHubToken, KindGitLabToken, KindSlackToken, KindSlackWebhook,
-	KindGoogleAPIKey, KindGCPServiceAccount, KindStripeKey, KindNPMToken, KindPyPIToken, KindDockerAuth,
+func Kinds() []string {
+	return []string{
+		KindPrivateKey, KindAWSAccessKey, KindGitHubToken, KindGitLabToken, KindSlackToken, KindSlackWebhook,
+		KindGoogleAPIKey, KindGCPServiceAccount, KindStripeKey, KindNPMToken, KindPyPIToken, KindDockerAuth,
+	}
 }
 
 // Severity is what a finding of kind weighs: a private key (or a service
