@@ -157,6 +157,15 @@ func TestDetectsEachKind(t *testing.T) {
 			base64.StdEncoding.EncodeToString([]byte("user:s3cretpw")) + "\"\n  }\n }\n}\n", "/root/.docker/config.json", 4},
 		{"docker identitytoken", KindDockerAuth, `{"auths":{"r.io":{"identitytoken":"` + randomBase62(t, 40) + `"}}}`, "/home/u/.docker/config.json", 1},
 	}
+	covered := map[string]bool{}
+	for _, tt := range tests {
+		covered[tt.kind] = true
+	}
+	for _, k := range Kinds() {
+		if !covered[k] {
+			t.Errorf("kind %s has no test", k)
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := scanString(t, tt.text, Options{Name: tt.file})
