@@ -66,25 +66,16 @@ func secretFindings(where string, matches []secrets.Match) []vulndb.Finding {
 		out = append(out, vulndb.Finding{
 			Kind:        vulndb.KindSecret,
 			ID:          "secret/" + m.Kind,
-			Summary:     secretSummary(m),
+			Summary:     strings.ReplaceAll(m.Kind, "-", " "),
 			Severity:    secrets.Severity(m.Kind),
 			Path:        where,
 			Line:        m.Line,
 			Fingerprint: m.Fingerprint,
+			Prefix:      m.Prefix,
 			Query:       -1, // in no package
 		})
 	}
 	return out
-}
-
-// secretSummary describes a match; it holds at most the four characters
-// of Prefix, never the secret.
-func secretSummary(m secrets.Match) string {
-	s := strings.ReplaceAll(m.Kind, "-", " ")
-	if m.Prefix != "" {
-		s += " starting " + strconv.Quote(m.Prefix)
-	}
-	return s
 }
 
 // configSecrets searches the image config's Env (one variable a line, so

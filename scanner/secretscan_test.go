@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base32"
 	"encoding/binary"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -231,5 +232,22 @@ func TestLargeFileStreamsToTheDetector(t *testing.T) {
 	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
 		t.Fatalf("scanning a %d MiB file allocated %d MiB", size>>20, alloc>>20)
+	}
+}
+
+// TestSecretPrefixField: a token's first four characters are in Prefix,
+// and nowhere else in the finding.
+func TestSecretPrefixField(t *testing.T) {
+	key := awsKeyID(6)
+	inv := scan(t, image(t, gzLayer(t, file("app/.env", "K="+key+"\n"))))
+	if len(inv.FileFindings) != 1 {
+		t.Fatalf("findings %+v", inv.FileFindings)
+	}
+	f := inv.FileFindings[0]
+	if f.Prefix != "AKIA" || f.Summary != "aws access key" || f.Severity != "HIGH" {
+		t.Fatalf("finding %+v", f)
+	}
+	if b, _ := json.Marshal(f); strings.Contains(string(b), key[4:]) {
+		t.Fatalf("the finding holds the secret: %s", b)
 	}
 }
