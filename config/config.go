@@ -132,6 +132,9 @@ type Scan struct {
 	HashMaxFile  ByteSize `yaml:"hash_max_file"`
 	Clamd        string   `yaml:"clamd"`
 	ClamdMaxFile ByteSize `yaml:"clamd_max_file"`
+	// SecretsMaxFile is the largest file searched for leaked secrets; 0
+	// keeps the scanner's default (1 MiB).
+	SecretsMaxFile ByteSize `yaml:"secrets_max_file"`
 }
 
 // VulnDB configures the vulnerability database in <data_dir>/vulndb.
@@ -366,6 +369,9 @@ func (c *Config) Finish() error {
 	}
 	if c.Scan.Workers < 1 || c.Scan.Timeout <= 0 {
 		add("scan.workers must be at least 1 and scan.timeout positive")
+	}
+	if c.Scan.SecretsMaxFile < 0 {
+		add("scan.secrets_max_file must not be negative")
 	}
 	if c.Server.MaxConnections < 1 {
 		add("server.max_connections must be at least 1")

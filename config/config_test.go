@@ -331,3 +331,17 @@ func TestVulnDBDefaults(t *testing.T) {
 		t.Fatalf("vulndb after parse: %+v, %v", c.VulnDB, err)
 	}
 }
+
+func TestScanSecretsMaxFile(t *testing.T) {
+	c := Default()
+	if err := Parse([]byte("scan: {secrets_max_file: 2MiB}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(); err != nil || c.Scan.SecretsMaxFile != 2<<20 {
+		t.Fatalf("scan.secrets_max_file %d, %v", c.Scan.SecretsMaxFile, err)
+	}
+	c.Scan.SecretsMaxFile = -1
+	if err := c.Finish(); err == nil {
+		t.Fatal("a negative scan.secrets_max_file was accepted")
+	}
+}

@@ -458,10 +458,12 @@ func (p *Pipeline) evaluate(ctx context.Context, j job) (*scanner.Inventory, []v
 	return inv, findings, facts, dbVersion, err
 }
 
-// match finds the vulnerabilities of an inventory's packages.
+// match finds the vulnerabilities of an inventory's packages and adds the
+// findings the scan made in files (secrets), which need no database: every
+// match, a re-match too, carries them.
 func (p *Pipeline) match(ctx context.Context, inv *scanner.Inventory) ([]vulndb.Finding, string, error) {
 	if p.o.Matcher == nil {
-		return []vulndb.Finding{}, "", nil
+		return append([]vulndb.Finding{}, inv.FileFindings...), "", nil
 	}
 	findings, version, err := p.o.Matcher.MatchVersioned(ctx, inv.Queries())
 	if err != nil {
@@ -470,7 +472,7 @@ func (p *Pipeline) match(ctx context.Context, inv *scanner.Inventory) ([]vulndb.
 	if findings == nil {
 		findings = []vulndb.Finding{}
 	}
-	return findings, version, nil
+	return append(findings, inv.FileFindings...), version, nil
 }
 
 // notAContainerImage says why a manifest is an artifact rather than a

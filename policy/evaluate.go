@@ -27,6 +27,7 @@ func Evaluate(r Rule, f Facts) Decision {
 	} else {
 		rs = append(rs, checkMalware(r, f)...)
 		rs = append(rs, checkVulnerabilities(r, f)...)
+		rs = append(rs, checkSecrets(r, f)...)
 		rs = append(rs, checkSignature(r, f)...)
 		rs = append(rs, checkFreshness(r.Freshness, f)...)
 		rs = append(rs, checkSize(r.Size, f)...)

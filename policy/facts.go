@@ -68,6 +68,12 @@ type Signer struct {
 	Subject string `json:"subject,omitempty"`
 }
 
+// Kinds of finding, as vulndb.Finding.Kind (a vulnerability has none).
+const (
+	KindMalware = "malware" // a malicious package or a known-bad file
+	KindSecret  = "secret"  // a leaked credential
+)
+
 // Vulnerability is one scanner finding: one vulnerability in one package,
 // or (Kind) a malicious package, a known-bad file or a leaked secret.
 type Vulnerability struct {
@@ -133,7 +139,7 @@ const (
 func ReasonCodes() []string {
 	return []string{CodeUnsigned, CodeSignatureInvalid, CodeTooOld, CodeNewerRelease, CodeTooLarge,
 		CodeTooManyLayers, CodeVulnerable, CodeUnscanned, CodeEvaluationError,
-		CodeMalware}
+		CodeMalware, CodeSecret}
 }
 
 // Reason is one finding of a rule. Verdict is what this reason alone asks

@@ -24,12 +24,14 @@ func FuzzParse(f *testing.F) {
 		"rules: [\n",
 		"rules:\n\t- x\n",
 		"---\n---\n",
+		"rules:\n  - secrets: {block: [private-key], warn: any}\n",
 	} {
 		f.Add([]byte(s))
 	}
 	facts := cleanFacts()
 	facts.Vulnerabilities = []Vulnerability{{ID: "CVE-1", Severity: SeverityCritical, FixedVersions: []string{"2"}},
-		{Kind: kindMalware, ID: "MAL-2025-1", Ecosystem: "npm", Package: "foo", InstalledVersion: "1.0.0", Severity: SeverityCritical}}
+		{Kind: KindMalware, ID: "MAL-2025-1", Ecosystem: "npm", Package: "foo", InstalledVersion: "1.0.0", Severity: SeverityCritical},
+		{Kind: KindSecret, ID: "secret/private-key", Path: "/k.pem", Severity: SeverityCritical}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data)
 		if err != nil {

@@ -43,6 +43,7 @@ func (p *parser) rule(n *yaml.Node, path string, index int) Rule {
 		"size":            func(v *yaml.Node, path string) { r.Size = p.size(v, path) },
 		"vulnerabilities": func(v *yaml.Node, path string) { r.Vulnerabilities = p.vulnerabilities(v, path) },
 		"malware":         func(v *yaml.Node, path string) { r.Malware = p.verdict(v, path, Allow, Warn, Block) },
+		"secrets":         func(v *yaml.Node, path string) { r.Secrets = p.secrets(v, path) },
 		"on_unscanned": func(v *yaml.Node, path string) {
 			p.fields(v, path, handlers{
 				"wait": func(v *yaml.Node, path string) { r.OnUnscanned.Wait, _ = p.duration(v, path) },

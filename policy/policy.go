@@ -97,7 +97,8 @@ type Rule struct {
 	// Malware is the verdict on malware findings (malicious packages,
 	// known-bad files), whatever the other checks and the mode say; Parse
 	// defaults it to block, and so does Evaluate for a zero value.
-	Malware Verdict `json:"malware,omitempty"`
+	Malware Verdict      `json:"malware,omitempty"`
+	Secrets *SecretsRule `json:"secrets,omitempty"` // leaked secrets, by kind
 
 	// OnUnscanned applies while facts the rule needs are still being
 	// gathered (scan pending, signature not checked yet).
@@ -215,6 +216,7 @@ const defaultPolicy = `rules:
     vulnerabilities:
       block: CRITICAL
       warn: HIGH
+    secrets: {warn: any}
     on_unscanned: {wait: 0s, then: allow}
     on_error: allow
 `

@@ -83,6 +83,9 @@ func SARIF(w io.Writer, r Result, toolVersion string) error {
 				if !osvID(f) {
 					rule.HelpURI = ""
 				}
+				if f.Kind == vulndb.KindSecret {
+					rule.HelpURI = "https://github.com/portcullis/portcullis#leaked-secrets"
+				}
 			}
 			if f.Score > 0 {
 				// GitHub code scanning ranks by this property.
@@ -115,6 +118,10 @@ func summaryOf(f vulndb.Finding) string {
 }
 
 func message(f vulndb.Finding) string {
+	if f.Kind == vulndb.KindSecret {
+		// Where the secret is, never the secret.
+		return fmt.Sprintf("%s in %s line %d (%s)", f.ID, f.Path, f.Line, f.Severity)
+	}
 	msg := fmt.Sprintf("%s %s is affected by %s (%s)", f.Package, f.InstalledVersion, f.ID, f.Severity)
 	if len(f.FixedVersions) > 0 {
 		msg += "; fixed in " + f.FixedVersions[0]

@@ -76,4 +76,7 @@ type scanBudget struct {
 	entries   int    // tar entries
 	readBytes int64  // bytes read into memory for extractors
 	buf       []byte // reused for every file read into memory
+	// inspectBuf is reused for every file read for the inspectors; it is
+	// apart from buf because the extractors read from it into buf.
+	inspectBuf []byte
 }

@@ -12,6 +12,8 @@ import (
 	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
 // LayerCache keeps what a scan remembered of an image's filesystem after a
@@ -54,6 +56,9 @@ func (s *Scanner) layerStateKeys(layers []Layer) []string {
 	fmt.Fprintf(h, "portcullis layer state\n%s\n%d %d %d %d %d %d %d %d %d %d %d %d\n", Version,
 		s.maxFileSize, s.maxLayerSize, s.maxEntries, s.maxImageEntries, s.maxReadBytes, s.maxPackages,
 		s.maxInventoryBytes, s.maxPackageDBSize, s.maxMetadataSize, s.maxArchiveDepth, s.maxArchiveEntries, s.maxArchiveBytes)
+	for _, fi := range s.inspectors {
+		fmt.Fprintf(h, "inspector %q\n", fi.CacheKey())
+	}
 	keys := make([]string, len(layers))
 	for i, l := range layers {
 		fmt.Fprintf(h, "%s\n", l.Digest)
@@ -73,6 +78,17 @@ type layerState struct {
 	OSCandidates []string     `json:"osCandidates,omitempty"`
 	TarEntries   int          `json:"tarEntries"` // tar entries read
 	ReadBytes    int64        `json:"readBytes"`  // bytes read into memory for extractors
+	// FileFindings are the inspectors' findings in the files of these
+	// layers (whiteouts do not remove them), FileFindingsFull whether
+	// their bound was reached, Notes the inventory's notes so far.
+	FileFindings     []stateFileFinding `json:"fileFindings,omitempty"`
+	FileFindingsFull bool               `json:"fileFindingsFull,omitempty"`
+	Notes            []string           `json:"notes,omitempty"`
+}
+
+type stateFileFinding struct {
+	Finding vulndb.Finding `json:"finding"`
+	Layer   int            `json:"layer"`
 }
 
 type stateEntry struct {
@@ -115,6 +131,10 @@ func (s *Scanner) encodeLayerState(key string, layers int, st *fsState, budget *
 	for p := range st.osCandidates {
 		ls.OSCandidates = append(ls.OSCandidates, p)
 	}
+	for _, ff := range st.fileFindings {
+		ls.FileFindings = append(ls.FileFindings, stateFileFinding{Finding: ff.finding, Layer: ff.layer})
+	}
+	ls.FileFindingsFull, ls.Notes = st.fileFindingsFull, st.notes
 	// Sorted, so the same state always encodes to the same bytes.
 	slices.SortFunc(ls.Entries, func(a, b stateEntry) int { return cmp.Compare(a.Path, b.Path) })
 	slices.Sort(ls.OSCandidates)
@@ -178,6 +198,16 @@ func (s *Scanner) decodeLayerState(key string, layers int, data []byte) (*fsStat
 		}
 		st.osCandidates[p] = struct{}{}
 	}
+	if len(ls.FileFindings) > maxFileFindings || len(ls.Notes) > maxInventoryNotes {
+		return nil, nil, fmt.Errorf("%w: %d findings in files, %d notes past the bounds", errBadLayerState, len(ls.FileFindings), len(ls.Notes))
+	}
+	for _, sf := range ls.FileFindings {
+		if sf.Layer < 0 || sf.Layer >= layers || sf.Finding.Kind == "" || sf.Finding.Layer != "" {
+			return nil, nil, fmt.Errorf("%w: finding %q in files of layer %d", errBadLayerState, sf.Finding.ID, sf.Layer)
+		}
+		st.fileFindings = append(st.fileFindings, fileFinding{finding: sf.Finding, layer: sf.Layer})
+	}
+	st.fileFindingsFull, st.notes = ls.FileFindingsFull, ls.Notes
 	if st.packageCount > s.maxPackages || st.packageBytes > s.maxInventoryBytes {
 		return nil, nil, fmt.Errorf("%w: %d packages, %d bytes past the bounds", errBadLayerState, st.packageCount, st.packageBytes)
 	}

@@ -16,6 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
 // memoryLayerCache is a LayerCache in a map, as the store keeps it; it
@@ -297,6 +299,18 @@ func TestLayerCacheBadStates(t *testing.T) {
 		{"budget overdrawn", edit(func(ls *layerState) { ls.TarEntries = defaultMaxImageEntries + 1 })},
 		{"negative budget", edit(func(ls *layerState) { ls.ReadBytes = -1 })},
 		{"too large", append(stored, make([]byte, MaxLayerStateSize)...)},
+		{"finding in a file of a layer above", edit(func(ls *layerState) {
+			ls.FileFindings = []stateFileFinding{{Finding: vulndb.Finding{Kind: vulndb.KindSecret, ID: "secret/x"}, Layer: 1}}
+		})},
+		{"finding in a file without a kind", edit(func(ls *layerState) {
+			ls.FileFindings = []stateFileFinding{{Finding: vulndb.Finding{ID: "CVE-1"}}}
+		})},
+		{"findings in files past the bound", edit(func(ls *layerState) {
+			ls.FileFindings = make([]stateFileFinding, maxFileFindings+1)
+			for i := range ls.FileFindings {
+				ls.FileFindings[i].Finding = vulndb.Finding{Kind: vulndb.KindSecret, ID: "secret/x"}
+			}
+		})},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -136,6 +136,11 @@ func cycloneDXVulns(findings []vulndb.Finding, byPackage map[string][]string, im
 				Description: f.Summary,
 				Affects:     &[]cdx.Affects{},
 			}
+			if f.Kind == vulndb.KindSecret {
+				// Not from OSV and in no component: say where, never what.
+				v.Source = &cdx.Source{Name: "Portcullis"}
+				v.Description = fmt.Sprintf("%s in %s line %d (layer %s)", f.ID, f.Path, f.Line, f.Layer)
+			}
 			rating := cdx.VulnerabilityRating{Severity: cdxSeverity(f.Severity), Vector: f.CVSSVector}
 			if f.Score > 0 {
 				score := f.Score

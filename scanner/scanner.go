@@ -10,7 +10,7 @@ import (
 
 // Version identifies the extraction logic. Bump it whenever the same image
 // could give a different inventory, so stored inventories can be redone.
-const Version = "portcullis-scanner/3"
+const Version = "portcullis-scanner/3" // 3: PHP, .NET and Rust lockfiles; secrets in files and the image config
 
 const (
 	// defaultMaxFileSize bounds each file read into memory for an extractor
@@ -43,6 +43,9 @@ type Scanner struct {
 	log               *slog.Logger
 	layerCache        LayerCache
 	extractors        []*extractorSpec
+	secretsMaxFile    int64
+	secretsOff        bool
+	inspectors        []FileInspector // the secrets inspector first, then WithFileInspector's
 }
 
 // Option configures a Scanner.
@@ -158,9 +161,13 @@ func New(opts ...Option) *Scanner {
 		maxArchiveEntries: defaultMaxArchiveEntries,
 		maxArchiveBytes:   defaultMaxArchiveBytes,
 		log:               slog.Default(),
+		secretsMaxFile:    DefaultSecretsMaxFile,
 	}
 	for _, o := range opts {
 		o(s)
+	}
+	if !s.secretsOff {
+		s.inspectors = append([]FileInspector{&secretInspector{maxFile: s.secretsMaxFile}}, s.inspectors...)
 	}
 	s.extractors = newExtractors(s)
 	return s
@@ -223,7 +230,7 @@ func (s *Scanner) scan(ctx context.Context, img v1.Image) (*Inventory, *fsState,
 		start, st, budget = s.restoreLayerState(ctx, keys)
 	}
 	for i := start; i < len(layers); i++ {
-		if err := s.scanLayer(ctx, st, budget, i, layers[i]); err != nil {
+		if err := s.scanLayer(ctx, st, budget, i, inv.Layers[i].Digest, layers[i]); err != nil {
 			return nil, nil, fmt.Errorf("layer %d (%s) of %s: %w", i, inv.Layers[i].Digest, digest, err)
 		}
 		if keys != nil {
@@ -232,6 +239,9 @@ func (s *Scanner) scan(ctx context.Context, img v1.Image) (*Inventory, *fsState,
 	}
 	inv.OS = detectOS(st)
 	inv.Packages = st.packages(inv.OS, inv.Layers)
+	s.configSecrets(cfg, inv.ImageDigest, st)
+	inv.FileFindings = st.fileFindingsOf(inv.Layers)
+	inv.Notes = st.notes
 	return inv, st, nil
 }
 

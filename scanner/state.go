@@ -25,6 +25,11 @@ type fsState struct {
 	// for the inventory bounds; entries deleted later no longer count.
 	packageCount int
 	packageBytes int64
+	// fileFindings are the findings of the inspectors in the files of the
+	// layers read so far, in walk order; whiteouts do not remove them.
+	fileFindings     []fileFinding
+	fileFindingsFull bool     // maxFileFindings reached: no more are looked for
+	notes            []string // for Inventory.Notes
 }
 
 // pathEntry is one remembered path.

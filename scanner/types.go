@@ -3,6 +3,8 @@
 // with the layer that introduced it.
 package scanner
 
+import "github.com/portcullis/portcullis/scanner/vulndb"
+
 // OS is the operating system of an image, from /etc/os-release (and
 // /etc/alpine-release, /etc/debian_version).
 type OS struct {
@@ -53,4 +55,12 @@ type Inventory struct {
 	// Note explains an empty inventory that is not an error, e.g. a
 	// signature or SBOM manifest that has no filesystem to scan.
 	Note string `json:"note,omitempty"`
+	// FileFindings are findings in files and in the image config rather
+	// than in packages (secrets: Kind "secret"), found while walking the
+	// layers; the pipeline adds them to the matched findings, so a
+	// re-match keeps them. At most 1,000 per image.
+	FileFindings []vulndb.Finding `json:"fileFindings,omitempty"`
+	// Notes say where the scan left findings out (more than 100 secrets
+	// in one file, more than 1,000 findings in files in the image).
+	Notes []string `json:"notes,omitempty"`
 }

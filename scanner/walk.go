@@ -43,13 +43,13 @@ const ctxCheckEvery = 256
 
 // scanLayer streams one layer through the tar walker and then applies its
 // whiteouts to the state built from the layers below it.
-func (s *Scanner) scanLayer(ctx context.Context, st *fsState, budget *scanBudget, index int, l v1.Layer) error {
+func (s *Scanner) scanLayer(ctx context.Context, st *fsState, budget *scanBudget, index int, digest string, l v1.Layer) error {
 	rc, err := l.Compressed()
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
 	defer rc.Close()
-	w := &layerWalker{s: s, st: st, budget: budget, index: index, changes: newLayerChanges()}
+	w := &layerWalker{s: s, st: st, budget: budget, index: index, digest: digest, changes: newLayerChanges()}
 	if err := w.walk(ctx, rc); err != nil {
 		return err
 	}
@@ -96,6 +96,7 @@ type layerWalker struct {
 	st           *fsState
 	budget       *scanBudget
 	index        int
+	digest       string // compressed digest of the layer
 	changes      *layerChanges
 	osCandidates int // OS identification files kept as possible link targets
 }
@@ -183,6 +184,12 @@ func (w *layerWalker) entry(ctx context.Context, hdr *tar.Header, r io.Reader) e
 		return nil
 	}
 
+	// Files are inspected before anything else reads them: whatever
+	// happens to the path later (replaced, whited out), the layer holds it.
+	r, err := w.inspect(ctx, p, hdr, r)
+	if err != nil {
+		return err
+	}
 	old := w.st.replace(p, w.index, w.changes)
 	switch {
 	case osFiles[p]:

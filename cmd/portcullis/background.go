@@ -51,7 +51,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	scanOpts := []scanner.Option{scanner.WithLogger(log)}
+	scanOpts := []scanner.Option{scanner.WithLogger(log), scanner.WithSecretsMaxFile(int64(cfg.Scan.SecretsMaxFile))}
 	if layers, ok := state.(scanner.LayerCache); ok {
 		// Both stores keep layer states: a new tag of a base image, on any
 		// replica, costs only its own layers.

@@ -92,6 +92,8 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return fmt.Errorf("match vulnerabilities: %w", err)
 		}
+		findings = append(findings, inv.FileFindings...) // secrets, found by the scan itself
+
 		res.Findings, res.DBVersion = report.Filter(findings, levels), version
 	}
 	switch *format {

@@ -52,4 +52,7 @@ type Finding struct {
 	SHA256      string `json:"sha256,omitempty"`
 	Line        int    `json:"line,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// Prefix is, for a leaked token, at most its first four characters
+	// ("ghp_", "AKIA"): enough to tell which it is, never the secret.
+	Prefix string `json:"prefix,omitempty"`
 }
