@@ -114,7 +114,7 @@ func TestSARIFKinds(t *testing.T) {
 	for _, c := range []struct{ id, kind, help string }{
 		{"MAL-2025-191025", "malware", "https://osv.dev/vulnerability/MAL-2025-191025"},
 		{"Eicar-Test-Signature", "malware", ""},
-		{"secret/private-key", "secret", ""},
+		{"secret/private-key", "secret", "https://github.com/portcullis/portcullis#leaked-secrets"},
 	} {
 		r := rules[c.id]
 		if r.Properties["kind"] != c.kind || r.HelpURI != c.help {

@@ -118,10 +118,6 @@ func summaryOf(f vulndb.Finding) string {
 }
 
 func message(f vulndb.Finding) string {
-	if f.Kind == vulndb.KindSecret {
-		// Where the secret is, never the secret.
-		return fmt.Sprintf("%s in %s line %d (%s)", f.ID, f.Path, f.Line, f.Severity)
-	}
 	msg := fmt.Sprintf("%s %s is affected by %s (%s)", f.Package, f.InstalledVersion, f.ID, f.Severity)
 	if len(f.FixedVersions) > 0 {
 		msg += "; fixed in " + f.FixedVersions[0]

@@ -26,7 +26,7 @@ func TestSecretFindingOutputs(t *testing.T) {
 	run := log.Runs[0]
 	last := run.Results[len(run.Results)-1]
 	if last.RuleID != "secret/private-key" || last.Level != "error" || last.Locations[0].PhysicalLocation.ArtifactLocation.URI != "/app/key.pem" ||
-		last.Message.Text != "secret/private-key in /app/key.pem line 3 (CRITICAL)" {
+		last.Message.Text != "secret/private-key found in /app/key.pem:3" {
 		t.Fatalf("secret result: %+v", last)
 	}
 	rule := run.Tool.Driver.Rules[len(run.Tool.Driver.Rules)-1]
