@@ -80,8 +80,8 @@ func checkSecrets(r Rule, f Facts) []Reason {
 	}
 	switch {
 	case f.ScanState == ScanDone:
-	case r.Vulnerabilities != nil:
-		return nil
+	case r.Vulnerabilities != nil || orBlock(r.Malware) != Allow:
+		return nil // the vulnerabilities or the malware check speaks for the scan
 	case f.ScanState == ScanFailed:
 		return []Reason{errorReason(r, "scan", "scan failed", f.ScanError)}
 	case f.ScanState == ScanPending || f.ScanState == "":

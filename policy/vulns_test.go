@@ -140,11 +140,21 @@ func TestOnUnscanned(t *testing.T) {
 			}
 		}
 	}
-	// A rule without a vulnerabilities check does not need the scan.
+	// A rule that checks no vulnerabilities and lets malware through does
+	// not need the scan.
 	f := vulnFacts()
 	f.ScanState = ScanPending
-	if d := Evaluate(Rule{Size: &SizeRule{MaxLayers: 10}, OnUnscanned: OnUnscanned{Then: Block}}, f); d.Verdict != Allow {
+	if d := Evaluate(Rule{Size: &SizeRule{MaxLayers: 10}, Malware: Allow, OnUnscanned: OnUnscanned{Then: Block}}, f); d.Verdict != Allow {
+		t.Errorf("no vulnerability check, malware allowed, pending scan: %+v", d)
+	}
+	// Any other rule judges malware, which needs the scan: pending is
+	// on_unscanned, failed is on_error (clamd down is never a pass).
+	if d := Evaluate(Rule{Size: &SizeRule{MaxLayers: 10}, OnUnscanned: OnUnscanned{Then: Block}}, f); d.Verdict != Block || !d.Has(CodeUnscanned) {
 		t.Errorf("no vulnerability check, pending scan: %+v", d)
+	}
+	f.ScanState, f.ScanError = ScanFailed, "clamd unreachable"
+	if d := Evaluate(Rule{Size: &SizeRule{MaxLayers: 10}, OnError: Block}, f); d.Verdict != Block || !d.Has(CodeEvaluationError) {
+		t.Errorf("no vulnerability check, failed scan: %+v", d)
 	}
 }
 

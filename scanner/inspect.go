@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -33,6 +34,21 @@ type FileInspector interface {
 	// Layer. truncated reports that the inspector dropped findings past
 	// a bound of its own.
 	Inspect(ctx context.Context, file InspectedFile, r io.Reader) (findings []vulndb.Finding, truncated bool, err error)
+}
+
+// ErrCannotJudge, wrapped in an Inspect error, fails the scan: the
+// inspector could not look (clamd unreachable or answering an error, the
+// signature database unreadable), and a scan that went on would pass what
+// it would have found. Any other Inspect error concerns one file and is
+// logged, as for the extractors.
+var ErrCannotJudge = errors.New("file inspector cannot judge")
+
+// Preparer is a FileInspector that must be made ready before each scan
+// (reload what it matches against, reach the engine it asks); its CacheKey
+// may change then. An error fails the scan, for the same reason as
+// ErrCannotJudge.
+type Preparer interface {
+	Prepare(ctx context.Context) error
 }
 
 // InspectedFile is what an inspector knows about a file before reading it.
@@ -81,8 +97,7 @@ func (w *layerWalker) inspect(ctx context.Context, p string, hdr *tar.Header, r 
 	if len(wanting) == 1 && !w.walkReads(p, hdr) {
 		// Nobody else reads the file: the inspector streams it from the
 		// tar, so a large file costs no buffer of its size.
-		w.runInspector(ctx, wanting[0], file, io.LimitReader(r, hdr.Size))
-		return r, nil
+		return r, w.runInspector(ctx, wanting[0], file, io.LimitReader(r, hdr.Size))
 	}
 	n := int(hdr.Size)
 	if cap(w.budget.inspectBuf) < n {
@@ -93,7 +108,9 @@ func (w *layerWalker) inspect(ctx context.Context, p string, hdr *tar.Header, r 
 		return nil, fmt.Errorf("read file: %w", err)
 	}
 	for _, fi := range wanting {
-		w.runInspector(ctx, fi, file, bytes.NewReader(data))
+		if err := w.runInspector(ctx, fi, file, bytes.NewReader(data)); err != nil {
+			return nil, err
+		}
 		if w.st.fileFindingsFull {
 			break // the image's note says why the rest is missing
 		}
@@ -101,9 +118,13 @@ func (w *layerWalker) inspect(ctx context.Context, p string, hdr *tar.Header, r 
 	return bytes.NewReader(data), nil
 }
 
-// runInspector runs one inspector on a file and keeps what it found.
-func (w *layerWalker) runInspector(ctx context.Context, fi FileInspector, file InspectedFile, r io.Reader) {
+// runInspector runs one inspector on a file and keeps what it found. It
+// returns only the errors that fail the scan (ErrCannotJudge).
+func (w *layerWalker) runInspector(ctx context.Context, fi FileInspector, file InspectedFile, r io.Reader) error {
 	found, truncated, err := fi.Inspect(ctx, file, r)
+	if errors.Is(err, ErrCannotJudge) {
+		return fmt.Errorf("inspect %s: %w", file.Path, err)
+	}
 	if err != nil {
 		// One unreadable file must not fail the scan, as for the
 		// extractors; the findings it gave are kept.
@@ -113,6 +134,7 @@ func (w *layerWalker) runInspector(ctx context.Context, fi FileInspector, file I
 	if truncated && !w.st.fileFindingsFull {
 		w.st.addNote(fmt.Sprintf("more findings in %s (layer %s) than reported: only the first %d", file.Path, file.Layer, len(found)))
 	}
+	return nil
 }
 
 // walkReads reports whether the rest of the walk reads the file at p (an

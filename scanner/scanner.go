@@ -10,7 +10,7 @@ import (
 
 // Version identifies the extraction logic. Bump it whenever the same image
 // could give a different inventory, so stored inventories can be redone.
-const Version = "portcullis-scanner/3" // 3: PHP, .NET and Rust lockfiles; secrets in files and the image config
+const Version = "portcullis-scanner/3" // 3: PHP, .NET and Rust lockfiles; secrets and known-bad files in layers and the image config
 
 const (
 	// defaultMaxFileSize bounds each file read into memory for an extractor
@@ -223,6 +223,13 @@ func (s *Scanner) scan(ctx context.Context, img v1.Image) (*Inventory, *fsState,
 	// With a layer cache, the scan starts after the longest stack of lowest
 	// layers some earlier scan already read: a new tag of a base image
 	// costs only its own layers.
+	for _, fi := range s.inspectors {
+		if p, ok := fi.(Preparer); ok {
+			if err := p.Prepare(ctx); err != nil {
+				return nil, nil, fmt.Errorf("scan %s: %w: %w", digest, ErrCannotJudge, err)
+			}
+		}
+	}
 	start, st, budget := 0, newFSState(), &scanBudget{entries: s.maxImageEntries, readBytes: s.maxReadBytes}
 	var keys []string
 	if s.layerCache != nil {

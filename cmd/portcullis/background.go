@@ -20,6 +20,8 @@ import (
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
 	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/badfiles"
+	"github.com/portcullis/portcullis/scanner/clamd"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
 	"github.com/portcullis/portcullis/telemetry"
@@ -51,7 +53,12 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	scanOpts := []scanner.Option{scanner.WithLogger(log), scanner.WithSecretsMaxFile(int64(cfg.Scan.SecretsMaxFile))}
+	badFiles, err := knownBadFiles(cfg, db)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	scanOpts := []scanner.Option{scanner.WithLogger(log), scanner.WithSecretsMaxFile(int64(cfg.Scan.SecretsMaxFile)),
+		scanner.WithFileInspector(badFiles)}
 	if layers, ok := state.(scanner.LayerCache); ok {
 		// Both stores keep layer states: a new tag of a base image, on any
 		// replica, costs only its own layers.
@@ -173,4 +180,19 @@ func wireOverview(h *api.Handler, coord store.Coordination, p *proxy.Proxy, cach
 		return api.DBStatus{Version: st.Version, BuiltAt: st.BuiltAt}, err
 	}
 	h.DBMaxAge = maxAge
+}
+
+// knownBadFiles checks the regular files of every scanned layer against
+// the database's ClamAV hash signatures and, with scan.clamd set, against
+// that clamd (one connection per scan worker at most).
+func knownBadFiles(cfg config.Config, db *vulndb.Shared) (scanner.FileInspector, error) {
+	var cl *clamd.Client
+	if cfg.Scan.Clamd != "" {
+		c, err := clamd.New(cfg.Scan.Clamd, clamd.Options{Conns: cfg.Scan.Workers, MaxFile: int64(cfg.Scan.ClamdMaxFile)})
+		if err != nil {
+			return nil, fmt.Errorf("scan.clamd: %w", err)
+		}
+		cl = c
+	}
+	return badfiles.NewInspector(db, int64(cfg.Scan.HashMaxFile), cl, int64(cfg.Scan.ClamdMaxFile)).ForWalk(), nil
 }
