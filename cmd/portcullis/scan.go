@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/report"
 	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/badfiles"
 	"github.com/portcullis/portcullis/scanner/vulndb"
 )
 
@@ -77,8 +78,19 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		defer db.Close()
 	}
+	var scanOpts []scanner.Option
+	if db != nil {
+		// Known-bad files: the database's ClamAV hash signatures, checked
+		// while the layers are walked (clamd is the server's, scan.clamd).
+		sigs, err := db.SignatureMatcher(config.DefaultHashMaxFile)
+		if err != nil {
+			return fmt.Errorf("read hash signatures: %w", err)
+		}
+		checker := &badfiles.Checker{Signatures: sigs}
+		scanOpts = append(scanOpts, scanner.WithFileInspector(checker.ForWalk(config.DefaultHashMaxFile)))
+	}
 	progress(stderr, "scanning %s", subject)
-	inv, err := scanner.New().Scan(ctx, img)
+	inv, err := scanner.New(scanOpts...).Scan(ctx, img)
 	if err != nil {
 		return fmt.Errorf("scan %s: %w", subject, err)
 	}

@@ -49,3 +49,35 @@ func (w *walkInspector) Inspect(ctx context.Context, f scanner.InspectedFile, r 
 	}
 	return found, false, nil
 }
+
+// ForWalk adapts a one-scan Checker to the scanner's per-file hook, for
+// 'portcullis scan', which holds the database open for its one scan (no
+// layer cache: the key only has to be stable). maxSize is the largest file
+// to read: scan.hash_max_file, or scan.clamd_max_file if larger with clamd.
+func (c *Checker) ForWalk(maxSize int64) scanner.FileInspector {
+	return &checkerInspector{c: c, maxSize: maxSize}
+}
+
+type checkerInspector struct {
+	c       *Checker
+	maxSize int64
+}
+
+func (ci *checkerInspector) CacheKey() string { return "badfiles/checker" }
+
+func (ci *checkerInspector) MaxSize() int64 { return ci.maxSize }
+
+// Wants reads a file whose plan could not be made, so that Inspect meets
+// the error again and fails the scan.
+func (ci *checkerInspector) Wants(f scanner.InspectedFile) bool {
+	ok, err := ci.c.Wants(f.Size)
+	return ok || err != nil
+}
+
+func (ci *checkerInspector) Inspect(ctx context.Context, f scanner.InspectedFile, r io.Reader) ([]vulndb.Finding, bool, error) {
+	found, err := ci.c.Check(ctx, f.Path, f.Layer, f.Size, r)
+	if err != nil {
+		return found, false, fmt.Errorf("%w: %w", scanner.ErrCannotJudge, err)
+	}
+	return found, false, nil
+}

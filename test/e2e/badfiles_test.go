@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,7 +67,7 @@ func filesImage(t *testing.T, files map[string][]byte) v1.Image {
 // badFilesSetup serves img as library/app:1 behind a portcullis whose
 // database holds the files of sigDir (imported with db import), with the
 // scan and policy settings given ("" for none).
-func badFilesSetup(t *testing.T, sigDir, scanYAML, policyYAML string, img v1.Image) (*harness.Portcullis, string) {
+func badFilesSetup(t *testing.T, sigDir, scanYAML, policyYAML string, img v1.Image) (pc *harness.Portcullis, digest string, scan func(args ...string) ([]byte, error)) {
 	t.Helper()
 	bin := harness.BuildPortcullis(t)
 	dir := t.TempDir()
@@ -88,7 +89,10 @@ func badFilesSetup(t *testing.T, sigDir, scanYAML, policyYAML string, img v1.Ima
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return harness.StartPortcullis(t, bin, "--config", cfgFile, "--data", data), d.String()
+	scan = func(args ...string) ([]byte, error) {
+		return exec.Command(bin, append([]string{"scan", "--data", data}, append(args, up.Host()+"/library/app:1")...)...).CombinedOutput()
+	}
+	return harness.StartPortcullis(t, bin, "--config", cfgFile, "--data", data), d.String(), scan
 }
 
 // blockedOnceScanned pulls the manifest until the stored verdict refuses it
@@ -118,7 +122,7 @@ func TestKnownBadFileBlockedByHashSignature(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(sigDir, "feed.hsb"), []byte(sig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pc, d := badFilesSetup(t, sigDir, "", "", filesImage(t, map[string][]byte{
+	pc, d, scan := badFilesSetup(t, sigDir, "", "", filesImage(t, map[string][]byte{
 		"usr/bin/evil": evil,
 		"usr/bin/fine": append(evil[:len(evil):len(evil)], 'x'),
 	}))
@@ -129,6 +133,11 @@ func TestKnownBadFileBlockedByHashSignature(t *testing.T) {
 	if msg := blockedOnceScanned(t, pc); !strings.Contains(msg, "Portcullis.Test.Evil") || !strings.Contains(msg, "/usr/bin/evil") {
 		t.Fatalf("block message %q names neither the signature nor the file", msg)
 	}
+	// 'portcullis scan' checks the same signatures.
+	out, err := scan("--format", "json")
+	if err != nil || !strings.Contains(string(out), `"kind": "malware"`) || !strings.Contains(string(out), `"path": "/usr/bin/evil"`) {
+		t.Fatalf("portcullis scan: %v\n%s", err, out)
+	}
 }
 
 // With scan.clamd set, every file is streamed to a real clamd: a body
@@ -137,7 +146,7 @@ func TestKnownBadFileBlockedByHashSignature(t *testing.T) {
 func TestClamdFindsMalware(t *testing.T) {
 	clamd := clamdserver.Start(t, clamdserver.Config{Signatures: clamdserver.BodySignatures()})
 	body := append(append([]byte("#!/bin/sh\n# "), clamdserver.EICAR()...), "\nexit 0\n"...)
-	pc, d := badFilesSetup(t, "testdata/malicious", "scan: {clamd: "+clamd.TCPURL()+"}\n", "",
+	pc, d, _ := badFilesSetup(t, "testdata/malicious", "scan: {clamd: "+clamd.TCPURL()+"}\n", "",
 		filesImage(t, map[string][]byte{"usr/local/bin/run.sh": body, "etc/motd": []byte("hello\n")}))
 	do(t, "GET", pc.URL+"/v2/library/app/manifests/1")
 	want := clamdserver.BodySignatureName + ".UNOFFICIAL"
@@ -153,7 +162,7 @@ func TestClamdFindsMalware(t *testing.T) {
 // why, and a rule's on_error decides (here: block).
 func TestClamdDownFailsTheScan(t *testing.T) {
 	clamd := clamdserver.Start(t, clamdserver.Config{Signatures: clamdserver.BodySignatures()})
-	pc, d := badFilesSetup(t, "testdata/malicious", "scan: {clamd: "+clamd.TCPURL()+"}\n", `
+	pc, d, _ := badFilesSetup(t, "testdata/malicious", "scan: {clamd: "+clamd.TCPURL()+"}\n", `
 rules:
   - name: strict
     mode: enforce
