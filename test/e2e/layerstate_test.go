@@ -18,7 +18,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/scanner"
+	"github.com/portcullis/portcullis/scanner/badfiles"
+	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
 	"github.com/portcullis/portcullis/test/harness"
 )
@@ -73,8 +76,15 @@ func TestServerStoresLayerStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	// The key names the scanner's file inspectors as the server has them:
+	// secrets (a scanner's default) and known-bad files, prepared against
+	// the same database (no signatures, no clamd).
+	badFiles := badfiles.NewInspector(vulndb.NewShared(filepath.Join(data, "vulndb")), config.DefaultHashMaxFile, nil, config.DefaultClamdMaxFile).ForWalk()
+	if err := badFiles.(scanner.Preparer).Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	for name, img := range map[string]v1.Image{"base": base, "new tag": app} {
-		key := scanner.New().LayerStateKey(img)
+		key := scanner.New(scanner.WithFileInspector(badFiles)).LayerStateKey(img)
 		if _, ok, err := st.LayerState(context.Background(), key); err != nil || !ok {
 			t.Errorf("%s: no layer state %s stored (err %v)", name, key, err)
 		}
