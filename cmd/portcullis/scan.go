@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis/portcullis/report"
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/vex"
 )
 
 // errFindings makes the process exit with --exit-code.
@@ -33,6 +34,8 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	severity := fs.String("severity", "", "report only these `levels` (comma-separated: CRITICAL,HIGH,MEDIUM,LOW,UNKNOWN)")
 	exitCode := fs.Int("exit-code", 0, "exit with this `code` when vulnerabilities remain after filtering")
 	platform := fs.String("platform", "linux/amd64", "`os/arch[/variant]` to scan when REF is a multi-platform index")
+	var vexFiles vexFlag
+	fs.Var(&vexFiles, "vex", "OpenVEX `file` whose statements suppress findings (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: portcullis scan [flags] REF | --archive FILE")
 		fs.PrintDefaults()
@@ -92,6 +95,14 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return fmt.Errorf("match vulnerabilities: %w", err)
 		}
+		if len(vexFiles) > 0 {
+			loaded, err := vex.LoadFiles(".", vexFiles, "--vex ")
+			if err != nil {
+				return err
+			}
+			r := vex.Apply(loaded.Sources, inv.ImageDigest, findings)
+			findings, res.Suppressed, res.VEX = r.Findings, r.Suppressed, r.Notes
+		}
 		res.Findings, res.DBVersion = report.Filter(findings, levels), version
 	}
 	switch *format {
@@ -112,6 +123,19 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *exitCode != 0 && len(res.Findings) > 0 {
 		return errFindings{code: *exitCode, n: len(res.Findings)}
 	}
+	return nil
+}
+
+// vexFlag collects repeated --vex files.
+type vexFlag []string
+
+func (v *vexFlag) String() string { return strings.Join(*v, ",") }
+
+func (v *vexFlag) Set(s string) error {
+	if len(*v) >= vex.MaxFiles {
+		return fmt.Errorf("more than %d --vex files", vex.MaxFiles)
+	}
+	*v = append(*v, s)
 	return nil
 }
 
