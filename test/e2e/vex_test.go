@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -9,8 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/cosign/v2/pkg/oci/empty"
+	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/cosign/v2/pkg/types"
 
 	"github.com/portcullis/portcullis/test/clients"
 	"github.com/portcullis/portcullis/test/fixtures"
@@ -220,11 +228,25 @@ func cosignKey(t *testing.T, name string) (priv, pub string) {
 	return writeFile(t, name+".key", keys.PrivateBytes), writeFile(t, name+".pub", keys.PublicBytes)
 }
 
-// A VEX attestation (`cosign attest --type openvex`) on the upstream image
-// counts only when signed with a key the rule trusts: one signed with
-// another key leaves the pull blocked and the record says it was ignored;
-// one signed with the rule's key suppresses the finding that blocked.
+// A VEX attestation (`cosign attest --type openvex`) on the upstream image,
+// in cosign's .att tag or (--new-bundle-format) as a sigstore bundle
+// referrer, counts only when signed with a key the rule trusts: one signed
+// with another key leaves the pull blocked and the record says it was
+// ignored; one signed with the rule's key suppresses the finding that
+// blocked.
 func TestSignedVEXAttestation(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		format []string
+	}{
+		{"att tag", nil},
+		{"bundle referrer", []string{"--new-bundle-format"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { signedVEXAttestation(t, tc.format) })
+	}
+}
+
+func signedVEXAttestation(t *testing.T, format []string) {
 	trustedKey, trustedPub := cosignKey(t, "supplier")
 	otherKey, _ := cosignKey(t, "someone")
 	t.Setenv("COSIGN_PASSWORD", "s3cret")
@@ -240,8 +262,9 @@ func TestSignedVEXAttestation(t *testing.T) {
 	predicate := writeFile(t, "vex.json", []byte(vexFor(g.manifest, "not_affected")))
 	attest := func(key string) {
 		t.Helper()
-		if out, err := clients.CosignRun(t.Context(), t, "attest", "--key", key, "--type", "openvex", "--predicate", predicate,
-			"--tlog-upload=false", "--allow-http-registry", "--yes", image); err != nil {
+		args := append([]string{"attest", "--key", key, "--type", "openvex", "--predicate", predicate,
+			"--tlog-upload=false", "--allow-http-registry", "--yes"}, format...)
+		if out, err := clients.CosignRun(t.Context(), t, append(args, image)...); err != nil {
 			t.Fatalf("cosign attest: %v\n%s", err, out)
 		}
 	}
@@ -268,6 +291,14 @@ func TestSignedVEXAttestation(t *testing.T) {
 		}
 	}
 
+	if format == nil {
+		// An attestation nobody signed: a DSSE envelope without signatures.
+		unsignedAttestation(t, image, vexFor(g.manifest, "not_affected"))
+		rec := redecide("vex-unsigned")
+		if rec.Verdict != "block" || len(rec.Suppressed) != 0 || !strings.Contains(strings.Join(rec.Decision.VEX, "\n"), "VEX attestation ignored") {
+			t.Fatalf("unsigned VEX: %+v", rec)
+		}
+	}
 	attest(otherKey)
 	rec := redecide("vex-2")
 	if rec.Verdict != "block" || len(rec.Suppressed) != 0 || !strings.Contains(strings.Join(rec.Decision.VEX, "\n"), "VEX attestation ignored") {
@@ -282,5 +313,40 @@ func TestSignedVEXAttestation(t *testing.T) {
 	}
 	if r := pull(); r.status != http.StatusOK {
 		t.Fatalf("pull after signed VEX: %d %s", r.status, r.body)
+	}
+}
+
+// unsignedAttestation puts an OpenVEX statement about image in its .att
+// tag in a DSSE envelope that carries no signature.
+func unsignedAttestation(t *testing.T, image, doc string) {
+	t.Helper()
+	ref, err := name.NewDigest(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statement, err := json.Marshal(map[string]any{
+		"_type": "https://in-toto.io/Statement/v0.1", "predicateType": "https://openvex.dev/ns",
+		"subject":   []any{map[string]any{"name": ref.Context().String(), "digest": map[string]string{"sha256": strings.TrimPrefix(ref.DigestStr(), "sha256:")}}},
+		"predicate": json.RawMessage(doc),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	envelope, _ := json.Marshal(map[string]any{"payloadType": types.IntotoPayloadType, "payload": base64.StdEncoding.EncodeToString(statement), "signatures": []any{}})
+	att, err := static.NewAttestation(envelope, static.WithLayerMediaType(types.DssePayloadType),
+		static.WithAnnotations(map[string]string{"predicateType": "https://openvex.dev/ns"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	atts, err := mutate.AppendSignatures(empty.Signatures(), false, att)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := ociremote.AttestationTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, atts); err != nil {
+		t.Fatal(err)
 	}
 }
