@@ -54,6 +54,11 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	default:
 		return fmt.Errorf("unknown --format %q: use table, json, cyclonedx, spdx or sarif", *format)
 	}
+	// Read before the scan: a bad document fails at once.
+	vexDocs, err := vex.LoadFiles(".", vexFiles, "--vex ")
+	if err != nil {
+		return err
+	}
 	var img v1.Image
 	var subject string
 	switch {
@@ -96,11 +101,7 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return fmt.Errorf("match vulnerabilities: %w", err)
 		}
 		if len(vexFiles) > 0 {
-			loaded, err := vex.LoadFiles(".", vexFiles, "--vex ")
-			if err != nil {
-				return err
-			}
-			r := vex.Apply(loaded.Sources, inv.ImageDigest, findings)
+			r := vex.Apply(vexDocs.Sources, inv.ImageDigest, findings)
 			findings, res.Suppressed, res.VEX = r.Findings, r.Suppressed, r.Notes
 		}
 		res.Findings, res.DBVersion = report.Filter(findings, levels), version
