@@ -3,6 +3,7 @@ package vex
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/package-url/packageurl-go"
@@ -60,6 +61,7 @@ func Apply(sources []Source, imageDigest string, findings []vulndb.Finding) Resu
 			r.Notes = append(r.Notes, s)
 		}
 	}
+	byVuln := index(sources)
 	for _, f := range findings {
 		if f.Kind != vulndb.KindVulnerability {
 			r.Findings = append(r.Findings, f)
@@ -67,22 +69,17 @@ func Apply(sources []Source, imageDigest string, findings []vulndb.Finding) Resu
 		}
 		var best *Statement
 		var bestSrc Source
-		for _, src := range sources {
-			if src.Doc == nil {
+		for _, c := range candidates(byVuln, f) {
+			src, s := sources[c.src], &sources[c.src].Doc.Statements[c.statement]
+			if !appliesTo(s, imageDigest, f) {
 				continue
 			}
-			for i := range src.Doc.Statements {
-				s := &src.Doc.Statements[i]
-				if !namesVulnerability(s, f) || !appliesTo(s, imageDigest, f) {
-					continue
-				}
-				if s.Status == StatusNotAffected && s.Justification == "" && s.ImpactStatement == "" {
-					note(fmt.Sprintf("VEX %s (%s): not_affected statement for %s has no justification or impact statement; not honoured", docName(src), src.Origin, s.Vulnerability))
-					continue
-				}
-				if best == nil || !s.Timestamp.Before(best.Timestamp) {
-					best, bestSrc = s, src
-				}
+			if s.Status == StatusNotAffected && s.Justification == "" && s.ImpactStatement == "" {
+				note(fmt.Sprintf("VEX %s (%s): not_affected statement for %s has no justification or impact statement; not honoured", docName(src), src.Origin, s.Vulnerability))
+				continue
+			}
+			if best == nil || !s.Timestamp.Before(best.Timestamp) {
+				best, bestSrc = s, src
 			}
 		}
 		if best == nil || (best.Status != StatusNotAffected && best.Status != StatusFixed) {
@@ -102,19 +99,55 @@ func docName(src Source) string {
 	return "(no @id)"
 }
 
-// namesVulnerability reports whether the statement's vulnerability, or
-// one of its aliases, is the finding's id or one of the finding's.
-func namesVulnerability(s *Statement, f vulndb.Finding) bool {
-	ids := make([]string, 0, 1+len(f.Aliases)+len(f.Upstream))
-	ids = append(append(append(ids, f.ID), f.Aliases...), f.Upstream...)
-	for _, v := range append([]string{s.Vulnerability}, s.Aliases...) {
-		for _, id := range ids {
-			if id != "" && strings.EqualFold(v, id) {
-				return true
+// statementRef locates a statement among the sources.
+type statementRef struct{ src, statement int }
+
+// index maps each vulnerability name and alias (upper case) to the
+// statements about it, so a finding costs a few lookups however many
+// statements the documents hold.
+func index(sources []Source) map[string][]statementRef {
+	byVuln := map[string][]statementRef{}
+	for i, src := range sources {
+		if src.Doc == nil {
+			continue
+		}
+		for j, s := range src.Doc.Statements {
+			ref := statementRef{i, j}
+			for _, v := range append([]string{s.Vulnerability}, s.Aliases...) {
+				k := strings.ToUpper(v)
+				if l := byVuln[k]; len(l) == 0 || l[len(l)-1] != ref {
+					byVuln[k] = append(l, ref)
+				}
 			}
 		}
 	}
-	return false
+	return byVuln
+}
+
+// candidates are the statements naming the finding's id or one of its
+// aliases, each once, in the order the sources hold them (so on equal
+// timestamps the later one read wins).
+func candidates(byVuln map[string][]statementRef, f vulndb.Finding) []statementRef {
+	var out []statementRef
+	seen := map[statementRef]bool{}
+	for _, id := range slices.Concat([]string{f.ID}, f.Aliases, f.Upstream) {
+		if id == "" {
+			continue
+		}
+		for _, ref := range byVuln[strings.ToUpper(id)] {
+			if !seen[ref] {
+				seen[ref] = true
+				out = append(out, ref)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b statementRef) int {
+		if a.src != b.src {
+			return a.src - b.src
+		}
+		return a.statement - b.statement
+	})
+	return out
 }
 
 // appliesTo reports whether one of the statement's products names the
