@@ -24,19 +24,34 @@ const maxVEXAttestations = 16
 func (p *Pipeline) applyVEX(ctx context.Context, findings []vulndb.Finding, d, upstream, repo string, rule policy.Rule, online bool) ([]vulndb.Finding, []vex.Suppressed, []string) {
 	sources := p.policy().VEXSources()
 	var notes []string
+	// The image is named by its own digest and by the indexes of the
+	// repository that list it: suppliers publish (and attest) the index.
+	digests := []string{d}
+	if p.o.Store != nil { // 'policy test' judges without a store
+		err := p.o.Store.Parents(ctx, upstream, repo, d, func(index string) bool {
+			digests = append(digests, index)
+			return len(digests) <= maxParentsChecked
+		})
+		if err != nil {
+			notes = append(notes, "VEX: indexes listing "+d+" not read: "+err.Error())
+		}
+	}
 	if online {
-		attested, why := p.attestedVEX(ctx, d, upstream, repo, rule)
-		sources = append(sources[:len(sources):len(sources)], attested...)
-		notes = append(notes, why...)
+		for _, dd := range digests {
+			attested, why := p.attestedVEX(ctx, dd, upstream, repo, rule)
+			sources = append(sources[:len(sources):len(sources)], attested...)
+			notes = append(notes, why...)
+		}
 	}
 	if len(sources) == 0 {
 		return findings, nil, notes
 	}
-	r := vex.Apply(sources, d, findings)
+	r := vex.Apply(sources, digests, findings)
 	return r.Findings, r.Suppressed, append(notes, r.Notes...)
 }
 
-// attestedVEX reads the OpenVEX attestations of d in upstream/repo. Anyone
+// attestedVEX reads the OpenVEX attestations of d (the image or an index
+// listing it) in upstream/repo. Anyone
 // can attach a document to a public image, so one counts only when it
 // verifies with the rule's signature trust; without trust configured
 // attachments are not even looked for.

@@ -41,7 +41,7 @@ type Result struct {
 	Notes []string
 }
 
-// Apply removes from findings of the image imageDigest ("sha256:…") those
+// Apply removes from findings of the image imageDigests name those
 // a statement of sources says do not apply: status not_affected (with a
 // justification or an impact statement) or fixed, for the finding's id or
 // any of its aliases, and a product naming the image, narrowed when it
@@ -52,7 +52,11 @@ type Result struct {
 //
 // Only vulnerabilities are suppressed: malware and leaked secrets are not
 // something a supplier can declare not to apply.
-func Apply(sources []Source, imageDigest string, findings []vulndb.Finding) Result {
+//
+// imageDigests are the digests that name the image: its manifest's, then
+// those of the indexes it was pulled through (a supplier's VEX often names
+// the multi-platform index it published).
+func Apply(sources []Source, imageDigests []string, findings []vulndb.Finding) Result {
 	var r Result
 	noted := map[string]bool{}
 	note := func(s string) {
@@ -71,7 +75,7 @@ func Apply(sources []Source, imageDigest string, findings []vulndb.Finding) Resu
 		var bestSrc Source
 		for _, c := range candidates(byVuln, f) {
 			src, s := sources[c.src], &sources[c.src].Doc.Statements[c.statement]
-			if !appliesTo(s, imageDigest, f) {
+			if !appliesTo(s, imageDigests, f) {
 				continue
 			}
 			if s.Status == StatusNotAffected && s.Justification == "" && s.ImpactStatement == "" {
@@ -152,9 +156,9 @@ func candidates(byVuln map[string][]statementRef, f vulndb.Finding) []statementR
 
 // appliesTo reports whether one of the statement's products names the
 // image and, if that product lists subcomponents, f's package.
-func appliesTo(s *Statement, imageDigest string, f vulndb.Finding) bool {
+func appliesTo(s *Statement, imageDigests []string, f vulndb.Finding) bool {
 	for _, p := range s.Products {
-		if !namesImage(p, imageDigest) {
+		if !slices.ContainsFunc(imageDigests, func(d string) bool { return namesImage(p, d) }) {
 			continue
 		}
 		if len(p.Subcomponents) == 0 {

@@ -90,7 +90,7 @@ func TestApply(t *testing.T) {
 				sources = append(sources, Source{Doc: parse(t, statements...), Origin: "test"})
 			}
 			all := sampleFindings()
-			r := Apply(sources, digest1, all)
+			r := Apply(sources, []string{digest1}, all)
 			var got []string
 			for _, s := range r.Suppressed {
 				got = append(got, s.ID)
@@ -117,12 +117,32 @@ func TestApply(t *testing.T) {
 }
 
 func TestApplyKeepsJustification(t *testing.T) {
-	r := Apply([]Source{{Doc: parse(t, st(`"CVE-2023-0002"`, imgBare, "not_affected", just+`,"impact_statement":"not reachable"`)), Origin: "policy:a.json"}}, digest1, sampleFindings())
+	r := Apply([]Source{{Doc: parse(t, st(`"CVE-2023-0002"`, imgBare, "not_affected", just+`,"impact_statement":"not reachable"`)), Origin: "policy:a.json"}}, []string{digest1}, sampleFindings())
 	if len(r.Suppressed) != 1 {
 		t.Fatalf("suppressed %+v", r.Suppressed)
 	}
 	s := r.Suppressed[0]
 	if s.Status != StatusNotAffected || s.Justification != "component_not_present" || s.ImpactStatement != "not reachable" || s.Origin != "policy:a.json" || s.Package != "Jinja2" {
 		t.Errorf("suppressed %+v", s)
+	}
+}
+
+// The image is also named by the index it was pulled through.
+func TestApplyIndexDigest(t *testing.T) {
+	d := parse(t, st(`"CVE-2023-0002"`, `["pkg:oci/app@sha256%3A2222222222222222222222222222222222222222222222222222222222222222"]`, "fixed", ""))
+	for _, tc := range []struct {
+		name       string
+		digests    []string
+		suppressed int
+	}{
+		{"manifest and its index", []string{digest1, digest2}, 1},
+		{"manifest alone", []string{digest1}, 0},
+		{"no digest", []string{""}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := Apply([]Source{{Doc: d}}, tc.digests, sampleFindings()); len(r.Suppressed) != tc.suppressed {
+				t.Fatalf("%d suppressed, want %d", len(r.Suppressed), tc.suppressed)
+			}
+		})
 	}
 }

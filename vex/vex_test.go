@@ -151,6 +151,6 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		// Whatever parsed applies without a panic.
-		Apply([]Source{{Doc: d}}, digest1, sampleFindings())
+		Apply([]Source{{Doc: d}}, []string{digest1}, sampleFindings())
 	})
 }

@@ -60,7 +60,7 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	var img v1.Image
-	var subject string
+	var subject, named string // named: the digest the reference names (an index's)
 	switch {
 	case *archive != "" && fs.NArg() == 0:
 		subject = *archive
@@ -69,7 +69,15 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	case *archive == "" && fs.NArg() == 1:
 		subject = fs.Arg(0)
-		if img, err = remoteImage(ctx, subject, *platform); err != nil {
+		r, err := name.ParseReference(subject)
+		if err != nil {
+			return fmt.Errorf("image reference %q: %w", subject, err)
+		}
+		p, err := v1.ParsePlatform(*platform)
+		if err != nil {
+			return fmt.Errorf("--platform %q: %w", *platform, err)
+		}
+		if img, named, err = remoteImageOf(ctx, r, *p); err != nil {
 			return err
 		}
 	default:
@@ -101,7 +109,7 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return fmt.Errorf("match vulnerabilities: %w", err)
 		}
 		if len(vexFiles) > 0 {
-			r := vex.Apply(vexDocs.Sources, inv.ImageDigest, findings)
+			r := vex.Apply(vexDocs.Sources, []string{inv.ImageDigest, named}, findings)
 			findings, res.Suppressed, res.VEX = r.Findings, r.Suppressed, r.Notes
 		}
 		res.Findings, res.DBVersion = report.Filter(findings, levels), version
@@ -151,11 +159,22 @@ func remoteImage(ctx context.Context, ref, platform string) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--platform %q: %w", platform, err)
 	}
-	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithPlatform(*p))
+	img, _, err := remoteImageOf(ctx, r, *p)
+	return img, err
+}
+
+// remoteImageOf fetches r for platform and also returns the digest r
+// names: an index's when r is one (VEX documents may name it).
+func remoteImageOf(ctx context.Context, r name.Reference, platform v1.Platform) (v1.Image, string, error) {
+	desc, err := remote.Get(r, remote.WithContext(ctx), remote.WithPlatform(platform))
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", ref, err)
+		return nil, "", fmt.Errorf("fetch %s: %w", r, err)
 	}
-	return img, nil
+	img, err := desc.Image()
+	if err != nil {
+		return nil, "", fmt.Errorf("fetch %s: %w", r, err)
+	}
+	return img, desc.Digest.String(), nil
 }
 
 // openExistingDB opens the database in dataDir, refusing to scan against an

@@ -11,8 +11,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	ggcrempty "github.com/google/go-containerregistry/pkg/v1/empty"
+	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	ggcrtypes "github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/cosign/v2/pkg/oci/empty"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
@@ -199,6 +203,49 @@ func TestPolicyVEXThroughMirror(t *testing.T) {
 	// A later "affected" statement brings the block back.
 	replaceFile(t, filepath.Join(dir, "supplier.json"), strings.Replace(vexFor(g.manifest, "affected"), `"2026-11-01`, `"2026-11-02`, 1))
 	waitForVerdict(t, recURL, "block")
+}
+
+// A supplier's VEX names the multi-platform index it published: the
+// platform image pulled through that index is covered by it.
+func TestPolicyVEXNamesTheIndex(t *testing.T) {
+	bin := harness.BuildPortcullis(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	importAlpineDB(t, bin, data)
+	up := startUpstream(t)
+	img, d := pushAlpine(t, up)
+	idx := ggcrmutate.IndexMediaType(ggcrmutate.AppendManifests(ggcrempty.Index,
+		ggcrmutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}}), ggcrtypes.OCIImageIndex)
+	up.PushIndex(t, "library/alpine", "multi", idx)
+	idxDigest, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	writeFile("supplier.json", vexFor(idxDigest.String(), "not_affected"))
+	policyFile := writeFile("policy.yaml", "vex: {files: [supplier.json]}\n"+blockingPolicy)
+	cfg := writeFile("portcullis.yaml", "default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+"\n")
+	pc := harness.StartPortcullis(t, bin, "--config", cfg, "--data", data)
+
+	// Through the index (as clients pull), its platform image is covered.
+	if r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/multi", "Accept", string(ggcrtypes.OCIImageIndex)); r.status != http.StatusOK {
+		t.Fatalf("index: %d %s", r.status, r.body)
+	}
+	if r := do(t, "GET", pc.URL+"/v2/library/alpine/manifests/"+d.String()); r.status != http.StatusOK {
+		t.Fatalf("platform image through the index's VEX: %d %s", r.status, r.body)
+	}
+	if rec := readRecord(t, pc.URL+"/api/v1/scans/"+d.String()); rec.Verdict != "allow" || len(rec.Suppressed) != 2 {
+		t.Fatalf("record: %+v", rec)
+	}
+	// The same image in a repository where no index lists it stays blocked.
+	up.Push(t, "other/alpine", "3.16.9", img)
+	wantError(t, do(t, "GET", pc.URL+"/v2/other/alpine/manifests/3.16.9"), http.StatusForbidden, "DENIED")
 }
 
 // vexGate is gateSetupWithUpstream with tags revalidated at every
