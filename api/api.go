@@ -19,7 +19,9 @@ import (
 	"github.com/portcullis/portcullis/pipeline"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/scanner/vulndb"
 	"github.com/portcullis/portcullis/store"
+	"github.com/portcullis/portcullis/vex"
 )
 
 // Resolver resolves references through the mirror, and lists what an
@@ -200,6 +202,9 @@ type ScanView struct {
 	FirstAllowedAt time.Time              `json:"firstAllowedAt,omitzero"`
 	History        []store.VerdictChange  `json:"history,omitempty"`
 	Decisions      []store.DecisionRecord `json:"decisions"`
+	// Suppressed are the findings VEX statements took out of the verdict
+	// in VerdictIn; they are not in Findings.
+	Suppressed []vex.Suppressed `json:"suppressed,omitempty"`
 	// DecisionsTruncated says more repositories hold verdicts than listed.
 	DecisionsTruncated bool `json:"decisionsTruncated,omitempty"`
 }
@@ -228,7 +233,29 @@ func (h *Handler) view(ctx context.Context, rec store.ScanRecord, repository str
 			v.PolicyVersion, v.Tag, v.Tags, v.FirstAllowedAt, v.History = d.PolicyVersion, d.Tag, d.Tags, d.FirstAllowedAt, d.History
 		}
 	}
+	if v.Decision != nil && len(v.Decision.Suppressed) > 0 {
+		v.Suppressed = v.Decision.Suppressed
+		v.Findings = withoutSuppressed(v.Findings, v.Suppressed)
+	}
 	return v, nil
+}
+
+// withoutSuppressed is findings less those VEX suppressed.
+func withoutSuppressed(findings []vulndb.Finding, suppressed []vex.Suppressed) []vulndb.Finding {
+	gone := make(map[string]bool, len(suppressed))
+	key := func(f vulndb.Finding) string {
+		return f.Kind + "\x00" + f.ID + "\x00" + f.Ecosystem + "\x00" + f.Package + "\x00" + f.InstalledVersion + "\x00" + f.Path
+	}
+	for _, s := range suppressed {
+		gone[key(s.Finding)] = true
+	}
+	out := make([]vulndb.Finding, 0, len(findings))
+	for _, f := range findings {
+		if !gone[key(f)] {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func (h *Handler) requestScan(w http.ResponseWriter, req request) {

@@ -282,6 +282,7 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings 
 			break
 		}
 		st.Verdict, st.Mode = cmp.Or(string(dec.Decision.Effective), dec.Verdict), string(dec.Decision.Mode)
+		st.Suppressed, st.VEX = dec.Decision.Suppressed, dec.Decision.VEX
 		st.Rule = cmp.Or(st.Rule, dec.Decision.Rule)
 		for _, r := range dec.Decision.Reasons {
 			st.Reasons = append(st.Reasons, reasonView{Code: r.Code, Verdict: string(r.Verdict), Message: r.Message, Vulnerabilities: vulnerabilityIDs(r.Data)})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/vex"
 )
 
 // RequestError is a request the read methods refuse as the caller's (or
@@ -205,7 +206,13 @@ type ImageStatus struct {
 	ScanState     string          `json:"scan_state,omitempty"`
 	Stale         bool            `json:"stale,omitempty"` // findings from an older database than the one in force
 	Findings      *FindingSummary `json:"findings,omitempty"`
-	Details       string          `json:"details"`
+	// Suppressed are findings VEX statements took out of the verdict, with
+	// the document and statement; VEX notes VEX that was not honoured
+	// (an attestation not signed with the rule's trust, a statement
+	// without justification).
+	Suppressed []vex.Suppressed `json:"suppressed,omitempty"`
+	VEX        []string         `json:"vex,omitempty"`
+	Details    string           `json:"details"`
 }
 
 // ReasonView is a reason with the vulnerability ids it names.

@@ -86,8 +86,16 @@ func (p *Pipeline) factsWith(ctx context.Context, rec store.ScanRecord, dec stor
 	if img := rec.Facts; img != nil {
 		f.Created, f.CompressedSize, f.LayerCount = img.Created, img.CompressedSize, img.LayerCount
 	}
+	findings := make([]vulndb.Finding, 0, len(rec.Findings))
 	for _, v := range rec.Findings {
 		vulndb.Classify(&v) // a record matched before findings had kinds
+		findings = append(findings, v)
+	}
+	// VEX statements take findings out before the rule judges them.
+	if len(findings) > 0 {
+		findings, f.Suppressed, f.VEXNotes = p.applyVEX(ctx, findings, rec.Digest, dec.Upstream, dec.Repository, rule, online)
+	}
+	for _, v := range findings {
 		f.Vulnerabilities = append(f.Vulnerabilities, policy.Vulnerability{
 			Kind: v.Kind, ID: v.ID, Path: v.Path, Aliases: slices.Concat(v.Aliases, v.Upstream), Ecosystem: v.Ecosystem, Package: v.Package, InstalledVersion: v.InstalledVersion,
 			FixedVersions: v.FixedVersions, Severity: v.Severity, Score: v.Score, Published: v.Published,
@@ -123,6 +131,7 @@ func (p *Pipeline) decide(ctx context.Context, rec store.ScanRecord, dec *store.
 	facts := p.facts(ctx, rec, *dec, rule)
 	_, span := p.startSpan(ctx, spanPolicy, attrUpstream.String(dec.Upstream), attrRepository.String(dec.Repository))
 	d := policy.Evaluate(rule, facts)
+	d.Suppressed, d.VEX = facts.Suppressed, facts.VEXNotes
 	endSpan(span, nil, attrRule.String(rule.Name), attrVerdict.String(string(d.Effective)))
 	for _, r := range d.Reasons {
 		if r.Data["source"] == "database" {

@@ -3,6 +3,8 @@ package policy
 import (
 	"strings"
 	"time"
+
+	"github.com/portcullis/portcullis/vex"
 )
 
 // Facts is everything known about one manifest digest when it is judged.
@@ -12,6 +14,10 @@ type Facts struct {
 
 	Signature       SignatureFacts
 	Vulnerabilities []Vulnerability
+	// Suppressed and VEXNotes: what VEX did to the findings before they
+	// became Vulnerabilities (see Decision.Suppressed).
+	Suppressed []vex.Suppressed
+	VEXNotes   []string
 
 	Created    time.Time // image config "created"; zero if unknown
 	Tags       []string  // the repository's tags upstream, for freshness
@@ -159,6 +165,12 @@ type Decision struct {
 	Mode          Mode     `json:"mode"`
 	PolicyVersion string   `json:"policy_version,omitempty"`
 	Rule          string   `json:"rule"`
+	// Suppressed are the findings VEX statements removed before the rule
+	// judged, with the statement that did; VEX notes what VEX was read but
+	// not honoured (unsigned attestations, statements without
+	// justification). The pipeline fills both from Facts.
+	Suppressed []vex.Suppressed `json:"suppressed,omitempty"`
+	VEX        []string         `json:"vex,omitempty"`
 }
 
 // Has reports whether any reason carries code — e.g. the gate keeps waiting

@@ -61,6 +61,7 @@ const maxErrors = 50
 
 // Parse reads a policy file:
 //
+//	vex: {files: [file or directory…]}   # OpenVEX documents, under every rule (see LoadVEX)
 //	rules:
 //	  - name: …                 # optional; defaults to rules[N]
 //	    match: {upstreams: [glob…], repositories: [glob…]}
@@ -318,6 +319,7 @@ func (p *parser) policy(doc *yaml.Node) *Policy {
 				pol.Rules = append(pol.Rules, p.rule(resolve(c), fmt.Sprintf("rules[%d]", i), i))
 			}
 		},
+		"vex": func(v *yaml.Node, path string) { pol.VEX = p.vexConfig(v, path) },
 	})
 	if rulesNode == nil && len(p.errs) == 0 {
 		p.fail(resolve(root), "", "missing key \"rules\"")

@@ -159,7 +159,7 @@ func TestParseErrors(t *testing.T) {
 	for _, c := range []struct{ src, want string }{
 		{"rules:\n  - vulnerabilities:\n      block: SEVERE\n",
 			`line 3: rules[0].vulnerabilities.block: unknown severity "SEVERE" (want CRITICAL, HIGH, MEDIUM, LOW or UNKNOWN)`},
-		{"rule: []\n", `line 1: unknown key "rule" (want rules)`},
+		{"rule: []\n", `line 1: unknown key "rule" (want one of rules, vex)`},
 		{"rules:\n  - mathc: {}\n",
 			`line 2: rules[0]: unknown key "mathc" (want one of freshness, malware, match, mode, name, on_error, on_unscanned, secrets, signature, size, vulnerabilities)`},
 		{"rules:\n  - vulnerabilities:\n      block: HIGH\n      grace: 7 days\n",
@@ -207,7 +207,7 @@ func TestParseErrors(t *testing.T) {
 		{"rules:\n  - <<: {mode: warn}\n",
 			`line 2: rules[0]: unknown key "<<" (want one of freshness, malware, match, mode, name, on_error, on_unscanned, secrets, signature, size, vulnerabilities)`},
 		{"rules: {name: x}\n", `line 1: rules: want a list of rules, got a mapping`},
-		{"- a\n- b\n", `line 1: want a mapping with keys rules, got a list`},
+		{"- a\n- b\n", `line 1: want a mapping with keys rules, vex, got a list`},
 		{"rules: [\n", `line 1: did not find expected node content`},
 		{"rules:\n\t- mode: warn\n", `line 2: found character that cannot start any token (YAML is indented with spaces, not tabs)`},
 		{"rules: []\n---\nrules: []\n", `line 2: more than one YAML document; a policy file holds one`},

@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/portcullis/portcullis/vex"
 )
 
 // Verdict is what a rule decides for a digest.
@@ -76,8 +78,12 @@ func (m Mode) apply(v Verdict) Verdict {
 // copies of its rules that share their slices.
 type Policy struct {
 	Rules []Rule `json:"rules"`
+	// VEX names OpenVEX documents that apply under every rule; LoadVEX
+	// reads them.
+	VEX *VEXConfig `json:"vex,omitempty"`
 
-	version string // computed by Parse; Version recomputes when empty
+	version    string // computed by Parse (and LoadVEX); Version recomputes when empty
+	vexSources []vex.Source
 }
 
 // Rule is one entry of the policy's rules list. A nil check section means

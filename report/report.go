@@ -12,6 +12,7 @@ import (
 
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/vex"
 )
 
 // Result is one scanned image.
@@ -20,6 +21,10 @@ type Result struct {
 	Inventory *scanner.Inventory `json:"inventory"`
 	Findings  []vulndb.Finding   `json:"findings"`
 	DBVersion string             `json:"dbVersion,omitempty"`
+	// Suppressed are findings VEX statements took out of Findings, with
+	// the statement that did; VEX notes statements read but not honoured.
+	Suppressed []vex.Suppressed `json:"suppressed,omitempty"`
+	VEX        []string         `json:"vex,omitempty"`
 }
 
 // Severities from most to least severe, as the --severity help and the
@@ -87,6 +92,12 @@ func Table(w io.Writer, r Result) error {
 	}
 	fmt.Fprintf(w, "%s (%s)\n", r.Image, osName)
 	fmt.Fprintf(w, "%d packages in %d layers, %d vulnerabilities (%s)%s\n", len(inv.Packages), len(inv.Layers), vulns, strings.Join(summary, ", "), otherKinds(r.Findings))
+	if len(r.Suppressed) > 0 {
+		fmt.Fprintf(w, "%d suppressed by VEX (listed with --format json)\n", len(r.Suppressed))
+	}
+	for _, n := range r.VEX {
+		fmt.Fprintf(w, "VEX: %s\n", printable(n))
+	}
 	if len(r.Findings) == 0 {
 		return nil
 	}

@@ -122,6 +122,19 @@ func verifyBundle(ctx context.Context, b *sgbundle.Bundle, policy verify.Artifac
 // predicates, legacy cosign OCI 1.1 signatures) are not signatures of this
 // image and are skipped.
 func fetchBundles(ctx context.Context, reg Registry, repo, digest string) ([]foundBundle, bool, error) {
+	return fetchBundlesOf(ctx, reg, repo, digest, isSignPredicate)
+}
+
+// isSignPredicate: only cosign's "sign" statement is a signature of the
+// image; other predicates (provenance, SBOM, VEX, scan results) say
+// something else.
+func isSignPredicate(predicateType string) bool {
+	return predicateType == types.CosignSignPredicateType
+}
+
+// fetchBundlesOf is fetchBundles for the DSSE bundles whose statement's
+// predicate type accept takes (message-signature bundles are always kept).
+func fetchBundlesOf(ctx context.Context, reg Registry, repo, digest string, accept func(predicateType string) bool) ([]foundBundle, bool, error) {
 	body, err := reg.Referrers(ctx, repo, digest, BundleArtifactType)
 	if errors.Is(err, ErrNotFound) {
 		return nil, false, nil
@@ -150,7 +163,7 @@ func fetchBundles(ctx context.Context, reg Registry, repo, digest string) ([]fou
 		if len(out) == maxSignatures {
 			return out, true, nil
 		}
-		b, err := loadBundle(ctx, reg, repo, digest, d.Digest)
+		b, err := loadBundle(ctx, reg, repo, digest, d.Digest, accept)
 		if errors.Is(err, errNotBundle) {
 			continue
 		}
@@ -167,7 +180,7 @@ var errNotBundle = errors.New("not a sigstore bundle referrer")
 // loadBundle fetches one referrer manifest and its bundle layer, checking both
 // against their digests: the referrers list and the Registry are upstream data
 // and are not trusted to return what they name.
-func loadBundle(ctx context.Context, reg Registry, repo, subject, manifestDigest string) (*sgbundle.Bundle, error) {
+func loadBundle(ctx context.Context, reg Registry, repo, subject, manifestDigest string, accept func(predicateType string) bool) (*sgbundle.Bundle, error) {
 	if err := checkDigest(manifestDigest); err != nil {
 		return nil, fmt.Errorf("referrer: %w", err)
 	}
@@ -223,15 +236,13 @@ func loadBundle(ctx context.Context, reg Registry, repo, subject, manifestDigest
 		return nil, errors.New("bundle version older than v0.3")
 	}
 	if env := b.GetDsseEnvelope(); env != nil {
-		// Only cosign's "sign" statement is a signature of the image; other
-		// predicates (provenance, SBOM, scan results) say something else.
 		var st struct {
 			PredicateType string `json:"predicateType"`
 		}
 		if err := json.Unmarshal(env.GetPayload(), &st); err != nil {
 			return nil, fmt.Errorf("parse statement: %w", err)
 		}
-		if st.PredicateType != types.CosignSignPredicateType {
+		if !accept(st.PredicateType) {
 			return nil, errNotBundle
 		}
 	}

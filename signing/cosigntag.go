@@ -71,12 +71,18 @@ type tagSignature struct {
 // ociremote code so its layout rules (annotations, certificate chain, Rekor
 // bundle) apply unchanged. A missing tag is no signatures, not an error.
 func fetchCosignTag(ctx context.Context, reg Registry, repo, digest string) (sigs []tagSignature, truncated bool, err error) {
+	return fetchTagImage(ctx, reg, repo, digest, ociremote.SignatureTag)
+}
+
+// fetchTagImage reads the signature image cosign keeps under the tag
+// tagOf names (SignatureTag: .sig; AttestationTag: .att, laid out alike).
+func fetchTagImage(ctx context.Context, reg Registry, repo, digest string, tagOf func(name.Reference, ...ociremote.Option) (name.Tag, error)) (sigs []tagSignature, truncated bool, err error) {
 	ref, err := name.NewDigest(registryHost + "/" + repo + "@" + digest)
 	if err != nil {
 		return nil, false, fmt.Errorf("reference %s@%s: %w", repo, digest, err)
 	}
 	opts := []ociremote.Option{ociremote.WithRemoteOptions(remoteOptions(ctx, reg)...)}
-	tag, err := ociremote.SignatureTag(ref, opts...)
+	tag, err := tagOf(ref, opts...)
 	if err != nil {
 		return nil, false, fmt.Errorf("signature tag of %s: %w", digest, err)
 	}

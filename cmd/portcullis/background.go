@@ -149,6 +149,10 @@ func loadPolicy(path string) (*policy.Policy, error) {
 		}
 		return nil, fmt.Errorf("policy %s: %w", path, err)
 	}
+	// The VEX documents it names are read with it, at each reload.
+	if err := pol.LoadVEX(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("policy %s: %w", path, err)
+	}
 	return pol, nil
 }
 

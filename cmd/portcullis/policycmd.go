@@ -119,6 +119,9 @@ func policyTest(ctx context.Context, pol *policy.Policy, dataDir, platform, ref 
 	return dec, err
 }
 
+// maxSuppressedShown bounds the suppressed findings 'policy test' lists.
+const maxSuppressedShown = 20
+
 func printDecision(w io.Writer, ref string, d policy.Decision) error {
 	fmt.Fprintf(w, "%s: %s (rule %s, mode %s, verdict %s)\n", ref, d.Effective, d.Rule, d.Mode, d.Verdict)
 	for _, r := range d.Reasons {
@@ -126,6 +129,16 @@ func printDecision(w io.Writer, ref string, d policy.Decision) error {
 	}
 	if len(d.Reasons) == 0 {
 		fmt.Fprintln(w, "  no findings")
+	}
+	for i, sup := range d.Suppressed {
+		if i == maxSuppressedShown {
+			fmt.Fprintf(w, "  … and %d more suppressed by VEX\n", len(d.Suppressed)-i)
+			break
+		}
+		fmt.Fprintf(w, "  suppressed by VEX: %s in %s %s (%s, %s %s)\n", sup.ID, sup.Package, sup.InstalledVersion, sup.Document, sup.Status, sup.Justification)
+	}
+	for _, n := range d.VEX {
+		fmt.Fprintf(w, "  VEX: %s\n", n)
 	}
 	if d.Has(policy.CodeMalware) && d.Mode != policy.ModeEnforce {
 		// Otherwise "block" under a warn-mode rule reads like a bug.

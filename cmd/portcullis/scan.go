@@ -18,6 +18,7 @@ import (
 	"github.com/portcullis/portcullis/scanner"
 	"github.com/portcullis/portcullis/scanner/badfiles"
 	"github.com/portcullis/portcullis/scanner/vulndb"
+	"github.com/portcullis/portcullis/vex"
 )
 
 // errFindings makes the process exit with --exit-code.
@@ -34,6 +35,8 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	severity := fs.String("severity", "", "report only these `levels` (comma-separated: CRITICAL,HIGH,MEDIUM,LOW,UNKNOWN)")
 	exitCode := fs.Int("exit-code", 0, "exit with this `code` when vulnerabilities remain after filtering")
 	platform := fs.String("platform", "linux/amd64", "`os/arch[/variant]` to scan when REF is a multi-platform index")
+	var vexFiles vexFlag
+	fs.Var(&vexFiles, "vex", "OpenVEX `file` whose statements suppress findings (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: portcullis scan [flags] REF | --archive FILE")
 		fs.PrintDefaults()
@@ -52,8 +55,13 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	default:
 		return fmt.Errorf("unknown --format %q: use table, json, cyclonedx, spdx or sarif", *format)
 	}
+	// Read before the scan: a bad document fails at once.
+	vexDocs, err := vex.LoadFiles(".", vexFiles, "--vex ")
+	if err != nil {
+		return err
+	}
 	var img v1.Image
-	var subject string
+	var subject, named string // named: the digest the reference names (an index's)
 	switch {
 	case *archive != "" && fs.NArg() == 0:
 		subject = *archive
@@ -62,7 +70,15 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	case *archive == "" && fs.NArg() == 1:
 		subject = fs.Arg(0)
-		if img, err = remoteImage(ctx, subject, *platform); err != nil {
+		r, err := name.ParseReference(subject)
+		if err != nil {
+			return fmt.Errorf("image reference %q: %w", subject, err)
+		}
+		p, err := v1.ParsePlatform(*platform)
+		if err != nil {
+			return fmt.Errorf("--platform %q: %w", *platform, err)
+		}
+		if img, named, err = remoteImageOf(ctx, r, *p); err != nil {
 			return err
 		}
 	default:
@@ -104,8 +120,11 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return fmt.Errorf("match vulnerabilities: %w", err)
 		}
-		findings = append(findings, inv.FileFindings...) // secrets, found by the scan itself
-
+		findings = append(findings, inv.FileFindings...) // secrets and known-bad files, found by the scan itself
+		if len(vexFiles) > 0 {
+			r := vex.Apply(vexDocs.Sources, []string{inv.ImageDigest, named}, findings)
+			findings, res.Suppressed, res.VEX = r.Findings, r.Suppressed, r.Notes
+		}
 		res.Findings, res.DBVersion = report.Filter(findings, levels), version
 	}
 	switch *format {
@@ -129,6 +148,19 @@ func scanCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
+// vexFlag collects repeated --vex files.
+type vexFlag []string
+
+func (v *vexFlag) String() string { return strings.Join(*v, ",") }
+
+func (v *vexFlag) Set(s string) error {
+	if len(*v) >= vex.MaxFiles {
+		return fmt.Errorf("more than %d --vex files", vex.MaxFiles)
+	}
+	*v = append(*v, s)
+	return nil
+}
+
 // remoteImage pulls from any registry, or through a Portcullis: loopback
 // registries are reached over plain http, as ggcr does for localhost.
 func remoteImage(ctx context.Context, ref, platform string) (v1.Image, error) {
@@ -140,11 +172,22 @@ func remoteImage(ctx context.Context, ref, platform string) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--platform %q: %w", platform, err)
 	}
-	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithPlatform(*p))
+	img, _, err := remoteImageOf(ctx, r, *p)
+	return img, err
+}
+
+// remoteImageOf fetches r for platform and also returns the digest r
+// names: an index's when r is one (VEX documents may name it).
+func remoteImageOf(ctx context.Context, r name.Reference, platform v1.Platform) (v1.Image, string, error) {
+	desc, err := remote.Get(r, remote.WithContext(ctx), remote.WithPlatform(platform))
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", ref, err)
+		return nil, "", fmt.Errorf("fetch %s: %w", r, err)
 	}
-	return img, nil
+	img, err := desc.Image()
+	if err != nil {
+		return nil, "", fmt.Errorf("fetch %s: %w", r, err)
+	}
+	return img, desc.Digest.String(), nil
 }
 
 // openExistingDB opens the database in dataDir, refusing to scan against an
