@@ -12,7 +12,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
-	"github.com/sigstore/sigstore-go/pkg/fulcio/certificate"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 )
 
@@ -97,16 +96,7 @@ func verifyAttestationTag(ctx context.Context, reg Registry, repo, digest string
 		signers = appendSigners(signers, *signer)
 		out = append(out, Predicate{Type: st.PredicateType, Body: st.Predicate, Signer: *signer})
 	}
-	switch {
-	case len(out) > 0:
-		return out, Result{State: StateVerified, Signers: signers}
-	case found == 0:
-		return nil, Result{State: StateUnsigned}
-	}
-	if truncated {
-		reasons = append([]string{fmt.Sprintf("only the first %d attestations were checked", maxSignatures)}, reasons...)
-	}
-	return nil, Result{State: StateInvalid, Error: describeFailures(FormatCosignTag+" attestation", reasons)}
+	return attestationResult(out, signers, found, truncated, reasons, FormatCosignTag, "attestations")
 }
 
 // verifyTagAttestation checks one DSSE envelope of the .att image with
@@ -125,21 +115,12 @@ func verifyTagAttestation(ctx context.Context, sig tagSignature, h v1.Hash, ts t
 			why = append(why, v.desc+": "+err.Error())
 			continue
 		}
-		s := Signer{Format: FormatCosignTag, KeyID: v.keyID}
-		if v.keyID == "" {
-			cert, err := sig.sig.Cert()
-			if err != nil || cert == nil {
-				why = append(why, v.desc+": verified but the certificate cannot be read back")
-				continue
-			}
-			sum, err := certificate.SummarizeCertificate(cert)
-			if err != nil {
-				why = append(why, v.desc+": "+err.Error())
-				continue
-			}
-			s.Issuer, s.Subject = sum.Issuer, sum.SubjectAlternativeName
+		s, problem := tagSigner(v, sig.sig)
+		if s == nil {
+			why = append(why, problem)
+			continue
 		}
-		return &s, ""
+		return s, ""
 	}
 	mostSpecificFirst(why)
 	return nil, strings.Join(why, "; ")
@@ -183,16 +164,7 @@ func verifyAttestationBundles(ctx context.Context, reg Registry, repo, digest st
 		signers = appendSigners(signers, *signer)
 		out = append(out, Predicate{Type: st.PredicateType, Body: st.Predicate, Signer: *signer})
 	}
-	switch {
-	case len(out) > 0:
-		return out, Result{State: StateVerified, Signers: signers}
-	case n == 0:
-		return nil, Result{State: StateUnsigned}
-	}
-	if truncated {
-		reasons = append([]string{fmt.Sprintf("only the first %d bundles were checked", maxSignatures)}, reasons...)
-	}
-	return nil, Result{State: StateInvalid, Error: describeFailures(FormatBundle+" attestation", reasons)}
+	return attestationResult(out, signers, n, truncated, reasons, FormatBundle, "bundles")
 }
 
 // envelopeStatement reads the in-toto statement out of a DSSE envelope
@@ -214,4 +186,20 @@ func envelopeStatement(envelope []byte) (statement, error) {
 		return statement{}, fmt.Errorf("parse in-toto statement: %w", err)
 	}
 	return st, nil
+}
+
+// attestationResult sums up the attestations of one format: verified when
+// any verified, unsigned when none was found, else invalid with why each
+// failed (units names what was counted, past maxSignatures).
+func attestationResult(out []Predicate, signers []Signer, found int, truncated bool, reasons []string, format, units string) ([]Predicate, Result) {
+	switch {
+	case len(out) > 0:
+		return out, Result{State: StateVerified, Signers: signers}
+	case found == 0:
+		return nil, Result{State: StateUnsigned}
+	}
+	if truncated {
+		reasons = append([]string{fmt.Sprintf("only the first %d %s were checked", maxSignatures, units)}, reasons...)
+	}
+	return nil, Result{State: StateInvalid, Error: describeFailures(format+" attestation", reasons)}
 }

@@ -134,21 +134,12 @@ func verifyTagSignature(ctx context.Context, sig oci.Signature, h v1.Hash, ts tr
 			}))
 			continue
 		}
-		s := Signer{Format: FormatCosignTag, KeyID: v.keyID}
-		if v.keyID == "" {
-			cert, err := sig.Cert()
-			if err != nil || cert == nil {
-				why = append(why, v.desc+": verified but the certificate cannot be read back")
-				continue
-			}
-			sum, err := certificate.SummarizeCertificate(cert)
-			if err != nil {
-				why = append(why, v.desc+": "+err.Error())
-				continue
-			}
-			s.Issuer, s.Subject = sum.Issuer, sum.SubjectAlternativeName
+		s, problem := tagSigner(v, sig)
+		if s == nil {
+			why = append(why, problem)
+			continue
 		}
-		return &s, ""
+		return s, ""
 	}
 	mostSpecificFirst(why)
 	return nil, strings.Join(why, "; ")
@@ -170,4 +161,23 @@ func isFetchFailure(ctx context.Context, err error) bool {
 	var fe *fetchError
 	var te *transport.Error
 	return errors.As(err, &fe) || errors.As(err, &te) || ctx.Err() != nil
+}
+
+// tagSigner is who made a signature (or attestation) of the .att/.sig tag
+// that v verified: v's key, or the identity in the signature's
+// certificate; or why it cannot be said.
+func tagSigner(v verifier, sig oci.Signature) (*Signer, string) {
+	s := Signer{Format: FormatCosignTag, KeyID: v.keyID}
+	if v.keyID == "" {
+		cert, err := sig.Cert()
+		if err != nil || cert == nil {
+			return nil, v.desc + ": verified but the certificate cannot be read back"
+		}
+		sum, err := certificate.SummarizeCertificate(cert)
+		if err != nil {
+			return nil, v.desc + ": " + err.Error()
+		}
+		s.Issuer, s.Subject = sum.Issuer, sum.SubjectAlternativeName
+	}
+	return &s, ""
 }
