@@ -6,14 +6,12 @@
 package clamdserver
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,8 +37,7 @@ type Server struct {
 	Socket string // unix socket path
 	TCP    string // 127.0.0.1:PORT
 	dir    string
-	cmd    *exec.Cmd
-	done   chan struct{}
+	proc   *harness.Process
 	t      testing.TB
 }
 
@@ -114,15 +111,11 @@ func Start(t testing.TB, cfg Config) *Server {
 	if err := os.WriteFile(confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	s.cmd = exec.Command(bin, "-c", confPath)
-	s.cmd.Stdout, s.cmd.Stderr = &out, &out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
+	proc, err := harness.StartProcess(bin, []string{"-c", confPath}, nil, nil)
+	if err != nil {
 		t.Fatalf("start clamd: %v", err)
 	}
-	s.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.done)
+	s.proc = proc
 	t.Cleanup(s.Stop)
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -131,9 +124,9 @@ func Start(t testing.TB, cfg Config) *Server {
 			return s
 		}
 		select {
-		case <-s.done:
+		case <-proc.Done():
 			log, _ := os.ReadFile(filepath.Join(dir, "clamd.log"))
-			t.Fatalf("clamd exited before answering PING: %s\n%s", tail(out.Bytes()), tail(log))
+			t.Fatalf("clamd exited before answering PING: %s\n%s", tail([]byte(proc.Logs.String())), tail(log))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -174,19 +167,7 @@ func (s *Server) Ping() error {
 // Stop ends clamd (SIGTERM, then SIGKILL after 10 s); it is called when
 // the test ends, and a test may call it earlier to see clamd go away.
 func (s *Server) Stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
+	if s.proc != nil {
+		_ = s.proc.Stop(10 * time.Second)
 	}
 }
