@@ -25,6 +25,7 @@ func Evaluate(r Rule, f Facts) Decision {
 		// decision depend on when it is replayed.
 		rs = append(rs, errorReason(r, "facts", "no evaluation time in the facts", ""))
 	} else {
+		rs = append(rs, checkScan(r, f)...)
 		rs = append(rs, checkMalware(r, f)...)
 		rs = append(rs, checkVulnerabilities(r, f)...)
 		rs = append(rs, checkSecrets(r, f)...)
@@ -49,6 +50,33 @@ func Evaluate(r Rule, f Facts) Decision {
 		PolicyVersion: r.PolicyVersion,
 		Rule:          r.Name,
 	}
+}
+
+// checkScan speaks for the scan's state when a check that judges its
+// findings (malware, unless the rule allows it; secrets) has none to judge
+// yet. A rule with a vulnerabilities check leaves it to that check, which
+// speaks for the database's state as well.
+func checkScan(r Rule, f Facts) []Reason {
+	if r.Vulnerabilities != nil || (r.Secrets == nil && orBlock(r.Malware) == Allow) {
+		return nil
+	}
+	return unfinishedScan(r, f, "scan failed")
+}
+
+// unfinishedScan is what a scan that is not done means to a check of its
+// findings: failed is an evaluation error (on_error; failed says what
+// failed), pending waits (on_unscanned), an unknown state is an error.
+// Nil when the scan is done.
+func unfinishedScan(r Rule, f Facts, failed string) []Reason {
+	switch {
+	case f.ScanState == ScanDone:
+		return nil
+	case f.ScanState == ScanFailed:
+		return []Reason{errorReason(r, "scan", failed, f.ScanError)}
+	case f.ScanState == ScanPending || f.ScanState == "":
+		return []Reason{unscannedReason(r, "scan", "not scanned yet")}
+	}
+	return []Reason{errorReason(r, "scan", fmt.Sprintf("unknown scan state %q", f.ScanState), f.ScanError)}
 }
 
 // orBlock gives the documented default (block) to a verdict a hand-built

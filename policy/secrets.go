@@ -78,16 +78,8 @@ func checkSecrets(r Rule, f Facts) []Reason {
 	if s == nil {
 		return nil
 	}
-	switch {
-	case f.ScanState == ScanDone:
-	case r.Vulnerabilities != nil || orBlock(r.Malware) != Allow:
-		return nil // the vulnerabilities or the malware check speaks for the scan
-	case f.ScanState == ScanFailed:
-		return []Reason{errorReason(r, "scan", "scan failed", f.ScanError)}
-	case f.ScanState == ScanPending || f.ScanState == "":
-		return []Reason{unscannedReason(r, "scan", "not scanned yet")}
-	default:
-		return []Reason{errorReason(r, "scan", fmt.Sprintf("unknown scan state %q", f.ScanState), f.ScanError)}
+	if f.ScanState != ScanDone {
+		return nil // checkScan or checkVulnerabilities speaks for the scan
 	}
 	var blocked, warned []Vulnerability
 	for _, x := range f.Vulnerabilities {

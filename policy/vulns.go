@@ -23,9 +23,7 @@ type vulnHit struct {
 func checkVulnerabilities(r Rule, f Facts) []Reason {
 	v := r.Vulnerabilities
 	if v == nil {
-		// Only this check needs the scan, so without it neither a pending
-		// nor a failed scan matters.
-		return nil
+		return nil // checkScan speaks for the scan, if another check needs it
 	}
 	switch {
 	case f.ScanState == ScanFailed:
@@ -42,10 +40,8 @@ func checkVulnerabilities(r Rule, f Facts) []Reason {
 		age := f.Now.Sub(f.DBBuiltAt).Truncate(time.Hour)
 		return []Reason{errorReason(r, "database",
 			fmt.Sprintf("vulnerability database is %s old (max %s)", formatDuration(age), formatDuration(v.MaxDBAge)), "")}
-	case f.ScanState == ScanPending || f.ScanState == "":
-		return []Reason{unscannedReason(r, "scan", "not scanned yet")}
 	case f.ScanState != ScanDone:
-		return []Reason{errorReason(r, "scan", fmt.Sprintf("unknown scan state %q", f.ScanState), f.ScanError)}
+		return unfinishedScan(r, f, "vulnerability scan failed")
 	}
 
 	var hits []vulnHit
