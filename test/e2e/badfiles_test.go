@@ -64,19 +64,20 @@ func filesImage(t *testing.T, files map[string][]byte) v1.Image {
 	return img
 }
 
-// badFilesSetup serves img as library/app:1 behind a portcullis whose
-// database holds the files of sigDir (imported with db import), with the
-// scan and policy settings given ("" for none).
-func badFilesSetup(t *testing.T, sigDir, scanYAML, policyYAML string, img v1.Image) (pc *harness.Portcullis, digest string, scan func(args ...string) ([]byte, error)) {
+// scannedImageSetup serves img as <repo>:1 behind a portcullis whose
+// database holds what db import takes from dbDir (OSV records, hash
+// signatures), with the scan and policy settings given ("" for none). scan
+// runs 'portcullis scan' of the image on the same data directory.
+func scannedImageSetup(t *testing.T, dbDir, repo, scanYAML, policyYAML string, img v1.Image) (pc *harness.Portcullis, digest string, scan func(args ...string) ([]byte, error)) {
 	t.Helper()
 	bin := harness.BuildPortcullis(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	if out, err := runBinary(t, bin, "db", "import", "--data", data, sigDir); err != nil {
+	if out, err := runBinary(t, bin, "db", "import", "--data", data, dbDir); err != nil {
 		t.Fatalf("db import: %v\n%s", err, out)
 	}
 	up := startUpstream(t)
-	d := up.Push(t, "library/app", "1", img)
+	d := up.Push(t, repo, "1", img)
 	cfg := "default_upstream: docker.io\nupstreams: [{name: docker.io, url: " + up.URL() + "}]\n" + scanYAML
 	if policyYAML != "" {
 		policyFile := filepath.Join(dir, "policy.yaml")
@@ -90,18 +91,18 @@ func badFilesSetup(t *testing.T, sigDir, scanYAML, policyYAML string, img v1.Ima
 		t.Fatal(err)
 	}
 	scan = func(args ...string) ([]byte, error) {
-		return exec.Command(bin, append([]string{"scan", "--data", data}, append(args, up.Host()+"/library/app:1")...)...).CombinedOutput()
+		return exec.Command(bin, append([]string{"scan", "--data", data}, append(args, up.Host()+"/"+repo+":1")...)...).CombinedOutput()
 	}
 	return harness.StartPortcullis(t, bin, "--config", cfgFile, "--data", data), d.String(), scan
 }
 
-// blockedOnceScanned pulls the manifest until the stored verdict refuses it
+// blockedOnceScanned pulls <repo>:1 until the stored verdict refuses it
 // (bounded) and returns the refusal's message.
-func blockedOnceScanned(t *testing.T, pc *harness.Portcullis) string {
+func blockedOnceScanned(t *testing.T, pc *harness.Portcullis, repo string) string {
 	t.Helper()
 	var r response
 	for i := 0; ; i++ {
-		r = do(t, "GET", pc.URL+"/v2/library/app/manifests/1")
+		r = do(t, "GET", pc.URL+"/v2/"+repo+"/manifests/1")
 		if r.status != http.StatusOK || i == 50 {
 			break
 		}
@@ -122,7 +123,7 @@ func TestKnownBadFileBlockedByHashSignature(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(sigDir, "feed.hsb"), []byte(sig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pc, d, scan := badFilesSetup(t, sigDir, "", "", filesImage(t, map[string][]byte{
+	pc, d, scan := scannedImageSetup(t, sigDir, "library/app", "", "", filesImage(t, map[string][]byte{
 		"usr/bin/evil": evil,
 		"usr/bin/fine": append(evil[:len(evil):len(evil)], 'x'),
 	}))
@@ -130,7 +131,7 @@ func TestKnownBadFileBlockedByHashSignature(t *testing.T) {
 	if got := scanKinds(t, pc, d); len(got) != 1 || got[0] != "Portcullis.Test.Evil malware CRITICAL" {
 		t.Fatalf("findings %v", got)
 	}
-	if msg := blockedOnceScanned(t, pc); !strings.Contains(msg, "Portcullis.Test.Evil") || !strings.Contains(msg, "/usr/bin/evil") {
+	if msg := blockedOnceScanned(t, pc, "library/app"); !strings.Contains(msg, "Portcullis.Test.Evil") || !strings.Contains(msg, "/usr/bin/evil") {
 		t.Fatalf("block message %q names neither the signature nor the file", msg)
 	}
 	// 'portcullis scan' checks the same signatures.
@@ -146,14 +147,14 @@ func TestKnownBadFileBlockedByHashSignature(t *testing.T) {
 func TestClamdFindsMalware(t *testing.T) {
 	clamd := clamdserver.Start(t, clamdserver.Config{Signatures: clamdserver.BodySignatures()})
 	body := append(append([]byte("#!/bin/sh\n# "), clamdserver.EICAR()...), "\nexit 0\n"...)
-	pc, d, _ := badFilesSetup(t, "testdata/malicious", "scan: {clamd: "+clamd.TCPURL()+"}\n", "",
+	pc, d, _ := scannedImageSetup(t, "testdata/malicious", "library/app", "scan: {clamd: "+clamd.TCPURL()+"}\n", "",
 		filesImage(t, map[string][]byte{"usr/local/bin/run.sh": body, "etc/motd": []byte("hello\n")}))
 	do(t, "GET", pc.URL+"/v2/library/app/manifests/1")
 	want := clamdserver.BodySignatureName + ".UNOFFICIAL"
 	if got := scanKinds(t, pc, d); len(got) != 1 || got[0] != want+" malware CRITICAL" {
 		t.Fatalf("findings %v, want %s", got, want)
 	}
-	if msg := blockedOnceScanned(t, pc); !strings.Contains(msg, want) || !strings.Contains(msg, "/usr/local/bin/run.sh") {
+	if msg := blockedOnceScanned(t, pc, "library/app"); !strings.Contains(msg, want) || !strings.Contains(msg, "/usr/local/bin/run.sh") {
 		t.Fatalf("block message %q", msg)
 	}
 }
@@ -162,7 +163,7 @@ func TestClamdFindsMalware(t *testing.T) {
 // why, and a rule's on_error decides (here: block).
 func TestClamdDownFailsTheScan(t *testing.T) {
 	clamd := clamdserver.Start(t, clamdserver.Config{Signatures: clamdserver.BodySignatures()})
-	pc, d, _ := badFilesSetup(t, "testdata/malicious", "scan: {clamd: "+clamd.TCPURL()+"}\n", `
+	pc, d, _ := scannedImageSetup(t, "testdata/malicious", "library/app", "scan: {clamd: "+clamd.TCPURL()+"}\n", `
 rules:
   - name: strict
     mode: enforce
