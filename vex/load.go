@@ -3,7 +3,6 @@ package vex
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -123,7 +122,7 @@ func readBounded(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, errors.New(errTooLarge.Error() + fmt.Sprintf(": over %d bytes", limit))
+		return nil, fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
 	}
 	return data, nil
 }
