@@ -145,7 +145,8 @@ const (
 func ReasonCodes() []string {
 	return []string{CodeUnsigned, CodeSignatureInvalid, CodeTooOld, CodeNewerRelease, CodeTooLarge,
 		CodeTooManyLayers, CodeVulnerable, CodeUnscanned, CodeEvaluationError,
-		CodeMalware, CodeSecret}
+		CodeMalware, CodeSecret, CodeSourceBlocked, CodeTagBlocked, CodeDigestRequired,
+		CodeQuarantined, CodeException}
 }
 
 // Reason is one finding of a rule. Verdict is what this reason alone asks
