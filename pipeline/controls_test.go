@@ -2,9 +2,11 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,5 +222,77 @@ func TestBlobGateFollowsControls(t *testing.T) {
 	refresh()
 	if blob(shared) != proxy.Allow {
 		t.Fatal("a layer the excepted image references is refused though its other image is quarantined")
+	}
+}
+
+// awayStore is the rig's store whose reads the gates make fail on demand:
+// the state store (Redis) out of reach.
+type awayStore struct {
+	*store.Bolt
+	away atomic.Bool
+}
+
+var errAway = errors.New("state store away")
+
+func (a *awayStore) ScanWithoutInventory(ctx context.Context, d string) (store.ScanRecord, error) {
+	if a.away.Load() {
+		return store.ScanRecord{}, errAway
+	}
+	return a.Bolt.ScanWithoutInventory(ctx, d)
+}
+
+func (a *awayStore) BlobImages(ctx context.Context, upstream, repo, blob string, fn func(image, verdict string) bool) error {
+	if a.away.Load() {
+		return errAway
+	}
+	return a.Bolt.BlobImages(ctx, upstream, repo, blob, fn)
+}
+
+// While the state store is away, the gates answer from what they served
+// last, and a quarantine added since still applies: the last manifest
+// verdict gets the controls laid over it, and no blob answer given before
+// the controls changed is reused.
+func TestControlsApplyWhileTheStoreIsAway(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, raw := r.pushRandom(t, "team/app", "1.0", img)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	view := controls.New(r.state, controls.Options{Logger: quiet})
+	if err := view.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := &awayStore{Bolt: r.state}
+	pl := pipeline.New(pipeline.Options{Store: st, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
+		Matcher: r.db, Controls: view, Logger: quiet,
+		Policy: mustPolicy(t, "rules:\n  - {name: r, match: {}, on_unscanned: {wait: 30s, then: block}, on_error: block}\n")})
+	run(t, pl)
+	manifest := string(types.DockerManifestSchema2)
+	if dec := check(t, pl, "team/app", d, manifest, raw); dec.Verdict != proxy.Allow {
+		t.Fatalf("before: %+v", dec)
+	}
+	layers, _ := img.Layers()
+	layer, _ := layers[0].Digest()
+	if dec, err := pl.CheckBlob(ctx, "docker.io", "team/app", digest.Digest(layer.String())); err != nil || dec.Verdict != proxy.Allow {
+		t.Fatalf("layer before: %+v %v", dec, err)
+	}
+	if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: d.String(), Reason: "pulled from the shelves", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := view.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st.away.Store(true)
+	// A tag the remembered verdict has not seen goes to the store, which
+	// fails: the last verdict served, under the controls.
+	dec, err := pl.Check(ctx, proxy.Subject{Upstream: "docker.io", Repository: "team/app", Reference: "other-tag", Digest: d, MediaType: manifest, Manifest: raw})
+	if err != nil || dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "pulled from the shelves") {
+		t.Fatalf("manifest with the store away: %+v %v", dec, err)
+	}
+	if dec, err := pl.CheckBlob(ctx, "docker.io", "team/app", digest.Digest(layer.String())); err != nil || dec.Verdict != proxy.Block {
+		t.Fatalf("layer with the store away, after a quarantine: %+v %v (the allow given before the quarantine was reused)", dec, err)
 	}
 }
