@@ -296,3 +296,28 @@ func TestControlsApplyWhileTheStoreIsAway(t *testing.T) {
 		t.Fatalf("layer with the store away, after a quarantine: %+v %v (the allow given before the quarantine was reused)", dec, err)
 	}
 }
+
+// A quarantined digest never seen before is refused at once: nothing is
+// queued, scanned or waited for (its rule would wait 30 s).
+func TestQuarantinedUnseenDigestIsRefusedWithoutScan(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, raw := r.pushRandom(t, "team/app", "1.0", img)
+	if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: d.String(), Reason: "known bad", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	pl, _ := r.controlled(t, mustPolicy(t, "rules:\n  - {name: r, match: {}, on_unscanned: {wait: 30s, then: allow}}\n"))
+	if dec := check(t, pl, "team/app", d, string(types.DockerManifestSchema2), raw); dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "known bad") {
+		t.Fatalf("quarantined, never pulled: %+v", dec)
+	}
+	if _, err := r.state.Scan(ctx, d.String()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a quarantined digest was queued for a scan: %v", err)
+	}
+	if n := r.scans.calls.Load(); n != 0 {
+		t.Fatalf("%d scans of a quarantined digest", n)
+	}
+}

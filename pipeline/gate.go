@@ -71,6 +71,11 @@ func (p *Pipeline) check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 	if c, ok := p.remembered(s, pol.Version(), rule); ok {
 		return p.withControls(ctx, s, c), nil
 	}
+	// A quarantined image is refused whatever its scan would find: at
+	// once, with nothing queued or waited for.
+	if r := p.overlay(ctx, s.Upstream, s.Repository, s.Digest.String(), policy.Decision{}); r.Quarantine != nil {
+		return toGate(r.Decision, s.Upstream, s.Repository, s.Digest.String()), nil
+	}
 	rec, found, err := p.current(ctx, s.Digest)
 	if err != nil {
 		return proxy.Decision{}, err
