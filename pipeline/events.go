@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"sync"
 	"time"
+
+	"github.com/portcullis/portcullis/store"
 )
 
 // Event is something worth announcing: a verdict change, a finished scan.
@@ -42,6 +44,8 @@ type Event struct {
 	// db_stale and db_updated: the database in force.
 	DBBuiltAt time.Time `json:"dbBuiltAt,omitzero"`
 	MaxDBAge  string    `json:"maxDBAge,omitempty"` // db_stale: the policy's bound
+	// audit: the record (EventAudit).
+	Audit *store.AuditRecord `json:"audit,omitempty"`
 }
 
 // eventsTopic is where the pipeline publishes its events in the store:

@@ -56,6 +56,8 @@ type State interface {
 	store.ScanStore
 	store.DecisionStore
 	store.RelationStore
+	store.ControlStore
+	store.AuditStore
 }
 
 // Options wires a Pipeline.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -51,7 +52,7 @@ func OpenBolt(path string) (*Bolt, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		countRefs := tx.Bucket(contentRefsBucket) == nil
-		for _, b := range append([][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket, scanMarksBucket, scanResultsBucket}, relationBuckets...) {
+		for _, b := range slices.Concat([][]byte{tagsBucket, scansBucket, referrersBucket, contentBucket, localTagsBucket, contentRefsBucket, scanRevisionsBucket, scanMarksBucket, scanResultsBucket}, relationBuckets, controlsBucketNames) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

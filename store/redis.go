@@ -26,6 +26,7 @@ type Redis struct {
 	// Scripts are immutable once made; kept here rather than in package
 	// variables.
 	casScan, casDecision, linkBlob, blobImages, replaceSet *redis.Script
+	putControlScript, deleteControlScript                  *redis.Script
 	// recentBuilt caches that the index by time was found built.
 	recentBuilt atomic.Bool
 }
@@ -49,13 +50,15 @@ func NewRedis(c redis.UniversalClient, prefix string) (*Redis, error) {
 		return nil, fmt.Errorf("redis key prefix %q: must not contain { or }", prefix)
 	}
 	return &Redis{
-		c:           c,
-		keys:        redisKeys{prefix: prefix},
-		casScan:     redis.NewScript(casScanLua),
-		casDecision: redis.NewScript(casDecisionLua),
-		linkBlob:    redis.NewScript(linkBlobLua),
-		blobImages:  redis.NewScript(blobImagesLua),
-		replaceSet:  redis.NewScript(replaceSetLua),
+		c:                   c,
+		keys:                redisKeys{prefix: prefix},
+		casScan:             redis.NewScript(casScanLua),
+		casDecision:         redis.NewScript(casDecisionLua),
+		linkBlob:            redis.NewScript(linkBlobLua),
+		blobImages:          redis.NewScript(blobImagesLua),
+		replaceSet:          redis.NewScript(replaceSetLua),
+		putControlScript:    redis.NewScript(putControlLua),
+		deleteControlScript: redis.NewScript(deleteControlLua),
 	}, nil
 }
 

@@ -73,6 +73,8 @@ type Store interface {
 	DecisionStore
 	RelationStore
 	ArtifactStore
+	ControlStore
+	AuditStore
 	// Tag returns the cached resolution of key, or ErrNotFound.
 	Tag(ctx context.Context, key string) (TagEntry, error)
 	// PutTag records a resolution.

@@ -19,6 +19,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	RunDecisions(t, newStore)
 	RunRelations(t, newStore)
 	RunArtifacts(t, newStore)
+	RunControls(t, newStore)
+	RunAudit(t, newStore)
 	RunCounters(t, func(t *testing.T) store.Counters {
 		s := newStore(t)
 		c, ok := s.(store.Counters)
