@@ -43,6 +43,10 @@ func (p *Proxy) SetCuration(c Curation) {
 	p.curation.Store(&curationHolder{c})
 }
 
+// CurationTally is the tally of Options.CurationTally (nil: none), for
+// the server to flush.
+func (p *Proxy) CurationTally() *CurationTally { return p.curationTally }
+
 // curate asks the curation about a request and counts a refusal. The
 // source is the repository the client names, not the bytes: a digest
 // cached through an approved repository is still refused through a
