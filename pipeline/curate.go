@@ -8,10 +8,11 @@ import (
 )
 
 // Curate implements proxy.Curation with the policy in force, so a reload
-// applies to the next request. Only an enforced refusal refuses: under
-// warn a refused source is served with the usual warning (Evaluate
-// reports it), under audit it is only recorded; a tag refusal those modes
-// let through is logged here, since no verdict carries it.
+// applies to the next request. Only an enforced refusal refuses. Under
+// warn, the pull is served with the usual warning: a refused source's is
+// in the verdict (Evaluate reports it), a tag refusal's is the warning
+// returned here. Under audit a refused source is recorded in the verdict
+// and a tag refusal in the log.
 func (p *Pipeline) Curate(ctx context.Context, upstream, repo, reference string) *proxy.Refusal {
 	d, refused := p.policy().Curate(upstream, repo, reference)
 	if !refused {
@@ -19,16 +20,21 @@ func (p *Pipeline) Curate(ctx context.Context, upstream, repo, reference string)
 	}
 	reason := d.Reasons[0]
 	image := upstream + "/" + repo
-	if d.Effective != policy.Block {
-		if reason.Code != policy.CodeSourceBlocked {
-			p.log.InfoContext(ctx, "curation would refuse; served under the rule's mode", "image", image, "reference", reference,
-				"rule", d.Rule, "mode", d.Mode, "code", reason.Code, "reason", reason.Message)
-		}
-		return nil
-	}
 	msg := "portcullis: " + image + ": " + reason.Message
 	if reason.Code == policy.CodeSourceBlocked {
 		msg = "portcullis: " + image + " is " + reason.Message
 	}
-	return &proxy.Refusal{Rule: d.Rule, Code: reason.Code, Message: msg}
+	refusal := &proxy.Refusal{Rule: d.Rule, Code: reason.Code, Message: msg}
+	switch {
+	case d.Effective == policy.Block:
+		return refusal
+	case d.Effective == policy.Warn && reason.Code != policy.CodeSourceBlocked:
+		// The verdict carries a refused source's warning already.
+		refusal.Warn, refusal.Message = true, reason.Message
+		return refusal
+	case reason.Code != policy.CodeSourceBlocked:
+		p.log.InfoContext(ctx, "curation would refuse; served as the rule's mode is audit", "image", image, "reference", reference,
+			"rule", d.Rule, "code", reason.Code, "reason", reason.Message)
+	}
+	return nil
 }

@@ -42,6 +42,10 @@ func TestCurate(t *testing.T) {
     mode: audit
     match: {upstreams: [gcr.io]}
     source: block
+  - name: watch-tags
+    mode: audit
+    match: {upstreams: [registry.k8s.io]}
+    tags: {block: [latest]}
 `),
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 	})
@@ -58,15 +62,21 @@ func TestCurate(t *testing.T) {
 	for _, c := range []struct{ upstream, repo, ref string }{
 		{"ghcr.io", "acme/api", "1.0"},
 		{"ghcr.io", "acme/api", "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
-		{"quay.io", "x/y", "1.0"}, // warn: served (and logged)
-		{"gcr.io", "x/y", "1.0"},  // audit: served
+		{"gcr.io", "x/y", "1.0"},             // audit: served (the verdict records it)
+		{"registry.k8s.io", "x/y", "latest"}, // audit: served (and logged)
+		{"quay.io", "x/y", "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
 	} {
 		if ref := pl.Curate(ctx, c.upstream, c.repo, c.ref); ref != nil {
 			t.Errorf("%s/%s %s refused: %+v", c.upstream, c.repo, c.ref, ref)
 		}
 	}
-	if !strings.Contains(logs.String(), "curation would refuse") || !strings.Contains(logs.String(), "DIGEST_REQUIRED") {
-		t.Errorf("a tag refusal warn mode lets through is not logged: %s", logs.String())
+	if !strings.Contains(logs.String(), "curation would refuse") || !strings.Contains(logs.String(), "TAG_BLOCKED") {
+		t.Errorf("a tag refusal audit mode lets through is not logged: %s", logs.String())
+	}
+	// warn: served with the refusal as its warning.
+	ref = pl.Curate(ctx, "quay.io", "x/y", "1.0")
+	if ref == nil || !ref.Warn || ref.Code != policy.CodeDigestRequired || !strings.HasPrefix(ref.Message, `pull by tag "1.0" refused`) {
+		t.Errorf("warn mode tag refusal: %+v", ref)
 	}
 	// A reload applies to the next request.
 	pl.SetPolicy(parsePolicy(t, "rules:\n  - {name: open, match: {}}\n"))

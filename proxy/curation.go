@@ -24,6 +24,9 @@ type Refusal struct {
 	Rule    string // the policy rule that refuses
 	Code    string // its reason code (policy.CodeSourceBlocked, …)
 	Message string // what the client reads, naming the rule and its reason
+	// Warn serves the request anyway (the rule's mode is warn): a manifest
+	// carries Message as its warning, like a gate's warn verdict.
+	Warn bool
 }
 
 func (r *Refusal) Error() string { return r.Message }
@@ -57,21 +60,26 @@ func (p *Proxy) curate(ctx context.Context, upstream, repo, reference string) *R
 		return nil
 	}
 	ref := h.c.Curate(ctx, upstream, repo, reference)
-	if ref != nil && p.curationTally != nil {
+	if ref != nil && !ref.Warn && p.curationTally != nil {
 		p.curationTally.Add(ref.Rule, upstream+"/"+repo, ref.Code)
 	}
 	return ref
 }
 
 // curateRoute curates a routed /v2/ request; a refusal is 403 DENIED,
-// and a refused manifest request counts as a blocked pull.
-func (p *Proxy) curateRoute(ctx context.Context, rt route) *regError {
+// and a refused manifest request counts as a blocked pull. A warning is
+// kept in info for the manifest's answer.
+func (p *Proxy) curateRoute(ctx context.Context, rt route, info *requestInfo) *regError {
 	reference := ""
 	if rt.endpoint == endpointManifest {
 		reference = rt.ref
 	}
 	ref := p.curate(ctx, rt.upstream, rt.repo, reference)
 	if ref == nil {
+		return nil
+	}
+	if ref.Warn {
+		info.curationWarning = ref.Message
 		return nil
 	}
 	if rt.endpoint == endpointManifest {
@@ -81,6 +89,19 @@ func (p *Proxy) curateRoute(ctx context.Context, rt route) *regError {
 		}
 	}
 	return errorf(http.StatusForbidden, "DENIED", "%s", ref.Message)
+}
+
+// withCurationWarning adds a curation warning to the gate's decision: a
+// warning of its own when the gate allows, one more reason when it warns.
+func withCurationWarning(dec Decision, warning string) Decision {
+	switch {
+	case warning == "" || dec.Verdict == Block:
+	case dec.Verdict == Warn:
+		dec.Message += "; " + warning
+	default:
+		dec.Verdict, dec.Message = Warn, warning
+	}
+	return dec
 }
 
 // CurationCount is how many requests one rule refused for one source

@@ -21,16 +21,17 @@ import (
 	"github.com/portcullis/portcullis/proxy"
 )
 
-// policyCuration answers the proxy's curation check with a parsed policy,
-// enforce mode only (the pipeline's adapter, tested there, adds modes).
+// policyCuration answers the proxy's curation check with a parsed policy
+// (the pipeline's adapter, tested there, words messages and modes).
 type policyCuration struct{ pol *policy.Policy }
 
 func (c policyCuration) Curate(_ context.Context, upstream, repo, reference string) *proxy.Refusal {
 	d, refused := c.pol.Curate(upstream, repo, reference)
-	if !refused || d.Effective != policy.Block {
+	if !refused || d.Effective == policy.Allow {
 		return nil
 	}
-	return &proxy.Refusal{Rule: d.Rule, Code: d.Reasons[0].Code, Message: "portcullis: " + upstream + "/" + repo + ": " + d.Reasons[0].Message}
+	return &proxy.Refusal{Rule: d.Rule, Code: d.Reasons[0].Code, Message: "portcullis: " + upstream + "/" + repo + ": " + d.Reasons[0].Message,
+		Warn: d.Effective == policy.Warn}
 }
 
 func mustPolicy(t *testing.T, src string) *policy.Policy {
@@ -54,6 +55,10 @@ const curationTestPolicy = `rules:
   - name: pinned
     match: {upstreams: [up.test], repositories: [pinned/*]}
     tags: {require_digest: true}
+  - name: trial
+    mode: warn
+    match: {upstreams: [up.test], repositories: [trial/*]}
+    tags: {block: [edge]}
 `
 
 // upstreamCounter counts every request the test upstream receives.
@@ -223,6 +228,21 @@ func TestCurationTagRules(t *testing.T) {
 		if code, _, msg := fetch(t, http.MethodGet, e.proxy.URL+p); code != http.StatusOK {
 			t.Errorf("%s: %d %s, want 200", p, code, msg)
 		}
+	}
+	// Under warn mode a blocked tag is served, with the refusal as its
+	// warning.
+	e.push(t, "trial/app:edge", img)
+	resp, err := http.Get(e.proxy.URL + "/v2/trial/app/manifests/edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Portcullis-Verdict") != "warn" ||
+		!strings.Contains(resp.Header.Get("Portcullis-Reason"), `tag "edge" is blocked (rule "trial" blocks tags edge)`) {
+		t.Errorf("warn mode blocked tag: %d %v", resp.StatusCode, resp.Header)
+	}
+	if _, err := e.p.Resolve(context.Background(), "up.test/trial/app:edge"); err != nil {
+		t.Errorf("Resolve of a tag warn mode lets through: %v", err)
 	}
 	if _, err := e.p.Resolve(context.Background(), "up.test/pinned/app:1.0"); !errors.Is(err, proxy.ErrAccessDenied) {
 		t.Errorf("Resolve by tag under require_digest: %v", err)

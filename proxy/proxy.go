@@ -230,6 +230,9 @@ type requestInfo struct {
 	repo     string
 	cache    string
 	abort    bool // the response broke after its headers went out
+	// curationWarning is a curation refusal the rule's mode (warn) lets
+	// through: the manifest is served with it as a warning.
+	curationWarning string
 }
 
 // ServeHTTP serves /v2/ with the gate of the options (none: everything
@@ -316,7 +319,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo)
 		}
 	}
 	if rt.repo != "" {
-		if rerr := p.curateRoute(r.Context(), rt); rerr != nil {
+		if rerr := p.curateRoute(r.Context(), rt, info); rerr != nil {
 			return rerr
 		}
 	}
