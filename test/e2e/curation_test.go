@@ -42,6 +42,13 @@ const curationPolicy = `rules:
     tags: {require_digest: true}
     on_unscanned: {wait: 0s, then: allow}
     on_error: allow
+  - name: trial
+    mode: warn
+    match: {upstreams: [ghcr.io], repositories: ["trial/**"]}
+    source: block
+    reason: on trial until review
+    on_unscanned: {wait: 0s, then: allow}
+    on_error: allow
 `
 
 // crane runs crane against the mirror and returns its combined output.
@@ -67,6 +74,7 @@ func TestCuration(t *testing.T) {
 	ghcr.Push(t, "acme/app", "latest", img)
 	ghcr.Push(t, "acme/app", "2.0-rc1", img)
 	ghcr.Push(t, "other/app", "1.0", img)
+	ghcr.Push(t, "trial/app", "1.0", img)
 	idx := testregistry.MultiArchIndex(t, types.OCIImageIndex, "linux/amd64", "linux/arm64")
 	indexDigest := ghcr.PushIndex(t, "acme/prod/app", "1.0", idx).String()
 	layer := layers(t, img)[0].String()
@@ -160,6 +168,18 @@ func TestCuration(t *testing.T) {
 	}
 	if out, err := ctrd.Pull(t.Context(), t, hosts, "ghcr.io/acme/prod/app@"+indexDigest); err != nil {
 		t.Errorf("ctr pull by digest under require_digest: %v\n%s", err, out)
+	}
+
+	// Under warn mode a refused source is served with the warning, and
+	// its verdict in the status API has the source reason.
+	r = do(t, "GET", pc.URL+"/v2/ghcr.io/trial/app/manifests/1.0", "Accept", manifestAccept)
+	const trialMsg = `not an approved source (rule "trial": on trial until review)`
+	if r.status != http.StatusOK || r.header.Get("Portcullis-Verdict") != "warn" || !strings.Contains(r.header.Get("Portcullis-Reason"), trialMsg) {
+		t.Errorf("warn-mode source: %d %v", r.status, r.header)
+	}
+	r = do(t, "GET", pc.URL+"/api/v1/images?ref=ghcr.io/trial/app:1.0")
+	if r.status != http.StatusOK || !strings.Contains(string(r.body), `"code":"SOURCE_BLOCKED"`) || !strings.Contains(string(r.body), `rule \"trial\": on trial until review`) {
+		t.Errorf("status API of a warn-mode source: %d %s", r.status, r.body)
 	}
 
 	// At shutdown the refusals are recorded in the audit log, one summary.
