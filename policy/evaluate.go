@@ -19,7 +19,8 @@ import (
 // first, then malware, vulnerabilities, signature, freshness, size, so
 // the start of Decision.Message is what matters most.
 func Evaluate(r Rule, f Facts) Decision {
-	var rs []Reason
+	// A refused source needs no facts: it is refused whatever they are.
+	rs := checkSource(r)
 	if f.Now.IsZero() {
 		// Expiries, grace and age all need it; guessing would make the
 		// decision depend on when it is replayed.

@@ -25,6 +25,8 @@ func FuzzParse(f *testing.F) {
 		"rules:\n\t- x\n",
 		"---\n---\n",
 		"rules:\n  - secrets: {block: [private-key], warn: any}\n",
+		"rules:\n  - {match: {}, source: block, reason: only ours}\n  - {match: {upstreams: [ghcr.io]}, tags: {block: [latest, '*-rc*'], require_digest: true}}\n",
+		"rules:\n  - {source: allow, reason: x, tags: {block: ['**', '?']}}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -70,6 +72,17 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("malware: %s served as %s", r.Malware, d.Effective)
 			}
 			_ = d.Message(200)
+			// Curation: a digest never meets the tag rules, and what a
+			// client is shown stays one line of text.
+			for _, ref := range []string{"latest", "1.0-rc1", "sha256:0123", ""} {
+				reason, refused := Curate(r, ref)
+				if refused && (ref == "" || strings.Contains(ref, ":")) && reason.Code != CodeSourceBlocked {
+					t.Fatalf("reference %q refused by %s", ref, reason.Code)
+				}
+				if refused && (!utf8.ValidString(reason.Message) || strings.ContainsAny(reason.Message, "\r\n")) {
+					t.Fatalf("curation message %q", reason.Message)
+				}
+			}
 		}
 		_ = p.Select("ghcr.io", "acme/api")
 	})

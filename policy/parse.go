@@ -66,6 +66,9 @@ const maxErrors = 50
 //	  - name: …                 # optional; defaults to rules[N]
 //	    match: {upstreams: [glob…], repositories: [glob…]}
 //	    mode: enforce | warn | audit
+//	    source: allow | block      # block refuses before anything is fetched (curation)
+//	    reason: "…"                # one line shown with a curation refusal
+//	    tags: {block: [tag glob…], require_digest: true}
 //	    signature: {required, keys, identities: [{issuer|issuer_regexp, subject|subject_regexp}], tlog, trusted_root}
 //	    freshness: {max_age: 365d, too_old: warn|block, newer_patch_available: warn|block, newer_release_available: warn|block}
 //	    size: {max_compressed: 2GiB, max_layers: 60}

@@ -19,6 +19,7 @@ func (p *parser) rule(n *yaml.Node, path string, index int) Rule {
 		OnError:     Block,
 		Malware:     Block,
 	}
+	var sourceNode, reasonNode *yaml.Node
 	p.fields(n, path, handlers{
 		"name": func(v *yaml.Node, path string) {
 			if r.Name = p.str(v, path); r.Name == "" && v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
@@ -38,6 +39,30 @@ func (p *parser) rule(n *yaml.Node, path string, index int) Rule {
 				p.fail(v, path, "unknown mode %q (want enforce, warn or audit)", s)
 			}
 		},
+		"source": func(v *yaml.Node, path string) {
+			sourceNode = v
+			s, ok := p.scalar(v, path, "allow or block")
+			if !ok {
+				return
+			}
+			switch strings.ToLower(s) {
+			case SourceAllow:
+				r.Source = "" // the default: the same content as leaving it out
+			case SourceBlock:
+				r.Source = SourceBlock
+			default:
+				p.fail(v, path, "unknown source %q (want allow or block)", s)
+			}
+		},
+		"reason": func(v *yaml.Node, path string) {
+			reasonNode = v
+			if r.Reason = p.str(v, path); r.Reason != "" {
+				if err := checkReason(r.Reason); err != nil {
+					p.fail(v, path, "%v", err)
+				}
+			}
+		},
+		"tags":            func(v *yaml.Node, path string) { r.Tags = p.tags(v, path) },
 		"signature":       func(v *yaml.Node, path string) { r.Signature = p.signature(v, path) },
 		"freshness":       func(v *yaml.Node, path string) { r.Freshness = p.freshness(v, path) },
 		"size":            func(v *yaml.Node, path string) { r.Size = p.size(v, path) },
@@ -57,7 +82,43 @@ func (p *parser) rule(n *yaml.Node, path string, index int) Rule {
 	if r.Name == "" {
 		r.Name = fmt.Sprintf("rules[%d]", index)
 	}
+	if reasonNode != nil && r.Source != SourceBlock && r.Tags == nil {
+		// The reason is only ever shown with a curation refusal; on a rule
+		// that refuses nothing it would be a silent no-op.
+		p.fail(reasonNode, path+".reason", "is shown only when the rule refuses a pull (source: block, or tags); this rule refuses none")
+	}
+	if sourceNode != nil && r.Source == SourceBlock && r.Tags != nil {
+		p.fail(sourceNode, path+".source", "block refuses every pull the rule matches, so its tags rules would never apply; remove one")
+	}
 	return r
+}
+
+// tags parses a rule's tag rules: {block: [pattern…], require_digest}.
+func (p *parser) tags(n *yaml.Node, path string) *TagRule {
+	t := &TagRule{}
+	before := len(p.errs)
+	if !p.fields(n, path, handlers{
+		"block": func(v *yaml.Node, path string) {
+			if v.Kind == yaml.SequenceNode && len(v.Content) > MaxTagPatterns {
+				p.fail(v, path, "%d patterns; at most %d (a pattern such as \"*-rc*\" covers many tags)", len(v.Content), MaxTagPatterns)
+				return
+			}
+			list, nodes := p.strings(v, path)
+			for i, s := range list {
+				if err := checkTagPattern(s); err != nil {
+					p.fail(nodes[i], path, "%v", err)
+				}
+			}
+			t.Block = list
+		},
+		"require_digest": func(v *yaml.Node, path string) { t.RequireDigest = p.boolean(v, path) },
+	}) {
+		return t
+	}
+	if len(t.Block) == 0 && !t.RequireDigest && len(p.errs) == before {
+		p.fail(n, path, "checks nothing: set block to tag patterns or require_digest: true")
+	}
+	return t
 }
 
 func (p *parser) match(n *yaml.Node, path string) Match {

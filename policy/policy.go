@@ -96,6 +96,13 @@ type Rule struct {
 	Match Match  `json:"match"`
 	Mode  Mode   `json:"mode"` // default enforce
 
+	// Source is SourceBlock to refuse every request the rule matches
+	// before anything is fetched (curation); "" allows. Reason is shown
+	// to clients with a curation refusal. Tags refuses pulls by tag.
+	Source string   `json:"source,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+	Tags   *TagRule `json:"tags,omitempty"`
+
 	Signature       *SignatureRule `json:"signature,omitempty"`
 	Freshness       *FreshnessRule `json:"freshness,omitempty"`
 	Size            *SizeRule      `json:"size,omitempty"`

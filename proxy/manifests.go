@@ -153,6 +153,7 @@ func (p *Proxy) serveManifest(w http.ResponseWriter, r *http.Request, rt route, 
 	if err != nil {
 		return errInternal("evaluate "+rt.upstream+"/"+rt.repo+"@"+m.digest.String(), err)
 	}
+	dec = withCurationWarning(dec, info.curationWarning)
 	h := w.Header()
 	switch dec.Verdict {
 	case Block:

@@ -84,6 +84,9 @@ type Options struct {
 	// code of the block's first reason (an in-memory tally the server
 	// flushes to the shared counters); nil counts none.
 	BlockedPulls interface{ Inc(reason string) }
+	// CurationTally counts curation refusals (see SetCuration) for the
+	// summaries the server records; nil counts none.
+	CurationTally *CurationTally
 	// Tracer makes the request spans (README, "Traces"); nil or a no-op
 	// tracer makes none.
 	Tracer trace.Tracer
@@ -162,6 +165,9 @@ type Proxy struct {
 	now             func() time.Time
 
 	blockedPulls interface{ Inc(reason string) }
+	// curation is set after New (SetCuration); nil: none.
+	curation      atomic.Pointer[curationHolder]
+	curationTally *CurationTally
 	// cacheHits and cacheMisses count manifest and blob answers from the
 	// cache and from upstream since start (the dashboard's hit ratio).
 	cacheHits, cacheMisses atomic.Int64
@@ -192,6 +198,7 @@ func New(o Options) (*Proxy, error) {
 		replica:         o.Replica,
 		metrics:         o.Metrics,
 		blockedPulls:    o.BlockedPulls,
+		curationTally:   o.CurationTally,
 		tracer:          telemetry.Recording(o.Tracer),
 		now:             time.Now,
 	}
@@ -223,6 +230,9 @@ type requestInfo struct {
 	repo     string
 	cache    string
 	abort    bool // the response broke after its headers went out
+	// curationWarning is a curation refusal the rule's mode (warn) lets
+	// through: the manifest is served with it as a warning.
+	curationWarning string
 }
 
 // ServeHTTP serves /v2/ with the gate of the options (none: everything
@@ -306,6 +316,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, info *requestInfo)
 	if p.access != nil && rt.repo != "" {
 		if err := p.access.Allow(r.Context(), rt.upstream, rt.repo); err != nil {
 			return accessError(err, w)
+		}
+	}
+	if rt.repo != "" {
+		if rerr := p.curateRoute(r.Context(), rt, info); rerr != nil {
+			return rerr
 		}
 	}
 	switch rt.endpoint {

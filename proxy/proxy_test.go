@@ -57,6 +57,7 @@ type envConfig struct {
 	log             io.Writer
 	wrapState       func(store.Store) store.Store
 	blockedPulls    interface{ Inc(string) }
+	curationTally   *proxy.CurationTally
 	metrics         *telemetry.ProxyMetrics
 	tracer          trace.Tracer
 	// listener wraps the proxy server's listener (the connections it
@@ -132,6 +133,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		Logger:          logger,
 		RequireBlobLink: cfg.requireBlobLink,
 		BlockedPulls:    cfg.blockedPulls,
+		CurationTally:   cfg.curationTally,
 		Metrics:         cfg.metrics,
 		Tracer:          cfg.tracer,
 	})

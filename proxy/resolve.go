@@ -46,6 +46,9 @@ func (p *Proxy) Resolve(ctx context.Context, ref string) (Resolved, error) {
 			return Resolved{}, fmt.Errorf("%w: %s: %w", ErrAccessDenied, ref, err)
 		}
 	}
+	if ref := p.curate(ctx, rt.upstream, rt.repo, rt.ref); ref != nil && !ref.Warn {
+		return Resolved{}, fmt.Errorf("%w: %w", ErrAccessDenied, ref)
+	}
 	m, rerr := p.manifest(ctx, p.upstreamFor(rt), rt, p.accepts.standard())
 	if rerr != nil {
 		return Resolved{}, rerr

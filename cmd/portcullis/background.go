@@ -109,6 +109,11 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	bg, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { view.Run(bg) })
+	// Curation answers from the policy in force, which reloads swap.
+	p.SetCuration(pl)
+	if t := p.CurationTally(); t != nil {
+		wg.Go(func() { t.Run(bg, curationSummaryEvery, recordCurationRefusals(pl, log)) })
+	}
 	if alerter != nil {
 		// Every replica sees every event; the alerter's leases make one
 		// of them send each alert.

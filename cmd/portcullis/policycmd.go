@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
@@ -56,6 +57,7 @@ func policyCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		fmt.Fprintf(stdout, "%s: ok, %d rules, version %s\n", *path, len(pol.Rules), pol.Version())
 		explainMalwareRules(stdout, pol)
+		explainCurationRules(stdout, pol)
 		return nil
 	}
 	if fs.NArg() != 1 {
@@ -89,6 +91,15 @@ func policyTest(ctx context.Context, pol *policy.Policy, dataDir, platform, ref 
 	if err != nil {
 		return policy.Decision{}, fmt.Errorf("image reference %q: %w", ref, err)
 	}
+	upstream := r.Context().RegistryStr()
+	if upstream == name.DefaultRegistry {
+		upstream = "docker.io" // how clients and policies name Docker Hub
+	}
+	// As the mirror does: a source or tag the policy refuses is refused
+	// before anything is fetched.
+	if dec, refused := pol.Curate(upstream, r.Context().RepositoryStr(), r.Identifier()); refused && dec.Effective == policy.Block {
+		return dec, nil
+	}
 	img, err := remoteImage(ctx, ref, platform)
 	if err != nil {
 		return policy.Decision{}, err
@@ -107,10 +118,6 @@ func policyTest(ctx context.Context, pol *policy.Policy, dataDir, platform, ref 
 		matcher = db
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return policy.Decision{}, err
-	}
-	upstream := r.Context().RegistryStr()
-	if upstream == name.DefaultRegistry {
-		upstream = "docker.io" // how clients and policies name Docker Hub
 	}
 	pl := pipeline.New(pipeline.Options{Images: remoteRegistry{}, Registry: remoteRegistry{}, Scanner: scanner.New(),
 		ScannerVersion: scanner.Version, Matcher: matcher, Policy: pol})
@@ -140,6 +147,9 @@ func printDecision(w io.Writer, ref string, d policy.Decision) error {
 	for _, n := range d.VEX {
 		fmt.Fprintf(w, "  VEX: %s\n", n)
 	}
+	if len(d.Reasons) == 1 && d.Effective == policy.Block && (d.Has(policy.CodeSourceBlocked) || d.Has(policy.CodeTagBlocked) || d.Has(policy.CodeDigestRequired)) {
+		fmt.Fprintln(w, "  (refused by curation before anything is fetched: the image was not read or scanned)")
+	}
 	if d.Has(policy.CodeMalware) && d.Mode != policy.ModeEnforce {
 		// Otherwise "block" under a warn-mode rule reads like a bug.
 		fmt.Fprintf(w, "  (the rule's mode %s does not soften malware: its malware setting decides)\n", d.Mode)
@@ -156,6 +166,34 @@ func explainMalwareRules(w io.Writer, pol *policy.Policy) {
 			fmt.Fprintf(w, "  rule %s: malware is served with a warning (malware: warn)\n", r.Name)
 		case policy.Allow:
 			fmt.Fprintf(w, "  rule %s: malware is allowed (malware: allow)\n", r.Name)
+		}
+	}
+}
+
+// explainCurationRules names what each rule refuses before anything is
+// fetched, with the reason clients are shown, as `policy test` and the
+// mirror word it.
+func explainCurationRules(w io.Writer, pol *policy.Policy) {
+	for _, r := range pol.Rules {
+		reason := ""
+		if r.Reason != "" {
+			reason = ": " + r.Reason
+		}
+		under := ""
+		if r.Mode != policy.ModeEnforce {
+			under = fmt.Sprintf(" (mode %s: served, not refused)", r.Mode)
+		}
+		if r.Source == policy.SourceBlock {
+			fmt.Fprintf(w, "  rule %s: refuses every repository it matches, not an approved source%s%s\n", r.Name, reason, under)
+		}
+		if r.Tags == nil {
+			continue
+		}
+		if len(r.Tags.Block) > 0 {
+			fmt.Fprintf(w, "  rule %s: refuses pulls by the tags %s%s%s\n", r.Name, strings.Join(r.Tags.Block, ", "), reason, under)
+		}
+		if r.Tags.RequireDigest {
+			fmt.Fprintf(w, "  rule %s: refuses every pull by tag, only digests (require_digest)%s%s\n", r.Name, reason, under)
 		}
 	}
 }

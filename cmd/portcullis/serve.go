@@ -228,6 +228,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Replica:         replica,
 		Metrics:         metrics.proxy,
 		BlockedPulls:    blockedPulls,
+		CurationTally:   proxy.NewCurationTally(0),
 		Tracer:          tracing.Tracer("portcullis/proxy"),
 	}
 	if access != nil { // a nil *auth.Auth in the interface would not be nil
