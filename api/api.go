@@ -76,6 +76,9 @@ type Handler struct {
 	// DBMaxAge (0: any age is fine) it is stale.
 	DBStatus func(ctx context.Context) (DBStatus, error)
 	DBMaxAge time.Duration
+	// Controls lays the operators' quarantines and exceptions over the
+	// verdicts shown; nil: none.
+	Controls Controls
 	overview overviewCache
 }
 
@@ -207,6 +210,12 @@ type ScanView struct {
 	Suppressed []vex.Suppressed `json:"suppressed,omitempty"`
 	// DecisionsTruncated says more repositories hold verdicts than listed.
 	DecisionsTruncated bool `json:"decisionsTruncated,omitempty"`
+	// PolicyVerdict is the policy's own verdict in VerdictIn when an
+	// operator's quarantine or exception changed it (Verdict and Decision
+	// are then the effective ones); Decisions stay the policy's.
+	PolicyVerdict string            `json:"policyVerdict,omitempty"`
+	Quarantine    *store.Quarantine `json:"quarantine,omitempty"`
+	Exception     *store.Exception  `json:"exception,omitempty"`
 }
 
 // maxDecisionsShown bounds one answer's list of per-repository verdicts.
@@ -237,6 +246,7 @@ func (h *Handler) view(ctx context.Context, rec store.ScanRecord, repository str
 		v.Suppressed = v.Decision.Suppressed
 		v.Findings = withoutSuppressed(v.Findings, v.Suppressed)
 	}
+	h.overlayScanView(ctx, &v, want)
 	return v, nil
 }
 

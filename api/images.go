@@ -262,6 +262,17 @@ func isIndex(mediaType string) bool {
 // the scan record, with the whole inventory, is read only to tell pending
 // from unknown, or when the findings summary is asked for.
 func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings bool) error {
+	own, err := h.fillPolicyStatus(ctx, st, withFindings)
+	if err != nil {
+		return err
+	}
+	h.overlayStatus(ctx, st, own)
+	return nil
+}
+
+// fillPolicyStatus is fillStatus with the policy's verdict alone; it
+// returns the policy's decision it read (nil: none yet).
+func (h *Handler) fillPolicyStatus(ctx context.Context, st *imageStatus, withFindings bool) (own *policy.Decision, err error) {
 	*st = imageStatus{Ref: st.Ref, Upstream: st.Upstream, Repository: st.Repository, Digest: st.Digest, Index: st.Index, Platform: st.Platform,
 		Verdict: verdictUnknown, Reasons: []reasonView{}, Details: detailsLink(st.Digest, st.Upstream, st.Repository)}
 	// decidedOn and current: the verdict's database and the one in force,
@@ -271,7 +282,7 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings 
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
-		return err
+		return nil, err
 	default:
 		st.Rule, st.PolicyVersion, st.EvaluatedAt, st.DBVersion = dec.Rule, dec.PolicyVersion, dec.UpdatedAt, dec.DBVersion
 		if dec.Signature != nil {
@@ -281,6 +292,7 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings 
 			st.Verdict = verdictPending
 			break
 		}
+		own = dec.Decision
 		st.Verdict, st.Mode = cmp.Or(string(dec.Decision.Effective), dec.Verdict), string(dec.Decision.Mode)
 		st.Suppressed, st.VEX = dec.Decision.Suppressed, dec.Decision.VEX
 		st.Rule = cmp.Or(st.Rule, dec.Decision.Rule)
@@ -296,21 +308,21 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings 
 			}
 		}
 		if !withFindings && decidedOn == "" {
-			return nil
+			return own, nil
 		}
 	}
 	rec, err := h.Scans.Scan(ctx, st.Digest)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		st.Stale = decidedOn != ""
-		return nil
+		return own, nil
 	case err != nil:
-		return err
+		return nil, err
 	}
 	if decidedOn != "" {
 		st.Stale = rec.DBVersion != current || !rec.FindingsFrom(decidedOn)
 		if !withFindings {
-			return nil
+			return own, nil
 		}
 	}
 	h.markStale(&rec)
@@ -322,7 +334,7 @@ func (h *Handler) fillStatus(ctx context.Context, st *imageStatus, withFindings 
 	if withFindings && rec.State == store.ScanDone && rec.Findings != nil {
 		st.Findings = summarize(rec.Findings)
 	}
-	return nil
+	return own, nil
 }
 
 // vulnerabilityIDs reads the ids a VULNERABLE reason lists in its data

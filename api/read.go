@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
+	"github.com/portcullis/portcullis/store"
 	"github.com/portcullis/portcullis/vex"
 )
 
@@ -213,6 +214,12 @@ type ImageStatus struct {
 	Suppressed []vex.Suppressed `json:"suppressed,omitempty"`
 	VEX        []string         `json:"vex,omitempty"`
 	Details    string           `json:"details"`
+	// PolicyVerdict is the policy's own verdict (or pending, unknown)
+	// when an operator's quarantine or exception changed it; Verdict is
+	// then the effective one, the control's reason first.
+	PolicyVerdict string            `json:"policy_verdict,omitempty"`
+	Quarantine    *store.Quarantine `json:"quarantine,omitempty"`
+	Exception     *store.Exception  `json:"exception,omitempty"`
 }
 
 // ReasonView is a reason with the vulnerability ids it names.

@@ -29,11 +29,11 @@ func (p *Pipeline) Check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 	// served last for the subject, else the rule's on_error.
 	if last, ok := p.lastServed(s); ok {
 		p.log.Warn("state store unavailable; serving the last verdict", "image", s.Upstream+"/"+s.Repository+"@"+s.Digest.String(), "err", err)
-		return last, nil
+		return p.withControls(ctx, s, last), nil
 	}
 	p.log.Warn("state store unavailable; on_error decides", "image", s.Upstream+"/"+s.Repository+"@"+s.Digest.String(), "err", err)
 	rule := p.policy().Select(s.Upstream, s.Repository)
-	return toGate(unavailableDecision(rule, s.Upstream, s.Repository, s.Digest.String(), err, p.now()), s.Upstream, s.Repository, s.Digest.String()), nil
+	return p.gateOf(ctx, s.Upstream, s.Repository, s.Digest.String(), unavailableDecision(rule, s.Upstream, s.Repository, s.Digest.String(), err, p.now())), nil
 }
 
 // unavailableDecision is what rule gives an image when what it needs
@@ -51,14 +51,15 @@ func unavailableDecision(rule policy.Rule, upstream, repo, dgst string, cause er
 func (p *Pipeline) check(ctx context.Context, s proxy.Subject) (proxy.Decision, error) {
 	if isIndex(s.MediaType) {
 		// The gate applies to the platform manifest a client pulls next;
-		// a signature on the index covers it.
+		// a signature on the index covers it. Only the operators' controls
+		// judge the index itself: a quarantined index is refused.
 		if err := p.linkIndex(ctx, s); err != nil {
 			return refusal(s, err)
 		}
 		if err := p.Enqueue(ctx, s.Upstream, s.Repository, s.Digest, s.MediaType); err != nil {
 			p.log.Warn("queue scans of index", "digest", s.Digest, "err", err)
 		}
-		return proxy.Decision{Verdict: proxy.Allow}, nil
+		return p.gateOf(ctx, s.Upstream, s.Repository, s.Digest.String(), policy.Decision{Verdict: policy.Allow, Effective: policy.Allow}), nil
 	}
 	// The blob gate must know the image's blobs in this repository before
 	// the client can learn their digests from the manifest.
@@ -67,8 +68,13 @@ func (p *Pipeline) check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 	}
 	pol := p.policy()
 	rule := pol.Select(s.Upstream, s.Repository)
-	if d, ok := p.remembered(s, pol.Version(), rule); ok {
-		return d, nil
+	if c, ok := p.remembered(s, pol.Version(), rule); ok {
+		return p.withControls(ctx, s, c), nil
+	}
+	// A quarantined image is refused whatever its scan would find: at
+	// once, with nothing queued or waited for.
+	if r := p.overlay(ctx, s.Upstream, s.Repository, s.Digest.String(), policy.Decision{}); r.Quarantine != nil {
+		return toGate(r.Decision, s.Upstream, s.Repository, s.Digest.String()), nil
 	}
 	rec, found, err := p.current(ctx, s.Digest)
 	if err != nil {
@@ -96,7 +102,7 @@ func (p *Pipeline) check(ctx context.Context, s proxy.Subject) (proxy.Decision, 
 		}
 	}
 	// Still not scanned: the rule decides what an unscanned image gets.
-	return toGate(p.unscannedDecision(rule, s.Upstream, s.Repository, s.Digest.String(), tagOf(s.Reference)), s.Upstream, s.Repository, s.Digest.String()), nil
+	return p.gateOf(ctx, s.Upstream, s.Repository, s.Digest.String(), p.unscannedDecision(rule, s.Upstream, s.Repository, s.Digest.String(), tagOf(s.Reference))), nil
 }
 
 // unscannedDecision is what rule gives an image whose scan has not ended,
@@ -165,15 +171,16 @@ func (p *Pipeline) verdictOf(ctx context.Context, rec store.ScanRecord, pol *pol
 			}
 		}
 		if !ok {
-			return toGate(p.unscannedDecision(rule, s.Upstream, s.Repository, rec.Digest, tag), s.Upstream, s.Repository, rec.Digest), nil
+			return p.gateOf(ctx, s.Upstream, s.Repository, rec.Digest, p.unscannedDecision(rule, s.Upstream, s.Repository, rec.Digest, tag)), nil
 		}
 	}
 	if tag != "" && !slices.Contains(tags, tag) {
 		tags = p.recordTag(ctx, rec.Digest, s.Upstream, s.Repository, tag)
 	}
-	g := toGate(d, s.Upstream, s.Repository, rec.Digest)
-	p.remember(s, pol.Version(), rule, g, tags)
-	return g, nil
+	// The policy's own verdict is remembered; the controls are laid over
+	// it on every answer.
+	c := p.remember(s, pol.Version(), rule, d, tags)
+	return p.withControls(ctx, s, c), nil
 }
 
 // recordTag adds tag to the tags the verdict record has seen, and returns
@@ -201,31 +208,33 @@ type cachedDecision struct {
 	policyVersion string
 	tag           string   // the tag it holds for; "" for any
 	tags          []string // tags the stored record has seen
-	decision      proxy.Decision
+	policy        policy.Decision
+	decision      proxy.Decision // policy's, as served when no control applies
 }
 
 func repoKey(upstream, repo string) string { return upstream + "/" + repo }
 
 // lastServed is the verdict this process last served for s, whatever the
 // policy it was made under: the fallback while the state store is away.
-func (p *Pipeline) lastServed(s proxy.Subject) (proxy.Decision, bool) {
+func (p *Pipeline) lastServed(s proxy.Subject) (cachedDecision, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c, ok := p.decisions[s.Digest][repoKey(s.Upstream, s.Repository)]
-	return c.decision, ok
+	return c, ok
 }
 
-func (p *Pipeline) remembered(s proxy.Subject, policyVersion string, rule policy.Rule) (proxy.Decision, bool) {
+func (p *Pipeline) remembered(s proxy.Subject, policyVersion string, rule policy.Rule) (cachedDecision, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c, ok := p.decisions[s.Digest][repoKey(s.Upstream, s.Repository)]
 	tag := tagOf(s.Reference)
 	// A tag the record has not seen goes to the store once, to be added.
-	return c.decision, ok && c.policyVersion == policyVersion && (rule.Freshness == nil || tag == "" || c.tag == tag) &&
+	return c, ok && c.policyVersion == policyVersion && (rule.Freshness == nil || tag == "" || c.tag == tag) &&
 		(tag == "" || slices.Contains(c.tags, tag))
 }
 
-func (p *Pipeline) remember(s proxy.Subject, policyVersion string, rule policy.Rule, g proxy.Decision, tags []string) {
+func (p *Pipeline) remember(s proxy.Subject, policyVersion string, rule policy.Rule, d policy.Decision, tags []string) cachedDecision {
+	g := toGate(d, s.Upstream, s.Repository, s.Digest.String())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.decisions) >= p.memoLimit {
@@ -236,11 +245,12 @@ func (p *Pipeline) remember(s proxy.Subject, policyVersion string, rule policy.R
 		byRepo = map[string]cachedDecision{}
 		p.decisions[s.Digest] = byRepo
 	}
-	c := cachedDecision{policyVersion: policyVersion, decision: g, tags: tags}
+	c := cachedDecision{policyVersion: policyVersion, policy: d, decision: g, tags: tags}
 	if rule.Freshness != nil {
 		c.tag = tagOf(s.Reference)
 	}
 	byRepo[repoKey(s.Upstream, s.Repository)] = c
+	return c
 }
 
 // forget drops the remembered verdicts on a digest whose result changed.

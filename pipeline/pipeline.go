@@ -104,6 +104,9 @@ type Options struct {
 	// Tracer records each evaluation and publication as a trace
 	// (tracing.go); nil or a no-op tracer records none.
 	Tracer trace.Tracer
+	// Controls are the operators' quarantines and exceptions, laid over
+	// every verdict the gates serve; nil: none.
+	Controls Controls
 	// InFlight counts the pull requests the proxy is serving now; the
 	// re-match after a database update yields to them (pace.go). nil: it
 	// never yields.

@@ -69,6 +69,12 @@ func (b *Bolt) putControl(bucket, countKey []byte, key string, v any, max int) e
 
 // deleteControl removes key and decodes what it held into v.
 func (b *Bolt) deleteControl(bucket, countKey []byte, key string, v any) error {
+	return b.deleteControlIf(bucket, countKey, key, v, func() bool { return true })
+}
+
+// deleteControlIf removes key when, with what it held decoded into v,
+// still() says so; errStillNot when it does not.
+func (b *Bolt) deleteControlIf(bucket, countKey []byte, key string, v any, still func() bool) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
 		bk, meta := tx.Bucket(bucket), tx.Bucket(controlsMetaBucket)
 		raw := bk.Get([]byte(key))
@@ -77,6 +83,9 @@ func (b *Bolt) deleteControl(bucket, countKey []byte, key string, v any) error {
 		}
 		if err := decodeRecord(raw, v); err != nil {
 			return err
+		}
+		if !still() {
+			return errChanged
 		}
 		if err := bk.Delete([]byte(key)); err != nil {
 			return err
@@ -133,6 +142,13 @@ func (b *Bolt) DeleteQuarantine(_ context.Context, digest string) (Quarantine, e
 	return q, nil
 }
 
+// DeleteQuarantineIf implements ControlStore.
+func (b *Bolt) DeleteQuarantineIf(_ context.Context, q Quarantine) (bool, error) {
+	var held Quarantine
+	err := b.deleteControlIf(quarantinesBucket, quarantineCountKey, q.Digest, &held, func() bool { return SameQuarantine(held, q) })
+	return deletedIf(err, "lift quarantine of "+q.Digest)
+}
+
 // Quarantines implements ControlStore.
 func (b *Bolt) Quarantines(_ context.Context, after string, fn func(Quarantine) bool) error {
 	if err := eachControl(b, quarantinesBucket, after, fn); err != nil {
@@ -159,6 +175,13 @@ func (b *Bolt) DeleteException(_ context.Context, id string) (Exception, error) 
 		return Exception{}, fmt.Errorf("remove exception %s: %w", id, err)
 	}
 	return e, nil
+}
+
+// DeleteExceptionIf implements ControlStore.
+func (b *Bolt) DeleteExceptionIf(_ context.Context, e Exception) (bool, error) {
+	var held Exception
+	err := b.deleteControlIf(exceptionsBucket, exceptionCountKey, e.ID, &held, func() bool { return SameException(held, e) })
+	return deletedIf(err, "remove exception "+e.ID)
 }
 
 // Exceptions implements ControlStore.

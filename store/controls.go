@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -39,6 +40,21 @@ const (
 	MaxExceptions  = 100_000
 )
 
+// errChanged: a conditional delete found the entry changed.
+var errChanged = errors.New("changed meanwhile")
+
+// deletedIf turns a conditional delete's error into its answer: gone or
+// changed meanwhile is not an error, only not done.
+func deletedIf(err error, op string) (bool, error) {
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotFound), errors.Is(err, errChanged):
+		return false, nil
+	}
+	return false, fmt.Errorf("%s: %w", op, err)
+}
+
 // ErrLimit means a bound would be exceeded (too many quarantines).
 var ErrLimit = errors.New("limit reached")
 
@@ -63,6 +79,14 @@ type ControlStore interface {
 	// Exceptions calls fn for each exception whose ID sorts after after,
 	// in ID order, until fn returns false.
 	Exceptions(ctx context.Context, after string, fn func(Exception) bool) error
+	// DeleteQuarantineIf lifts the quarantine of q.Digest only while it
+	// is still q (the same CreatedAt and Expires), and reports whether it
+	// did: the expiry sweeper must not lift one re-added or given a new
+	// expiry meanwhile, and of several replicas sweeping only one wins.
+	DeleteQuarantineIf(ctx context.Context, q Quarantine) (bool, error)
+	// DeleteExceptionIf removes the exception e.ID only while it is still
+	// e (the same CreatedAt and Expires), and reports whether it did.
+	DeleteExceptionIf(ctx context.Context, e Exception) (bool, error)
 	// ControlsVersion changes with every put and delete of either kind.
 	ControlsVersion(ctx context.Context) (uint64, error)
 }
@@ -120,4 +144,16 @@ type AuditStore interface {
 	// Audit calls fn for each record q selects, oldest first, until fn
 	// returns false.
 	Audit(ctx context.Context, q AuditQuery, fn func(AuditRecord) bool) error
+}
+
+// SameQuarantine reports whether a and b are the same grant of a
+// quarantine (not one re-added or extended since).
+func SameQuarantine(a, b Quarantine) bool {
+	return a.Digest == b.Digest && a.CreatedAt.Equal(b.CreatedAt) && a.Expires.Equal(b.Expires)
+}
+
+// SameException reports whether a and b are the same grant of an
+// exception.
+func SameException(a, b Exception) bool {
+	return a.ID == b.ID && a.CreatedAt.Equal(b.CreatedAt) && a.Expires.Equal(b.Expires)
 }

@@ -71,6 +71,43 @@ func (r *Redis) deleteControl(ctx context.Context, kind, key string, v any) erro
 	return decodeRecord([]byte(raw), v)
 }
 
+// deleteControlIf removes key when, with what it holds decoded into v,
+// still() says so; errChanged when it does not. The hash is watched, so a
+// put between the read and the delete makes the delete fail (and it is
+// tried again, a bounded number of times).
+func (r *Redis) deleteControlIf(ctx context.Context, kind, key string, v any, still func() bool) error {
+	keys := r.controlKeys(kind)
+	del := func(tx *redis.Tx) error {
+		raw, err := tx.HGet(ctx, keys[0], key).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if err := decodeRecord(raw, v); err != nil {
+			return err
+		}
+		if !still() {
+			return errChanged
+		}
+		_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.HDel(ctx, keys[0], key)
+			pipe.ZRem(ctx, keys[1], key)
+			pipe.Incr(ctx, keys[2])
+			return nil
+		})
+		return err
+	}
+	for range 3 {
+		err := r.c.Watch(ctx, del, keys[0])
+		if !errors.Is(err, redis.TxFailedErr) {
+			return err
+		}
+	}
+	return fmt.Errorf("%s %s changed while being removed, three times", kind, key)
+}
+
 // eachRedisControl pages through kind's order after after, a batch at a
 // time, and calls fn with each entry still in the hash.
 func eachRedisControl[T any](ctx context.Context, r *Redis, kind, after string, fn func(T) bool) error {
@@ -127,6 +164,13 @@ func (r *Redis) DeleteQuarantine(ctx context.Context, digest string) (Quarantine
 	return q, nil
 }
 
+// DeleteQuarantineIf implements ControlStore.
+func (r *Redis) DeleteQuarantineIf(ctx context.Context, q Quarantine) (bool, error) {
+	var held Quarantine
+	err := r.deleteControlIf(ctx, "quarantines", q.Digest, &held, func() bool { return SameQuarantine(held, q) })
+	return deletedIf(err, "lift quarantine of "+q.Digest)
+}
+
 // Quarantines implements ControlStore.
 func (r *Redis) Quarantines(ctx context.Context, after string, fn func(Quarantine) bool) error {
 	if err := eachRedisControl(ctx, r, "quarantines", after, fn); err != nil {
@@ -153,6 +197,13 @@ func (r *Redis) DeleteException(ctx context.Context, id string) (Exception, erro
 		return Exception{}, fmt.Errorf("remove exception %s: %w", id, err)
 	}
 	return e, nil
+}
+
+// DeleteExceptionIf implements ControlStore.
+func (r *Redis) DeleteExceptionIf(ctx context.Context, e Exception) (bool, error) {
+	var held Exception
+	err := r.deleteControlIf(ctx, "exceptions", e.ID, &held, func() bool { return SameException(held, e) })
+	return deletedIf(err, "remove exception "+e.ID)
 }
 
 // Exceptions implements ControlStore.

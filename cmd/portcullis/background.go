@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/config"
+	"github.com/portcullis/portcullis/controls"
 	"github.com/portcullis/portcullis/pipeline"
 	"github.com/portcullis/portcullis/policy"
 	"github.com/portcullis/portcullis/proxy"
@@ -64,7 +65,18 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		// replica, costs only its own layers.
 		scanOpts = append(scanOpts, scanner.WithLayerCache(layers))
 	}
-	pl := pipeline.New(pipeline.Options{
+	// The operators' quarantines and exceptions, complete in memory and
+	// kept current by view.Run; their expiries go to the audit log through
+	// the pipeline, which also announces them.
+	var pl *pipeline.Pipeline
+	view := controls.New(state, controls.Options{Logger: log, Replica: replica,
+		Audit: func(ctx context.Context, rec store.AuditRecord) error { _, err := pl.Audit(ctx, rec); return err }})
+	if err := view.Refresh(ctx); err != nil {
+		// Serving without the quarantines in force would open them.
+		return nil, nil, nil, nil, err
+	}
+	pl = pipeline.New(pipeline.Options{
+		Controls:       view,
 		Policy:         pol,
 		Registry:       p,
 		Artifacts:      state,
@@ -96,6 +108,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	registry = p
 	bg, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	wg.Go(func() { view.Run(bg) })
 	// Curation answers from the policy in force, which reloads swap.
 	p.SetCuration(pl)
 	if t := p.CurationTally(); t != nil {
@@ -128,7 +141,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 		cancel()
 		wg.Wait()
 	}
-	status = &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion, Logger: log}
+	status = &api.Handler{Scans: state, Resolver: p, Queue: pl, Events: pl, Closing: closing, DBVersion: pl.DBVersion, Logger: log, Controls: view}
 	var admissionGate proxy.Gate
 	if cfg.Scan.Enabled {
 		admissionGate = pl

@@ -87,6 +87,73 @@ func RunControls(t *testing.T, newStore func(t *testing.T) store.Store) {
 	})
 }
 
+// RunConditionalDeletes checks DeleteQuarantineIf and DeleteExceptionIf:
+// they remove only the very grant they are given, never one re-added or
+// extended meanwhile, and of two callers only one removes it.
+func RunConditionalDeletes(t *testing.T, newStore func(t *testing.T) store.Store) {
+	t.Run("ConditionalDeletes", func(t *testing.T) {
+		ctx := context.Background()
+		s := newStore(t)
+		at := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+		old := store.Quarantine{Digest: digestN(1), Reason: "old", CreatedAt: at, Expires: at.Add(time.Minute)}
+		if err := s.PutQuarantine(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		extended := old
+		extended.Expires = at.Add(time.Hour)
+		if err := s.PutQuarantine(ctx, extended); err != nil {
+			t.Fatal(err)
+		}
+		v := func() uint64 {
+			t.Helper()
+			v, err := s.ControlsVersion(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		before := v()
+		if done, err := s.DeleteQuarantineIf(ctx, old); err != nil || done {
+			t.Fatalf("DeleteQuarantineIf(the grant replaced) = %v, %v; want false", done, err)
+		}
+		if after := v(); after != before {
+			t.Fatalf("version moved %d → %d on a delete that did nothing", before, after)
+		}
+		n := 0
+		if err := s.Quarantines(ctx, "", func(store.Quarantine) bool { n++; return true }); err != nil || n != 1 {
+			t.Fatalf("quarantines after a refused delete: %d, %v", n, err)
+		}
+		if done, err := s.DeleteQuarantineIf(ctx, extended); err != nil || !done {
+			t.Fatalf("DeleteQuarantineIf(the grant in force) = %v, %v; want true", done, err)
+		}
+		if after := v(); after <= before {
+			t.Fatalf("version %d after a delete, %d before", after, before)
+		}
+		if done, err := s.DeleteQuarantineIf(ctx, extended); err != nil || done {
+			t.Fatalf("second DeleteQuarantineIf = %v, %v; want false", done, err)
+		}
+
+		e := store.Exception{ID: "x", Digest: digestN(2), Reason: "ok", CreatedAt: at, Expires: at.Add(time.Minute)}
+		if err := s.PutException(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		readded := e
+		readded.CreatedAt = at.Add(time.Second)
+		if err := s.PutException(ctx, readded); err != nil {
+			t.Fatal(err)
+		}
+		if done, err := s.DeleteExceptionIf(ctx, e); err != nil || done {
+			t.Fatalf("DeleteExceptionIf(the grant replaced) = %v, %v; want false", done, err)
+		}
+		if done, err := s.DeleteExceptionIf(ctx, readded); err != nil || !done {
+			t.Fatalf("DeleteExceptionIf(the grant in force) = %v, %v; want true", done, err)
+		}
+		if _, err := s.DeleteException(ctx, "x"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("exception still there after DeleteExceptionIf: %v", err)
+		}
+	})
+}
+
 // RunAudit checks the audit log: appended records come back oldest
 // first, by kind, since a time and after a cursor.
 func RunAudit(t *testing.T, newStore func(t *testing.T) store.Store) {

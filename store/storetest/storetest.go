@@ -20,6 +20,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	RunRelations(t, newStore)
 	RunArtifacts(t, newStore)
 	RunControls(t, newStore)
+	RunConditionalDeletes(t, newStore)
 	RunAudit(t, newStore)
 	RunCounters(t, func(t *testing.T) store.Counters {
 		s := newStore(t)
