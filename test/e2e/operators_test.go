@@ -205,3 +205,23 @@ func TestOperatorsCLIWithTokens(t *testing.T) {
 	}
 	events.waitFor(t, `"kind":"policy_reload"`, 10*time.Second)
 }
+
+// Without api.tokens_file a loopback client changes the controls, and the
+// audit log names it "loopback" (other clients are refused: see the api
+// package's tests, which set the remote address).
+func TestOperatorsLoopbackWithoutTokens(t *testing.T) {
+	bin := harness.BuildPortcullis(t)
+	g := gateSetupWithUpstream(t, blockingPolicy)
+	ahead := "sha256:" + strings.Repeat("cd", 32)
+	out, err := runBinary(t, bin, "quarantine", "add", ahead, "--reason", "incident 43", "--server", g.pc.URL)
+	if err != nil || !strings.Contains(out, "quarantined "+ahead) || !strings.Contains(out, "has not seen that digest yet") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err = runBinary(t, bin, "audit", "ls", "--server", g.pc.URL)
+	if err != nil || !strings.Contains(out, "\tquarantine\tloopback\t"+ahead+"\tincident 43") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := runBinary(t, bin, "quarantine", "rm", ahead, "--server", g.pc.URL); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
