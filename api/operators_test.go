@@ -455,3 +455,18 @@ func FuzzControlBody(f *testing.F) {
 		}
 	})
 }
+
+// exceptions.max_duration bounds how far ahead an exception may expire.
+func TestExceptionMaxDuration(t *testing.T) {
+	h, _ := operatorHandler(t)
+	h.MaxExceptionDuration = 2 * time.Hour
+	body := func(ahead time.Duration) string {
+		return `{"digest":"` + testDigest(2) + `","reason":"r","expires":"` + future(ahead) + `"}`
+	}
+	if w := call(h, http.MethodPost, "/api/v1/exceptions", body(3*time.Hour), loopback); w.Code != 400 || !strings.Contains(w.Body.String(), "more than 2h0m0s ahead (exceptions.max_duration)") {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	if w := call(h, http.MethodPost, "/api/v1/exceptions", body(time.Hour), loopback); w.Code != 201 {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+}
