@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/portcullis/portcullis/test/harness"
 )
 
@@ -223,5 +225,36 @@ func TestOperatorsLoopbackWithoutTokens(t *testing.T) {
 	}
 	if out, err := runBinary(t, bin, "quarantine", "rm", ahead, "--server", g.pc.URL); err != nil {
 		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// With htpasswd guarding the API and no tokens, a loopback client's change
+// is recorded under its htpasswd user.
+func TestOperatorsHtpasswdUser(t *testing.T) {
+	up := startUpstream(t)
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("pull-pass"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(dir, "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("puller:$2y"+string(hash[3:])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pc := withConfig(t, up, "default_upstream: up.test\nupstreams: [{name: up.test, url: UPSTREAM_URL}]\nauth:\n  htpasswd: "+htpasswd+"\n")
+	ahead := "sha256:" + strings.Repeat("ef", 32)
+	req, _ := http.NewRequest(http.MethodPost, pc.URL+"/api/v1/quarantine", strings.NewReader(`{"digest":"`+ahead+`","reason":"incident 44"}`))
+	req.SetBasicAuth("puller", "pull-pass")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+	r := do(t, "GET", pc.URL+"/api/v1/audit", "Authorization", "Basic cHVsbGVyOnB1bGwtcGFzcw==") // puller:pull-pass
+	if r.status != 200 || !strings.Contains(string(r.body), `"who": "puller"`) || !strings.Contains(string(r.body), `"what": "`+ahead+`"`) {
+		t.Fatalf("%d %s", r.status, r.body)
 	}
 }
