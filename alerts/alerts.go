@@ -42,11 +42,14 @@ const (
 	KindNewlyVulnerable = pipeline.EventNewlyVulnerable
 	KindDBStale         = pipeline.EventDBStale
 	KindDBUpdated       = pipeline.EventDBUpdated
+	// KindAudit is an entry of the audit log: a quarantine, an
+	// exception, their ends, a policy reload (audit.go).
+	KindAudit = pipeline.EventAudit
 )
 
 // Kinds lists every alert kind.
 func Kinds() []string {
-	return []string{KindBlock, KindWarn, KindVerdictChange, KindNewlyVulnerable, KindDBStale, KindDBUpdated}
+	return []string{KindBlock, KindWarn, KindVerdictChange, KindNewlyVulnerable, KindDBStale, KindDBUpdated, KindAudit}
 }
 
 // Formats of a webhook's payload.
@@ -285,6 +288,13 @@ func alertsOf(e pipeline.Event) []alert {
 		return []alert{{kind: e.Type, event: e}} // keyed per webhook, after filtering
 	case KindDBStale, KindDBUpdated:
 		return []alert{{kind: e.Type, event: e, key: e.DBVersion}}
+	case KindAudit:
+		if e.Audit == nil {
+			return nil
+		}
+		// Every replica announces nothing twice, but a record is news
+		// once: its ID is unique.
+		return []alert{{kind: KindAudit, event: e, key: e.Audit.ID}}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/portcullis/portcullis/pipeline"
+	"github.com/portcullis/portcullis/store"
 )
 
 // Document is an alert in the json format, and the data of a CloudEvent.
@@ -34,6 +35,9 @@ type Document struct {
 	DBVersion string    `json:"dbVersion,omitempty"`
 	DBBuiltAt time.Time `json:"dbBuiltAt,omitzero"`
 	MaxDBAge  string    `json:"maxDBAge,omitempty"`
+	// audit: the record, and the one-line sentence the Slack text says.
+	Audit   *store.AuditRecord `json:"audit,omitempty"`
+	Summary string             `json:"summary,omitempty"`
 }
 
 // Image is one image of a newly_vulnerable alert.
@@ -77,6 +81,11 @@ func (a *Alerter) document(al alert) Document {
 				Upstream: im.Upstream, Repository: im.Repository, Tag: im.Tag, Rule: im.Rule, Reasons: im.Causes, DetailsURL: a.detailsURL(im.Digest)})
 		}
 		doc.MoreImages = e.MoreImages
+	case KindAudit:
+		doc.Audit, doc.Digest, doc.Summary = e.Audit, e.Digest, auditSentence(*e.Audit)
+		if e.Digest != "" {
+			doc.DetailsURL = a.detailsURL(e.Digest)
+		}
 	}
 	return doc
 }
@@ -111,7 +120,7 @@ func (a *Alerter) render(h *hook, al alert) (delivery, error) {
 	switch h.Format {
 	case FormatCloudEvents:
 		v = cloudEvent{SpecVersion: "1.0", ID: doc.ID, Source: a.o.Source, Type: CloudEventType(al.kind),
-			Subject: cmpOr(doc.Image, doc.DBVersion), Time: doc.Time, DataContentType: "application/json", Data: doc}
+			Subject: cmpOr(doc.Image, doc.DBVersion, auditSubject(doc.Audit)), Time: doc.Time, DataContentType: "application/json", Data: doc}
 	case FormatSlack:
 		v = slackMessage(doc)
 	}
@@ -122,11 +131,13 @@ func (a *Alerter) render(h *hook, al alert) (delivery, error) {
 	return delivery{kind: al.kind, id: doc.ID, body: body}, nil
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
+func cmpOr(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
 	}
-	return b
+	return ""
 }
 
 // Slack incoming-webhook message: text (the notification and fallback)
@@ -192,6 +203,10 @@ func slackMessage(doc Document) slackMsg {
 	case KindDBStale:
 		title = "Portcullis: vulnerability database is stale"
 		text = fmt.Sprintf("Vulnerability database %s, built %s, is older than the policy's max_db_age %s", doc.DBVersion, doc.DBBuiltAt.Format(time.RFC3339), doc.MaxDBAge)
+		sections = append(sections, esc(text))
+	case KindAudit:
+		title = "Portcullis: " + doc.Audit.Kind
+		text = doc.Summary
 		sections = append(sections, esc(text))
 	case KindDBUpdated:
 		title = "Portcullis: vulnerability database updated"

@@ -64,6 +64,21 @@ type Handler struct {
 	// Admission configures the Kubernetes admission webhook.
 	Admission Admission
 
+	// The operators' controls and their audit trail (operators.go); each
+	// may be nil (OperatorStore nil: those endpoints answer 404).
+	// OperatorStore keeps quarantines and exceptions; AuditLog is read by
+	// GET /api/v1/audit; Audit records a change (Pipeline.Audit: stored,
+	// then announced), and Controls.Refresh puts it in force on this
+	// replica at once (the others poll); MaxExceptionDuration is
+	// exceptions.max_duration (0: DefaultMaxExceptionDuration); UserOf
+	// names the htpasswd user of a request, the audit's "who" without
+	// tokens.
+	OperatorStore        store.ControlStore
+	AuditLog             store.AuditStore
+	Audit                func(ctx context.Context, rec store.AuditRecord) (store.AuditRecord, error)
+	MaxExceptionDuration time.Duration
+	UserOf               func(ctx context.Context) string
+
 	// What the overview (GET /api/v1/overview, the dashboard) reads
 	// besides the store; each may be nil (then unknown: -1, 0, missing).
 	// Counters holds the blocked pulls of every replica (BlockedPullsCounter).
@@ -108,6 +123,11 @@ func (h *Handler) markStale(rec *store.ScanRecord) {
 //	GET  /api/v1/openapi.json            the OpenAPI document of all this
 //	POST /api/v1/admission               Kubernetes validating admission webhook (AdmissionReview v1)
 //	POST /api/v1/admission/mutate        the same, and pins each image to the digest judged (JSON patch)
+//	POST|GET /api/v1/quarantine          quarantine a digest everywhere; list the quarantines
+//	DELETE /api/v1/quarantine/{digest}   lift a quarantine
+//	POST|GET /api/v1/exceptions          let a blocked digest through as warn until it expires; list them
+//	DELETE /api/v1/exceptions/{id}       withdraw an exception
+//	GET  /api/v1/audit                   the audit log: quarantines, exceptions, policy reloads, oldest first
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := request{id: proxy.NewRequestID(), r: r}
 	w.Header().Set(proxy.RequestIDHeader, req.id)
@@ -153,6 +173,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.admissionReview(w, req, false)
 	case routeAdmissionMutate:
 		h.admissionReview(w, req, true)
+	case routeQuarantines, routeQuarantine, routeExceptions, routeException, routeAudit:
+		h.serveOperators(w, req, rt.name, params)
 	}
 }
 
@@ -160,6 +182,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type request struct {
 	id string
 	r  *http.Request
+	// who makes a change (operators.go): a token's name, a user, "loopback".
+	who string
 }
 
 // internalError answers 500 with the request id only and logs what failed

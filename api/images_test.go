@@ -212,13 +212,13 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := &decidingQueue{st: st, asked: make(chan string, 10)}
-	h := &Handler{Scans: st, Resolver: fakeResolver{}, Queue: q, Events: closedEvents{}}
+	h := &Handler{Scans: st, Resolver: fakeResolver{}, Queue: q, Events: closedEvents{}, OperatorStore: st, AuditLog: st}
 	for op := range documented {
 		if !served[op] {
 			t.Errorf("%s is documented but not served", op)
 		}
 		method, path, _ := strings.Cut(op, " ")
-		path = strings.NewReplacer("{digest}", testDigest(0), "{id}", "CVE-2023-0001").Replace(path)
+		path = strings.NewReplacer("{digest}", testDigest(0), "{id}", "CVE-2023-0001", "{exceptionId}", "0123456789abcdef").Replace(path)
 		if method == http.MethodPost {
 			path += "?image=docker.io/library/app:app"
 		}

@@ -23,7 +23,7 @@ func testDigest(i int) string { return fmt.Sprintf("sha256:%064x", i+1) }
 // verdictStore holds n digests, each decided in up to three repositories,
 // every third one vulnerable (i%3 == 2, decided in all three, blocked in
 // docker.io's two).
-func verdictStore(t *testing.T, n int) (*store.Bolt, int) {
+func verdictStore(t testing.TB, n int) (*store.Bolt, int) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"))

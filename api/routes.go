@@ -20,6 +20,11 @@ const (
 	routeAdmission
 	routeAdmissionMutate
 	routeOverview
+	routeQuarantines
+	routeQuarantine
+	routeExceptions
+	routeException
+	routeAudit
 )
 
 // route is one endpoint: its OpenAPI path (a {name} segment matches any
@@ -49,6 +54,11 @@ var routeTable = []route{
 	{routeOpenAPI, "/api/v1/openapi.json", []string{http.MethodGet}, "GET /api/v1/openapi.json"},
 	{routeAdmission, "/api/v1/admission", []string{http.MethodPost}, "POST /api/v1/admission with an AdmissionReview (admission.k8s.io/v1)"},
 	{routeAdmissionMutate, "/api/v1/admission/mutate", []string{http.MethodPost}, "POST /api/v1/admission/mutate with an AdmissionReview (admission.k8s.io/v1)"},
+	{routeQuarantines, "/api/v1/quarantine", []string{http.MethodGet, http.MethodPost}, `POST /api/v1/quarantine {"digest","reason","expires"?} or GET /api/v1/quarantine?cursor=&limit=`},
+	{routeQuarantine, "/api/v1/quarantine/{digest}", []string{http.MethodDelete}, "DELETE /api/v1/quarantine/{digest}"},
+	{routeExceptions, "/api/v1/exceptions", []string{http.MethodGet, http.MethodPost}, `POST /api/v1/exceptions {"digest","repository"?,"reason","expires"} or GET /api/v1/exceptions?cursor=&limit=`},
+	{routeException, "/api/v1/exceptions/{exceptionId}", []string{http.MethodDelete}, "DELETE /api/v1/exceptions/{exceptionId}"},
+	{routeAudit, "/api/v1/audit", []string{http.MethodGet}, "GET /api/v1/audit?since=RFC3339&kind=K&cursor=C&limit=N"},
 }
 
 // matchRoute finds the route of path and the value of its one {param}

@@ -223,7 +223,8 @@ func (t *Tokens) Wrap(next http.Handler) http.Handler {
 			t.refuse(w, r, http.StatusForbidden, "token "+tk.Name+" lacks the "+need+" scope this call needs", tk.Name)
 			return
 		}
-		ctx := r.Context()
+		// The token's name is who the audit log records as making a change.
+		ctx := withTokenName(r.Context(), tk.Name)
 		if t.AsUser != nil {
 			ctx = t.AsUser(ctx, tk.Name)
 		}

@@ -38,7 +38,7 @@ type Webhook struct {
 // AlertEvents and AlertFormats are the names a webhook may use (the alerts
 // package defines what they mean).
 var (
-	AlertEvents  = []string{"block", "warn", "verdict_change", "newly_vulnerable", "db_stale", "db_updated"}
+	AlertEvents  = []string{"block", "warn", "verdict_change", "newly_vulnerable", "db_stale", "db_updated", "audit"}
 	AlertFormats = []string{"slack", "cloudevents", "json"}
 )
 

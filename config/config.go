@@ -52,6 +52,9 @@ type Config struct {
 
 	// UI switches the web dashboard under /ui/.
 	UI UI `yaml:"ui"`
+
+	// Exceptions bounds the operators' exceptions.
+	Exceptions Exceptions `yaml:"exceptions"`
 }
 
 // UI is the web dashboard, served beside the status API (on api.listen
@@ -261,6 +264,8 @@ func Default() Config {
 		Telemetry: Telemetry{Metrics: true},
 		UI:        UI{Enabled: true},
 		API:       API{Admission: DefaultAdmission()},
+
+		Exceptions: Exceptions{MaxDuration: Duration(DefaultExceptionMaxDuration)},
 	}
 }
 
@@ -408,6 +413,7 @@ func (c *Config) Finish() error {
 	c.finishStore(add)
 	c.finishAlerts(add)
 	c.finishMalwareScan(add)
+	c.finishExceptions(add)
 	if c.Auth.Anonymous == nil {
 		anonymous := c.Auth.Htpasswd == ""
 		c.Auth.Anonymous = &anonymous

@@ -49,7 +49,7 @@ func (v *View) Exception(upstream, repo, digest string) (store.Exception, bool) 
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for _, e := range v.exceptions[digest] {
-		if now.Before(e.Expires) && (e.Repository == "" || policy.RepositoryGlob(e.Repository, name)) {
+		if now.Before(e.Expires) && (e.Repository == "" || policy.MatchRepositoryGlob(e.Repository, name)) {
 			return e, true
 		}
 	}

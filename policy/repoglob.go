@@ -1,7 +1,22 @@
 package policy
 
-// RepositoryGlob reports whether name (upstream/repository) matches
-// pattern with the glob of the rules' match patterns ('*' within one path
-// segment, '**' across segments, '?' one byte), so an operator's
-// exception scopes repositories exactly as a rule does.
-func RepositoryGlob(pattern, name string) bool { return globMatch(pattern, name) }
+import "fmt"
+
+// maxRepositoryGlob bounds an operator's repository glob (an exception's
+// "repository"): matching costs len(pattern)×len(name).
+const maxRepositoryGlob = 512
+
+// CheckRepositoryGlob reports what is wrong with a glob over
+// upstream/repository ("docker.io/library/*", "ghcr.io/org/**"), with the
+// same rules as a policy rule's match patterns.
+func CheckRepositoryGlob(p string) error {
+	if len(p) > maxRepositoryGlob {
+		return fmt.Errorf("pattern of %d bytes: at most %d", len(p), maxRepositoryGlob)
+	}
+	return checkPattern(p)
+}
+
+// MatchRepositoryGlob reports whether upstream/repository name matches p
+// ('*' within a segment, '**' across segments, '?' one byte), as a rule's
+// match patterns do.
+func MatchRepositoryGlob(p, name string) bool { return globMatch(p, name) }

@@ -148,6 +148,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	}
 	status.(*api.Handler).Admission = admissionOptions(cfg.API.Admission, admissionGate)
 	wireOverview(status.(*api.Handler), coord, p, cacheBytes, db, time.Duration(cfg.VulnDB.MaxAge))
+	wireOperators(status.(*api.Handler), state, pl, cfg)
 	return registry, status, stop, dbHealth, nil
 }
 

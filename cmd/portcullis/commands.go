@@ -34,6 +34,13 @@ func commands() []command {
 		{"cache verify", "[--data DIR] [--config FILE]", "re-hash the cache, delete what does not match", cacheCommand},
 		{"status", "REF|DIGEST --server URL [--token-file F] [--fail-on warn]", "the verdict on an image (exit 0 allow/warn, 1 block, 2 error)", statusCommand},
 		{"events", "--server URL [--token-file F]", "follow verdicts and scans as they happen", eventsCommand},
+		{"quarantine add", "DIGEST --reason R [--expires RFC3339|DURATION] --server URL [--token-file F]", "block a digest everywhere, now (admin token)", quarantineCommand},
+		{"quarantine rm", "DIGEST --server URL [--token-file F]", "lift a quarantine (admin token)", quarantineCommand},
+		{"quarantine ls", "--server URL [--token-file F]", "list the quarantines in force", quarantineCommand},
+		{"exception add", "DIGEST --reason R --expires RFC3339|DURATION [--repository GLOB] --server URL [--token-file F]", "let a blocked digest through as warn until it expires (admin token)", exceptionCommand},
+		{"exception rm", "ID --server URL [--token-file F]", "withdraw an exception (admin token)", exceptionCommand},
+		{"exception ls", "--server URL [--token-file F]", "list the exceptions in force", exceptionCommand},
+		{"audit ls", "[--since RFC3339|DURATION] [--kind K] --server URL [--token-file F]", "the audit log: quarantines, exceptions, policy reloads", auditCommand},
 		{"node containerd", "--mirror URL [--ca-file F] [--certs-dir DIR] [--config FILE] [--watch] [--fail-open]", "make this node's containerd pull every image through the mirror", nodeCommand},
 		{"version", "", "print the version (release tag and commit)", versionCommand},
 	}

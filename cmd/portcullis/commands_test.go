@@ -11,7 +11,8 @@ import (
 // can run, including the subcommands (it once missed "policy test").
 func TestHelpListsEveryCommand(t *testing.T) {
 	want := []string{"serve", "scan", "db import", "db update", "db status", "policy check", "policy test",
-		"cache verify", "status", "events", "node containerd", "version"}
+		"cache verify", "status", "events", "node containerd", "version",
+		"quarantine add", "quarantine rm", "quarantine ls", "exception add", "exception rm", "exception ls", "audit ls"}
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
 		var stdout, stderr bytes.Buffer
 		if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
@@ -96,6 +97,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"policy", "frobnicate"}, "portcullis policy test"},
 		{[]string{"scan", "--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
 		{[]string{"policy", "check", "--no-such-flag"}, "no-such-flag"},
+		{[]string{"quarantine", "add"}, "usage: portcullis quarantine add DIGEST --reason R"},
+		{[]string{"quarantine", "add", "sha256:a", "sha256:b"}, "usage: portcullis quarantine add"},
+		{[]string{"quarantine", "add", "sha256:a", "--reason", "r", "--expires", "soon"}, "want an RFC 3339 time or a duration"},
+		{[]string{"exception", "add", "sha256:a", "--reason", "r"}, "--expires is required"},
+		{[]string{"exception", "rm"}, "usage: portcullis exception rm ID"},
+		{[]string{"audit", "ls", "--kind", "nuke"}, "want one of quarantine, release"},
+		{[]string{"quarantine", "frob"}, `unknown subcommand "frob"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -52,6 +52,7 @@ func watchPolicy(ctx context.Context, path string, pl *pipeline.Pipeline, interv
 		}
 		pl.SetPolicy(pol)
 		log.Info("policy reloaded", "file", path, "version", pol.Version(), "rules", len(pol.Rules))
+		recordPolicyReload(ctx, pl, pol.Version(), path, len(pol.Rules), log)
 		reevaluate(ctx, pl, log)
 	}
 }

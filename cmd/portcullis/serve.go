@@ -248,6 +248,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if access != nil {
 		registry = access.Registry(registry)
 	}
+	wireOperatorUser(apiHandler, access)
 	protect, err := apiProtection(cfg.API, access, log)
 	if err != nil {
 		return err
