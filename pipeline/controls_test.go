@@ -321,3 +321,39 @@ func TestQuarantinedUnseenDigestIsRefusedWithoutScan(t *testing.T) {
 		t.Fatalf("%d scans of a quarantined digest", n)
 	}
 }
+
+// A mirror that does not scan has no policy gate, yet an operator's
+// quarantine refuses the quarantined manifest there too; other digests
+// pass, and lifting it opens it again.
+func TestQuarantineGateWithoutScanning(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t)
+	view := controls.New(r.state, controls.Options{})
+	gate := pipeline.QuarantineGate(view)
+	quarantined, other := digest.FromString("quarantined"), digest.FromString("other")
+	if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: quarantined.String(), Reason: "incident 9", CreatedBy: "ci", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := view.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	subject := func(d digest.Digest) proxy.Subject {
+		return proxy.Subject{Upstream: "docker.io", Repository: "team/app", Reference: "1", Digest: d, MediaType: string(types.OCIManifestSchema1)}
+	}
+	dec, err := gate.Check(ctx, subject(quarantined))
+	if err != nil || dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "quarantined: incident 9") || dec.Reason != policy.CodeQuarantined || dec.Details != "" {
+		t.Fatalf("quarantined manifest: %+v %v", dec, err)
+	}
+	if dec, err := gate.Check(ctx, subject(other)); err != nil || dec.Verdict != proxy.Allow {
+		t.Fatalf("another manifest: %+v %v", dec, err)
+	}
+	if _, err := r.state.DeleteQuarantine(ctx, quarantined.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := view.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if dec, err := gate.Check(ctx, subject(quarantined)); err != nil || dec.Verdict != proxy.Allow {
+		t.Fatalf("after the quarantine was lifted: %+v %v", dec, err)
+	}
+}

@@ -123,6 +123,11 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 			alerter.Run(bg, events)
 		})
 	}
+	if !cfg.Scan.Enabled {
+		// No policy judges what a mirror that does not scan serves, but an
+		// operator's quarantine still refuses it.
+		registry = p.WithGate(pipeline.QuarantineGate(view))
+	}
 	if cfg.Scan.Enabled {
 		registry = p.WithGate(pl)
 		wg.Go(func() {
