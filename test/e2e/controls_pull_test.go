@@ -163,4 +163,23 @@ func TestQuarantineAndExceptionThroughPulls(t *testing.T) {
 	if rec := audit.Records[0]; rec.What != clean || rec.Who != "portcullis" {
 		t.Fatalf("expiry record %+v", rec)
 	}
+
+	// Quarantines and the audit log are state: a restart keeps both.
+	created(sendJSON(t, "POST", api+"/quarantine", `{"digest":"`+clean+`","reason":"incident 10"}`))
+	records := func() int {
+		t.Helper()
+		var all struct {
+			Records []json.RawMessage `json:"records"`
+		}
+		if r := do(t, "GET", api+"/audit?limit=1000"); r.status != http.StatusOK || json.Unmarshal(r.body, &all) != nil {
+			t.Fatalf("audit: %d %s", r.status, r.body)
+		}
+		return len(all.Records)
+	}
+	before := records()
+	g.pc.Restart(t)
+	wantRefused("clean", "quarantined: incident 10")
+	if after := records(); after != before {
+		t.Fatalf("%d audit records before the restart, %d after", before, after)
+	}
 }
