@@ -32,9 +32,7 @@ func (r *rig) controlled(t *testing.T, pol *policy.Policy) (*pipeline.Pipeline, 
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	view := controls.New(r.state, controls.Options{Logger: quiet})
-	if err := view.Refresh(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	refreshView(t, view)
 	pl := pipeline.New(pipeline.Options{Store: r.state, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
 		Matcher: r.db, Policy: pol, Controls: view, Logger: quiet})
 	run(t, pl)
@@ -62,6 +60,40 @@ func check(t *testing.T, pl *pipeline.Pipeline, repo string, d digest.Digest, me
 	return dec
 }
 
+// quarantine puts q in the rig's store and in force in view.
+func (r *rig) quarantine(t *testing.T, view *controls.View, q store.Quarantine) {
+	t.Helper()
+	if err := r.state.PutQuarantine(context.Background(), q); err != nil {
+		t.Fatal(err)
+	}
+	refreshView(t, view)
+}
+
+// except puts e in the rig's store and in force in view.
+func (r *rig) except(t *testing.T, view *controls.View, e store.Exception) {
+	t.Helper()
+	if err := r.state.PutException(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	refreshView(t, view)
+}
+
+// lift removes the quarantine of digest from the rig's store and view.
+func (r *rig) lift(t *testing.T, view *controls.View, digest string) {
+	t.Helper()
+	if _, err := r.state.DeleteQuarantine(context.Background(), digest); err != nil {
+		t.Fatal(err)
+	}
+	refreshView(t, view)
+}
+
+func refreshView(t *testing.T, view *controls.View) {
+	t.Helper()
+	if err := view.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A quarantine blocks a digest in every mode, at once over a remembered
 // allow; lifting it restores the policy's verdict with no new scan, and
 // the stored verdict is never rewritten.
@@ -83,12 +115,7 @@ func TestQuarantineBlocksInEveryModeAndLiftsWithoutRescan(t *testing.T) {
 				}
 			}
 			scans := r.scans.calls.Load()
-			if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: d.String(), Reason: "CVE-2026-1234 under investigation", CreatedBy: "ci", CreatedAt: time.Now()}); err != nil {
-				t.Fatal(err)
-			}
-			if err := view.Refresh(ctx); err != nil {
-				t.Fatal(err)
-			}
+			r.quarantine(t, view, store.Quarantine{Digest: d.String(), Reason: "CVE-2026-1234 under investigation", CreatedBy: "ci", CreatedAt: time.Now()})
 			dec := check(t, pl, "team/app", d, manifest, raw)
 			if dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "quarantined") || !strings.Contains(dec.Message, "CVE-2026-1234 under investigation") || dec.Reason != policy.CodeQuarantined {
 				t.Fatalf("pull of the quarantined digest: %+v", dec)
@@ -97,12 +124,7 @@ func TestQuarantineBlocksInEveryModeAndLiftsWithoutRescan(t *testing.T) {
 			if err != nil || stored.Verdict != string(policy.Allow) || stored.Decision.Has(policy.CodeQuarantined) {
 				t.Fatalf("stored verdict rewritten by the quarantine: %+v %v", stored, err)
 			}
-			if _, err := r.state.DeleteQuarantine(ctx, d.String()); err != nil {
-				t.Fatal(err)
-			}
-			if err := view.Refresh(ctx); err != nil {
-				t.Fatal(err)
-			}
+			r.lift(t, view, d.String())
 			if dec := check(t, pl, "team/app", d, manifest, raw); dec.Verdict != proxy.Allow {
 				t.Fatalf("pull after the quarantine was lifted: %+v", dec)
 			}
@@ -116,7 +138,6 @@ func TestQuarantineBlocksInEveryModeAndLiftsWithoutRescan(t *testing.T) {
 // An index's quarantine refuses the index and covers a child pulled by
 // digest in that repository.
 func TestIndexQuarantineCoversChildren(t *testing.T) {
-	ctx := context.Background()
 	r := newRig(t)
 	img, err := random.Image(1024, 1)
 	if err != nil {
@@ -132,12 +153,7 @@ func TestIndexQuarantineCoversChildren(t *testing.T) {
 	if dec := check(t, pl, "team/app", child, manifest, raw); dec.Verdict != proxy.Allow {
 		t.Fatalf("child before the quarantine: %+v", dec)
 	}
-	if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: index.String(), Reason: "bad release", CreatedBy: "ci", CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := view.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r.quarantine(t, view, store.Quarantine{Digest: index.String(), Reason: "bad release", CreatedBy: "ci", CreatedAt: time.Now()})
 	if dec := check(t, pl, "team/app", index, ociIndex, nil); dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "quarantined") {
 		t.Fatalf("quarantined index: %+v", dec)
 	}
@@ -186,20 +202,11 @@ func TestBlobGateFollowsControls(t *testing.T) {
 		}
 		return dec.Verdict
 	}
-	refresh := func() {
-		t.Helper()
-		if err := view.Refresh(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if blob(own) != proxy.Block || blob(shared) != proxy.Allow {
 		t.Fatalf("before any control: own layer %v, shared %v", blob(own), blob(shared))
 	}
 	expires := time.Now().Add(time.Hour)
-	if err := r.state.PutException(ctx, store.Exception{ID: "x1", Digest: derivedDigest.String(), Reason: "accepted", CreatedAt: time.Now(), Expires: expires}); err != nil {
-		t.Fatal(err)
-	}
-	refresh()
+	r.except(t, view, store.Exception{ID: "x1", Digest: derivedDigest.String(), Reason: "accepted", CreatedAt: time.Now(), Expires: expires})
 	if dec := check(t, pl, "team/app", derivedDigest, manifest, derivedRaw); dec.Verdict != proxy.Warn || !strings.Contains(dec.Message, "exception x1") {
 		t.Fatalf("derived with an exception: %+v", dec)
 	}
@@ -209,17 +216,11 @@ func TestBlobGateFollowsControls(t *testing.T) {
 	if _, err := r.state.DeleteException(ctx, "x1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: baseDigest.String(), Reason: "bad", CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	refresh()
+	r.quarantine(t, view, store.Quarantine{Digest: baseDigest.String(), Reason: "bad", CreatedAt: time.Now()})
 	if blob(shared) != proxy.Block {
 		t.Fatal("a layer only a quarantined and a blocked image reference is served")
 	}
-	if err := r.state.PutException(ctx, store.Exception{ID: "x2", Digest: derivedDigest.String(), Reason: "accepted", CreatedAt: time.Now(), Expires: expires}); err != nil {
-		t.Fatal(err)
-	}
-	refresh()
+	r.except(t, view, store.Exception{ID: "x2", Digest: derivedDigest.String(), Reason: "accepted", CreatedAt: time.Now(), Expires: expires})
 	if blob(shared) != proxy.Allow {
 		t.Fatal("a layer the excepted image references is refused though its other image is quarantined")
 	}
@@ -262,9 +263,7 @@ func TestControlsApplyWhileTheStoreIsAway(t *testing.T) {
 	d, raw := r.pushRandom(t, "team/app", "1.0", img)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	view := controls.New(r.state, controls.Options{Logger: quiet})
-	if err := view.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
+	refreshView(t, view)
 	st := &awayStore{Bolt: r.state}
 	pl := pipeline.New(pipeline.Options{Store: st, Queue: r.queue, Images: r.images, Registry: r.proxy, Scanner: r.scans, ScannerVersion: scanner.Version,
 		Matcher: r.db, Controls: view, Logger: quiet,
@@ -279,12 +278,7 @@ func TestControlsApplyWhileTheStoreIsAway(t *testing.T) {
 	if dec, err := pl.CheckBlob(ctx, "docker.io", "team/app", digest.Digest(layer.String())); err != nil || dec.Verdict != proxy.Allow {
 		t.Fatalf("layer before: %+v %v", dec, err)
 	}
-	if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: d.String(), Reason: "pulled from the shelves", CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := view.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r.quarantine(t, view, store.Quarantine{Digest: d.String(), Reason: "pulled from the shelves", CreatedAt: time.Now()})
 	st.away.Store(true)
 	// A tag the remembered verdict has not seen goes to the store, which
 	// fails: the last verdict served, under the controls.
@@ -331,12 +325,7 @@ func TestQuarantineGateWithoutScanning(t *testing.T) {
 	view := controls.New(r.state, controls.Options{})
 	gate := pipeline.QuarantineGate(view)
 	quarantined, other := digest.FromString("quarantined"), digest.FromString("other")
-	if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: quarantined.String(), Reason: "incident 9", CreatedBy: "ci", CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := view.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r.quarantine(t, view, store.Quarantine{Digest: quarantined.String(), Reason: "incident 9", CreatedBy: "ci", CreatedAt: time.Now()})
 	subject := func(d digest.Digest) proxy.Subject {
 		return proxy.Subject{Upstream: "docker.io", Repository: "team/app", Reference: "1", Digest: d, MediaType: string(types.OCIManifestSchema1)}
 	}
@@ -347,12 +336,7 @@ func TestQuarantineGateWithoutScanning(t *testing.T) {
 	if dec, err := gate.Check(ctx, subject(other)); err != nil || dec.Verdict != proxy.Allow {
 		t.Fatalf("another manifest: %+v %v", dec, err)
 	}
-	if _, err := r.state.DeleteQuarantine(ctx, quarantined.String()); err != nil {
-		t.Fatal(err)
-	}
-	if err := view.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r.lift(t, view, quarantined.String())
 	if dec, err := gate.Check(ctx, subject(quarantined)); err != nil || dec.Verdict != proxy.Allow {
 		t.Fatalf("after the quarantine was lifted: %+v %v", dec, err)
 	}

@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -109,16 +107,7 @@ func TestOperatorsCLIWithTokens(t *testing.T) {
 
 	cli := func(token string, args ...string) (string, int) {
 		t.Helper()
-		out, err := runBinary(t, bin, append(args, "--server", g.pc.URL, "--token-file", token)...)
-		var exit *exec.ExitError
-		switch {
-		case err == nil:
-			return out, 0
-		case errors.As(err, &exit):
-			return out, exit.ExitCode()
-		}
-		t.Fatalf("%v: %v", args, err)
-		return "", -1
+		return runExit(t, bin, append(args, "--server", g.pc.URL, "--token-file", token)...)
 	}
 	ahead := "sha256:" + strings.Repeat("ab", 32) // not seen by this mirror: blocked ahead of arrival
 	for _, tc := range []struct {
