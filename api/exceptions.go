@@ -209,20 +209,9 @@ func (h *Handler) listExceptions(w http.ResponseWriter, req request) {
 		return
 	}
 	now := time.Now()
-	list := ExceptionList{Exceptions: []store.Exception{}}
-	examined, last := 0, ""
-	err = h.OperatorStore.Exceptions(req.r.Context(), cursor, func(e store.Exception) bool {
-		if len(list.Exceptions) == limit || examined == maxControlsExamined {
-			list.Next = last
-			return false
-		}
-		examined++
-		last = e.ID
-		if e.Expires.After(now) {
-			list.Exceptions = append(list.Exceptions, e)
-		}
-		return true
-	})
+	var list ExceptionList
+	list.Exceptions, list.Next, err = controlsPage(req.r.Context(), h.OperatorStore.Exceptions, cursor, limit,
+		func(e store.Exception) string { return e.ID }, func(e store.Exception) bool { return e.Expires.After(now) })
 	if err != nil {
 		h.internalError(w, req, "list exceptions", err)
 		return

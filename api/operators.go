@@ -232,3 +232,27 @@ func (h *Handler) changed(w http.ResponseWriter, req request, rec store.AuditRec
 	}
 	writeJSON(w, status, answer)
 }
+
+// controlsPage reads one page of quarantines or exceptions after cursor
+// through each: at most limit in force, walking past no more than
+// maxControlsExamined (expired ones wait for the sweeper and are not
+// listed); next is where the following page starts, "" at the end.
+func controlsPage[T any](ctx context.Context, each func(context.Context, string, func(T) bool) error, cursor string, limit int,
+	key func(T) string, inForce func(T) bool) (page []T, next string, err error) {
+	page = []T{}
+	examined, last := 0, ""
+	err = each(ctx, cursor, func(x T) bool {
+		if len(page) == limit || examined == maxControlsExamined {
+			// More remain: go on after the last one looked at.
+			next = last
+			return false
+		}
+		examined++
+		last = key(x)
+		if inForce(x) {
+			page = append(page, x)
+		}
+		return true
+	})
+	return page, next, err
+}

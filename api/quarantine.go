@@ -139,21 +139,9 @@ func (h *Handler) listQuarantines(w http.ResponseWriter, req request) {
 		return
 	}
 	now := time.Now()
-	list := QuarantineList{Quarantines: []store.Quarantine{}}
-	examined, last := 0, ""
-	err = h.OperatorStore.Quarantines(req.r.Context(), cursor, func(q store.Quarantine) bool {
-		if len(list.Quarantines) == limit || examined == maxControlsExamined {
-			// More remain: go on after the last one looked at.
-			list.Next = last
-			return false
-		}
-		examined++
-		last = q.Digest
-		if q.Expires.IsZero() || q.Expires.After(now) {
-			list.Quarantines = append(list.Quarantines, q)
-		}
-		return true
-	})
+	var list QuarantineList
+	list.Quarantines, list.Next, err = controlsPage(req.r.Context(), h.OperatorStore.Quarantines, cursor, limit,
+		func(q store.Quarantine) string { return q.Digest }, func(q store.Quarantine) bool { return q.Expires.IsZero() || q.Expires.After(now) })
 	if err != nil {
 		h.internalError(w, req, "list quarantines", err)
 		return
