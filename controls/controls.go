@@ -58,6 +58,9 @@ type View struct {
 	version     uint64
 	quarantines map[string]store.Quarantine  // by digest
 	exceptions  map[string][]store.Exception // by digest, in ID order
+
+	parentsMu   sync.Mutex
+	parentsMemo map[parentsKey]parentsEntry // parents.go
 }
 
 // New returns an empty view of st; Refresh or Run loads it.

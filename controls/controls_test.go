@@ -22,7 +22,8 @@ func digestN(n int) string { return fmt.Sprintf("sha256:%064x", n) }
 // flakyStore is a real store whose reads of the controls fail on demand.
 type flakyStore struct {
 	*store.Bolt
-	fail atomic.Bool
+	fail        atomic.Bool
+	parentReads atomic.Int64
 }
 
 var errDown = errors.New("store down")
@@ -39,6 +40,16 @@ func (f *flakyStore) Quarantines(ctx context.Context, after string, fn func(stor
 		return errDown
 	}
 	return f.Bolt.Quarantines(ctx, after, fn)
+}
+
+// Parents counts the reads of the indexes listing a digest, and fails
+// them on demand like the other reads.
+func (f *flakyStore) Parents(ctx context.Context, upstream, repo, child string, fn func(string) bool) error {
+	f.parentReads.Add(1)
+	if f.fail.Load() {
+		return errDown
+	}
+	return f.Bolt.Parents(ctx, upstream, repo, child, fn)
 }
 
 // clock is a settable time.

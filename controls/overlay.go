@@ -82,16 +82,7 @@ func (v *View) Resolve(ctx context.Context, upstream, repo, digest string, d pol
 	if v.empty() {
 		return Result{Decision: d}
 	}
-	subjects := []string{digest}
-	err := v.st.Parents(ctx, upstream, repo, digest, func(index string) bool {
-		subjects = append(subjects, index)
-		return len(subjects) <= maxParents
-	})
-	if err != nil {
-		// The digest's own controls still apply; its indexes' are
-		// unknown until the store answers.
-		v.log.Warn("read the indexes listing an image for their controls", "image", upstream+"/"+repo+"@"+digest, "err", err)
-	}
+	subjects := append([]string{digest}, v.parents(ctx, upstream, repo, digest)...)
 	for _, s := range subjects {
 		if q, ok := v.Quarantined(s); ok {
 			return Result{Decision: quarantined(d, digest, q), Quarantine: &q}

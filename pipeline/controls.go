@@ -19,6 +19,9 @@ type Controls interface {
 	// Version moves with every change of the controls; memos of answers
 	// are keyed on it.
 	Version() uint64
+	// IndexLinked tells that an index listing children was just linked
+	// in upstream/repo, so its controls cover them from the next pull.
+	IndexLinked(upstream, repo string, children []string)
 }
 
 // overlay is d, the policy's decision on dgst in upstream/repo, after the

@@ -162,6 +162,31 @@ func TestIndexQuarantineCoversChildren(t *testing.T) {
 	}
 }
 
+// A quarantine of an index not yet pulled here covers its child as soon
+// as the index is linked, even when the child was just looked up (and the
+// view reuses such lookups for a second).
+func TestIndexLinkedAfterItsChildWasPulled(t *testing.T) {
+	r := newRig(t)
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, raw := r.pushRandom(t, "team/app", "child", img)
+	index := r.putIndex(t, "team/app", []string{child.String()}, []string{string(types.DockerManifestSchema2)})
+	pl, view := r.controlled(t, mustPolicy(t, "rules:\n  - {name: r, match: {}, on_unscanned: {wait: 30s, then: block}}\n"))
+	r.quarantine(t, view, store.Quarantine{Digest: index.String(), Reason: "bad release", CreatedBy: "ci", CreatedAt: time.Now()})
+	manifest := string(types.DockerManifestSchema2)
+	if dec := check(t, pl, "team/app", child, manifest, raw); dec.Verdict != proxy.Allow {
+		t.Fatalf("child before its index is known here: %+v", dec)
+	}
+	if dec := check(t, pl, "team/app", index, ociIndex, nil); dec.Verdict != proxy.Block {
+		t.Fatalf("quarantined index: %+v", dec)
+	}
+	if dec := check(t, pl, "team/app", child, manifest, raw); dec.Verdict != proxy.Block || !strings.Contains(dec.Message, "bad release") {
+		t.Fatalf("child right after its quarantined index was linked: %+v", dec)
+	}
+}
+
 // The blob gate follows the controls: a quarantined image's own layers
 // are refused, a layer another allowed image of the repository references
 // is served, and an exception opens a blocked image's layers.

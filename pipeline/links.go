@@ -166,6 +166,9 @@ func (p *Pipeline) linkIndex(ctx context.Context, s proxy.Subject) error {
 	if err := p.o.Store.LinkIndex(ctx, s.Upstream, s.Repository, s.Digest.String(), children); err != nil {
 		return err
 	}
+	if p.o.Controls != nil {
+		p.o.Controls.IndexLinked(s.Upstream, s.Repository, children)
+	}
 	p.noteLinked(s.Upstream, s.Repository, s.Digest.String())
 	return nil
 }
