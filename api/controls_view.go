@@ -6,6 +6,7 @@ import (
 
 	"github.com/portcullis/portcullis/controls"
 	"github.com/portcullis/portcullis/policy"
+	"github.com/portcullis/portcullis/store"
 )
 
 // Controls are the operators' quarantines and exceptions as this replica
@@ -15,6 +16,9 @@ type Controls interface {
 	// Resolve lays the controls over d, the policy's decision on digest
 	// in upstream/repo.
 	Resolve(ctx context.Context, upstream, repo, digest string, d policy.Decision) controls.Result
+	// ResolveDirect is Resolve with the digest's own controls only (no
+	// store read): for lists and counts over many verdicts.
+	ResolveDirect(upstream, repo, digest string, d policy.Decision) controls.Result
 	// Refresh reloads the controls from the store now, so a change made
 	// through this replica applies here at once.
 	Refresh(ctx context.Context) error
@@ -65,4 +69,28 @@ func (h *Handler) overlayStatus(ctx context.Context, st *imageStatus, own *polic
 	st.PolicyVerdict, st.Verdict = st.Verdict, string(r.Decision.Effective)
 	st.Reasons = append([]reasonView{{Code: first.Code, Verdict: string(first.Verdict), Message: first.Message}}, st.Reasons...)
 	st.Quarantine, st.Exception = r.Quarantine, r.Exception
+}
+
+// listedVerdict is the verdict lists and counts show and filter on: the
+// policy's (pending while unscanned), after the digest's own quarantine
+// or exception; control names the one that changed it ("quarantine",
+// "exception"). Those of an index listing the digest show on the image's
+// own views, which read them.
+func (h *Handler) listedVerdict(d store.DecisionRecord) (verdict, control string) {
+	verdict = effectiveVerdict(d)
+	if h.Controls == nil {
+		return verdict, ""
+	}
+	var own policy.Decision
+	if d.Decision != nil {
+		own = *d.Decision
+	}
+	r := h.Controls.ResolveDirect(d.Upstream, d.Repository, d.Digest, own)
+	switch {
+	case r.Quarantine != nil:
+		return string(r.Decision.Effective), "quarantine"
+	case r.Exception != nil:
+		return string(r.Decision.Effective), "exception"
+	}
+	return verdict, ""
 }

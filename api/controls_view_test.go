@@ -3,10 +3,14 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +84,65 @@ func TestViewsShowControls(t *testing.T) {
 	got, _, _ = getStatus(t, h, "ref=docker.io/library/app:multi&platform=linux/arm64")
 	if got.Verdict != "block" || got.PolicyVerdict != verdictUnknown || got.Quarantine == nil {
 		t.Fatalf("quarantined with no verdict: %+v", got)
+	}
+}
+
+// The images list, its verdict filter, the vulnerability answer and the
+// overview's counts show each verdict after the digest's own controls,
+// naming the control and the policy's own verdict.
+func TestListsShowControls(t *testing.T) {
+	ctx := context.Background()
+	st, _ := verdictStore(t, 3) // 0: allowed in ghcr.io/org/app; 2: blocked in docker.io/library/app and team/app
+	view := controls.New(st, controls.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h := &Handler{Scans: st, Resolver: fakeResolver{}, Controls: view}
+	if err := st.PutQuarantine(ctx, store.Quarantine{Digest: testDigest(0), Reason: "incident", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutException(ctx, store.Exception{ID: "x1", Digest: testDigest(2), Repository: "docker.io/library/*", Reason: "accepted",
+		CreatedAt: time.Now(), Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := view.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	listed := func(query string) []string {
+		t.Helper()
+		l, code := getList(t, h, query)
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d", query, code)
+		}
+		name := map[string]string{testDigest(0): "0", testDigest(1): "1", testDigest(2): "2"}
+		var out []string
+		for _, im := range l.Images {
+			out = append(out, fmt.Sprintf("%s %s/%s %s %s %s", name[im.Digest], im.Upstream, im.Repository, im.Verdict, im.Control, im.PolicyVerdict))
+		}
+		return out
+	}
+	if got, want := listed("verdict=block"), []string{"0 ghcr.io/org/app block quarantine allow", "2 docker.io/team/app block  "}; !slices.Equal(got, want) {
+		t.Errorf("verdict=block: %q, want %q", got, want)
+	}
+	if got, want := listed("verdict=warn"), []string{"2 docker.io/library/app warn exception block"}; !slices.Equal(got, want) {
+		t.Errorf("verdict=warn: %q, want %q", got, want)
+	}
+	if got := listed("verdict=allow"); slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "0 ") }) {
+		t.Errorf("the quarantined digest is listed as allowed: %q", got)
+	}
+	ans, err := h.Vulnerability(ctx, "CVE-2023-0001")
+	if err != nil || len(ans.Images) != 1 {
+		t.Fatalf("vulnerability answer: %+v %v", ans, err)
+	}
+	for _, r := range ans.Images[0].Repositories {
+		if r.Repository == "library/app" && (r.Verdict != "warn" || r.Control != "exception") {
+			t.Errorf("vulnerability answer in %s: %+v", r.Repository, r)
+		}
+	}
+	ov, err := h.Overview(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Verdicts: 0 in ghcr (quarantined: block), 1 in ghcr and library
+	// (allow), 2 in ghcr (allow), library (excepted: warn), team (block).
+	if want := map[string]int{"allow": 3, "warn": 1, "block": 2, "pending": 0}; !maps.Equal(ov.Verdicts, want) {
+		t.Errorf("overview verdicts %v, want %v", ov.Verdicts, want)
 	}
 }

@@ -98,7 +98,7 @@ func (h *Handler) listWithBudget(ctx context.Context, lq listQuery, budget int) 
 			}
 			examined++
 			last = listCursor{Digest: d.Digest, Where: where}
-			if lq.matchesRecord(d) {
+			if lq.matchesRecord(d, h) {
 				cands = append(cands, d)
 			}
 		}
@@ -157,7 +157,7 @@ func (h *Handler) listRecent(ctx context.Context, lq listQuery, budget int) (ima
 		}
 		examined++
 		last = recentCursorOf(d)
-		if lq.matchesRecord(d) {
+		if lq.matchesRecord(d, h) {
 			cands = append(cands, d)
 		}
 		return true
@@ -196,7 +196,7 @@ func (h *Handler) page(ctx context.Context, lq listQuery, cands []store.Decision
 				continue
 			}
 		}
-		out.Images = append(out.Images, summaryOf(d, ids))
+		out.Images = append(out.Images, h.summaryOf(d, ids))
 		if len(out.Images) == lq.limit {
 			if i < len(cands)-1 || more {
 				out.NextCursor = cursorOf(d)
@@ -210,9 +210,10 @@ func (h *Handler) page(ctx context.Context, lq listQuery, cands []store.Decision
 	return out, nil
 }
 
-// matchesRecord applies the filters the verdict record itself answers.
-func (lq listQuery) matchesRecord(d store.DecisionRecord) bool {
-	if lq.verdict != "" && effectiveVerdict(d) != lq.verdict {
+// matchesRecord applies the filters the verdict record itself (and the
+// controls in memory) answer.
+func (lq listQuery) matchesRecord(d store.DecisionRecord, h *Handler) bool {
+	if v, _ := h.listedVerdict(d); lq.verdict != "" && v != lq.verdict {
 		return false
 	}
 	if lq.upstream != "" && d.Upstream != lq.upstream {
@@ -279,12 +280,17 @@ func (h *Handler) findingsOf(ctx context.Context, digest string) ([]vulndb.Findi
 	return rec.Findings, nil
 }
 
-func summaryOf(d store.DecisionRecord, ids []string) imageSummary {
-	return imageSummary{
+func (h *Handler) summaryOf(d store.DecisionRecord, ids []string) imageSummary {
+	s := imageSummary{
 		Digest: d.Digest, Upstream: d.Upstream, Repository: d.Repository, Tag: d.Tag, Tags: d.Tags,
-		Verdict: effectiveVerdict(d), Rule: d.Rule, PolicyVersion: d.PolicyVersion, DBVersion: d.DBVersion,
+		Rule: d.Rule, PolicyVersion: d.PolicyVersion, DBVersion: d.DBVersion,
 		EvaluatedAt: d.UpdatedAt, Vulnerabilities: ids, Details: detailsLink(d.Digest, d.Upstream, d.Repository),
 	}
+	s.Verdict, s.Control = h.listedVerdict(d)
+	if s.Control != "" {
+		s.PolicyVerdict = effectiveVerdict(d)
+	}
+	return s
 }
 
 // vulnerability answers GET /api/v1/vulnerabilities/{id}: every cached
@@ -329,7 +335,7 @@ func (h *Handler) vulnerabilityAnswer(ctx context.Context, id string) (Vulnerabi
 	for i := range ans.Images {
 		img := &ans.Images[i]
 		err := h.Scans.Decisions(ctx, img.Digest, func(d store.DecisionRecord) bool {
-			img.Repositories = append(img.Repositories, summaryOf(d, nil))
+			img.Repositories = append(img.Repositories, h.summaryOf(d, nil))
 			return len(img.Repositories) < maxDecisionsShown
 		})
 		if err != nil {

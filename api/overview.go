@@ -214,7 +214,7 @@ func (h *Handler) walkOverview(ctx context.Context) (overviewAggregates, error) 
 			agg.truncated = true
 			return false
 		}
-		if v := effectiveVerdict(d); v != "" {
+		if v, _ := h.listedVerdict(d); v != "" {
 			if _, known := agg.verdicts[v]; known {
 				agg.verdicts[v]++
 			}

@@ -245,8 +245,12 @@ type ImageSummary struct {
 	Repository string `json:"repository"`
 	Tag        string `json:"tag,omitempty"`
 	// Tags it was pulled by there, newest first (at most 10).
-	Tags          []string  `json:"tags,omitempty"`
-	Verdict       string    `json:"verdict"`
+	Tags    []string `json:"tags,omitempty"`
+	Verdict string   `json:"verdict"`
+	// Control names the operator's control that made Verdict differ from
+	// the policy's own, PolicyVerdict: "quarantine" or "exception".
+	Control       string    `json:"control,omitempty"`
+	PolicyVerdict string    `json:"policy_verdict,omitempty"`
 	Rule          string    `json:"rule,omitempty"`
 	PolicyVersion string    `json:"policy_version,omitempty"`
 	DBVersion     string    `json:"db_version,omitempty"`

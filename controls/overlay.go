@@ -82,7 +82,23 @@ func (v *View) Resolve(ctx context.Context, upstream, repo, digest string, d pol
 	if v.empty() {
 		return Result{Decision: d}
 	}
-	subjects := append([]string{digest}, v.parents(ctx, upstream, repo, digest)...)
+	return v.resolve(upstream, repo, digest, append([]string{digest}, v.parents(ctx, upstream, repo, digest)...), d)
+}
+
+// ResolveDirect is Resolve with the digest's own controls only, not those
+// of the indexes listing it: what a walk over many verdicts shows, since
+// it reads nothing from the store (a bbolt walk must not open another
+// transaction) and costs no lookup per verdict.
+func (v *View) ResolveDirect(upstream, repo, digest string, d policy.Decision) Result {
+	if v.empty() {
+		return Result{Decision: d}
+	}
+	return v.resolve(upstream, repo, digest, []string{digest}, d)
+}
+
+// resolve lays the controls of subjects (the digest, then the indexes
+// listing it) over d.
+func (v *View) resolve(upstream, repo, digest string, subjects []string, d policy.Decision) Result {
 	for _, s := range subjects {
 		if q, ok := v.Quarantined(s); ok {
 			return Result{Decision: quarantined(d, digest, q), Quarantine: &q}
