@@ -248,6 +248,7 @@ func (f *Fetcher) download(ctx context.Context, cancel context.CancelFunc, dl *d
 	if err != nil {
 		return false, err
 	}
+	in.size = max(size, 0)
 	rf, err := os.Open(in.path)
 	if err != nil {
 		in.cancel()

@@ -220,7 +220,7 @@ func benchColdPull(b *testing.B, bytesPerSec int64, pages pageSource) {
 	mustFetchBlob(b, c, directURL, blob, size, true, buf) // page cache and connection warm
 
 	var proxyTime, directTime time.Duration
-	var proxyCPU, directCPU, pcCPU, floor time.Duration
+	var proxyCPU, directCPU, pcCPU, floor, floorReserved time.Duration
 	var pulls int
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
@@ -265,14 +265,23 @@ func benchColdPull(b *testing.B, bytesPerSec int64, pages pageSource) {
 
 		b.StopTimer()
 		stop()
-		preparePages(b, pages, size)
-		floor += floorCPU(b, size)
+		// Both floors, in turns first, each on pages prepared alike.
+		for _, reserve := range []bool{i%2 == 0, i%2 != 0} {
+			preparePages(b, pages, size)
+			if reserve {
+				floorReserved += floorCPU(b, size, true)
+			} else {
+				floor += floorCPU(b, size, false)
+			}
+		}
 		b.StartTimer()
 	}
 	perGiB := func(d time.Duration) float64 { return d.Seconds() / float64(pulls) * (1 << 30) / size }
 	b.ReportMetric(perGiB(pcCPU), "portcullis-cpu-s/GiB")
 	b.ReportMetric(perGiB(floor), "floor-cpu-s/GiB")
 	b.ReportMetric(pcCPU.Seconds()/floor.Seconds(), "ratio-cpu/floor")
+	b.ReportMetric(perGiB(floorReserved), "floor-reserved-cpu-s/GiB")
+	b.ReportMetric(pcCPU.Seconds()/floorReserved.Seconds(), "ratio-cpu/floor-reserved")
 	perPull := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 / float64(pulls) }
 	b.ReportMetric(perPull(directTime), "direct-ms")
 	b.ReportMetric(perPull(proxyTime), "proxy-ms")
