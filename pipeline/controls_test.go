@@ -135,17 +135,26 @@ func TestQuarantineBlocksInEveryModeAndLiftsWithoutRescan(t *testing.T) {
 	}
 }
 
-// An index's quarantine refuses the index and covers a child pulled by
-// digest in that repository.
-func TestIndexQuarantineCoversChildren(t *testing.T) {
-	r := newRig(t)
+// indexSetup serves team/app with an index listing one image (child,
+// whose manifest is raw), judged by a pipeline under a rule that waits for
+// scans, with the rig's controls laid over.
+func indexSetup(t *testing.T) (r *rig, pl *pipeline.Pipeline, view *controls.View, index, child digest.Digest, raw []byte) {
+	t.Helper()
+	r = newRig(t)
 	img, err := random.Image(1024, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	child, raw := r.pushRandom(t, "team/app", "child", img)
-	index := r.putIndex(t, "team/app", []string{child.String()}, []string{string(types.DockerManifestSchema2)})
-	pl, view := r.controlled(t, mustPolicy(t, "rules:\n  - {name: r, match: {}, on_unscanned: {wait: 30s, then: block}}\n"))
+	child, raw = r.pushRandom(t, "team/app", "child", img)
+	index = r.putIndex(t, "team/app", []string{child.String()}, []string{string(types.DockerManifestSchema2)})
+	pl, view = r.controlled(t, mustPolicy(t, "rules:\n  - {name: r, match: {}, on_unscanned: {wait: 30s, then: block}}\n"))
+	return r, pl, view, index, child, raw
+}
+
+// An index's quarantine refuses the index and covers a child pulled by
+// digest in that repository.
+func TestIndexQuarantineCoversChildren(t *testing.T) {
+	r, pl, view, index, child, raw := indexSetup(t)
 	if dec := check(t, pl, "team/app", index, ociIndex, nil); dec.Verdict != proxy.Allow {
 		t.Fatalf("index before the quarantine: %+v", dec)
 	}
@@ -166,14 +175,7 @@ func TestIndexQuarantineCoversChildren(t *testing.T) {
 // as the index is linked, even when the child was just looked up (and the
 // view reuses such lookups for a second).
 func TestIndexLinkedAfterItsChildWasPulled(t *testing.T) {
-	r := newRig(t)
-	img, err := random.Image(1024, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	child, raw := r.pushRandom(t, "team/app", "child", img)
-	index := r.putIndex(t, "team/app", []string{child.String()}, []string{string(types.DockerManifestSchema2)})
-	pl, view := r.controlled(t, mustPolicy(t, "rules:\n  - {name: r, match: {}, on_unscanned: {wait: 30s, then: block}}\n"))
+	r, pl, view, index, child, raw := indexSetup(t)
 	r.quarantine(t, view, store.Quarantine{Digest: index.String(), Reason: "bad release", CreatedBy: "ci", CreatedAt: time.Now()})
 	manifest := string(types.DockerManifestSchema2)
 	if dec := check(t, pl, "team/app", child, manifest, raw); dec.Verdict != proxy.Allow {
