@@ -60,6 +60,18 @@ func check(t *testing.T, pl *pipeline.Pipeline, repo string, d digest.Digest, me
 	return dec
 }
 
+// pushImage pushes a random one-layer image as team/app:1.0 and returns
+// it, its digest and its manifest.
+func (r *rig) pushImage(t *testing.T) (v1.Image, digest.Digest, []byte) {
+	t.Helper()
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, raw := r.pushRandom(t, "team/app", "1.0", img)
+	return img, d, raw
+}
+
 // quarantine puts q in the rig's store and in force in view.
 func (r *rig) quarantine(t *testing.T, view *controls.View, q store.Quarantine) {
 	t.Helper()
@@ -102,11 +114,7 @@ func TestQuarantineBlocksInEveryModeAndLiftsWithoutRescan(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx := context.Background()
 			r := newRig(t)
-			img, err := random.Image(1024, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, raw := r.pushRandom(t, "team/app", "1.0", img)
+			_, d, raw := r.pushImage(t)
 			pl, view := r.controlled(t, mustPolicy(t, "rules:\n  - {name: r, match: {}, mode: "+mode+", on_unscanned: {wait: 30s, then: block}}\n"))
 			manifest := string(types.DockerManifestSchema2)
 			for i := range 2 { // the second answer is the remembered one
@@ -283,11 +291,7 @@ func (a *awayStore) BlobImages(ctx context.Context, upstream, repo, blob string,
 func TestControlsApplyWhileTheStoreIsAway(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t)
-	img, err := random.Image(1024, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, raw := r.pushRandom(t, "team/app", "1.0", img)
+	img, d, raw := r.pushImage(t)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	view := controls.New(r.state, controls.Options{Logger: quiet})
 	refreshView(t, view)
@@ -323,11 +327,7 @@ func TestControlsApplyWhileTheStoreIsAway(t *testing.T) {
 func TestQuarantinedUnseenDigestIsRefusedWithoutScan(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t)
-	img, err := random.Image(1024, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, raw := r.pushRandom(t, "team/app", "1.0", img)
+	_, d, raw := r.pushImage(t)
 	if err := r.state.PutQuarantine(ctx, store.Quarantine{Digest: d.String(), Reason: "known bad", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
