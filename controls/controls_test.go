@@ -188,9 +188,9 @@ func TestExpiryStopsApplyingAndSweepIsConditional(t *testing.T) {
 		if r.Who != "portcullis" || r.Replica != "r1" {
 			t.Errorf("audit record %+v: want who portcullis, replica r1", r)
 		}
-		kinds = append(kinds, r.Kind+":"+r.What)
+		kinds = append(kinds, r.Kind+":"+r.What+":"+r.Details["exception"])
 	}
-	if want := "[" + store.AuditExceptionExpired + ":e1]"; fmt.Sprint(kinds) != want {
+	if want := "[" + store.AuditExceptionExpired + ":" + digestN(4) + ":e1]"; fmt.Sprint(kinds) != want {
 		t.Fatalf("audited %v, want %s (the re-added quarantine and the one another replica swept are not recorded)", kinds, want)
 	}
 	if _, err := st.DeleteException(ctx, "e1"); !errors.Is(err, store.ErrNotFound) {

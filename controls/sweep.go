@@ -57,8 +57,10 @@ func (v *View) Sweep(ctx context.Context) error {
 			continue
 		}
 		if done {
-			v.record(ctx, store.AuditRecord{Kind: store.AuditExceptionExpired, What: e.ID, Why: e.Reason,
-				Details: map[string]string{"digest": e.Digest, "repository": e.Repository,
+			// Named as the API names an exception's records: by its digest,
+			// the exception's id in the details.
+			v.record(ctx, store.AuditRecord{Kind: store.AuditExceptionExpired, What: e.Digest, Why: e.Reason,
+				Details: map[string]string{"exception": e.ID, "repository": e.Repository,
 					"expires": e.Expires.UTC().Format(timeLayout), "createdBy": e.CreatedBy}})
 		}
 	}
