@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -177,9 +178,17 @@ func TestCuration(t *testing.T) {
 	if r.status != http.StatusOK || r.header.Get("Portcullis-Verdict") != "warn" || !strings.Contains(r.header.Get("Portcullis-Reason"), trialMsg) {
 		t.Errorf("warn-mode source: %d %v", r.status, r.header)
 	}
-	r = do(t, "GET", pc.URL+"/api/v1/images?ref=ghcr.io/trial/app:1.0")
+	// The rule does not wait for the scan (wait: 0s): its verdict is
+	// decided and stored just after the pull.
+	for i := 0; ; i++ {
+		r = do(t, "GET", pc.URL+"/api/v1/images?ref=ghcr.io/trial/app:1.0")
+		if r.status == http.StatusOK && strings.Contains(string(r.body), `"code":"SOURCE_BLOCKED"`) || i == 100 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if r.status != http.StatusOK || !strings.Contains(string(r.body), `"code":"SOURCE_BLOCKED"`) || !strings.Contains(string(r.body), `rule \"trial\": on trial until review`) {
-		t.Errorf("status API of a warn-mode source: %d %s", r.status, r.body)
+		t.Errorf("status API of a warn-mode source, 10 s after the pull: %d %s", r.status, r.body)
 	}
 
 	// At shutdown the refusals are recorded in the audit log, one summary.
