@@ -3,6 +3,8 @@ package ui
 import (
 	"context"
 	"encoding/base64"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis/portcullis/controls"
 	"github.com/portcullis/portcullis/store"
 )
 
@@ -300,5 +303,33 @@ func TestImagesRecentlyEvaluatedFirst(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("sort=recent listed\n%v\nwant newest first\n%v", got, want)
+	}
+}
+
+// An operator's quarantine or exception shows in the images list: the
+// effective verdict, and the control that made it, with the policy's own.
+func TestImagesListShowsControls(t *testing.T) {
+	r := newRig(t, false)
+	ctx := context.Background()
+	if err := r.st.PutQuarantine(ctx, store.Quarantine{Digest: digestAllowed, Reason: "incident 12", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	view := controls.New(r.st, controls.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := view.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.api.Controls = view
+	resp := r.get(t, "/ui/images")
+	if resp.status != http.StatusOK {
+		t.Fatalf("%d %s", resp.status, resp.body)
+	}
+	d := parseDoc(t, resp.body)
+	row := "table#images tr[data-digest=" + digestAllowed + "][data-repository=docker.io/library/app]"
+	if got := text(d.one(t, row+" .verdict")); got != "block" {
+		t.Errorf("verdict of the quarantined image: %q, want block", got)
+	}
+	n := d.one(t, row+" .control")
+	if title, _ := attr(n, "title"); text(n) != "quarantine" || !strings.Contains(title, "allow") {
+		t.Errorf("control marker %q, title %q", text(n), title)
 	}
 }
