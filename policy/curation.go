@@ -70,6 +70,9 @@ func Curate(r Rule, reference string) (Reason, bool) {
 // Effective is block only in enforce mode; warn serves with a warning and
 // audit only records, as modes do everywhere.
 func (p *Policy) Curate(upstream, repo, reference string) (Decision, bool) {
+	if !p.curates(reference) {
+		return Decision{}, false
+	}
 	r := p.Select(upstream, repo)
 	reason, refused := Curate(r, reference)
 	if !refused {
@@ -83,6 +86,23 @@ func (p *Policy) Curate(upstream, repo, reference string) (Decision, bool) {
 		Verdict: Block, Effective: mode.apply(Block), Reasons: []Reason{reason},
 		Mode: mode, PolicyVersion: r.PolicyVersion, Rule: r.Name,
 	}, true
+}
+
+// curates reports whether any rule could refuse a request naming
+// reference: it runs on every blob GET, and most policies curate nothing,
+// so the rule selection is skipped when no rule refuses sources (or, for a
+// tag, has tag rules).
+func (p *Policy) curates(reference string) bool {
+	if p == nil {
+		return false
+	}
+	byTag := reference != "" && !isDigestReference(reference)
+	for i := range p.Rules {
+		if p.Rules[i].Source == SourceBlock || byTag && p.Rules[i].Tags != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // checkSource is the curation reason Evaluate reports: a source the rule

@@ -73,7 +73,7 @@ func (b *Bolt) deleteControl(bucket, countKey []byte, key string, v any) error {
 }
 
 // deleteControlIf removes key when, with what it held decoded into v,
-// still() says so; errStillNot when it does not.
+// still() says so; errChanged when it does not.
 func (b *Bolt) deleteControlIf(bucket, countKey []byte, key string, v any, still func() bool) error {
 	return b.db.Update(func(tx *bolt.Tx) error {
 		bk, meta := tx.Bucket(bucket), tx.Bucket(controlsMetaBucket)
