@@ -37,6 +37,7 @@ import (
 type env struct {
 	upstream   *httptest.Server
 	proxy      *httptest.Server
+	fetcher    *cache.Fetcher
 	gets       atomic.Int64 // upstream blob GETs
 	onUpstream func(*http.Request)
 	// intercept answers the upstream requests it selects (returns true)
@@ -121,6 +122,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	var proxyState store.Store = state
+	e.fetcher = cache.NewFetcher(content, time.Minute, 10*time.Second, quietLogger(t))
 	if cfg.wrapState != nil {
 		proxyState = cfg.wrapState(state)
 	}
@@ -128,7 +130,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		Upstreams:       []proxy.Upstream{{Client: client, TagTTL: cfg.tagTTL}},
 		DefaultUpstream: "up.test",
 		Cache:           content,
-		Fetcher:         cache.NewFetcher(content, time.Minute, 10*time.Second, quietLogger(t)),
+		Fetcher:         e.fetcher,
 		State:           proxyState,
 		Logger:          logger,
 		RequireBlobLink: cfg.requireBlobLink,
