@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis/portcullis/api"
 	"github.com/portcullis/portcullis/config"
 	"github.com/portcullis/portcullis/store"
 )
@@ -113,20 +114,33 @@ func newControlFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// flagTime reads a time flag: RFC 3339, or a positive duration (12h,
+// 30d) counted from now, forward or, with ago, back.
+func flagTime(s string, now time.Time, ago bool) (time.Time, bool) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t.UTC(), true
+	}
+	d, err := config.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, false
+	}
+	if ago {
+		d = -d
+	}
+	return now.Add(d).UTC(), true
+}
+
 // expiryFlag turns --expires (RFC 3339, or a duration from now: 12h, 30d)
 // into RFC 3339.
 func expiryFlag(s string, now time.Time) (string, error) {
 	if s == "" {
 		return "", nil
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t.UTC().Format(time.RFC3339), nil
-	}
-	d, err := config.ParseDuration(s)
-	if err != nil || d <= 0 {
+	t, ok := flagTime(s, now, false)
+	if !ok {
 		return "", fmt.Errorf("--expires %q: want an RFC 3339 time or a duration from now (12h, 30d)", s)
 	}
-	return now.Add(d).UTC().Format(time.RFC3339), nil
+	return t.Format(time.RFC3339), nil
 }
 
 func quarantineCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -144,11 +158,7 @@ func quarantineCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 			fmt.Fprintln(stderr, "quarantine add:", err)
 			return errUsage
 		}
-		var out struct {
-			store.Quarantine
-			Seen     bool `json:"seen"`
-			Replaced bool `json:"replaced"`
-		}
+		var out api.QuarantineAnswer
 		in := map[string]string{"digest": pos[0], "reason": *reason}
 		if until != "" {
 			in["expires"] = until
@@ -185,10 +195,7 @@ func quarantineCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 	}
 	fmt.Fprintln(stdout, "DIGEST\tEXPIRES\tBY\tREASON")
 	return walkPages(ctx, c, "/api/v1/quarantine", nil, func(raw json.RawMessage) (string, error) {
-		var page struct {
-			Quarantines []store.Quarantine `json:"quarantines"`
-			Next        string             `json:"next"`
-		}
+		var page api.QuarantineList
 		err := json.Unmarshal(raw, &page)
 		for _, q := range page.Quarantines {
 			fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\n", printable(q.Digest), untilText(q.Expires), printable(q.CreatedBy), printable(q.Reason))
@@ -246,10 +253,7 @@ func exceptionCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	fmt.Fprintln(stdout, "ID\tDIGEST\tREPOSITORY\tEXPIRES\tBY\tREASON")
 	return walkPages(ctx, c, "/api/v1/exceptions", nil, func(raw json.RawMessage) (string, error) {
-		var page struct {
-			Exceptions []store.Exception `json:"exceptions"`
-			Next       string            `json:"next"`
-		}
+		var page api.ExceptionList
 		err := json.Unmarshal(raw, &page)
 		for _, e := range page.Exceptions {
 			fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(e.ID), printable(e.Digest), printable(cmpOrStar(e.Repository)),
@@ -276,23 +280,16 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		q.Set("kind", *kind)
 	}
 	if *since != "" {
-		t, err := time.Parse(time.RFC3339, *since)
-		if err != nil {
-			d, derr := config.ParseDuration(*since)
-			if derr != nil || d <= 0 {
-				fmt.Fprintf(stderr, "audit ls: --since %q: want an RFC 3339 time or a duration ago (24h, 7d)\n", *since)
-				return errUsage
-			}
-			t = time.Now().Add(-d)
+		t, ok := flagTime(*since, time.Now(), true)
+		if !ok {
+			fmt.Fprintf(stderr, "audit ls: --since %q: want an RFC 3339 time or a duration ago (24h, 7d)\n", *since)
+			return errUsage
 		}
-		q.Set("since", t.UTC().Format(time.RFC3339))
+		q.Set("since", t.Format(time.RFC3339))
 	}
 	fmt.Fprintln(stdout, "AT\tKIND\tWHO\tWHAT\tWHY")
 	return walkPages(ctx, c, "/api/v1/audit", q, func(raw json.RawMessage) (string, error) {
-		var page struct {
-			Records []store.AuditRecord `json:"records"`
-			Next    string              `json:"next"`
-		}
+		var page api.AuditList
 		err := json.Unmarshal(raw, &page)
 		for _, r := range page.Records {
 			fmt.Fprintf(stdout, "%s\t%s\t%s\t%s\t%s\n", r.At.UTC().Format(time.RFC3339), printable(r.Kind), printable(r.Who), printable(r.What), printable(r.Why))
