@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -92,13 +91,7 @@ func startAdmissionSettingsSetup(t *testing.T, admission, token string) admissio
 	stall := startStallingUpstream(t)
 
 	cert, key, pool := harness.WriteLoopbackCert(t, dir)
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeFileIn(t, dir, name, content) }
 	api := "api: {admission: " + admission + "}"
 	if token != "" {
 		api = "api: {tokens_file: " + write("tokens.yaml", sha([]byte(token))[7:]+": {name: kube-apiserver, scopes: [read]}\n") + ", admission: " + admission + "}"

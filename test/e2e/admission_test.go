@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -88,13 +87,7 @@ func startAdmissionSetup(t *testing.T) admissionSetup {
 	}
 
 	cert, key, pool := harness.WriteLoopbackCert(t, dir)
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeFileIn(t, dir, name, content) }
 	tokens := write("tokens.yaml", sha([]byte("webhook-token-1"))[7:]+": {name: kube-apiserver, scopes: [read]}\n")
 	policyFile := write("policy.yaml", statusPolicy)
 	addr := "127.0.0.1:" + itoa(harness.FreePort(t))

@@ -314,11 +314,7 @@ func TestCosignCLIVerifiesThroughTheMirror(t *testing.T) {
 
 func writeFile(t *testing.T, name string, data []byte) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeFileIn(t, t.TempDir(), name, string(data))
 }
 
 // attestUpstreamBundle attests repo@digest on the upstream the way cosign v3

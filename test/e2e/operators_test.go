@@ -84,13 +84,7 @@ func (w *eventWatcher) waitFor(t *testing.T, want string, within time.Duration) 
 func TestOperatorsCLIWithTokens(t *testing.T) {
 	bin := harness.BuildPortcullis(t)
 	dir := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeFileIn(t, dir, name, content) }
 	reader, admin := write("reader.token", "reader-token-1\n"), write("admin.token", "admin-token-1\n")
 	tokens := write("tokens.yaml", sha([]byte("reader-token-1"))[7:]+": {name: dashboard, scopes: [read]}\n"+
 		sha([]byte("admin-token-1"))[7:]+": {name: ci, scopes: [read, admin]}\n")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -18,11 +17,7 @@ import (
 // writeConfig writes a configuration file into a fresh directory.
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "portcullis.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeFileIn(t, t.TempDir(), "portcullis.yaml", yaml)
 }
 
 // With store.driver redis the state lives in Redis: a process started on

@@ -76,13 +76,7 @@ func startStatusSetup(t *testing.T) statusSetup {
 	amdDigest, _ := amd.Digest()
 	armDigest, _ := arm.Digest()
 
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeFileIn(t, dir, name, content) }
 	s := statusSetup{bin: bin, alpine: d.String(), amd64: amdDigest.String(), arm64: armDigest.String(),
 		reader: write("reader.token", "reader-token-1\n"), admin: write("admin.token", "admin-token-1\n")}
 	tokens := write("tokens.yaml", sha([]byte("reader-token-1"))[7:]+": {name: admission, scopes: [read]}\n"+
@@ -426,13 +420,7 @@ func TestAPITokensWithHtpasswd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeFileIn(t, dir, name, content) }
 	htpasswd := write("htpasswd", "puller:$2y"+string(hash[3:])+"\n")
 	tokens := write("tokens.yaml", sha([]byte("adm-token"))[7:]+": {name: admission, scopes: [read]}\n")
 	pc := withConfig(t, up, "default_upstream: up.test\nupstreams: [{name: up.test, url: UPSTREAM_URL}]\n"+

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -27,3 +29,14 @@ func runBinary(t *testing.T, bin string, args ...string) (string, error) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// writeFileIn writes content to dir/name and returns the path: files a
+// config or policy names beside each other.
+func writeFileIn(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -134,13 +134,7 @@ func TestDashboardSessionsAcrossReplicas(t *testing.T) {
 	bin := harness.BuildPortcullis(t)
 	dir := t.TempDir()
 	up := startUpstream(t)
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeFileIn(t, dir, name, content) }
 	tokens := write("tokens.yaml", sha([]byte("reader-token-1"))[7:]+": {name: dashboard, scopes: [read]}\n")
 	key := write("session.key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")
 	cfg := write("portcullis.yaml", "default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\n"+

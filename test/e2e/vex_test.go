@@ -221,13 +221,7 @@ func TestPolicyVEXNamesTheIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	writeFile := func(name, content string) string { return writeFileIn(t, dir, name, content) }
 	writeFile("supplier.json", vexFor(idxDigest.String(), "not_affected"))
 	policyFile := writeFile("policy.yaml", "vex: {files: [supplier.json]}\n"+blockingPolicy)
 	cfg := writeFile("portcullis.yaml", "default_upstream: docker.io\nupstreams: [{name: docker.io, url: "+up.URL()+"}]\npolicy: "+policyFile+"\n")
