@@ -230,41 +230,26 @@ func normalName(typ, name string) string {
 func FindingPURL(f vulndb.Finding) (packageurl.PackageURL, bool) {
 	eco, _, _ := strings.Cut(f.Ecosystem, ":") // "Debian:12"
 	name, ns := f.Package, ""
-	var typ string
+	typ := vulndb.PURLType(eco)
 	switch eco {
 	case "npm":
-		typ = "npm"
 		if strings.HasPrefix(name, "@") {
 			ns, name, _ = strings.Cut(name, "/")
 		}
-	case "PyPI":
-		typ = "pypi"
-	case "Go":
-		typ = "golang"
+	case "Go", "Packagist":
 		if i := strings.LastIndex(name, "/"); i >= 0 {
 			ns, name = name[:i], name[i+1:]
 		}
 	case "Maven":
-		typ = "maven"
 		ns, name, _ = strings.Cut(name, ":")
-	case "crates.io":
-		typ = "cargo"
-	case "RubyGems":
-		typ = "gem"
-	case "Packagist":
-		typ = "composer"
-		if i := strings.LastIndex(name, "/"); i >= 0 {
-			ns, name = name[:i], name[i+1:]
-		}
-	case "NuGet":
-		typ = "nuget"
 	case "Debian", "Ubuntu":
 		typ, ns = "deb", strings.ToLower(eco)
 	case "Alpine", "Wolfi", "Chainguard":
 		typ, ns = "apk", strings.ToLower(eco)
 	case "Red Hat", "Rocky Linux", "AlmaLinux", "openSUSE", "SUSE":
 		typ, ns = "rpm", strings.ToLower(strings.ReplaceAll(eco, " ", ""))
-	default:
+	}
+	if typ == "" {
 		return packageurl.PackageURL{}, false
 	}
 	if name == "" {

@@ -150,26 +150,33 @@ func goToolchainVersion(v string) string {
 	return v + pre
 }
 
-// purlEcosystem maps purl types (https://github.com/package-url/purl-spec)
-// of language packages to OSV ecosystems, for queries that carry only a purl.
+// languagePURLTypes pairs the purl types
+// (https://github.com/package-url/purl-spec) of language packages with
+// their OSV ecosystems: read one way for queries that carry only a purl,
+// the other for a finding's purl (PURLType).
+var languagePURLTypes = [...]struct{ purlType, ecosystem string }{
+	{"cargo", "crates.io"}, {"composer", "Packagist"}, {"gem", "RubyGems"}, {"golang", "Go"},
+	{"maven", "Maven"}, {"npm", "npm"}, {"nuget", "NuGet"}, {"pypi", "PyPI"},
+}
+
+// purlEcosystem is the OSV ecosystem of a language package's purl type
+// ("": not a language type).
 func purlEcosystem(typ string) string {
-	switch strings.ToLower(typ) {
-	case "cargo":
-		return "crates.io"
-	case "composer":
-		return "Packagist"
-	case "gem":
-		return "RubyGems"
-	case "golang":
-		return "Go"
-	case "maven":
-		return "Maven"
-	case "npm":
-		return "npm"
-	case "nuget":
-		return "NuGet"
-	case "pypi":
-		return "PyPI"
+	for _, t := range languagePURLTypes {
+		if strings.EqualFold(t.purlType, typ) {
+			return t.ecosystem
+		}
+	}
+	return ""
+}
+
+// PURLType is the purl type of a language ecosystem's packages ("": not
+// a language ecosystem).
+func PURLType(ecosystem string) string {
+	for _, t := range languagePURLTypes {
+		if t.ecosystem == ecosystem {
+			return t.purlType
+		}
 	}
 	return ""
 }
