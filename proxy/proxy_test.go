@@ -123,6 +123,17 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	var proxyState store.Store = state
 	e.fetcher = cache.NewFetcher(content, time.Minute, 10*time.Second, quietLogger(t))
+	// A client may have every byte before its download commits: the
+	// data directory goes (an earlier cleanup) only once nothing writes
+	// to it.
+	t.Cleanup(func() {
+		for deadline := time.Now().Add(10 * time.Second); e.fetcher.Downloads() > 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Error("a download still runs 10 s after the test")
+				return
+			}
+		}
+	})
 	if cfg.wrapState != nil {
 		proxyState = cfg.wrapState(state)
 	}

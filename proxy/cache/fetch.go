@@ -180,6 +180,15 @@ func (f *Fetcher) InFlight(d digest.Digest) bool {
 	return ok
 }
 
+// Downloads counts the downloads running now; a download ends once its
+// blob is committed (or dropped), which may be after its last client has
+// every byte.
+func (f *Fetcher) Downloads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.inflight)
+}
+
 func (f *Fetcher) run(parent context.Context, dl *download, declared int64, src Source) {
 	ctx, cancel := context.WithTimeout(parent, f.timeout)
 	defer cancel()
