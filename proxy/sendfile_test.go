@@ -197,14 +197,15 @@ func TestBlobBodiesLeaveBySendfile(t *testing.T) {
 			if src != want {
 				t.Fatalf("Portcullis-Cache %q, want %q", src, want)
 			}
+			// The log line is written once the handler returns, which may
+			// be just after the client read the last byte; so are the
+			// counts of its last sendfile.
+			waitFor(t, func() bool { return strings.Count(logBuf.String(), `"bytes":`+fmt.Sprint(len(body))+",") > 0 })
 			written, fromFile := counts.written.Load(), counts.fromFile.Load()
 			if written > maxWritten || fromFile < int64(len(body))-maxWritten {
 				t.Fatalf("%d bytes went out through Write and %d by sendfile for a %d-byte body: something on the way hides ReadFrom",
 					written, fromFile, len(body))
 			}
-			// The log line is written once the handler returns, which may
-			// be just after the client read the last byte.
-			waitFor(t, func() bool { return strings.Count(logBuf.String(), `"bytes":`+fmt.Sprint(len(body))+",") > 0 })
 		})
 	}
 }
