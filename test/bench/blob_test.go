@@ -222,6 +222,13 @@ func benchColdPull(b *testing.B, bytesPerSec int64, pages pageSource) {
 	var proxyTime, directTime time.Duration
 	var proxyCPU, directCPU, pcCPU, floor, floorReserved time.Duration
 	var pulls int
+	// Each pull's CPU and time, each floor's CPU, for the ratios of their
+	// medians:
+	// on this VM one pull or one floor in ten meets a slow moment of the
+	// host (two to three times the CPU for the same work), and one such
+	// moment moves the ratio of the sums by a tenth or more; the medians
+	// are not moved by it.
+	var pullCPUs, floorCPUs, reservedCPUs, proxyTimes, directTimes []float64
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
 		pc, stop := freshPortcullisAt(b, upURL)
@@ -233,7 +240,9 @@ func benchColdPull(b *testing.B, bytesPerSec int64, pages pageSource) {
 
 		direct := func() {
 			cpu0 := selfCPU()
-			directTime += mustFetchBlob(b, c, directURL, blob, size, true, buf).dur
+			d := mustFetchBlob(b, c, directURL, blob, size, true, buf).dur
+			directTime += d
+			directTimes = append(directTimes, d.Seconds())
 			directCPU += selfCPU() - cpu0
 		}
 		viaProxy := func() {
@@ -247,7 +256,9 @@ func benchColdPull(b *testing.B, bytesPerSec int64, pages pageSource) {
 				b.Fatalf("Portcullis-Cache %q, want miss", r.cache)
 			}
 			proxyTime += r.dur
+			proxyTimes = append(proxyTimes, r.dur.Seconds())
 			pcCPU += pc1 - pc0
+			pullCPUs = append(pullCPUs, (pc1 - pc0).Seconds())
 			proxyCPU += cpu1 - cpu0 + pc1 - pc0
 			// Keep the commit's fsync out of the other measurement.
 			b.StopTimer()
@@ -268,10 +279,13 @@ func benchColdPull(b *testing.B, bytesPerSec int64, pages pageSource) {
 		// Both floors, in turns first, each on pages prepared alike.
 		for _, reserve := range []bool{i%2 == 0, i%2 != 0} {
 			preparePages(b, pages, size)
+			f := floorCPU(b, size, reserve)
 			if reserve {
-				floorReserved += floorCPU(b, size, true)
+				floorReserved += f
+				reservedCPUs = append(reservedCPUs, f.Seconds())
 			} else {
-				floor += floorCPU(b, size, false)
+				floor += f
+				floorCPUs = append(floorCPUs, f.Seconds())
 			}
 		}
 		b.StartTimer()
@@ -282,13 +296,27 @@ func benchColdPull(b *testing.B, bytesPerSec int64, pages pageSource) {
 	b.ReportMetric(pcCPU.Seconds()/floor.Seconds(), "ratio-cpu/floor")
 	b.ReportMetric(perGiB(floorReserved), "floor-reserved-cpu-s/GiB")
 	b.ReportMetric(pcCPU.Seconds()/floorReserved.Seconds(), "ratio-cpu/floor-reserved")
+	b.ReportMetric(median(pullCPUs)/median(floorCPUs), "ratio-cpu/floor-of-medians")
+	b.ReportMetric(median(pullCPUs)/median(reservedCPUs), "ratio-cpu/floor-reserved-of-medians")
+	b.Logf("CPU s/GiB, sorted: pulls %.2f; floors %.2f; reserving floors %.2f",
+		perGiBEach(pullCPUs, size), perGiBEach(floorCPUs, size), perGiBEach(reservedCPUs, size))
 	perPull := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 / float64(pulls) }
 	b.ReportMetric(perPull(directTime), "direct-ms")
 	b.ReportMetric(perPull(proxyTime), "proxy-ms")
 	b.ReportMetric(proxyTime.Seconds()/directTime.Seconds(), "ratio-proxy/direct")
+	b.ReportMetric(median(proxyTimes)/median(directTimes), "ratio-proxy/direct-of-medians")
 	b.ReportMetric(perPull(directCPU), "direct-cpu-ms")
 	b.ReportMetric(perPull(proxyCPU), "proxy-cpu-ms")
 	b.ReportMetric(perPull(pcCPU), "portcullis-cpu-ms")
+}
+
+// perGiBEach scales seconds spent on size bytes each to seconds per GiB.
+func perGiBEach(secs []float64, size int64) []float64 {
+	out := make([]float64, len(secs))
+	for i, s := range secs {
+		out[i] = s * (1 << 30) / float64(size)
+	}
+	return out
 }
 
 // BenchmarkConcurrentColdBlob has concurrentClients clients GET one uncached
