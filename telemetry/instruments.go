@@ -231,6 +231,22 @@ func ObserveQueueDepth(m metric.Meter, length func(context.Context) (int64, erro
 	return err
 }
 
+// ObserveClamdSkipped reports skipped() as
+// portcullis_clamd_skipped_files_total on every collection: the files of
+// scanned layers larger than scan.clamd_max_file, which clamd never saw.
+// Without it an operator could not tell that a scan passed files clamd
+// did not read.
+func ObserveClamdSkipped(m metric.Meter, skipped func() int64) error {
+	_, err := meterOrNoop(m).Int64ObservableCounter("portcullis_clamd_skipped_files_total",
+		metric.WithDescription("Files of scanned layers larger than scan.clamd_max_file, not sent to clamd (hash signatures still apply)."),
+		metric.WithUnit("{file}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(skipped())
+			return nil
+		}))
+	return err
+}
+
 // VulnDBStatus is what the vulnerability database gauges report.
 type VulnDBStatus struct {
 	Records int64

@@ -104,6 +104,9 @@ func TestExposedNames(t *testing.T) {
 	if err := ObserveVulnDB(m, func(context.Context) (VulnDBStatus, error) { return VulnDBStatus{Records: 42, BuiltAt: built}, nil }, now); err != nil {
 		t.Fatal(err)
 	}
+	if err := ObserveClamdSkipped(m, func() int64 { return 3 }); err != nil {
+		t.Fatal(err)
+	}
 
 	pm.Request(ctx, RouteBlob, 200, "hit", 100)
 	pm.Request(ctx, RouteBlob, 200, "miss", 30)
@@ -154,6 +157,7 @@ func TestExposedNames(t *testing.T) {
 			{map[string]string{"reason": "VULNERABLE"}, 1}}},
 		{"portcullis_vulndb_age_seconds", dto.MetricType_GAUGE, []sample{{map[string]string{}, 90}}},
 		{"portcullis_vulndb_records", dto.MetricType_GAUGE, []sample{{map[string]string{}, 42}}},
+		{"portcullis_clamd_skipped_files_total", dto.MetricType_COUNTER, []sample{{map[string]string{}, 3}}},
 	}
 	fams := scrape(t, tel)
 	var want []string

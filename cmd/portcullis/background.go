@@ -54,7 +54,7 @@ func startBackground(ctx context.Context, cfg config.Config, p *proxy.Proxy, sta
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	badFiles, err := knownBadFiles(cfg, db)
+	badFiles, err := knownBadFiles(cfg, db, metrics)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -212,8 +212,9 @@ func wireOverview(h *api.Handler, coord store.Coordination, p *proxy.Proxy, cach
 
 // knownBadFiles checks the regular files of every scanned layer against
 // the database's ClamAV hash signatures and, with scan.clamd set, against
-// that clamd (one connection per scan worker at most).
-func knownBadFiles(cfg config.Config, db *vulndb.Shared) (scanner.FileInspector, error) {
+// that clamd (one connection per scan worker at most), counting the files
+// too large to send it in metrics.
+func knownBadFiles(cfg config.Config, db *vulndb.Shared, metrics *serverMetrics) (scanner.FileInspector, error) {
 	var cl *clamd.Client
 	if cfg.Scan.Clamd != "" {
 		c, err := clamd.New(cfg.Scan.Clamd, clamd.Options{Conns: cfg.Scan.Workers, MaxFile: int64(cfg.Scan.ClamdMaxFile)})
@@ -222,5 +223,11 @@ func knownBadFiles(cfg config.Config, db *vulndb.Shared) (scanner.FileInspector,
 		}
 		cl = c
 	}
-	return badfiles.NewInspector(db, int64(cfg.Scan.HashMaxFile), cl, int64(cfg.Scan.ClamdMaxFile)).ForWalk(), nil
+	in := badfiles.NewInspector(db, int64(cfg.Scan.HashMaxFile), cl, int64(cfg.Scan.ClamdMaxFile))
+	if cl != nil {
+		if err := metrics.observeClamdSkipped(in.Skipped); err != nil {
+			return nil, err
+		}
+	}
+	return in.ForWalk(), nil
 }

@@ -84,6 +84,14 @@ func (m *serverMetrics) observe(cacheBytes func() int64, queue store.Queue, db *
 	}, time.Now)
 }
 
+// observeClamdSkipped registers the count of files not sent to clamd.
+func (m *serverMetrics) observeClamdSkipped(skipped func() int64) error {
+	if m.tel == nil {
+		return nil
+	}
+	return telemetry.ObserveClamdSkipped(m.tel.Meter(), skipped)
+}
+
 // handler serves GET /metrics; nil when metrics are off. It is mounted on
 // the pull listener; a separate API listener (api.listen) mounts it there.
 func (m *serverMetrics) handler() http.Handler {

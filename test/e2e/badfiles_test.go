@@ -159,6 +159,25 @@ func TestClamdFindsMalware(t *testing.T) {
 	}
 }
 
+// A file over scan.clamd_max_file is not sent to clamd, so the EICAR file
+// padded past it goes unseen while the small one is found; the skip is
+// counted on /metrics, the only place an operator can see it.
+func TestClamdSkippedFilesAreCounted(t *testing.T) {
+	clamd := clamdserver.Start(t, clamdserver.Config{Signatures: clamdserver.BodySignatures()})
+	small := append(append([]byte("#!/bin/sh\n# "), clamdserver.EICAR()...), "\nexit 0\n"...)
+	big := append(append([]byte(nil), small...), bytes.Repeat([]byte("#\n"), 1024)...)
+	pc, d, _ := scannedImageSetup(t, "testdata/malicious", "library/app", "scan: {clamd: "+clamd.TCPURL()+", clamd_max_file: 1KiB}\n", "",
+		filesImage(t, map[string][]byte{"usr/local/bin/run.sh": small, "opt/big/run.sh": big}))
+	do(t, "GET", pc.URL+"/v2/library/app/manifests/1")
+	want := clamdserver.BodySignatureName + ".UNOFFICIAL malware CRITICAL"
+	if got := scanKinds(t, pc, d); len(got) != 1 || got[0] != want {
+		t.Fatalf("findings %v, want only %s (the small file's)", got, want)
+	}
+	if got := metricValue(scrapeMetrics(t, pc.URL), "portcullis_clamd_skipped_files_total", nil); got != 1 {
+		t.Fatalf("portcullis_clamd_skipped_files_total %v, want 1", got)
+	}
+}
+
 // clamd down is an evaluation error, never a pass: the scan fails and says
 // why, and a rule's on_error decides (here: block).
 func TestClamdDownFailsTheScan(t *testing.T) {
