@@ -222,12 +222,10 @@ func benchColdPull(b *testing.B, bytesPerSec int64, pages pageSource) {
 	var proxyTime, directTime time.Duration
 	var proxyCPU, directCPU, pcCPU, floor, floorReserved time.Duration
 	var pulls int
-	// Each pull's CPU and time, each floor's CPU, for the ratios of their
-	// medians:
-	// on this VM one pull or one floor in ten meets a slow moment of the
-	// host (two to three times the CPU for the same work), and one such
-	// moment moves the ratio of the sums by a tenth or more; the medians
-	// are not moved by it.
+	// Ratios of medians, not of sums: on this VM one pull or floor in ten
+	// meets a slow moment of the host (two to three times the CPU for the
+	// same work), which moves a ratio of sums by a tenth or more and a
+	// ratio of medians not at all.
 	var pullCPUs, floorCPUs, reservedCPUs, proxyTimes, directTimes []float64
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
