@@ -8,10 +8,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -288,13 +287,17 @@ func BenchmarkScanThroughput(b *testing.B) {
 			b.ReportMetric(ratios[len(ratios)-1], "ratio-max")
 			b.ReportMetric(float64(im.uncompressed)/1e6, "image-MB")
 
-			cmd := exec.Command(bin, "scan", "--format", "spdx", "--archive", im.archive)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				b.Fatalf("portcullis scan: %v\n%s", err, out)
+			run := peakRSSCommand(b.Context(), b, bin, "scan", "--format", "spdx", "--archive", im.archive)
+			var stderr strings.Builder
+			run.Stdout, run.Stderr = io.Discard, &stderr // the SBOM, the log
+			if err := run.Run(); err != nil {
+				b.Fatalf("portcullis scan: %v\n%s", err, stderr.String())
 			}
-			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-				b.ReportMetric(float64(ru.Maxrss)/1024, "peak-RSS-MB")
+			peak, err := run.maxRSS()
+			if err != nil {
+				b.Fatal(err)
 			}
+			b.ReportMetric(float64(peak)/mb, "peak-RSS-MB")
 		})
 	}
 }

@@ -10,12 +10,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -214,23 +212,24 @@ type measured struct {
 	// of the bbolt files mapped in, which the kernel can drop under
 	// memory pressure; RssAnon is the heap and stacks.
 	peakAnon int64
-	maxRSS   int64 // ru_maxrss at exit
+	maxRSS   int64 // ru_maxrss at exit, as test/bench/peakrss reports it
 }
 
-// runMeasured runs the binary to completion, reading its VmHWM every 20 ms.
+// runMeasured runs the binary to completion under test/bench/peakrss,
+// reading its VmHWM and RssAnon every 20 ms.
 func runMeasured(b *testing.B, bin string, args ...string) measured {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	run := peakRSSCommand(ctx, b, bin, args...)
 	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	run.Stdout, run.Stderr = &out, &out
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := run.Start(); err != nil {
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() { done <- run.Wait() }()
 	var m measured
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -241,16 +240,22 @@ func runMeasured(b *testing.B, bin string, args ...string) measured {
 			if err != nil {
 				b.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out.String())
 			}
-			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-				m.maxRSS = ru.Maxrss << 10
+			maxRSS, err := run.maxRSS()
+			if err != nil {
+				b.Fatal(err)
 			}
+			m.maxRSS = maxRSS
 			b.Logf("%s: %s, peak RSS %d MB (anonymous %d MB)\n%s", args[1], m.wall.Round(time.Millisecond), m.maxRSS/1e6, m.peakAnon/1e6, out.String())
 			return m
 		case <-tick.C:
-			if v, err := procStatusBytes(cmd.Process.Pid, "VmHWM"); err == nil {
+			pid, ok := run.pid()
+			if !ok {
+				continue
+			}
+			if v, err := procStatusBytes(pid, "VmHWM"); err == nil {
 				m.peakRSS = max(m.peakRSS, v)
 			}
-			if v, err := procStatusBytes(cmd.Process.Pid, "RssAnon"); err == nil {
+			if v, err := procStatusBytes(pid, "RssAnon"); err == nil {
 				m.peakAnon = max(m.peakAnon, v)
 			}
 		}
