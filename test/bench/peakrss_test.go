@@ -19,7 +19,8 @@ import (
 // child is at least the benchmark's (see peakrss).
 type rssRun struct {
 	*exec.Cmd
-	report string
+	report  string
+	started int // the program's pid, once read from the report
 }
 
 func peakRSSCommand(ctx context.Context, tb testing.TB, bin string, args ...string) *rssRun {
@@ -30,10 +31,17 @@ func peakRSSCommand(ctx context.Context, tb testing.TB, bin string, args ...stri
 	return &rssRun{Cmd: exec.CommandContext(ctx, wrapper, argv...), report: report}
 }
 
-// pid is the program's pid, once peakrss has started it.
+// pid is the program's pid, once peakrss has started it; the report is
+// read until it names one.
 func (r *rssRun) pid() (int, bool) {
-	v, err := r.field("pid")
-	return int(v), err == nil
+	if r.started == 0 {
+		v, err := r.field("pid")
+		if err != nil {
+			return 0, false
+		}
+		r.started = int(v)
+	}
+	return r.started, true
 }
 
 // maxRSS is the program's peak RSS in bytes, once it has exited.
